@@ -1,0 +1,32 @@
+"""The one warning list every target in this repository compiles with.
+
+Every cc_* target sets `copts = ALLOCATORS_COPTS` (tests and benchmarks use
+ALLOCATORS_TEST_COPTS, which relaxes only what gtest/benchmark macros trip).
+Warnings are errors: a new warning fails the build rather than scrolling past.
+External repositories (Debian's prebuilt abseil/gtest/benchmark) are not
+compiled by us, so their headers are the only foreign code these flags see;
+they live in /usr/include and are therefore system headers for the compiler.
+"""
+
+ALLOCATORS_COPTS = [
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-Wcast-qual",
+    "-Wconversion-null",
+    "-Wformat=2",
+    "-Wmissing-declarations",
+    "-Wnon-virtual-dtor",
+    "-Woverloaded-virtual",
+    "-Wpointer-arith",
+    "-Wshadow",
+    "-Wundef",
+    "-Wunused-result",
+    "-Wvla",
+    "-Wno-sign-compare",  # size_t vs int comparisons in loops are pervasive and benign.
+]
+
+ALLOCATORS_TEST_COPTS = ALLOCATORS_COPTS + [
+    # TEST()/BENCHMARK() define functions without prior declarations.
+    "-Wno-missing-declarations",
+]
