@@ -7,12 +7,19 @@ in mmap_alloc/BUILD creates the target `:version` with the header
 
     namespace mmap_alloc { inline constexpr char kVersion[] = "0.1.0"; }
 
-The VERSION file stays the single source of truth (CHANGELOG headings quote it,
-and //tools:version_check_test checks that they agree).
+The VERSION file stays the single source of truth: //tools:package_files_test
+checks that the package's CHANGELOG.md has a heading for it and that its
+README.md exists.
 """
 
 def package_version(namespace, name = "version", visibility = None):
     pkg = native.package_name()
+
+    # //tools:package_files_test checks that these agree with each other.
+    native.exports_files(
+        ["VERSION", "CHANGELOG.md", "README.md"],
+        visibility = ["//tools:__pkg__"],
+    )
     guard = (pkg.upper().replace("/", "_")) + "_VERSION_H_"
     native.genrule(
         name = name + "_h",

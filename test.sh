@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The test command: every test target, in every leg, ending with "N passed, N failed".
+#
+#   ./test.sh                 all legs: default (opt), tsan, asan_ubsan
+#   ./test.sh --quick         the default leg only
+#   ./test.sh --legs=tsan     chosen legs (comma-separated: default,dbg,tsan,asan,ubsan,asan_ubsan)
+#   ./test.sh -- //bagpipe/...  extra arguments after -- go to every `bazel test`
+#
+# Installs missing Debian packages first (tools/setup.sh). Each (leg, test target)
+# pair counts once; a leg whose build fails before any test ran counts as one
+# failure. Exit status is non-zero when anything failed. .ci/run calls exactly this.
+set -uo pipefail
+cd "$(dirname "$0")"
+# shellcheck source=tools/setup.sh
+source tools/setup.sh
+allocators_setup || { echo "0 passed, 1 failed"; exit 1; }
+
+legs="default,tsan,asan_ubsan"
+targets=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) legs="default" ;;
+    --legs=*) legs="${1#--legs=}" ;;
+    --) shift; targets=("$@"); break ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "test.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ ${#targets[@]} -eq 0 ] && targets=(//...)
+
+passed=0
+failed=0
+failures=()
+logdir=$(mktemp -d -t allocators-test.XXXXXX)
+start=$(date +%s)
+
+run_leg() {
+  local leg=$1 log="$logdir/$1.log" rc
+  local args=(test --keep_going --curses=no --color=no --show_progress_rate_limit=20)
+  case "$leg" in
+    default) ;;
+    *) args+=(--config="$leg" --build_tests_only) ;;
+  esac
+  echo "=== [$leg] bazel ${args[*]} ${targets[*]}"
+  bazel "${args[@]}" "${targets[@]}" 2>&1 | tee "$log" | grep --line-buffered -E \
+    '^(//|ERROR|FAIL|Executed|INFO: Elapsed|=+ Test output|[^ ]+ FAILED)'
+  rc=${PIPESTATUS[0]}
+  local p f
+  p=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log")
+  f=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|INCOMPLETE|FLAKY)' "$log")
+  while read -r line; do
+    [ -n "$line" ] && failures+=("[$leg] $line")
+  done < <(grep -E '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|INCOMPLETE|FLAKY)' "$log")
+  # Exit 4 means "built, but no test targets"; anything else non-zero with no
+  # failing test line is a build or analysis failure of the leg itself.
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 4 ] && [ "$f" -eq 0 ]; then
+    f=1
+    failures+=("[$leg] bazel exited $rc before running tests (see $log)")
+  fi
+  echo "=== [$leg] $p passed, $f failed (bazel exit $rc)"
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+
+IFS=',' read -r -a leg_list <<<"$legs"
+for leg in "${leg_list[@]}"; do
+  run_leg "$leg"
+done
+
+echo
+echo "Test logs: $logdir ($(( $(date +%s) - start ))s in all)"
+if [ ${#failures[@]} -gt 0 ]; then
+  echo "Failures:"
+  printf '  %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
