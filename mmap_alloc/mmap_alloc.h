@@ -1,0 +1,292 @@
+// mmap_alloc: pages straight from the kernel.
+//
+// This is the platform layer (in the spirit of snmalloc's `pal/`) that every
+// other allocator in this repository stands on. It exposes small, all-noexcept
+// primitives over mmap(2), munmap(2), madvise(2), mprotect(2) and mremap(2):
+//
+//   Map / Unmap          reserve (and optionally commit) zero-filled pages,
+//                        with any power-of-two alignment (over-map and trim);
+//   Commit / Uncommit    make pages resident now / hand them back to the kernel
+//                        (MADV_DONTNEED: reads as zero afterwards; MADV_FREE:
+//                        contents unspecified until written, cheaper);
+//   Protect              change read/write/exec permissions;
+//   Remap / GrowInPlace / ShrinkInPlace
+//                        resize with mremap, moving pages instead of copying;
+//   AdviseHugePages      the MADV_HUGEPAGE hint for transparent huge pages;
+//   NameRegion           label a region in /proc/<pid>/maps (best effort).
+//
+// On top of those sit `MapAlloc`, a configurable allocator (sizes, alignment,
+// reallocation) and `PageObjectAlloc`, a fixed-size object allocator that
+// satisfies `object_alloc::UntypedObjectAlloc`.
+//
+// Error contract (the same everywhere in this file): nothing throws and nothing
+// calls malloc. Failure is a value (nullptr or false) with errno set to the
+// cause: ENOMEM when the kernel cannot satisfy a request or a size overflows
+// when rounded up, EINVAL for arguments that can never be valid (size 0, a
+// pointer that is not page-aligned, an alignment that is not a power of two).
+// On success errno is left exactly as the caller had it, even when an internal
+// fallback path made (and recovered from) a failing system call; on failure the
+// errno the caller sees is the one of the failure that mattered, not that of a
+// cleanup call made afterwards.
+//
+// Linux only: the code uses mremap, MADV_FREE, MADV_HUGEPAGE, MAP_POPULATE and
+// prctl(PR_SET_VMA), and the whole repository targets Linux.
+//
+// All functions are thread-safe in the sense that the kernel serialises the
+// underlying system calls; the usual rule applies that two threads must not
+// unmap or remap the same range concurrently with using it.
+#ifndef MMAP_ALLOC_MMAP_ALLOC_H_
+#define MMAP_ALLOC_MMAP_ALLOC_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "object_alloc/object_alloc.h"
+
+namespace mmap_alloc {
+
+// The kernel's base page size, sysconf(_SC_PAGESIZE), read once and cached.
+std::size_t PageSize() noexcept;
+
+// Rounds size up to a multiple of PageSize(). Returns false (and leaves *out
+// unchanged) if the result would not fit in a size_t.
+bool RoundUpToPage(std::size_t size, std::size_t* out) noexcept;
+
+// Memory permissions. Any combination is accepted; the kernel may grant more
+// than asked (on x86, write implies read in hardware) but /proc/self/maps and
+// the PROT_* bits always reflect exactly what was requested.
+enum class Perm : unsigned { kNone = 0, kRead = 1, kWrite = 2, kExec = 4 };
+
+constexpr Perm operator|(Perm a, Perm b) noexcept {
+  return static_cast<Perm>(static_cast<unsigned>(a) | static_cast<unsigned>(b));
+}
+constexpr Perm operator&(Perm a, Perm b) noexcept {
+  return static_cast<Perm>(static_cast<unsigned>(a) & static_cast<unsigned>(b));
+}
+constexpr Perm& operator|=(Perm& a, Perm b) noexcept { return a = a | b; }
+constexpr Perm& operator&=(Perm& a, Perm b) noexcept { return a = a & b; }
+// True if every permission in `bits` is present in `set`.
+constexpr bool HasAll(Perm set, Perm bits) noexcept { return (set & bits) == bits; }
+
+// The PROT_* value for a permission set.
+int ToProt(Perm perm) noexcept;
+
+struct MapOptions {
+  Perm perm = Perm::kRead | Perm::kWrite;
+  // Commit eagerly: the pages are faulted in before Map returns (MAP_POPULATE,
+  // or MADV_POPULATE_* for over-aligned / huge-page regions). Best effort, as
+  // MAP_POPULATE itself is: if the kernel cannot populate, Map still succeeds
+  // and pages are faulted in on first touch.
+  bool populate = false;
+  // MADV_HUGEPAGE hint (transparent huge pages). Best effort: Map does not fail
+  // if the kernel has no THP support. Combine with align = 2 MiB so that the
+  // region can actually be backed by huge pages.
+  bool huge_pages = false;
+  // 0 = page size. Larger powers of two: the region is over-mapped by
+  // (align - page size) bytes and the misaligned head and tail are unmapped,
+  // so no address space is wasted once Map returns.
+  std::size_t align = 0;
+  // If non-null, the region is named "[anon:<name>]" in /proc/<pid>/maps via
+  // prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME) where the kernel supports it
+  // (Linux 5.17+ with CONFIG_ANON_VMA_NAME). Failure is ignored. The string
+  // must outlive nothing: the kernel copies it. At most 79 characters, no
+  // '[', ']', '\\', '$', '`' or non-printable characters.
+  const char* name = nullptr;
+};
+
+// Maps size bytes (rounded up to PageSize()), zero-filled. nullptr on failure
+// with errno set (ENOMEM for sizes the kernel can't satisfy or that overflow
+// when rounded; EINVAL for size 0 / a non-power-of-two align).
+void* Map(std::size_t size, const MapOptions& options = {}) noexcept;
+
+// Unmaps [p, p + size rounded up to a page). false with errno on failure (p not
+// page-aligned, size 0). Unmapping a range that is already (partly) unmapped is
+// not an error, exactly as for munmap(2).
+bool Unmap(void* p, std::size_t size) noexcept;
+
+// Makes [p, p + size) resident now (size rounded up to a page). Uses
+// MADV_POPULATE_WRITE for writable memory and MADV_POPULATE_READ for read-only
+// memory (Linux 5.14+), falling back to the MADV_WILLNEED hint on older kernels
+// or for PROT_NONE memory (a range mixing writable and read-only mappings is
+// populated for reading). Committing twice is a no-op. Fails (EINVAL) for an
+// unaligned p or size 0, and ENOMEM if the kernel cannot supply the memory or
+// the range is not mapped.
+bool Commit(void* p, std::size_t size) noexcept;
+
+enum class UncommitMode {
+  // MADV_DONTNEED: residency drops at once and the pages read as zero after.
+  kDontNeed,
+  // MADV_FREE (Linux 4.5+): the kernel reclaims the pages lazily, only under
+  // memory pressure. Until the next write to a page its contents are
+  // unspecified (old data or zeros). Cheaper when the memory is reused soon.
+  // Falls back to kDontNeed where MADV_FREE is unsupported.
+  kFree,
+};
+
+// Returns the physical memory behind [p, p + size) to the kernel. The range
+// stays mapped with its permissions; touching it again faults in fresh pages.
+// Idempotent. Fails (EINVAL) for an unaligned p or size 0, ENOMEM if the range
+// is not mapped.
+bool Uncommit(void* p, std::size_t size,
+              UncommitMode mode = UncommitMode::kDontNeed) noexcept;
+
+// mprotect(2) over [p, p + size rounded up). EINVAL for unaligned p / size 0,
+// ENOMEM if the range is not mapped, EACCES if the kernel refuses (e.g. exec).
+bool Protect(void* p, std::size_t size, Perm perm) noexcept;
+
+// Resizes the mapping [p, p + old_size) to new_size (both rounded up to pages),
+// keeping contents (up to the smaller size) and permissions. The region may
+// move; pages are moved by the kernel, never copied. If align (0 = page size)
+// is larger than a page the result is aligned to it: the region is grown in
+// place if possible, otherwise moved to a freshly reserved aligned range.
+// Returns the new address, or nullptr with errno set, in which case the old
+// mapping is untouched. The old range must lie inside one mapping with uniform
+// attributes (a single VMA); otherwise the kernel reports EFAULT (MapAlloc's
+// Reallocate falls back to copying in that case).
+void* Remap(void* p, std::size_t old_size, std::size_t new_size,
+            std::size_t align = 0) noexcept;
+
+// Grows [p, p + old_size) to new_size without moving it. false with ENOMEM if
+// the pages after the region are in use (or the kernel cannot supply them),
+// EINVAL if new_size < old_size (after rounding) or p is unaligned. Growing to
+// the same page-rounded size succeeds trivially.
+bool GrowInPlace(void* p, std::size_t old_size, std::size_t new_size) noexcept;
+
+// Shrinks [p, p + old_size) to new_size by unmapping the tail. EINVAL if
+// new_size is 0 or larger than old_size (after rounding), or p is unaligned.
+bool ShrinkInPlace(void* p, std::size_t old_size,
+                   std::size_t new_size) noexcept;
+
+// MADV_HUGEPAGE over [p, p + size rounded up). false with EINVAL if the kernel
+// has no transparent-huge-page support. Only a hint: the kernel backs a range
+// with huge pages when it is 2 MiB-aligned, 2 MiB long and memory allows.
+bool AdviseHugePages(void* p, std::size_t size) noexcept;
+
+// Names [p, p + size rounded up) in /proc/<pid>/maps (see MapOptions::name).
+// false with errno (EINVAL where unsupported) on failure; harmless to ignore.
+bool NameRegion(void* p, std::size_t size, const char* name) noexcept;
+
+// A configurable page allocator: a MapOptions bundle plus size-aware
+// Allocate / Deallocate / Reallocate. Cheap to copy; all members are
+// thread-safe (it holds no mutable state).
+//
+// Sizes are rounded up to whole pages (UsableSize); every allocation is
+// zero-filled. Alignments up to a page are free; larger ones over-map and trim.
+class MapAlloc {
+ public:
+  static constexpr bool kThreadSafe = true;
+
+  // Read + write, lazily committed, page-aligned.
+  constexpr MapAlloc() noexcept = default;
+  // options.align is the default alignment for Allocate(size) calls that pass
+  // align = 0; options.name, if given, must be a string literal or otherwise
+  // outlive the allocator (it is passed to the kernel on every Allocate).
+  constexpr explicit MapAlloc(const MapOptions& options) noexcept
+      : options_(options) {}
+
+  const MapOptions& options() const noexcept { return options_; }
+
+  // The number of bytes an allocation of `size` really provides (size rounded
+  // up to a page), or 0 if that overflows.
+  static std::size_t UsableSize(std::size_t size) noexcept;
+
+  // Maps at least size bytes aligned to max(align, options().align, page).
+  // nullptr with errno on failure, see Map.
+  void* Allocate(std::size_t size, std::size_t align = 0) const noexcept;
+
+  // Unmaps an allocation of `size` bytes (the size passed to Allocate or any
+  // size that rounds to the same number of pages). false with errno only on
+  // misuse (EINVAL) or if the kernel cannot split a mapping (ENOMEM).
+  bool Deallocate(void* p, std::size_t size) const noexcept;
+
+  // Resizes an allocation, keeping min(old_size, new_size) bytes of contents.
+  // Returns p itself when the page-rounded sizes are equal. Otherwise moves the
+  // pages with mremap (keeping alignment align, 0 = options().align), and only
+  // if that is impossible (the block spans several kernel mappings, e.g. after
+  // a partial Protect) allocates a new block, copies and frees the old one.
+  // For allocators configured without read or write permission that copy
+  // temporarily grants read on the old block and write on the new one, as the
+  // reference implementation did, and restores the configured permissions
+  // before returning. On failure returns nullptr with errno set, and the old
+  // block is still valid with its contents (and its permissions, except that
+  // a failure in the middle of the copy path resets them to the configured
+  // ones). p == nullptr behaves as Allocate(new_size, align); new_size == 0
+  // fails with EINVAL (use Deallocate to free). A range that is not fully
+  // mapped fails with EFAULT.
+  void* Reallocate(void* p, std::size_t old_size, std::size_t new_size,
+                   std::size_t align = 0) const noexcept;
+
+  // As the free functions, for symmetry with the reference API.
+  bool GrowInPlace(void* p, std::size_t old_size,
+                   std::size_t new_size) const noexcept {
+    return mmap_alloc::GrowInPlace(p, old_size, new_size);
+  }
+  bool ShrinkInPlace(void* p, std::size_t old_size,
+                     std::size_t new_size) const noexcept {
+    return mmap_alloc::ShrinkInPlace(p, old_size, new_size);
+  }
+  bool Commit(void* p, std::size_t size) const noexcept {
+    return mmap_alloc::Commit(p, size);
+  }
+  bool Uncommit(void* p, std::size_t size,
+                UncommitMode mode = UncommitMode::kDontNeed) const noexcept {
+    return mmap_alloc::Uncommit(p, size, mode);
+  }
+
+ private:
+  std::size_t EffectiveAlign(std::size_t align) const noexcept;
+
+  MapOptions options_;
+};
+
+// The fixed-size object view: every Allocate() maps one object of `size`
+// bytes (a multiple of the page size) aligned to `align` (a power of two, at
+// least a page, dividing size), zero-filled, with the configured permissions.
+// Deallocate unmaps it. Holds no state beyond its configuration, so it is
+// thread-safe and objects may be freed from any thread.
+class PageObjectAlloc {
+ public:
+  static constexpr bool kThreadSafe = true;
+
+  // One page, page-aligned, read + write.
+  PageObjectAlloc() noexcept;
+  // REQUIRES: IsValidConfig(size, align) (checked; a violation is a
+  // programming error and aborts with a message). align = 0 means one page.
+  explicit PageObjectAlloc(std::size_t size, std::size_t align = 0,
+                           Perm perm = Perm::kRead | Perm::kWrite,
+                           bool populate = false) noexcept;
+
+  // True if (size, align) describes a valid page object: size > 0 and a
+  // multiple of the page size, align 0 or a power of two >= the page size that
+  // divides size.
+  static bool IsValidConfig(std::size_t size, std::size_t align) noexcept;
+
+  object_alloc::Layout layout() const noexcept { return layout_; }
+  Perm perm() const noexcept { return options_.perm; }
+
+  // A fresh zero-filled object, or nullptr with errno (ENOMEM) on exhaustion.
+  void* Allocate() noexcept;
+  // REQUIRES: p came from Allocate() on an allocator with the same layout.
+  void Deallocate(void* p) noexcept;
+
+ private:
+  object_alloc::Layout layout_;
+  MapOptions options_;
+};
+
+static_assert(object_alloc::UntypedObjectAlloc<PageObjectAlloc>);
+static_assert(object_alloc::IsThreadSafe<PageObjectAlloc>());
+
+namespace internal {
+
+// Reallocate's copy path, exposed for tests: allocates a new block with
+// `alloc`'s options, copies min(old, new) bytes, unmaps the old block. Grants
+// temporary read/write as described at MapAlloc::Reallocate.
+void* ReallocateByCopy(const MapAlloc& alloc, void* p, std::size_t old_size,
+                       std::size_t new_size, std::size_t align) noexcept;
+
+}  // namespace internal
+
+}  // namespace mmap_alloc
+
+#endif  // MMAP_ALLOC_MMAP_ALLOC_H_
