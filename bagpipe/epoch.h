@@ -1,0 +1,268 @@
+// epoch: allocation-free epoch-based reclamation (EBR) for bagpipe's lock-free
+// structures.
+//
+// Lock-free queues and stacks unlink a segment or node while other threads may
+// still be reading it. EBR defers the free until no thread can still hold a
+// pointer to it. Readers announce themselves by *pinning* (a Guard) around
+// every operation that dereferences shared nodes; writers *retire* what they
+// have unlinked; retired memory is freed once the global epoch has advanced far
+// enough that every thread pinned at the time of the unlink has unpinned.
+//
+// Everything here is usable from inside a malloc implementation: no malloc, no
+// exceptions, no static constructors (all globals are constinit), thread
+// records come from bsalloc and are reused after their thread exits, and the
+// thread-exit hook (a pthread key destructor) does not allocate. Garbage is
+// intrusive (each retired object embeds a RetireNode), so retiring never
+// allocates either.
+//
+// ## Protocol
+//
+// State: a global epoch counter G (only ever incremented, by CAS), and one
+// Record per thread holding `state` = (epoch << 1) | active.
+//
+// * Pin (outermost Guard): e = G.load(seq_cst); state.exchange((e << 1) | 1,
+//   seq_cst); then a seq_cst fence F_T (on x86 the locked exchange already is a
+//   full barrier and the fence is omitted, as crossbeam-epoch does). Nested
+//   guards only bump a thread-private counter.
+// * Unpin (outermost Guard ends): state.store(e << 1, release).
+// * Advance: e = G.load(seq_cst); seq_cst fence F_A; for every record, if it is
+//   active with an epoch != e, give up; otherwise CAS G from e to e + 1.
+//   So G can only move from e to e + 1 while every pinned thread is at e, and
+//   while a thread stays pinned at p, G <= p + 1.
+// * Retire(node): the caller has already made the object unreachable from the
+//   structure's roots (the unlink U). Retire runs a seq_cst fence F_R, reads
+//   t = G (seq_cst) and files the node in the calling thread's limbo list with
+//   free_at = t + grace (grace >= 2).
+// * Collect: frees the limbo entries whose free_at <= G.
+//
+// Why a retired object is unreachable for every pinned reader when it is freed
+// (grace 2): freeing needs advances A1 (t -> t+1) and A2 (t+1 -> t+2). Take a
+// thread T that is pinned when the object is freed, having pinned with global
+// load g and fence F_T.
+//   - If g >= t + 1, A1's CAS precedes T's load of G in the single total order
+//     S, so U -> F_R -> (load of t) -> A1 -> (T's load) -> F_T in S.
+//   - If g <= t, T stored an epoch != t + 1, so A2 did not see T's pin store;
+//     by the fence rules F_A2 precedes F_T in S, and again U -> F_R precedes
+//     F_T in S.
+// Either way F_R precedes F_T in S, and U is sequenced before F_R, so every
+// load T makes after pinning observes the unlink (or something later): T
+// cannot find the object through the structure. Threads that pinned *before*
+// the unlink block A2 (they are at an epoch <= t) until they unpin.
+//
+// A larger grace covers *secondary* paths that are removed only by threads
+// which themselves are pinned at an epoch <= t + grace - 3 (for example the
+// revocation handles of faa_queue.h, cleared by the popper or the winning
+// revoker after the segment has been unlinked); see the users for their
+// argument.
+//
+// ## Asymmetric fences
+// Where the kernel offers membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) (Linux
+// 4.14+), pins drop their fence (a plain release store plus a compiler
+// barrier) and the advancer calls membarrier() in place of F_A. membarrier
+// makes every running thread of the process execute a full barrier during the
+// call (descheduled threads get one from the context switch), so for each
+// pinned thread T there is a barrier F_T' in T's program order during the
+// advancer's call: either T's pin store precedes F_T' and the advancer's scan
+// (after the call) sees it, or T's later loads follow F_T', which follows the
+// advancer's load of G and thus the unlink, exactly the two cases above. This
+// is the asymmetric-barrier technique of liburcu's "memb" flavour and folly's
+// asymmetric barriers. Advancing becomes expensive (a system call with IPIs),
+// so advances are attempted only when a thread has garbage: when its limbo
+// list reaches the threshold, or every kPinPeriodFactor * threshold pins while
+// it holds any. TSan builds always use the symmetric protocol (TSan does not
+// model membarrier).
+//
+// For ThreadSanitizer the happens-before edges are real acquire/release
+// pairs: a thread's accesses are released by its unpin store (or by the next
+// pin's exchange, a read-modify-write continuing the release sequence), read
+// by the advancer's acquire scan, published by the CAS on G, and acquired by
+// the collector's load of G before it frees.
+//
+// Garbage bounds: each thread attempts an advance + collection once per
+// `threshold` retires, and every kPinPeriodFactor * threshold outermost pins
+// while it holds garbage. With grace g and no stalled thread, a limbo list
+// therefore holds about (g + 1) * threshold entries at most. Entries left by exiting threads move to a
+// global orphan list that every collection drains. Nothing can be freed while
+// a thread stays pinned, so the bound holds only while threads keep moving.
+#ifndef BAGPIPE_EPOCH_H_
+#define BAGPIPE_EPOCH_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
+
+namespace bagpipe {
+namespace epoch {
+
+// Intrusive header embedded in every retired object. `free_fn` receives the
+// node and must release the enclosing object; it runs on whichever thread
+// collects, possibly while that thread is pinned, and must not pin-wait.
+struct RetireNode {
+  RetireNode* next = nullptr;
+  void (*free_fn)(RetireNode*) = nullptr;
+  std::uint64_t free_at = 0;
+};
+
+inline constexpr std::uint64_t kDefaultGrace = 2;
+
+namespace internal {
+
+// The seq_cst fences of the protocol. GCC refuses atomic_thread_fence under
+// -fsanitize=thread (TSan does not model fences), so TSan builds use a seq_cst
+// read-modify-write of one shared word instead: all such "fences" are then
+// totally ordered and synchronise with each other, which is at least as
+// strong as the fences for what the protocol relies on.
+#if defined(THREAD_SANITIZER)
+ABSL_CONST_INIT inline std::atomic<std::uint64_t> tsan_fence_word{0};
+inline void SeqCstFence() noexcept {
+  tsan_fence_word.fetch_add(0, std::memory_order_seq_cst);
+}
+#else
+inline void SeqCstFence() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+#endif
+
+// One per thread that ever pinned or retired; never freed, reused by later
+// threads once its owner exits. Cache-line sized so that pins do not false
+// share.
+struct alignas(64) Record {
+  // (epoch << 1) | active. Written by the owner, read by advancers.
+  std::atomic<std::uint64_t> state{0};
+  // Claimed by exchange(true); released at thread exit.
+  std::atomic<bool> in_use{false};
+  // Immutable once the record is published on the global list.
+  Record* next_record = nullptr;
+  // Owner-only fields.
+  std::uint32_t nest = 0;
+  std::uint32_t pins = 0;
+  std::uint64_t pinned_epoch = 0;
+  RetireNode* limbo_head = nullptr;
+  RetireNode* limbo_tail = nullptr;
+  std::size_t limbo_count = 0;
+  // Retires since the last collection attempt: attempts are made once per
+  // threshold retires, not on every retire while the limbo list is long (an
+  // attempt that cannot free anything must not be repeated at once; in
+  // asymmetric mode each one is a system call).
+  std::size_t retires_since_collect = 0;
+};
+
+// The calling thread's record, or nullptr before its first pin. Initial-exec
+// TLS so that reading it never calls __tls_get_addr's allocating slow path.
+ABSL_CONST_INIT extern thread_local Record* tls_record
+    __attribute__((tls_model("initial-exec")));
+
+Record* AcquireRecord() noexcept;
+void SlowPinWork(Record* r) noexcept;  // periodic advance + collect
+
+ABSL_CONST_INIT inline std::atomic<std::uint64_t> global_epoch{0};
+// Limbo threshold; tests lower it to force reclamation. Pins attempt a
+// collection every kPinPeriodFactor * threshold pins when there is garbage.
+ABSL_CONST_INIT inline std::atomic<std::uint32_t> collect_threshold{64};
+inline constexpr std::uint32_t kPinPeriodFactor = 16;
+// True once membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) is registered: pins
+// then skip their fence and advancers issue the heavy barrier instead (see
+// "Asymmetric fences" above). Set once, before the first pin that reads it
+// (AcquireRecord initialises it), never cleared. Always false under TSan.
+ABSL_CONST_INIT inline std::atomic<bool> asymmetric{false};
+
+}  // namespace internal
+
+// Pins the calling thread; nestable. Returns false only if no thread record
+// could be allocated (out of memory), in which case the thread is NOT pinned
+// and must not touch shared nodes.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool Pin() noexcept {
+  internal::Record* r = internal::tls_record;
+  if (ABSL_PREDICT_FALSE(r == nullptr)) {
+    r = internal::AcquireRecord();
+    if (r == nullptr) return false;
+  }
+  if (r->nest++ == 0) {
+    const std::uint64_t e =
+        internal::global_epoch.load(std::memory_order_seq_cst);
+    r->pinned_epoch = e;
+#if !defined(THREAD_SANITIZER)
+    if (ABSL_PREDICT_TRUE(
+            internal::asymmetric.load(std::memory_order_relaxed))) {
+      // The advancer's membarrier() supplies F_T; only the compiler must not
+      // move the caller's loads above this store.
+      r->state.store((e << 1) | 1, std::memory_order_release);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    } else
+#endif
+    {
+      r->state.exchange((e << 1) | 1, std::memory_order_seq_cst);
+#if !defined(__x86_64__) && !defined(__i386__)
+      internal::SeqCstFence();
+#endif
+    }
+    if (ABSL_PREDICT_FALSE(
+            ++r->pins >=
+            internal::kPinPeriodFactor *
+                internal::collect_threshold.load(std::memory_order_relaxed))) {
+      internal::SlowPinWork(r);
+    }
+  }
+  return true;
+}
+
+// Ends the innermost pin of the calling thread. REQUIRES: Pin() returned true.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void Unpin() noexcept {
+  internal::Record* r = internal::tls_record;
+  if (--r->nest == 0) {
+    r->state.store(r->pinned_epoch << 1, std::memory_order_release);
+  }
+}
+
+// RAII pin. Check ok() where out-of-memory must be handled.
+class Guard {
+ public:
+  Guard() noexcept : ok_(Pin()) {}
+  ~Guard() {
+    if (ok_) Unpin();
+  }
+  Guard(const Guard&) = delete;
+  Guard& operator=(const Guard&) = delete;
+  bool ok() const noexcept { return ok_; }
+
+ private:
+  bool ok_;
+};
+
+// Files `node` for freeing once no pinned thread can reach it (see the
+// protocol). REQUIRES: the object is already unreachable from the structure's
+// shared roots; free_fn is set. `grace` >= 2. Never allocates; if the thread
+// has no record and none can be allocated, the node is leaked (counted in
+// Stats::leaked) rather than freed unsafely.
+void Retire(RetireNode* node, std::uint64_t grace = kDefaultGrace) noexcept;
+
+// Tries to advance the global epoch once and frees whatever became safe in the
+// calling thread's limbo list and in the orphan list.
+void Collect() noexcept;
+
+// Current global epoch (for tests and diagnostics).
+std::uint64_t CurrentEpoch() noexcept;
+
+struct Stats {
+  std::uint64_t retired = 0;  // Retire calls
+  std::uint64_t freed = 0;    // free_fn calls
+  std::uint64_t leaked = 0;   // Retire calls without a record (OOM)
+  std::uint64_t records = 0;  // thread records ever allocated
+};
+Stats GetStats() noexcept;
+
+// Test hooks.
+// Sets the limbo threshold and collection period (default 64); 1 collects on
+// every pin and every retire.
+void SetCollectThresholdForTesting(std::uint32_t n) noexcept;
+// Advances and collects repeatedly (calling thread must not be pinned) until
+// nothing more can be freed by it: intended for quiescent checks in tests.
+void DrainForTesting() noexcept;
+
+}  // namespace epoch
+}  // namespace bagpipe
+
+#endif  // BAGPIPE_EPOCH_H_

@@ -1,0 +1,269 @@
+// faa_queue: a lock-free MPMC FIFO queue of word-sized items, after
+// Ramalhete & Correia's FAAArrayQueue, with optional revocation.
+//
+// The queue is a linked list of 256-cell segments. Each segment has its own
+// enqueue and dequeue counters; a push claims a cell with fetch_add on the
+// tail segment's `enq` and CASes the item into it, a pop claims a cell with
+// fetch_add on the head segment's `deq` and swaps kTakenCell into it. A pop
+// that arrives at a cell before its push swaps kTakenCell in first, and that
+// push's CAS fails: TryPush then reports a transient failure (the caller
+// retries) and TryPop reports kTransient. Pops never wait for pushes.
+//
+// Segments come from a type-stable BlockPool and are recycled through epoch
+// reclamation (epoch.h). Every operation pins.
+//
+// ## Invariants and who moves what
+//  * head_ and tail_ only move forward, one segment at a time, by CAS from a
+//    segment S to S->next. tail_ is never behind head_: before a pop moves
+//    head_ from S to S->next it first helps tail_ off S (CAS tail_ S ->
+//    S->next; if that fails tail_ was already past S). Hence when head_ leaves
+//    S, S is unreachable from both roots and the head-CAS winner may retire it
+//    (the unlink of epoch.h). This is a fix over a naive port, in which tail_
+//    may still point at a retired segment.
+//  * New segments are appended empty (CAS S->next nullptr -> new). They are
+//    never pre-filled with the pusher's item, so no item is ever visible in a
+//    segment that might be discarded (which matters for revocation).
+//  * A cell goes kEmptyCell -> item (the push's CAS) -> kTakenCell (the pop's
+//    exchange, or a revoke's CAS), or kEmptyCell -> kTakenCell when the pop
+//    came first. Exactly one pop claims each cell index (fetch_add), so every
+//    pushed item is popped or revoked exactly once.
+//
+// ## Revocation (when T is a pointer to a Revocable, see bag.h)
+// The item's handle records the address of the cell it sits in:
+//  * push: handle := &cell, then CAS the cell; if the CAS fails, handle := 0.
+//  * pop: after the exchange returned the item, handle := 0.
+//  * Revoke(item): pinned, load the handle c; if 0, fail; else CAS *c from the
+//    item to kTakenCell. Success means the item was in the queue and is now
+//    removed; then handle := 0. The cell CAS and the pop's exchange are the
+//    same word, so exactly one of revoke and pop wins.
+// Memory safety of Revoke's access to *c: a handle value c pointing into
+// segment S is written only by the pusher of that cell, and removed by (a) the
+// pusher itself on failure, (b) the popper of the cell, or (c) the winning
+// revoker. (a) and (b) reached S through the roots, so they are pinned at an
+// epoch <= t (S's retire epoch) and must unpin (after removing c) before the
+// epoch can reach t + 2. (c) wins its CAS before the cell's popper exchanges,
+// so it read c while pinned at <= t + 1 and removes c before the epoch can
+// reach t + 3. A revoker pinned at >= t + 3 therefore cannot read c, and one
+// pinned at <= t + 2 holds the epoch below t + 4: segments of revocable queues
+// are retired with grace 4.
+// Semantics: a Revoke that races with the Push of the same item may fail
+// (the item is not "in" yet); a Revoke after Push returned succeeds unless a
+// pop or another revoke took the item first.
+#ifndef BAGPIPE_FAA_QUEUE_H_
+#define BAGPIPE_FAA_QUEUE_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+
+#include "bagpipe/bag.h"
+#include "bagpipe/block_pool.h"
+#include "bagpipe/epoch.h"
+
+namespace bagpipe {
+
+template <Item T>
+class FaaQueue {
+ public:
+  using value_type = T;
+  static constexpr std::size_t kSegmentSize = 256;
+  static constexpr bool kRevocable = kIsRevocableItem<T>;
+
+  FaaQueue() noexcept {
+    Segment* s = NewSegment();
+    head_.v.store(s, std::memory_order_relaxed);
+    tail_.v.store(s, std::memory_order_relaxed);
+  }
+  FaaQueue(const FaaQueue&) = delete;
+  FaaQueue& operator=(const FaaQueue&) = delete;
+
+  // REQUIRES: no concurrent operations. Items still queued are dropped (their
+  // revocation handles are cleared).
+  ~FaaQueue() {
+    if (!valid()) return;
+    T item;
+    while (TryPop(&item) != PopStatus::kEmpty) {
+    }
+    epoch::Guard g;
+    for (Segment* s = head_.v.load(std::memory_order_relaxed); s != nullptr;) {
+      Segment* next = s->next.load(std::memory_order_relaxed);
+      s->~Segment();
+      Pool::Retire(s, kGrace);
+      s = next;
+    }
+  }
+
+  bool valid() const noexcept {
+    return head_.v.load(std::memory_order_relaxed) != nullptr;
+  }
+
+  // One attempt. false: transient failure (a pop overtook the claimed cell) or
+  // out of memory; the item is not queued.
+  bool TryPush(T item) noexcept { return PushOnce(item) == kPushed; }
+
+  // Retries until the item is queued; false only when out of memory.
+  bool Push(T item) noexcept {
+    for (;;) {
+      const PushResult r = PushOnce(item);
+      if (r != kRetry) return r == kPushed;
+    }
+  }
+
+  PopStatus TryPop(T* out) noexcept {
+    epoch::Guard g;
+    if (!g.ok()) return PopStatus::kTransient;
+    return TryPopPinned(out);
+  }
+
+  // Retries while transient; false = empty.
+  bool Pop(T* out) noexcept {
+    for (;;) {
+      const PopStatus s = TryPop(out);
+      if (s != PopStatus::kTransient) return s == PopStatus::kOk;
+    }
+  }
+
+  // Variants for callers that already hold an epoch::Guard (Bagpipe pins once
+  // per operation instead of once per probe). REQUIRES: the calling thread is
+  // pinned.
+  bool TryPushPinned(T item) noexcept { return PushOncePinned(item) == kPushed; }
+  bool PushPinned(T item) noexcept {
+    for (;;) {
+      const PushResult r = PushOncePinned(item);
+      if (r != kRetry) return r == kPushed;
+    }
+  }
+  PopStatus TryPopPinned(T* out) noexcept {
+    for (;;) {
+      Segment* lh = head_.v.load(std::memory_order_acquire);
+      if (lh->deq.load(std::memory_order_acquire) >=
+              lh->enq.load(std::memory_order_acquire) &&
+          lh->next.load(std::memory_order_acquire) == nullptr) {
+        return PopStatus::kEmpty;
+      }
+      const std::uint64_t idx =
+          lh->deq.fetch_add(1, std::memory_order_acq_rel);
+      if (idx >= kSegmentSize) {
+        Segment* ln = lh->next.load(std::memory_order_acquire);
+        if (ln == nullptr) return PopStatus::kEmpty;
+        Segment* t = lh;
+        tail_.v.compare_exchange_strong(t, ln, std::memory_order_acq_rel,
+                                      std::memory_order_relaxed);
+        Segment* h = lh;
+        if (head_.v.compare_exchange_strong(h, ln, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed)) {
+          Pool::Retire(lh, kGrace);
+        }
+        continue;
+      }
+      const std::uintptr_t v =
+          lh->cells[idx].exchange(internal::kTakenCell,
+                                  std::memory_order_acq_rel);
+      if (v == internal::kEmptyCell) return PopStatus::kTransient;
+      if (v == internal::kTakenCell) continue;  // revoked while queued
+      T item = ItemTraits<T>::Decode(v);
+      if constexpr (kRevocable) {
+        item->handle().store(0, std::memory_order_release);
+      }
+      *out = item;
+      return PopStatus::kOk;
+    }
+  }
+
+  // Removes `item` from whichever revocable FaaQueue of this type holds it.
+  // true: it was queued and this call removed it (no pop will return it).
+  // false: it was not queued, or a pop / another revoke took it first.
+  static bool Revoke(T item) noexcept
+    requires kRevocable
+  {
+    epoch::Guard g;
+    if (!g.ok()) return false;
+    std::atomic<std::uintptr_t>& h = item->handle();
+    const std::uintptr_t c = h.load(std::memory_order_acquire);
+    if (c == 0) return false;
+    auto* cell = reinterpret_cast<std::atomic<std::uintptr_t>*>(c);
+    std::uintptr_t expected = ItemTraits<T>::Encode(item);
+    if (!cell->compare_exchange_strong(expected, internal::kTakenCell,
+                                       std::memory_order_acq_rel,
+                                       std::memory_order_relaxed)) {
+      return false;
+    }
+    h.store(0, std::memory_order_release);
+    return true;
+  }
+
+ private:
+  enum PushResult { kPushed, kRetry, kNoMemory };
+  static constexpr std::uint64_t kGrace = kRevocable ? 4 : 2;
+
+  struct Segment {
+    alignas(internal::kCacheLine) std::atomic<std::uint64_t> deq{0};
+    alignas(internal::kCacheLine) std::atomic<std::uint64_t> enq{0};
+    alignas(internal::kCacheLine) std::atomic<Segment*> next{nullptr};
+    alignas(internal::kCacheLine) std::atomic<std::uintptr_t> cells[kSegmentSize] = {};
+  };
+  using Pool = internal::BlockPool<sizeof(Segment)>;
+
+  static Segment* NewSegment() noexcept {
+    void* p = Pool::Get();
+    return p == nullptr ? nullptr : new (p) Segment();
+  }
+
+  PushResult PushOnce(T item) noexcept {
+    epoch::Guard g;
+    if (!g.ok()) return kNoMemory;
+    return PushOncePinned(item);
+  }
+
+  PushResult PushOncePinned(T item) noexcept {
+    const std::uintptr_t v = ItemTraits<T>::Encode(item);
+    for (;;) {
+      Segment* lt = tail_.v.load(std::memory_order_acquire);
+      const std::uint64_t idx =
+          lt->enq.fetch_add(1, std::memory_order_acq_rel);
+      if (idx >= kSegmentSize) {
+        if (lt != tail_.v.load(std::memory_order_acquire)) continue;
+        Segment* ln = lt->next.load(std::memory_order_acquire);
+        if (ln == nullptr) {
+          Segment* fresh = NewSegment();
+          if (fresh == nullptr) return kNoMemory;
+          Segment* expected = nullptr;
+          if (lt->next.compare_exchange_strong(expected, fresh,
+                                               std::memory_order_acq_rel,
+                                               std::memory_order_acquire)) {
+            ln = fresh;
+          } else {
+            fresh->~Segment();
+            Pool::Retire(fresh, kGrace);  // never published; see block_pool.h
+            ln = expected;
+          }
+        }
+        tail_.v.compare_exchange_strong(lt, ln, std::memory_order_acq_rel,
+                                      std::memory_order_relaxed);
+        continue;
+      }
+      std::atomic<std::uintptr_t>& cell = lt->cells[idx];
+      if constexpr (kRevocable) {
+        item->handle().store(reinterpret_cast<std::uintptr_t>(&cell),
+                             std::memory_order_release);
+      }
+      std::uintptr_t expected = internal::kEmptyCell;
+      if (cell.compare_exchange_strong(expected, v, std::memory_order_acq_rel,
+                                       std::memory_order_relaxed)) {
+        return kPushed;
+      }
+      if constexpr (kRevocable) {
+        item->handle().store(0, std::memory_order_release);
+      }
+      return kRetry;
+    }
+  }
+
+  internal::PaddedAtomic<Segment*> head_;
+  internal::PaddedAtomic<Segment*> tail_;
+};
+
+}  // namespace bagpipe
+
+#endif  // BAGPIPE_FAA_QUEUE_H_
