@@ -1,0 +1,140 @@
+// PageAlloc: refill, stamping, dirty/clean policy. See page_alloc.h.
+#include "elfmalloc/page_alloc.h"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "elfmalloc/size_classes.h"
+#include "mmap_alloc/mmap_alloc.h"
+
+namespace elfmalloc {
+
+void PageAlloc::Handle::UnmapPage::operator()(void* page) const noexcept {
+  mmap_alloc::Unmap(page, size);
+}
+
+PageAlloc::Options PageAlloc::SmallPages() noexcept {
+  Options o;
+  o.page_size = kSmallPageSize;
+  o.type = AllocType::kSmallSlab;
+  o.pages_per_refill = kStampAlignment / kSmallPageSize;  // one group of 8
+  return o;
+}
+
+PageAlloc::Options PageAlloc::MediumPages() noexcept {
+  Options o;
+  o.page_size = kMediumPageSize;
+  o.type = AllocType::kMediumSlab;
+  o.pages_per_refill = 2;
+  return o;
+}
+
+namespace {
+std::size_t Max(std::size_t a, std::size_t b) { return a < b ? b : a; }
+bool IsPow2(std::size_t x) { return x != 0 && (x & (x - 1)) == 0; }
+}  // namespace
+
+PageAlloc::PageAlloc(const Options& o) noexcept
+    : page_size_(o.page_size),
+      type_(o.type),
+      max_dirty_pages_(o.page_size ? o.max_dirty_bytes / o.page_size : 0),
+      refill_units_(0),
+      source_(Max(o.page_size, kStampAlignment)),
+      dirty_(o.dirty_queues, Handle::UnmapPage{o.page_size}),
+      clean_(o.clean_queues, Handle::UnmapPage{o.page_size}) {
+  if (!IsPow2(o.page_size) || o.page_size < mmap_alloc::PageSize() ||
+      !dirty_.valid() || !clean_.valid()) {
+    return;
+  }
+  std::size_t pages = o.pages_per_refill;
+  if (pages == 0) pages = Max(2, kStampAlignment / o.page_size);
+  const std::size_t bytes = pages * o.page_size;
+  refill_units_ = (bytes + source_.page_size() - 1) / source_.page_size();
+  valid_ = true;
+}
+
+PageAlloc::~PageAlloc() = default;  // the bags unmap what they still hold
+
+PageAlloc::Stats PageAlloc::GetStats() const noexcept {
+  return {mapped_bytes_.load(std::memory_order_relaxed),
+          dirty_pages_.load(std::memory_order_relaxed),
+          uncommits_.load(std::memory_order_relaxed)};
+}
+
+void PageAlloc::Uncommit(void* page) noexcept {
+  char* p = static_cast<char*>(page);
+  std::size_t skip = 0;
+  if (reinterpret_cast<std::uintptr_t>(p) % kStampAlignment == 0) {
+    // This page's first word is the stamp for its whole 2 MiB region; keep
+    // that OS page resident.
+    skip = mmap_alloc::PageSize();
+  }
+  if (skip < page_size_) mmap_alloc::Uncommit(p + skip, page_size_ - skip);
+  uncommits_.fetch_add(1, std::memory_order_relaxed);
+}
+
+PageAlloc::Handle::Handle(PageAlloc* owner) noexcept
+    : owner_(owner),
+      dirty_(owner->dirty_.NewHandle()),
+      clean_(owner->clean_.NewHandle()) {}
+
+void* PageAlloc::Handle::Alloc() noexcept {
+  void* page;
+  if (dirty_.Pop(&page)) {
+    owner_->dirty_pages_.fetch_sub(1, std::memory_order_relaxed);
+    return page;
+  }
+  if (clean_.Pop(&page)) return page;
+  return Refill();
+}
+
+void* PageAlloc::Handle::Refill() noexcept {
+  PageAlloc& o = *owner_;
+  char* region = static_cast<char*>(o.source_.Carve(o.refill_units_));
+  if (region == nullptr) return nullptr;
+  const std::size_t bytes = o.refill_units_ * o.source_.page_size();
+  o.mapped_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  // The region is aligned to max(page_size, 2 MiB): stamp every 2 MiB
+  // boundary, i.e. the first page of each small-page group / every medium
+  // page.
+  for (std::size_t off = 0; off < bytes; off += kStampAlignment) {
+    WriteAllocType(region + off, o.type_);
+  }
+  // Hand out the first page; the rest are clean (fresh) pages. Pushing them
+  // in batches of kBatch keeps this allocation-free (no array sized at run
+  // time).
+  constexpr std::size_t kBatch = 16;
+  void* batch[kBatch];
+  std::size_t k = 0;
+  for (std::size_t off = o.page_size_; off < bytes; off += o.page_size_) {
+    batch[k++] = region + off;
+    if (k == kBatch) {
+      clean_.BulkAdd(batch, k);  // false only on OOM: the pages stay mapped
+      k = 0;
+    }
+  }
+  if (k != 0) clean_.BulkAdd(batch, k);
+  return region;
+}
+
+void PageAlloc::Handle::Free(void* page) noexcept {
+  PageAlloc& o = *owner_;
+  // Reserve a dirty slot first (the count may exceed the items in the bag,
+  // never fall short, so it never underflows when a pop decrements it).
+  if (o.dirty_pages_.fetch_add(1, std::memory_order_relaxed) <
+      o.max_dirty_pages_) {
+    if (dirty_.Push(page)) return;
+    o.dirty_pages_.fetch_sub(1, std::memory_order_relaxed);
+    o.Uncommit(page);  // OOM in the bag: at least give the memory back
+    return;
+  }
+  o.dirty_pages_.fetch_sub(1, std::memory_order_relaxed);
+  o.Uncommit(page);
+  if (!clean_.Push(page)) {
+    // OOM in the bag: the page stays mapped (uncommitted) and is lost to
+    // reuse; never unmap it, it may carry the stamp of live siblings.
+  }
+}
+
+}  // namespace elfmalloc

@@ -1,0 +1,131 @@
+// PageAlloc: the per-page-size cache of slab pages (the reference's PageAlloc,
+// a "CoarseAllocator"). elfmalloc has two: 256 KiB small pages and 2 MiB
+// medium pages; every size class's slabs come from one of them.
+//
+// Pages are kept in two bagpipes (scalable weak bags, //bagpipe):
+//   * dirty: pages returned still committed (fast to reuse, cost RSS);
+//   * clean: pages whose memory went back to the OS (uncommitted), and the
+//     never-used pages of a refill.
+// Alloc() prefers dirty pages, then clean ones, then refills from the memory
+// source. Free() pushes to dirty while fewer than max_dirty_bytes of dirty
+// pages are cached, and otherwise uncommits the page and pushes it to clean.
+// (QUIRK fixed: the reference compared its byte threshold, target_overhead,
+// against a page count, and against the bag's size *guess*; we keep an exact
+// dirty-page count and compare bytes with bytes.)
+//
+// Stamping (pointer classification, alloc_type.h): a refill carves a run of
+// pages aligned to max(page_size, 2 MiB) and writes the AllocType stamp at
+// every 2 MiB boundary in it: small pages come in 2 MiB-aligned groups of 8
+// with the first stamped; each medium page is stamped. So for every page p
+// handed out and every q in (p, p + page_size], ReadAllocType(q) is the
+// stamp. Uncommitting never drops a stamp: a page on a 2 MiB boundary keeps
+// its first OS page (which holds the stamp other pages of its group depend
+// on) and only the rest is uncommitted. (The reference's full uncommit of a
+// group's first small page zeroed the stamp under its live siblings.)
+//
+// Contents of a page from Alloc() are unspecified (a previous slab's data, or
+// zeroes after an uncommit) except for the first word, which holds this
+// PageAlloc's stamp; users must leave it as it is (a Slab's header starts
+// with the same AllocType) because on a 2 MiB boundary it classifies the
+// pointers of the whole group. Slab::Init overwrites everything else it needs. Pages are never unmapped while the PageAlloc lives; destroying it
+// unmaps the pages still cached (pages handed out and not returned stay
+// mapped: their owner is responsible for them).
+//
+// Threads: PageAlloc is shared; each thread uses its own Handle (bagpipe
+// handles are per-thread). Handles must not outlive their PageAlloc.
+// Internal memory: bagpipe (bsalloc); pages come from mmap_alloc.
+#ifndef ELFMALLOC_PAGE_ALLOC_H_
+#define ELFMALLOC_PAGE_ALLOC_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/base/attributes.h"
+#include "bagpipe/bagpipe.h"
+#include "bagpipe/faa_queue.h"
+#include "elfmalloc/alloc_type.h"
+#include "elfmalloc/memory_source.h"
+
+namespace elfmalloc {
+
+class PageAlloc {
+ public:
+  struct Options {
+    std::size_t page_size = 0;          // power of two, >= OS page
+    AllocType type = AllocType::kUnstamped;  // stamp to write
+    std::size_t pages_per_refill = 0;   // 0: 2 MiB worth (>= 2 pages)
+    std::size_t max_dirty_bytes = std::size_t{1} << 20;
+    std::size_t dirty_queues = 8;       // bagpipe sizes (as the reference)
+    std::size_t clean_queues = 2;
+  };
+  // Elfmalloc's two configurations.
+  static Options SmallPages() noexcept;   // 256 KiB, kSmallSlab, groups of 8
+  static Options MediumPages() noexcept;  // 2 MiB, kMediumSlab, 2 per refill
+
+  explicit PageAlloc(const Options& options) noexcept;
+  ~PageAlloc();
+  PageAlloc(const PageAlloc&) = delete;
+  PageAlloc& operator=(const PageAlloc&) = delete;
+
+  // False if the bags could not be created (out of memory) or the options
+  // are invalid; nothing else may be called then.
+  bool valid() const noexcept { return valid_; }
+  std::size_t page_size() const noexcept { return page_size_; }
+
+  struct Stats {
+    std::size_t mapped_bytes;   // carved from the source so far
+    std::size_t dirty_pages;    // cached committed pages
+    std::size_t uncommits;      // pages uncommitted by Free
+  };
+  Stats GetStats() const noexcept;
+
+  class Handle {
+   public:
+    Handle() noexcept = default;
+    // A page aligned to page_size(), or nullptr when memory is exhausted.
+    void* Alloc() noexcept;
+    // Returns a page obtained from Alloc() of the same PageAlloc.
+    void Free(void* page) noexcept;
+    bool valid() const noexcept { return owner_ != nullptr; }
+
+   private:
+    friend class PageAlloc;
+    // Unmaps the pages still cached when the last reference to a bag goes.
+    struct UnmapPage {
+      std::size_t size;
+      void operator()(void* page) const noexcept;
+    };
+    using Bag = bagpipe::Bagpipe<bagpipe::FaaQueue<void*>, UnmapPage>;
+    explicit Handle(PageAlloc* owner) noexcept;
+    void* Refill() noexcept;
+
+    PageAlloc* owner_ = nullptr;
+    Bag::Handle dirty_;
+    Bag::Handle clean_;
+  };
+  // One per thread.
+  Handle NewHandle() noexcept { return Handle(this); }
+
+ private:
+  using Bag = Handle::Bag;
+
+  // Uncommits a page, keeping its stamp page resident if it carries one.
+  void Uncommit(void* page) noexcept;
+
+  bool valid_ = false;
+  std::size_t page_size_;
+  AllocType type_;
+  std::size_t max_dirty_pages_;
+  std::size_t refill_units_;  // source pages per refill
+  MmapSource source_;         // page size max(page_size, 2 MiB)
+  Bag dirty_;
+  Bag clean_;
+  std::atomic<std::size_t> dirty_pages_{0};
+  std::atomic<std::size_t> mapped_bytes_{0};
+  std::atomic<std::size_t> uncommits_{0};
+};
+
+}  // namespace elfmalloc
+
+#endif  // ELFMALLOC_PAGE_ALLOC_H_

@@ -1,0 +1,202 @@
+// Tests for page_alloc.h: stamps readable for every page handed out, reuse
+// of freed pages, the dirty/clean policy (with exact dirty accounting),
+// residency dropping on uncommit without losing stamps, and concurrent
+// alloc/free exclusivity.
+#include "elfmalloc/page_alloc.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "elfmalloc/alloc_type.h"
+#include "elfmalloc/size_classes.h"
+#include "gtest/gtest.h"
+
+namespace elfmalloc {
+namespace {
+
+std::size_t OsPage() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
+
+// Resident OS pages in [p, p + len) by mincore(2).
+std::size_t Resident(const void* p, std::size_t len) {
+  std::vector<unsigned char> v((len + OsPage() - 1) / OsPage());
+  if (mincore(const_cast<void*>(p), len, v.data()) != 0) return SIZE_MAX;
+  return static_cast<std::size_t>(
+      std::count_if(v.begin(), v.end(), [](unsigned char c) { return c & 1; }));
+}
+
+void ExpectStamped(void* page, std::size_t page_size, AllocType type) {
+  char* p = static_cast<char*>(page);
+  for (std::size_t off : {std::size_t{1}, std::size_t{64}, page_size / 2,
+                          page_size - 1, page_size}) {
+    ASSERT_EQ(ReadAllocType(p + off), type) << "offset " << off;
+  }
+}
+
+TEST(PageAllocTest, EveryPageIsStampedSmall) {
+  PageAlloc pa(PageAlloc::SmallPages());
+  ASSERT_TRUE(pa.valid());
+  auto h = pa.NewHandle();
+  std::vector<void*> pages;
+  for (int i = 0; i < 20; ++i) {  // 2.5 refills (groups of 8)
+    void* p = h.Alloc();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % kSmallPageSize, 0u);
+    ExpectStamped(p, kSmallPageSize, AllocType::kSmallSlab);
+    pages.push_back(p);
+  }
+  EXPECT_EQ(std::set<void*>(pages.begin(), pages.end()).size(), pages.size());
+  EXPECT_EQ(pa.GetStats().mapped_bytes, 3 * kStampAlignment);
+  for (void* p : pages) h.Free(p);
+}
+
+TEST(PageAllocTest, EveryPageIsStampedMedium) {
+  PageAlloc pa(PageAlloc::MediumPages());
+  ASSERT_TRUE(pa.valid());
+  auto h = pa.NewHandle();
+  std::vector<void*> pages;
+  for (int i = 0; i < 5; ++i) {
+    void* p = h.Alloc();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % kMediumPageSize, 0u);
+    ExpectStamped(p, kMediumPageSize, AllocType::kMediumSlab);
+    pages.push_back(p);
+  }
+  EXPECT_EQ(pa.GetStats().mapped_bytes, 6 * kMediumPageSize);  // 2 per refill
+  for (void* p : pages) h.Free(p);
+}
+
+TEST(PageAllocTest, FreedPagesAreReused) {
+  PageAlloc::Options o = PageAlloc::SmallPages();
+  o.max_dirty_bytes = 64 * kSmallPageSize;  // everything stays dirty
+  PageAlloc pa(o);
+  auto h = pa.NewHandle();
+  std::vector<void*> first;
+  for (int i = 0; i < 16; ++i) first.push_back(h.Alloc());
+  const std::size_t mapped = pa.GetStats().mapped_bytes;
+  for (void* p : first) {
+    std::memset(p, 0x77, 4096);
+    h.Free(p);
+  }
+  EXPECT_EQ(pa.GetStats().dirty_pages, 16u);
+  std::vector<void*> second;
+  for (int i = 0; i < 16; ++i) second.push_back(h.Alloc());
+  EXPECT_EQ(std::set<void*>(first.begin(), first.end()),
+            std::set<void*>(second.begin(), second.end()));
+  EXPECT_EQ(pa.GetStats().mapped_bytes, mapped);  // no new mapping
+  EXPECT_EQ(pa.GetStats().dirty_pages, 0u);
+  EXPECT_EQ(pa.GetStats().uncommits, 0u);
+  for (void* p : second) h.Free(p);
+}
+
+// Above the dirty threshold a freed page is uncommitted: its residency drops
+// to at most the one OS page holding the stamp, and the stamp survives for
+// the other pages of its 2 MiB group.
+TEST(PageAllocTest, UncommitDropsResidencyAndKeepsStamps) {
+  PageAlloc::Options o = PageAlloc::SmallPages();
+  o.max_dirty_bytes = 2 * kSmallPageSize;
+  PageAlloc pa(o);
+  auto h = pa.NewHandle();
+  std::vector<void*> pages;
+  for (int i = 0; i < 8; ++i) pages.push_back(h.Alloc());  // one whole group
+  for (void* p : pages) {
+    // Like a slab, leave the first word (the stamp) alone.
+    std::memset(static_cast<char*>(p) + 8, 0x42, kSmallPageSize - 8);
+    ASSERT_EQ(Resident(p, kSmallPageSize), kSmallPageSize / OsPage());
+  }
+  // The group's first page (the stamp holder) goes back first: uncommitted
+  // only once two pages are already dirty, so free it third.
+  std::swap(pages[0], pages[2]);
+  void* const stamp_page = pages[2];
+  ASSERT_EQ(reinterpret_cast<std::uintptr_t>(stamp_page) % kStampAlignment, 0u);
+  h.Free(pages[0]);
+  h.Free(pages[1]);
+  EXPECT_EQ(pa.GetStats().dirty_pages, 2u);
+  EXPECT_EQ(pa.GetStats().uncommits, 0u);
+  EXPECT_EQ(Resident(pages[0], kSmallPageSize), kSmallPageSize / OsPage());
+  h.Free(stamp_page);
+  EXPECT_EQ(pa.GetStats().uncommits, 1u);
+  EXPECT_EQ(pa.GetStats().dirty_pages, 2u);
+  EXPECT_LE(Resident(stamp_page, kSmallPageSize), 1u);
+  // Still-live siblings classify correctly.
+  for (std::size_t i = 3; i < 8; ++i) {
+    ExpectStamped(pages[i], kSmallPageSize, AllocType::kSmallSlab);
+  }
+  h.Free(pages[3]);
+  EXPECT_EQ(Resident(pages[3], kSmallPageSize), 0u);
+  for (std::size_t i = 4; i < 8; ++i) h.Free(pages[i]);
+  EXPECT_EQ(pa.GetStats().uncommits, 6u);
+  // Dirty pages come back first, then clean ones.
+  std::set<void*> dirty = {pages[0], pages[1]};
+  EXPECT_TRUE(dirty.count(h.Alloc()));
+  EXPECT_TRUE(dirty.count(h.Alloc()));
+  void* c = h.Alloc();
+  EXPECT_EQ(ReadAllocType(static_cast<char*>(c) + 1), AllocType::kSmallSlab);
+  EXPECT_EQ(pa.GetStats().mapped_bytes, kStampAlignment);
+  h.Free(c);
+  h.Free(pages[0]);
+  h.Free(pages[1]);
+}
+
+TEST(PageAllocTest, InvalidOptions) {
+  PageAlloc::Options o;
+  o.page_size = 3000;
+  EXPECT_FALSE(PageAlloc(o).valid());
+  o.page_size = 0;
+  EXPECT_FALSE(PageAlloc(o).valid());
+}
+
+// Threads allocate and free pages concurrently; each page carries its
+// holder's tag while held, so a page handed to two holders at once is caught.
+TEST(PageAllocTest, ConcurrentAllocFreeExclusive) {
+  PageAlloc::Options o = PageAlloc::SmallPages();
+  o.max_dirty_bytes = 4 * kSmallPageSize;  // exercise both bags
+  PageAlloc pa(o);
+  constexpr int kThreads = 4;
+  constexpr int kIters = 300;
+  std::atomic<int> errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto h = pa.NewHandle();
+      std::vector<void*> held;
+      for (int i = 0; i < kIters; ++i) {
+        if (held.size() < 4 && (i % 3 != 2 || held.empty())) {
+          void* p = h.Alloc();
+          if (p == nullptr) {
+            errors.fetch_add(1);
+            continue;
+          }
+          if (ReadAllocType(static_cast<char*>(p) + 1) != AllocType::kSmallSlab)
+            errors.fetch_add(1);
+          // Word 1 (not the stamp word) holds the tag.
+          std::atomic_ref<std::uint64_t> tag(static_cast<std::uint64_t*>(p)[1]);
+          tag.store(static_cast<std::uint64_t>(t + 1));
+          held.push_back(p);
+        } else {
+          void* p = held.back();
+          held.pop_back();
+          std::atomic_ref<std::uint64_t> tag(static_cast<std::uint64_t*>(p)[1]);
+          if (tag.exchange(0) != static_cast<std::uint64_t>(t + 1))
+            errors.fetch_add(1);
+          h.Free(p);
+        }
+      }
+      for (void* p : held) h.Free(p);
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_LE(pa.GetStats().dirty_pages, 4u);
+}
+
+}  // namespace
+}  // namespace elfmalloc

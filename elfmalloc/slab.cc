@@ -1,0 +1,75 @@
+// Slab initialisation and the transition logic shared by Free and BulkFree;
+// the protocol is documented in slab.h.
+#include "elfmalloc/slab.h"
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+
+#include "absl/base/macros.h"
+
+namespace elfmalloc {
+
+Slab* Slab::Init(void* page, const SlabMetadata* meta,
+                 AllocType type) noexcept {
+  ABSL_ASSERT(meta != nullptr && meta->valid());
+  ABSL_ASSERT(reinterpret_cast<std::uintptr_t>(page) % meta->page_size == 0);
+  // Placement new only constructs the header's atomics in place; nothing is
+  // allocated.
+  Slab* s = ::new (page) Slab;
+  s->type_.store(type, std::memory_order_relaxed);
+  s->meta_.store(meta, std::memory_order_relaxed);
+  s->state_.store(static_cast<std::uint64_t>(meta->n_objects) << 1,
+                  std::memory_order_relaxed);
+  s->handle_.store(0, std::memory_order_relaxed);
+  char* words = static_cast<char*>(page) + kSlabHeaderSize;
+  for (std::size_t w = 0; w < meta->bitset_words; ++w) {
+    ::new (words + w * sizeof(std::uint64_t))
+        std::atomic<std::uint64_t>(meta->InitialWord(w));
+  }
+  return s;
+}
+
+Slab::LocalIter::LocalIter(Slab* slab) noexcept
+    : slab_(slab),
+      objects_(reinterpret_cast<char*>(slab) +
+               slab->metadata()->objects_offset),
+      shift_(slab->metadata()->granule_shift),
+      words_(slab->metadata()->bitset_words) {}
+
+FreeResult Slab::AddAvailable(std::uint64_t k) noexcept {
+  // acq_rel: release publishes this freer's bit (and object accesses) to
+  // whoever later decides a transition; acquire lets the thread that sees the
+  // count reach n inherit every earlier freer's accesses before recycling.
+  const std::uint64_t prev =
+      state_.fetch_add(k << 1, std::memory_order_acq_rel);
+  if ((prev & kClaimedBit) != 0) return FreeResult::kNone;
+  const SlabMetadata* m = metadata();
+  const std::int64_t n = static_cast<std::int64_t>(m->n_objects);
+  const std::int64_t cutoff = static_cast<std::int64_t>(m->cutoff_objects);
+  const std::int64_t before = CountOf(prev);
+  const std::int64_t after = before + static_cast<std::int64_t>(k);
+  ABSL_ASSERT(after <= n);
+  // FULL is checked first, so a free that both crosses the cutoff and
+  // completes the slab reports FULL (QUIRK fix, see slab.h).
+  if (after == n) {
+    return before >= cutoff ? FreeResult::kBecameFull
+                            : FreeResult::kBecameFullUnlisted;
+  }
+  if (before < cutoff && after >= cutoff) return FreeResult::kBecameAvailable;
+  return FreeResult::kNone;
+}
+
+FreeResult Slab::BulkFree(std::uint64_t mask, std::size_t word) noexcept {
+  ABSL_ASSERT(word < metadata()->bitset_words);
+  ABSL_ASSERT((mask & ~metadata()->InitialWord(word)) == 0);
+  if (mask == 0) return FreeResult::kNone;
+  const std::uint64_t prev =
+      Bitset()[word].fetch_or(mask, std::memory_order_release);
+  const std::uint64_t fresh = mask & ~prev;
+  if (fresh == 0) return FreeResult::kDoubleFree;
+  return AddAvailable(static_cast<std::uint64_t>(std::popcount(fresh)));
+}
+
+}  // namespace elfmalloc

@@ -1,0 +1,303 @@
+// Slab ("slag"): one page of equal-sized objects with an availability bit-set,
+// shared by one allocating owner and any number of remote freeing threads.
+//
+// Layout (see slab_metadata.h): the Slab header below occupies the first
+// kSlabHeaderSize bytes of its page, the bit-set words follow, then objects.
+// The header's FIRST field is the AllocType stamp (alloc_type.h), so the slab
+// on a 2 MiB boundary doubles as the stamp for its 2 MiB region.
+//
+// ---------------------------------------------------------------------------
+// The state word and the state machine
+// ---------------------------------------------------------------------------
+// `state_` packs the *claimed* bit (bit 0) and the *available count* (bits
+// 1..63, a two's-complement count, so state = count * 2 + claimed). A set bit
+// in the bit-set means "object available". The count tracks available objects
+// not yet taken by the owner; it can transiently lag the bit-set (see Free).
+// Keeping the claimed bit and the count in ONE word is what makes the
+// transitions race-free: every operation below is a single RMW on that word,
+// so all of them are totally ordered and each sees whether the slab was
+// claimed at that instant and the exact count before it.
+//
+// States (n = n_objects, cutoff = cutoff_objects):
+//
+//   CLAIMED    one thread (the owner) holds the claimed bit. Only the owner
+//              takes objects (LocalIter: exchange a bit-set word with 0, then
+//              subtract its popcount from the count). Any thread may free
+//              objects (Free/BulkFree); while claimed, frees never report a
+//              transition: the owner decides the slab's fate when it lets go.
+//   FLOATING   unclaimed with count < cutoff: referenced by nobody; its
+//              objects are live in user hands. Only frees touch it.
+//   AVAILABLE  unclaimed with cutoff <= count < n: listed (or about to be
+//              listed) in the size class's available bag, from which exactly
+//              one thread may pop it and Claim it (-> CLAIMED).
+//   FULL       unclaimed with count == n (every object free): goes back to
+//              the page allocator (revoked from the available bag first if it
+//              was listed).
+//
+// Transitions and who makes them:
+//   * CLAIMED -> (unclaimed): only the owner, by Unclaim(), which returns the
+//     count at that instant c. The owner then acts on c: c == n -> give the
+//     page back; c >= cutoff -> Claim() again (or list it itself); otherwise
+//     the slab is FLOATING and the owner forgets it. No free can have made a
+//     transition decision for this period yet, because frees before the
+//     Unclaim in the word's order saw the claimed bit.
+//   * FLOATING -> AVAILABLE: the ONE free whose fetch_add moves the count from
+//     below cutoff to [cutoff, n) while unclaimed (kBecameAvailable); that
+//     thread lists the slab. While unclaimed the count only grows (only the
+//     owner subtracts, and there is no owner), so exactly one free crosses.
+//   * AVAILABLE -> FULL: the ONE free that makes the count n
+//     (kBecameFull): it revokes the slab from the bag; if the revoke fails, a
+//     popper got it (and will claim it) or the listing push has not happened
+//     yet (the slab is then listed wholly free and reused from the bag), and
+//     the freer does nothing.
+//   * FLOATING -> FULL directly: a free that jumps from below cutoff to n
+//     (a one-object slab, cutoff == n, or a BulkFree): kBecameFullUnlisted;
+//     the slab was never listed in this period, so the freer gives the page
+//     back without revoking. (QUIRK fixed: the reference reported Available
+//     for cutoff == n, so one-object slabs never went back; and a bulk free
+//     from below cutoff to n tried a revoke that must fail, so the slab
+//     floated forever.)
+//   * AVAILABLE -> CLAIMED: the thread that popped it from the bag (Claim()
+//     cannot fail then: the bag hands each listing to one thread, and a
+//     successful revoke excludes the pop).
+//
+// Why Free sets the bit FIRST and increments the count second (the reference
+// did the opposite, and that order is NOT race-free): a free that makes the
+// count reach n lets its thread hand the page back, and after that no other
+// freer may touch the slab. With "count, then bit", thread A can increment
+// (n-2 -> n-1) and be preempted before setting its bit; B's increment reaches
+// n, B recycles the page, and A's late fetch_or lands in the page's next life
+// (for a slab re-used without re-initialisation this re-lists an object that
+// was already handed out: a double allocation). With "bit, then count", a
+// freer's last access to the slab is its count increment, so the thread
+// whose increment (in the word's total order, with acquire) reaches n happens
+// after every bit of every free and every prior access to the objects.
+// Proof that count == n really means "all n objects free": per object, the
+// count receives +1 per free (after its bit is set) and -1 per take (after
+// its bit is cleared by the owner's exchange); takes alternate with frees, and
+// while unclaimed all of the last owner's subtractions precede the Unclaim
+// RMW, so each object contributes at most 1, and exactly 1 only if its last
+// event was a completed free. Hence count == n => every object free and every
+// freer done.
+// The price of this order is that the owner may take a bit whose increment has
+// not landed yet, so the count can dip below the number of set bits, even
+// below zero. That is harmless: the count is stored shifted left by one with
+// the claimed bit as bit 0, so adding/subtracting even numbers never carries
+// into the claimed bit, and transitions are only decided while unclaimed,
+// when the count only grows towards its true value.
+//
+// Double frees: a free whose bit is already set changes nothing and returns
+// kDoubleFree (a free of an object the owner has since re-taken is
+// indistinguishable from a valid one and cannot be detected).
+#ifndef ELFMALLOC_SLAB_H_
+#define ELFMALLOC_SLAB_H_
+
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/base/macros.h"
+#include "elfmalloc/alloc_type.h"
+#include "elfmalloc/slab_metadata.h"
+
+namespace elfmalloc {
+
+// What a free did to the slab's state; tells the freer what to do next.
+enum class FreeResult {
+  kNone,              // no transition
+  kBecameAvailable,   // FLOATING -> AVAILABLE: list it in the available bag
+  kBecameFull,        // AVAILABLE -> FULL: revoke from the bag, then free page
+  kBecameFullUnlisted,  // FLOATING -> FULL: never listed; free the page
+  kDoubleFree,        // the object was already free; nothing changed
+};
+
+namespace internal {
+class SlabTestPeer;
+}  // namespace internal
+
+class Slab {
+ public:
+  // Initialises a slab on `page` (aligned to meta->page_size): every object
+  // available, unclaimed (state AVAILABLE or FULL by count n, but not listed
+  // anywhere: the caller owns it and normally claims it at once), revocation
+  // handle 0. `meta` must outlive the slab. No other thread may access the
+  // page during Init; publish the result through a synchronising hand-off.
+  static Slab* Init(void* page, const SlabMetadata* meta,
+                    AllocType type) noexcept;
+
+  // The slab holding p, for slabs of page_size bytes.
+  static Slab* Find(const void* p, std::size_t page_size) noexcept {
+    return reinterpret_cast<Slab*>(reinterpret_cast<std::uintptr_t>(p) &
+                                   ~(page_size - 1));
+  }
+
+  AllocType type() const noexcept {
+    return type_.load(std::memory_order_relaxed);
+  }
+  const SlabMetadata* metadata() const noexcept {
+    return meta_.load(std::memory_order_relaxed);
+  }
+
+  // The revocation handle (bagpipe's Revocable concept): owned by the
+  // revocable queue the slab is listed in; nobody else writes it.
+  std::atomic<std::uintptr_t>& handle() noexcept { return handle_; }
+
+  // Sets the claimed bit. True iff the slab was unclaimed (the caller is now
+  // the owner).
+  bool Claim() noexcept {
+    return (state_.fetch_or(kClaimedBit, std::memory_order_acq_rel) &
+            kClaimedBit) == 0;
+  }
+
+  struct UnclaimResult {
+    bool was_claimed;
+    std::int64_t count;  // available count at the instant of the Unclaim
+  };
+  // Clears the claimed bit; see the state machine above for what the owner
+  // must do with the returned count.
+  UnclaimResult Unclaim() noexcept {
+    const std::uint64_t prev =
+        state_.fetch_and(~kClaimedBit, std::memory_order_acq_rel);
+    return {(prev & kClaimedBit) != 0, CountOf(prev)};
+  }
+
+  bool IsClaimed() const noexcept {
+    return (state_.load(std::memory_order_acquire) & kClaimedBit) != 0;
+  }
+  // The available count (may transiently lag the bit-set; see above).
+  std::int64_t AvailableCount() const noexcept {
+    return CountOf(state_.load(std::memory_order_acquire));
+  }
+
+  // The owner's iterator: takes available objects word by word, lowest bit
+  // first. Each word is exchanged with 0 (taking every object available in it
+  // at once) and its popcount subtracted from the count. Only the owner (the
+  // thread that claimed the slab) may use it, and only while it holds the
+  // claim. Objects freed behind the iterator's position are not seen by it;
+  // the owner picks them up by iterating again (see the state machine).
+  class LocalIter {
+   public:
+    LocalIter() noexcept = default;
+    // The next available object, or nullptr once every word was visited.
+    void* Next() noexcept {
+      while (bits_ == 0) {
+        if (slab_ == nullptr || word_ == words_) return nullptr;
+        bits_ = slab_->Bitset()[word_].exchange(0, std::memory_order_acquire);
+        bit_base_ = word_ * kBitsPerWord;
+        ++word_;
+        if (bits_ != 0) slab_->SubtractTaken(std::popcount(bits_));
+      }
+      const std::size_t bit =
+          bit_base_ + static_cast<std::size_t>(std::countr_zero(bits_));
+      bits_ &= bits_ - 1;
+      return objects_ + (bit << shift_);
+    }
+
+   private:
+    friend class Slab;
+    explicit LocalIter(Slab* slab) noexcept;
+
+    Slab* slab_ = nullptr;
+    char* objects_ = nullptr;
+    std::size_t shift_ = 0;
+    std::size_t words_ = 0;
+    std::size_t word_ = 0;
+    std::size_t bit_base_ = 0;
+    std::uint64_t bits_ = 0;
+  };
+  // Precondition: the caller is the owner (holds the claim).
+  LocalIter Iterate() noexcept { return LocalIter(this); }
+
+  // Frees object p of this slab (any thread, claimed or not). See the state
+  // machine for what the caller must do with the result.
+  FreeResult Free(void* p) noexcept { return FreeEnd(FreeBegin(p)); }
+
+  // Frees every object whose first bit is set in `mask` in bit-set word
+  // `word` at once (e.g. a batch gathered by a cache). Bits already set are
+  // double frees and are not counted; returns kDoubleFree only if every bit
+  // was already set. The transition is decided on the whole batch: a batch
+  // taking the count from below cutoff to n reports kBecameFullUnlisted.
+  FreeResult BulkFree(std::uint64_t mask, std::size_t word) noexcept;
+
+  // Where object p's availability bit lives.
+  struct BitPosition {
+    std::size_t word;
+    std::uint64_t mask;
+  };
+  BitPosition PositionOf(const void* p) const noexcept {
+    const SlabMetadata* m = metadata();
+    const std::size_t bit =
+        (static_cast<std::size_t>(static_cast<const char*>(p) -
+                                  reinterpret_cast<const char*>(this)) -
+         m->objects_offset) >>
+        m->granule_shift;
+    ABSL_ASSERT(bit % m->bits_per_object == 0);  // p is an object's start
+    ABSL_ASSERT(bit / m->bits_per_object < m->n_objects);
+    return {bit / kBitsPerWord, std::uint64_t{1} << (bit % kBitsPerWord)};
+  }
+
+  // Object i (0 <= i < n_objects).
+  void* ObjectAt(std::size_t i) noexcept {
+    const SlabMetadata* m = metadata();
+    return reinterpret_cast<char*>(this) + m->objects_offset +
+           i * m->object_size;
+  }
+
+ private:
+  friend class internal::SlabTestPeer;
+  static constexpr std::uint64_t kClaimedBit = 1;
+
+  static std::int64_t CountOf(std::uint64_t state) noexcept {
+    return static_cast<std::int64_t>(state) >> 1;  // arithmetic shift (C++20)
+  }
+
+  std::atomic<std::uint64_t>* Bitset() noexcept {
+    return reinterpret_cast<std::atomic<std::uint64_t>*>(
+        reinterpret_cast<char*>(this) + kSlabHeaderSize);
+  }
+
+  // Step 1 of a free: publish the object as available. Release: the next
+  // taker (acquire exchange) sees the freer's writes to the object. False if
+  // it was already available.
+  bool MarkFree(std::size_t word, std::uint64_t mask) noexcept {
+    return (Bitset()[word].fetch_or(mask, std::memory_order_release) & mask) ==
+           0;
+  }
+  // Free's two steps, split so that tests can interleave them (a free
+  // "preempted" between its steps).
+  struct PendingFree {
+    bool fresh;  // the bit was clear before (not a double free)
+  };
+  PendingFree FreeBegin(void* p) noexcept {
+    const BitPosition pos = PositionOf(p);
+    return {MarkFree(pos.word, pos.mask)};
+  }
+  FreeResult FreeEnd(PendingFree f) noexcept {
+    return f.fresh ? AddAvailable(1) : FreeResult::kDoubleFree;
+  }
+
+  // Step 2 of a free: count k newly available objects and decide the
+  // transition. Must follow MarkFree (see the header comment for why).
+  FreeResult AddAvailable(std::uint64_t k) noexcept;
+
+  // The owner's half of LocalIter: uncount objects just taken.
+  void SubtractTaken(int k) noexcept {
+    state_.fetch_sub(static_cast<std::uint64_t>(k) << 1,
+                     std::memory_order_acq_rel);
+  }
+
+  // FIRST field: the AllocType stamp (see alloc_type.h).
+  std::atomic<AllocType> type_;
+  std::atomic<const SlabMetadata*> meta_;
+  std::atomic<std::uint64_t> state_;   // count * 2 | claimed
+  std::atomic<std::uintptr_t> handle_;  // bagpipe revocation handle
+};
+
+static_assert(sizeof(Slab) <= kSlabHeaderSize);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(sizeof(std::atomic<std::uint64_t>) == sizeof(std::uint64_t));
+
+}  // namespace elfmalloc
+
+#endif  // ELFMALLOC_SLAB_H_
