@@ -137,4 +137,20 @@ void PageAlloc::Handle::Free(void* page) noexcept {
   }
 }
 
+void PageAlloc::Handle::Free(void* page, bool uncommit_hint) noexcept {
+  if (!uncommit_hint) {
+    Free(page);
+    return;
+  }
+  PageAlloc& o = *owner_;
+  const std::size_t keep = mmap_alloc::PageSize();
+  if (keep < o.page_size_) {
+    mmap_alloc::Uncommit(static_cast<char*>(page) + keep, o.page_size_ - keep);
+  }
+  o.uncommits_.fetch_add(1, std::memory_order_relaxed);
+  if (!clean_.Push(page)) {
+    // OOM in the bag: as in Free, the page stays mapped and is lost to reuse.
+  }
+}
+
 }  // namespace elfmalloc

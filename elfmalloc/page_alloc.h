@@ -72,6 +72,8 @@ class PageAlloc {
   // are invalid; nothing else may be called then.
   bool valid() const noexcept { return valid_; }
   std::size_t page_size() const noexcept { return page_size_; }
+  // The stamp written on every page (Options::type).
+  AllocType type() const noexcept { return type_; }
 
   struct Stats {
     std::size_t mapped_bytes;   // carved from the source so far
@@ -87,6 +89,13 @@ class PageAlloc {
     void* Alloc() noexcept;
     // Returns a page obtained from Alloc() of the same PageAlloc.
     void Free(void* page) noexcept;
+    // As Free(page), but with uncommit_hint the page's memory goes back to
+    // the OS at once, except its first OS page (the slab header and, for
+    // every class elfmalloc has, its bit-set, so that a wholly free slab can
+    // be reused without re-initialisation), and the page is cached clean.
+    // For large slabs whose dirty pages would cost much RSS (the reference's
+    // eager decommit). Without the hint this is Free(page).
+    void Free(void* page, bool uncommit_hint) noexcept;
     bool valid() const noexcept { return owner_ != nullptr; }
 
    private:

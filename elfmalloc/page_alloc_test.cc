@@ -146,6 +146,35 @@ TEST(PageAllocTest, UncommitDropsResidencyAndKeepsStamps) {
   h.Free(pages[1]);
 }
 
+// Free(page, /*uncommit_hint=*/true) (added for the slab allocator's eager
+// uncommit): everything but the first OS page (slab header and bit-set) is
+// uncommitted at once, the stamp and header survive, and the page is cached
+// clean (not counted as dirty) and handed out again.
+TEST(PageAllocTest, FreeWithUncommitHintKeepsOnlyTheFirstOsPage) {
+  PageAlloc pa(PageAlloc::SmallPages());
+  ASSERT_TRUE(pa.valid());
+  auto h = pa.NewHandle();
+  void* first = h.Alloc();
+  void* p = h.Alloc();  // not on a 2 MiB boundary
+  ASSERT_NE(reinterpret_cast<std::uintptr_t>(p) % kStampAlignment, 0u);
+  std::memset(p, 0x5a, kSmallPageSize);
+  ASSERT_EQ(Resident(p, kSmallPageSize), kSmallPageSize / OsPage());
+  static_cast<unsigned char*>(p)[8] = 0x77;  // "header"
+  h.Free(p, /*uncommit_hint=*/true);
+  EXPECT_EQ(Resident(p, kSmallPageSize), 1u);
+  EXPECT_EQ(static_cast<unsigned char*>(p)[8], 0x77);
+  EXPECT_EQ(pa.GetStats().dirty_pages, 0u);
+  EXPECT_EQ(pa.GetStats().uncommits, 1u);
+  ExpectStamped(first, kSmallPageSize, AllocType::kSmallSlab);
+  // Without the hint it is the plain Free (dirty, resident).
+  void* q = h.Alloc();
+  std::memset(q, 1, kSmallPageSize);
+  h.Free(q, /*uncommit_hint=*/false);
+  EXPECT_EQ(pa.GetStats().dirty_pages, 1u);
+  EXPECT_EQ(Resident(q, kSmallPageSize), kSmallPageSize / OsPage());
+  h.Free(first);
+}
+
 TEST(PageAllocTest, InvalidOptions) {
   PageAlloc::Options o;
   o.page_size = 3000;

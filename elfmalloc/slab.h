@@ -194,6 +194,22 @@ class Slab {
       return objects_ + (bit << shift_);
     }
 
+    // The objects the iterator has already taken from the slab (their bits
+    // cleared and uncounted) but not yet returned by Next(): all of them lie
+    // in one bit-set word. Clears them from the iterator. An owner that lets
+    // go of the slab with a partly used iterator gives them back with
+    // Slab::BulkFree(mask, word) first, or they would be lost until the page
+    // is re-initialised. (Added for the slab allocator's destruction path.)
+    struct Remaining {
+      std::size_t word;
+      std::uint64_t mask;  // 0: nothing pending
+    };
+    Remaining TakeRemaining() noexcept {
+      const Remaining r{bit_base_ / kBitsPerWord, bits_};
+      bits_ = 0;
+      return r;
+    }
+
    private:
     friend class Slab;
     explicit LocalIter(Slab* slab) noexcept;

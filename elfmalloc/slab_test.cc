@@ -168,6 +168,32 @@ TEST(SlabTest, IteratorYieldsEveryObjectOnceInOrder) {
   }
 }
 
+// LocalIter::TakeRemaining (added for SlabAllocator::Release): the objects
+// of the current word that were taken but not handed out, which BulkFree
+// gives back so that the count is complete again.
+TEST(SlabTest, TakeRemainingReturnsTheCurrentWordsUnusedObjects) {
+  Fixture f(64);  // 64 objects per bit-set word
+  ASSERT_TRUE(f.slab->Claim());
+  Slab::LocalIter it = f.slab->Iterate();
+  EXPECT_EQ(it.TakeRemaining().mask, 0u);  // nothing taken yet
+  void* first = it.Next();
+  ASSERT_EQ(first, f.slab->ObjectAt(0));
+  const std::int64_t n = static_cast<std::int64_t>(f.meta.n_objects);
+  EXPECT_EQ(f.slab->AvailableCount(), n - 64);  // the whole word was taken
+  const Slab::LocalIter::Remaining r = it.TakeRemaining();
+  EXPECT_EQ(r.word, 0u);
+  EXPECT_EQ(r.mask, f.meta.InitialWord(0) & ~std::uint64_t{1});
+  EXPECT_EQ(it.TakeRemaining().mask, 0u);  // cleared
+  EXPECT_EQ(it.Next(), f.slab->ObjectAt(64));  // moves on to word 1
+  const Slab::LocalIter::Remaining r1 = it.TakeRemaining();
+  EXPECT_EQ(r1.word, 1u);
+  EXPECT_EQ(f.slab->BulkFree(r.mask, r.word), FreeResult::kNone);
+  EXPECT_EQ(f.slab->BulkFree(r1.mask, r1.word), FreeResult::kNone);
+  EXPECT_EQ(f.slab->Free(first), FreeResult::kNone);
+  EXPECT_EQ(f.slab->Free(f.slab->ObjectAt(64)), FreeResult::kNone);
+  EXPECT_EQ(f.slab->Unclaim().count, n);
+}
+
 TEST(SlabTest, FloatingToAvailableToFull) {
   Fixture f(64);
   const std::size_t n = f.meta.n_objects, cutoff = f.meta.cutoff_objects;

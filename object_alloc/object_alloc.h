@@ -12,8 +12,11 @@
 //    `Layout` (size and alignment), with no initialisation guarantee.
 //
 // These are compile-time concepts so that allocators compose without virtual
-// calls on hot paths; `UntypedObjectAllocInterface` offers dynamic dispatch for
-// the rare caller that needs to hold "some allocator" behind one pointer.
+// calls on hot paths; `UntypedObjectAllocInterface` (interface.h) offers
+// dynamic dispatch for the rare caller that needs to hold "some allocator"
+// behind one pointer. adaptors.h turns one shape into the other, heap_alloc.h
+// has the plain new/delete allocators, and //object_alloc_test has the suites
+// every allocator here must pass.
 //
 // Allocation failure is reported as nullptr, never an exception: these run
 // inside malloc-like paths where unwinding is not an option.

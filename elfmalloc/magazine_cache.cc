@@ -1,0 +1,106 @@
+// MagazineCache: construction (one lazily committed mapping for the stack
+// and the coalescer) and the coalescing flush. See magazine_cache.h.
+#include "elfmalloc/magazine_cache.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "absl/numeric/bits.h"
+#include "mmap_alloc/mmap_alloc.h"
+
+namespace elfmalloc {
+
+MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
+    : slabs_(cls) {
+  if (capacity == 0) capacity = MagazineCapacity(cls->metadata().object_size);
+  const std::size_t table = absl::bit_ceil(2 * capacity);
+  const std::size_t bytes = capacity * sizeof(void*) + table * sizeof(Cell) +
+                            capacity * sizeof(std::uint32_t);
+  // Fresh mappings are zero: every cell starts empty. The kernel commits the
+  // pages on first touch, so an idle cache costs address space only.
+  void* m = mmap_alloc::Map(bytes);
+  if (m == nullptr) return;  // capacity 0: frees go straight to the slabs
+  map_ = m;
+  map_bytes_ = bytes;
+  capacity_ = capacity;
+  char* p = static_cast<char*>(m);
+  stack_ = reinterpret_cast<void**>(p);
+  p += capacity * sizeof(void*);
+  cells_ = reinterpret_cast<Cell*>(p);
+  p += table * sizeof(Cell);
+  touched_ = reinterpret_cast<std::uint32_t*>(p);
+  table_shift_ = 64 - static_cast<std::size_t>(absl::countr_zero(table));
+}
+
+MagazineCache::~MagazineCache() { Destroy(); }
+
+void MagazineCache::Destroy() noexcept {
+  if (map_ != nullptr) {
+    Flush(0);
+    mmap_alloc::Unmap(map_, map_bytes_);
+    map_ = nullptr;
+  }
+  slabs_.Release();
+}
+
+MagazineCache::MagazineCache(MagazineCache&& o) noexcept
+    : slabs_(std::move(o.slabs_)),
+      stack_(std::exchange(o.stack_, nullptr)),
+      cells_(std::exchange(o.cells_, nullptr)),
+      touched_(std::exchange(o.touched_, nullptr)),
+      capacity_(std::exchange(o.capacity_, 0)),
+      top_(std::exchange(o.top_, 0)),
+      table_shift_(o.table_shift_),
+      map_bytes_(std::exchange(o.map_bytes_, 0)),
+      map_(std::exchange(o.map_, nullptr)) {}
+
+MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
+  if (this != &o) {
+    Destroy();
+    slabs_ = std::move(o.slabs_);
+    stack_ = std::exchange(o.stack_, nullptr);
+    cells_ = std::exchange(o.cells_, nullptr);
+    touched_ = std::exchange(o.touched_, nullptr);
+    capacity_ = std::exchange(o.capacity_, 0);
+    top_ = std::exchange(o.top_, 0);
+    table_shift_ = o.table_shift_;
+    map_bytes_ = std::exchange(o.map_bytes_, 0);
+    map_ = std::exchange(o.map_, nullptr);
+  }
+  return *this;
+}
+
+void MagazineCache::Flush(std::size_t from) noexcept {
+  std::size_t n_touched = 0;
+  for (std::size_t i = from; i < top_; ++i) {
+    void* p = stack_[i];
+    Slab* s = slabs_.SlabOf(p);
+    const Slab::BitPosition pos = s->PositionOf(p);
+    // Fibonacci hashing of the bit-set word's address (the reference's
+    // ((p >> 3) >> 18) * (p >> 3) left the low bits of nearby words equal).
+    const std::uint64_t key =
+        (reinterpret_cast<std::uintptr_t>(s) >> 3) + pos.word;
+    const std::size_t idx = static_cast<std::size_t>(
+        (key * 0x9E3779B97F4A7C15ull) >> table_shift_);
+    Cell& c = cells_[idx];
+    if (c.slab == nullptr) {
+      c = Cell{s, pos.word, pos.mask};
+      touched_[n_touched++] = static_cast<std::uint32_t>(idx);
+    } else if (c.slab == s && c.word == pos.word) {
+      // The same object twice in one batch is a double free; the OR keeps
+      // one, which is what a double free of a free object does anyway.
+      c.mask |= pos.mask;
+    } else {
+      slabs_.Free(p);  // collision: free this one at once
+    }
+  }
+  for (std::size_t k = 0; k < n_touched; ++k) {
+    Cell& c = cells_[touched_[k]];
+    slabs_.BulkFree(c.slab, c.word, c.mask);
+    c = Cell{nullptr, 0, 0};
+  }
+  top_ = from;
+}
+
+}  // namespace elfmalloc

@@ -1,0 +1,201 @@
+// SlabAllocator: refresh, remote-free transitions and the release policy.
+// The protocol and the race-freedom arguments are in slab_allocator.h and
+// slab.h; each step below names the transition it makes.
+#include "elfmalloc/slab_allocator.h"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "absl/base/internal/raw_logging.h"
+#include "absl/base/optimization.h"
+#include "mmap_alloc/mmap_alloc.h"
+
+namespace elfmalloc {
+
+SlabClass::SlabClass(PageAlloc* pages, const Options& o) noexcept
+    : pages_(pages),
+      meta_(ComputeMetadata(o.object_size, pages->page_size(), o.cutoff,
+                            o.usable_size == 0 ? pages->page_size()
+                                               : o.usable_size)),
+      available_(o.available_queues) {
+  if (!pages->valid() || !meta_.valid() || !available_.valid()) return;
+  const std::size_t usable = meta_.usable_size < meta_.page_size
+                                 ? meta_.usable_size
+                                 : meta_.page_size;
+  uncommit_on_free_ = usable >= o.eager_uncommit_threshold;
+  header_survives_uncommit_ =
+      kSlabHeaderSize + meta_.bitset_words * sizeof(std::uint64_t) <=
+      mmap_alloc::PageSize();
+  valid_ = true;
+}
+
+SlabClass::~SlabClass() {
+  if (!valid_) return;
+  // No SlabAllocator is left, so nothing races with this drain. A listed
+  // slab is normally not wholly free (a free completing it revokes it and
+  // returns its page), except when that revoke lost the race with the
+  // listing push (slab.h, AVAILABLE -> FULL): such slabs go back here.
+  auto bag = available_.NewHandle();
+  auto pages = pages_->NewHandle();
+  Slab* s = nullptr;
+  while (bag.Pop(&s)) {
+    if (s->AvailableCount() == static_cast<std::int64_t>(meta_.n_objects)) {
+      pages.Free(s, uncommit_on_free_);
+      pages_in_use_.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+SlabAllocator::SlabAllocator(SlabClass* cls) noexcept
+    : cls_(cls),
+      pages_(cls->pages_->NewHandle()),
+      available_(cls->available_.NewHandle()) {}
+
+SlabAllocator::SlabAllocator(SlabAllocator&& o) noexcept
+    : cls_(std::exchange(o.cls_, nullptr)),
+      current_(std::exchange(o.current_, nullptr)),
+      iter_(std::exchange(o.iter_, Slab::LocalIter())),
+      pages_(std::move(o.pages_)),
+      available_(std::move(o.available_)) {}
+
+SlabAllocator& SlabAllocator::operator=(SlabAllocator&& o) noexcept {
+  if (this != &o) {
+    Release();
+    cls_ = std::exchange(o.cls_, nullptr);
+    current_ = std::exchange(o.current_, nullptr);
+    iter_ = std::exchange(o.iter_, Slab::LocalIter());
+    pages_ = std::move(o.pages_);
+    available_ = std::move(o.available_);
+  }
+  return *this;
+}
+
+void* SlabAllocator::AllocSlow() noexcept {
+  if (cls_ == nullptr) return nullptr;  // default-constructed
+  // Refresh always yields a slab with an available object: its count is at
+  // least the cutoff (>= 1), and the count never exceeds the set bits (a
+  // free sets its bit before counting it; the owner clears bits before
+  // uncounting them). The second attempt is only defensive; exhaustion is
+  // reported as nullptr, never a crash (the reference panicked).
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (!Refresh()) return nullptr;
+    if (void* p = iter_.Next()) return p;
+  }
+  return nullptr;
+}
+
+bool SlabAllocator::Refresh() noexcept {
+  const SlabMetadata& m = cls_->meta_;
+  const auto cutoff = static_cast<std::int64_t>(m.cutoff_objects);
+  if (current_ != nullptr) {
+    // CLAIMED -> unclaimed, by the owner (us). The iterator is exhausted, so
+    // there is nothing pending to give back.
+    const Slab::UnclaimResult r = current_->Unclaim();
+    ABSL_RAW_CHECK(r.was_claimed, "current slab was not claimed");
+    if (r.count >= cutoff) {
+      // Enough objects came back while we owned it. No free can have listed
+      // it (frees see the claimed bit until our Unclaim, and later ones
+      // start from a count >= cutoff, so none crosses it), and a free that
+      // completes it meanwhile reports kBecameFull, whose revoke fails
+      // (never listed) so the freer leaves it alone: only we can reach it,
+      // and re-claiming must succeed.
+      const bool claimed = current_->Claim();
+      ABSL_RAW_CHECK(claimed, "re-claim of an unlisted slab failed");
+      iter_ = current_->Iterate();
+      return true;
+    }
+    // FLOATING: the slab belongs to its objects now; the free that brings
+    // the count back to the cutoff lists it.
+    current_ = nullptr;
+    iter_ = Slab::LocalIter();
+  }
+  Slab* s = nullptr;
+  if (available_.Pop(&s)) {
+    // AVAILABLE -> CLAIMED: the bag gave this listing to us alone, and a
+    // revoke of it now fails (exactly one of pop and revoke wins), so nobody
+    // else claims it or returns its page.
+    const bool claimed = s->Claim();
+    ABSL_RAW_CHECK(claimed, "slab popped from the available bag was claimed");
+  } else {
+    void* page = pages_.Alloc();
+    if (page == nullptr) return false;
+    cls_->pages_in_use_.fetch_add(1, std::memory_order_relaxed);
+    s = static_cast<Slab*>(page);
+    // The page is exclusively ours. A page this class returned FULL is still
+    // a valid wholly free, unclaimed slab of this layout (count n, every bit
+    // set, handle 0): reuse it as is, unless its bit-set may have been
+    // uncommitted (then it reads as zeroes).
+    if (s->metadata() != &m || !cls_->header_survives_uncommit_ ||
+        s->AvailableCount() != static_cast<std::int64_t>(m.n_objects)) {
+      s = Slab::Init(page, &m, cls_->pages_->type());
+    }
+    const bool claimed = s->Claim();
+    ABSL_RAW_CHECK(claimed, "fresh slab was claimed");
+  }
+  current_ = s;
+  iter_ = s->Iterate();
+  return true;
+}
+
+void SlabAllocator::OnFree(Slab* s, FreeResult r) noexcept {
+  switch (r) {
+    case FreeResult::kNone:
+    case FreeResult::kDoubleFree:  // ignored: nothing changed
+      return;
+    case FreeResult::kBecameAvailable:
+      // FLOATING -> AVAILABLE: our free was the one that crossed the cutoff
+      // while unclaimed, so we alone list it. If the push fails (out of
+      // memory) the slab floats until a free completes it (then the revoke
+      // fails and it stays mapped): memory is lost, nothing is corrupted.
+      available_.Push(s);
+      return;
+    case FreeResult::kBecameFull:
+      // AVAILABLE -> FULL: only a successful revoke proves that no popper
+      // has or will get it; then the page is ours to return. A failed
+      // revoke means a popper owns it, or our listing push has not landed
+      // (the slab will be listed wholly free and reused from the bag).
+      if (SlabClass::AvailableBag::Revoke(s)) ReturnPage(s);
+      return;
+    case FreeResult::kBecameFullUnlisted:
+      // FLOATING -> FULL: never listed in this period, so nobody else can
+      // reach it.
+      ReturnPage(s);
+      return;
+  }
+}
+
+void SlabAllocator::ReturnPage(Slab* s) noexcept {
+  cls_->pages_in_use_.fetch_sub(1, std::memory_order_relaxed);
+  pages_.Free(s, cls_->uncommit_on_free_);
+}
+
+void SlabAllocator::Release() noexcept {
+  if (current_ == nullptr) return;
+  Slab* s = current_;
+  current_ = nullptr;
+  // Objects the iterator took but never handed out go back first (the slab
+  // is still claimed, so this makes no transition).
+  const Slab::LocalIter::Remaining rest = iter_.TakeRemaining();
+  iter_ = Slab::LocalIter();
+  if (rest.mask != 0) s->BulkFree(rest.mask, rest.word);
+  // CLAIMED -> unclaimed, by the owner.
+  const Slab::UnclaimResult r = s->Unclaim();
+  ABSL_RAW_CHECK(r.was_claimed, "released slab was not claimed");
+  const SlabMetadata& m = cls_->meta_;
+  if (r.count == static_cast<std::int64_t>(m.n_objects)) {
+    // Wholly free: no object is live and every freer is done (slab.h's
+    // proof), so nobody else can touch it.
+    ReturnPage(s);
+  } else if (r.count >= static_cast<std::int64_t>(m.cutoff_objects)) {
+    // AVAILABLE: no free will cross the cutoff (the count is already past
+    // it), so we list it. A free completing it before our push lands
+    // reports kBecameFull and its revoke fails: the slab is listed wholly
+    // free, which is fine (it is reused, or returned by ~SlabClass).
+    available_.Push(s);
+  }
+  // Otherwise FLOATING: the free that crosses the cutoff lists it.
+}
+
+}  // namespace elfmalloc

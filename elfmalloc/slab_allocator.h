@@ -1,0 +1,171 @@
+// SlabAllocator: the per-thread, per-size-class back end (the reference's
+// SlagAllocator, allocators-rs elfmalloc slag.rs), and SlabClass, the state
+// one size class shares between all threads.
+//
+// SlabClass (shared, one per size class): the slab layout (SlabMetadata), the
+// class's *available* bag (a revocable Bagpipe of slabs that have at least
+// cutoff free objects and no owner) and the PageAlloc the class's pages come
+// from and go back to. It is immutable after construction apart from the
+// bag's contents and a statistics counter.
+//
+// SlabAllocator (one per thread per class; not thread-safe itself): the slab
+// this thread currently owns (claimed) with its LocalIter, plus this thread's
+// handles on the bag and the page allocator. It allocates by advancing the
+// iterator and refreshes when the slab runs dry; it performs remote frees of
+// any slab of its class and acts on the transitions they report.
+//
+// Every transition below is one of those defined by the slab state machine at
+// the top of slab.h; this file is its *caller side*. Where each is coded, the
+// comment says who may make it and why that is race-free. Summary:
+//
+//   owner Refresh    CLAIMED -> Unclaim; count >= cutoff -> Claim again (only
+//                    the owner can, since the slab is in no bag); else the
+//                    slab floats. New slab: pop the available bag (the bag
+//                    hands each listing to exactly one popper), else a page
+//                    from the PageAlloc (exclusive to the caller).
+//   remote Free      kBecameAvailable -> push to the bag (exactly one free
+//                    crosses the cutoff while unclaimed); kBecameFull ->
+//                    Revoke, and only a successful revoke returns the page
+//                    (excludes the popper); kBecameFullUnlisted -> return the
+//                    page (never listed, so nobody else can reach it).
+//   owner Release    (destruction) give back the iterator's pending objects,
+//                    Unclaim; count == n -> page back; count >= cutoff ->
+//                    list it; else it floats and frees will list/return it.
+//
+// Memory: nothing here allocates except through bagpipe (bsalloc) and the
+// PageAlloc (mmap_alloc). Nothing throws; running out of memory makes
+// Alloc() return nullptr.
+#ifndef ELFMALLOC_SLAB_ALLOCATOR_H_
+#define ELFMALLOC_SLAB_ALLOCATOR_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "bagpipe/bagpipe.h"
+#include "bagpipe/faa_queue.h"
+#include "elfmalloc/alloc_type.h"
+#include "elfmalloc/page_alloc.h"
+#include "elfmalloc/slab.h"
+#include "elfmalloc/slab_metadata.h"
+
+namespace elfmalloc {
+
+// Never eagerly uncommit.
+inline constexpr std::size_t kNoEagerUncommit = ~std::size_t{0};
+
+class SlabClass {
+ public:
+  using AvailableBag = bagpipe::Bagpipe<bagpipe::FaaQueue<Slab*>>;
+
+  struct Options {
+    std::size_t object_size = 0;
+    double cutoff = 0.6;          // see ComputeMetadata
+    std::size_t usable_size = 0;  // 0: the whole page
+    // Pages of slabs whose usable size is at least this go back to the
+    // PageAlloc with the uncommit hint (the reference's eager decommit).
+    std::size_t eager_uncommit_threshold = kNoEagerUncommit;
+    std::size_t available_queues = 16;  // the reference's general allocator
+  };
+
+  // `pages` must outlive this object; its page size is the slab size. Several
+  // classes may share one PageAlloc; a page keeps its old layout only for the
+  // class whose metadata it still points to (see SlabAllocator::Refresh), so
+  // every class sharing a PageAlloc must live as long as it does.
+  SlabClass(PageAlloc* pages, const Options& options) noexcept;
+  // Precondition: no SlabAllocator of this class is left. Slabs still in the
+  // available bag that are wholly free go back to the PageAlloc; any others
+  // hold live objects (a caller bug) and stay mapped.
+  ~SlabClass();
+  SlabClass(const SlabClass&) = delete;
+  SlabClass& operator=(const SlabClass&) = delete;
+
+  // False if the layout is invalid (nothing fits) or memory ran out.
+  bool valid() const noexcept { return valid_; }
+  const SlabMetadata& metadata() const noexcept { return meta_; }
+  PageAlloc& pages() const noexcept { return *pages_; }
+  AvailableBag& available() noexcept { return available_; }
+  bool uncommit_on_free() const noexcept { return uncommit_on_free_; }
+
+  // Pages taken from the PageAlloc and not yet returned (slabs that are
+  // claimed, listed or floating). For tests and statistics.
+  std::size_t pages_in_use() const noexcept {
+    return pages_in_use_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  friend class SlabAllocator;
+  PageAlloc* pages_;
+  SlabMetadata meta_;
+  bool uncommit_on_free_ = false;
+  // The first OS page holds the header and the whole bit-set, so a page that
+  // went back with the uncommit hint keeps its layout (see Refresh).
+  bool header_survives_uncommit_ = false;
+  bool valid_ = false;
+  AvailableBag available_;
+  std::atomic<std::size_t> pages_in_use_{0};
+};
+
+class SlabAllocator {
+ public:
+  SlabAllocator() noexcept = default;  // invalid; assign a real one
+  // Takes no slab yet: the first Alloc() does.
+  explicit SlabAllocator(SlabClass* cls) noexcept;
+  ~SlabAllocator() { Release(); }
+  SlabAllocator(SlabAllocator&& o) noexcept;
+  SlabAllocator& operator=(SlabAllocator&& o) noexcept;
+  SlabAllocator(const SlabAllocator&) = delete;
+  SlabAllocator& operator=(const SlabAllocator&) = delete;
+
+  bool valid() const noexcept { return cls_ != nullptr; }
+  const SlabMetadata& metadata() const noexcept { return cls_->meta_; }
+  SlabClass* slab_class() const noexcept { return cls_; }
+
+  // An object, or nullptr when memory is exhausted.
+  void* Alloc() noexcept {
+    void* p = iter_.Next();
+    return p != nullptr ? p : AllocSlow();
+  }
+
+  // The slab an object of this class lies in.
+  Slab* SlabOf(const void* p) const noexcept {
+    return Slab::Find(p, cls_->meta_.page_size);
+  }
+  // True if p lies in the slab this thread currently owns.
+  bool Contains(const void* p) const noexcept {
+    return current_ != nullptr && SlabOf(p) == current_;
+  }
+
+  // Frees an object of this class (allocated by any thread) and acts on the
+  // transition it causes.
+  void Free(void* p) noexcept {
+    Slab* s = SlabOf(p);
+    OnFree(s, s->Free(p));
+  }
+  // Frees the objects of bit-set word `word` of slab s whose bits are set in
+  // mask, at once.
+  void BulkFree(Slab* s, std::size_t word, std::uint64_t mask) noexcept {
+    OnFree(s, s->BulkFree(mask, word));
+  }
+
+  // Lets go of the current slab (the destruction policy); the next Alloc()
+  // takes a new one. Called by the destructor.
+  void Release() noexcept;
+
+ private:
+  void* AllocSlow() noexcept;
+  // Makes iter_ iterate a slab with available objects; false on OOM.
+  bool Refresh() noexcept;
+  void OnFree(Slab* s, FreeResult r) noexcept;
+  void ReturnPage(Slab* s) noexcept;
+
+  SlabClass* cls_ = nullptr;
+  Slab* current_ = nullptr;  // claimed by this thread, or null
+  Slab::LocalIter iter_;
+  PageAlloc::Handle pages_;
+  SlabClass::AvailableBag::Handle available_;
+};
+
+}  // namespace elfmalloc
+
+#endif  // ELFMALLOC_SLAB_ALLOCATOR_H_
