@@ -47,6 +47,8 @@
 #include <new>
 #include <utility>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/numeric/bits.h"
 #include "bagpipe/bag.h"
 #include "bagpipe/block_pool.h"
@@ -115,6 +117,8 @@ class Bagpipe {
     Handle(const Handle& o) noexcept : Handle(o.s_) {}
     Handle(Handle&& o) noexcept
         : s_(std::exchange(o.s_, nullptr)),
+          pipes_(o.pipes_),
+          mask_(o.mask_),
           offset_(o.offset_),
           stride_(o.stride_),
           counter_(o.counter_),
@@ -131,79 +135,44 @@ class Bagpipe {
 
     // One probe sequence; false means every probed queue failed transiently
     // (or memory ran out): the item is not in the bag.
-    bool TryPush(value_type item) noexcept {
+    //
+    // Fast-path structure (all operations): the public call pins once, then
+    // tries the handle's current queue inline; only when that first probe does
+    // not succeed does an out-of-line slow path continue the probe sequence
+    // exactly where the first probe left it. So the common case (own queue
+    // accepts / is non-empty) is one pin, one queue operation and a few
+    // handle-local updates, with no loops and no shared writes beyond the
+    // queue's own.
+    ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryPush(value_type item) noexcept {
       epoch::Guard g;
-      if (!g.ok()) return false;
-      const std::size_t mask = s_->n - 1;
-      const std::uint32_t budget = push_failures_ + 1;
-      for (std::uint32_t i = 0; i < budget; ++i) {
-        if (s_->pipes[offset_].TryPushPinned(item)) {
-          push_failures_ >>= 1;
-          AddDiff(1);
-          return true;
-        }
-        offset_ = (offset_ + stride_) & mask;
-        if (push_failures_ < s_->n) ++push_failures_;
-      }
-      return false;
+      if (ABSL_PREDICT_FALSE(!g.ok())) return false;
+      return TryPushPinned(item);
     }
 
     // Always succeeds unless memory is exhausted (false).
-    bool Push(value_type item) noexcept {
+    ABSL_ATTRIBUTE_ALWAYS_INLINE bool Push(value_type item) noexcept {
       epoch::Guard g;
-      if (!g.ok()) return false;
-      if (TryPush(item)) return true;
-      const std::size_t mask = s_->n - 1;
-      for (std::size_t i = 0; i + 1 < s_->n; ++i) {
-        if (s_->pipes[offset_].TryPushPinned(item)) {
-          AddDiff(1);
-          return true;
-        }
-        offset_ = (offset_ + stride_) & mask;
-      }
-      if (!s_->pipes[offset_].PushPinned(item)) return false;
-      AddDiff(1);
-      return true;
+      if (ABSL_PREDICT_FALSE(!g.ok())) return false;
+      if (ABSL_PREDICT_TRUE(TryPushPinned(item))) return true;
+      return PushSlow(item);
     }
 
-    PopStatus TryPop(value_type* out) noexcept {
+    ABSL_ATTRIBUTE_ALWAYS_INLINE PopStatus TryPop(value_type* out) noexcept {
       epoch::Guard g;
-      if (!g.ok()) return PopStatus::kTransient;
-      const std::size_t n = s_->n;
-      const std::size_t mask = n - 1;
-      std::uint32_t budget = 2 * pop_failures_ + 1;
-      std::size_t empties = 0;
-      for (;;) {
-        switch (s_->pipes[offset_].TryPopPinned(out)) {
-          case PopStatus::kOk:
-            pop_failures_ >>= 1;
-            AddDiff(-1);
-            return PopStatus::kOk;
-          case PopStatus::kEmpty:
-            if (++empties == n) {
-              pop_failures_ >>= 1;
-              return PopStatus::kEmpty;
-            }
-            break;
-          case PopStatus::kTransient:
-            empties = 0;
-            if (pop_failures_ < n) ++pop_failures_;
-            if (--budget == 0) {
-              offset_ = (offset_ + stride_) & mask;
-              return PopStatus::kTransient;
-            }
-            break;
-        }
-        offset_ = (offset_ + stride_) & mask;
-      }
+      if (ABSL_PREDICT_FALSE(!g.ok())) return PopStatus::kTransient;
+      return TryPopPinned(out);
     }
 
-    // Retries while transient; false = the bag was observed empty.
+    // Retries while transient; false = the bag was observed empty (or, when
+    // memory is exhausted, no epoch record could be made for this thread).
     bool Pop(value_type* out) noexcept {
       epoch::Guard g;
+      if (ABSL_PREDICT_FALSE(!g.ok())) return false;
       for (;;) {
-        const PopStatus s = TryPop(out);
-        if (s != PopStatus::kTransient) return s == PopStatus::kOk;
+        const PopStatus s = TryPopPinned(out);
+        if (ABSL_PREDICT_TRUE(s != PopStatus::kTransient)) {
+          return s == PopStatus::kOk;
+        }
       }
     }
 
@@ -213,16 +182,15 @@ class Bagpipe {
     bool BulkAdd(const value_type* items, std::size_t count) noexcept {
       epoch::Guard g;
       if (!g.ok()) return false;
-      const std::size_t mask = s_->n - 1;
       std::size_t added = 0;
       bool ok = true;
       for (std::size_t k = 0; k < count && ok; ++k) {
         bool done = false;
-        for (std::size_t i = 0; i < s_->n && !done; ++i) {
-          done = s_->pipes[offset_].TryPushPinned(items[k]);
-          offset_ = (offset_ + stride_) & mask;
+        for (std::size_t i = 0; i <= mask_ && !done; ++i) {
+          done = pipes_[offset_].TryPushPinned(items[k]);
+          offset_ = (offset_ + stride_) & mask_;
         }
-        if (!done) done = s_->pipes[offset_].PushPinned(items[k]);
+        if (!done) done = pipes_[offset_].PushPinned(items[k]);
         if (done) {
           ++added;
         } else {
@@ -251,13 +219,107 @@ class Bagpipe {
       epoch::Guard g;  // creates the thread's epoch record now
       const std::uint64_t seed =
           s_->seeds.fetch_add(1, std::memory_order_relaxed) + 1;
+      pipes_ = s_->pipes;
+      mask_ = s_->n - 1;
       stride_ = static_cast<std::size_t>(2 * seed + 1);
-      offset_ = stride_ & (s_->n - 1);
+      offset_ = stride_ & mask_;
       counter_ = static_cast<std::uint32_t>(seed % Shared::kCounters);
+    }
+
+    // First probe of TryPush, inline. REQUIRES: pinned.
+    ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryPushPinned(value_type item) noexcept {
+      if (ABSL_PREDICT_TRUE(pipes_[offset_].TryPushPinned(item))) {
+        push_failures_ >>= 1;
+        AddDiff(1);
+        return true;
+      }
+      return TryPushSlow(item);
+    }
+
+    // The rest of TryPush's probe sequence after a failed first probe at
+    // offset_: budget push_failures_ + 1 probes in all, as in the file
+    // comment. REQUIRES: pinned.
+    ABSL_ATTRIBUTE_NOINLINE bool TryPushSlow(value_type item) noexcept {
+      const std::uint32_t budget = push_failures_ + 1;
+      for (std::uint32_t i = 1;; ++i) {
+        // Bookkeeping for the probe that just failed.
+        offset_ = (offset_ + stride_) & mask_;
+        if (push_failures_ <= mask_) ++push_failures_;
+        if (i == budget) return false;
+        if (pipes_[offset_].TryPushPinned(item)) {
+          push_failures_ >>= 1;
+          AddDiff(1);
+          return true;
+        }
+      }
+    }
+
+    // Push after TryPush failed: one more lap of single attempts, then a
+    // retrying push. REQUIRES: pinned.
+    ABSL_ATTRIBUTE_NOINLINE bool PushSlow(value_type item) noexcept {
+      for (std::size_t i = 0; i < mask_; ++i) {
+        if (pipes_[offset_].TryPushPinned(item)) {
+          AddDiff(1);
+          return true;
+        }
+        offset_ = (offset_ + stride_) & mask_;
+      }
+      if (!pipes_[offset_].PushPinned(item)) return false;
+      AddDiff(1);
+      return true;
+    }
+
+    // First probe of TryPop, inline. REQUIRES: pinned.
+    ABSL_ATTRIBUTE_ALWAYS_INLINE PopStatus
+    TryPopPinned(value_type* out) noexcept {
+      const PopStatus st = pipes_[offset_].TryPopPinned(out);
+      if (ABSL_PREDICT_TRUE(st == PopStatus::kOk)) {
+        pop_failures_ >>= 1;
+        AddDiff(-1);
+        return PopStatus::kOk;
+      }
+      return TryPopSlow(out, st);
+    }
+
+    // The rest of TryPop's probe sequence; `st` is the result of the probe
+    // just made at offset_ (not kOk). Budget 2 * pop_failures_ + 1 transient
+    // failures; empty queues move on without consuming it; kEmpty once every
+    // queue was seen empty in a row. REQUIRES: pinned.
+    ABSL_ATTRIBUTE_NOINLINE PopStatus TryPopSlow(value_type* out,
+                                                 PopStatus st) noexcept {
+      const std::size_t n = mask_ + 1;
+      std::uint32_t budget = 2 * pop_failures_ + 1;
+      std::size_t empties = 0;
+      for (;;) {
+        switch (st) {
+          case PopStatus::kOk:
+            pop_failures_ >>= 1;
+            AddDiff(-1);
+            return PopStatus::kOk;
+          case PopStatus::kEmpty:
+            if (++empties == n) {
+              pop_failures_ >>= 1;
+              return PopStatus::kEmpty;
+            }
+            break;
+          case PopStatus::kTransient:
+            empties = 0;
+            if (pop_failures_ < n) ++pop_failures_;
+            if (--budget == 0) {
+              offset_ = (offset_ + stride_) & mask_;
+              return PopStatus::kTransient;
+            }
+            break;
+        }
+        offset_ = (offset_ + stride_) & mask_;
+        st = pipes_[offset_].TryPopPinned(out);
+      }
     }
 
     void Swap(Handle& o) noexcept {
       std::swap(s_, o.s_);
+      std::swap(pipes_, o.pipes_);
+      std::swap(mask_, o.mask_);
       std::swap(offset_, o.offset_);
       std::swap(stride_, o.stride_);
       std::swap(counter_, o.counter_);
@@ -266,11 +328,17 @@ class Bagpipe {
       std::swap(diff_, o.diff_);
     }
 
-    void AddDiff(std::int64_t d) noexcept {
+    // Handle-local; touches the shared counters only once per
+    // kFlushThreshold net change (a push/pop pair nets to zero and never
+    // flushes).
+    ABSL_ATTRIBUTE_ALWAYS_INLINE void AddDiff(std::int64_t d) noexcept {
       diff_ += d;
-      if (diff_ >= kFlushThreshold || diff_ <= -kFlushThreshold) Flush();
+      if (ABSL_PREDICT_FALSE(diff_ >= kFlushThreshold ||
+                             diff_ <= -kFlushThreshold)) {
+        Flush();
+      }
     }
-    void Flush() noexcept {
+    ABSL_ATTRIBUTE_NOINLINE void Flush() noexcept {
       if (diff_ != 0) {
         s_->counters[counter_].value.fetch_add(diff_,
                                                std::memory_order_relaxed);
@@ -283,7 +351,13 @@ class Bagpipe {
       std::exchange(s_, nullptr)->Unref();
     }
 
+    // Handles are per thread and not shared, so their fields need no
+    // padding; pipes_ and mask_ cache s_->pipes and s_->n - 1 (immutable for
+    // the life of the shared state, which this handle keeps alive) so the
+    // fast path does not go through s_.
     typename Bagpipe::Shared* s_ = nullptr;
+    Q* pipes_ = nullptr;
+    std::size_t mask_ = 0;
     std::size_t offset_ = 0;
     std::size_t stride_ = 1;
     std::uint32_t counter_ = 0;
@@ -344,7 +418,8 @@ class Bagpipe {
       if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
       // Last reference: no other thread can use the bag any more.
       for (std::size_t i = 0; i < n; ++i) {
-        value_type item;
+        value_type item{};  // set on kOk only; {} keeps GCC's
+                            // -Wmaybe-uninitialized quiet once inlined
         for (;;) {
           const PopStatus st = pipes[i].TryPop(&item);
           if (st == PopStatus::kEmpty) break;

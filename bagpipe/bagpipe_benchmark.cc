@@ -14,10 +14,12 @@
 // Each structure is a process-lifetime object shared by the threads of a run;
 // per-thread state (Bagpipe handles, moodycamel tokens) is per run.
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <mutex>
 
 #include "bagpipe/bagpipe.h"
+#include "bagpipe/epoch.h"
 #include "bagpipe/faa_queue.h"
 #include "bagpipe/treiber_stack.h"
 #include "bagpipe/yang_crummey_queue.h"
@@ -93,6 +95,19 @@ struct MoodycamelNoTokenImpl {
     moodycamel::ConcurrentQueue<std::uint64_t>* q;
   };
 };
+
+// BAGPIPE_BENCH_COLLECT_THRESHOLD=n runs with epoch collection threshold n
+// (default 64) to study the reclamation trade-off: a smaller threshold keeps
+// fewer FAA segments in limbo (warmer caches) but advances the epoch, i.e.
+// calls membarrier(), more often.
+const bool kThresholdSet = [] {
+  if (const char* s = std::getenv("BAGPIPE_BENCH_COLLECT_THRESHOLD")) {
+    epoch::SetCollectThresholdForTesting(
+        static_cast<std::uint32_t>(std::strtoul(s, nullptr, 10)));
+    return true;
+  }
+  return false;
+}();
 
 template <class Impl>
 Impl& Instance() {

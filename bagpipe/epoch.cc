@@ -37,6 +37,7 @@ ABSL_CONST_INIT std::atomic<std::uint64_t> g_retired{0};
 ABSL_CONST_INIT std::atomic<std::uint64_t> g_freed{0};
 ABSL_CONST_INIT std::atomic<std::uint64_t> g_leaked{0};
 ABSL_CONST_INIT std::atomic<std::uint64_t> g_record_count{0};
+ABSL_CONST_INIT std::atomic<std::uint64_t> g_collections{0};
 
 // pthread key whose destructor releases the record at thread exit. Created
 // once; key 0 is a valid key, so creation state lives in its own word
@@ -106,7 +107,7 @@ void InitAsymmetric() {
   if (cmds >= 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0 &&
       (cmds & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0 &&
       Membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0) {
-    asymmetric.store(true, std::memory_order_release);
+    pin_globals.asymmetric.store(true, std::memory_order_release);
   }
 #endif
 }
@@ -114,7 +115,7 @@ void InitAsymmetric() {
 // F_A of the protocol. false: the heavy barrier failed, so advancing is not
 // safe (never expected once registration succeeded).
 bool AdvancerFence() {
-  if (asymmetric.load(std::memory_order_acquire)) {
+  if (pin_globals.asymmetric.load(std::memory_order_acquire)) {
     if (Membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) {
       ABSL_RAW_LOG(ERROR, "bagpipe::epoch: membarrier failed; not advancing");
       return false;
@@ -128,20 +129,22 @@ bool AdvancerFence() {
 void TryAdvance() {
   // The asymmetric decision must be final before we rely on it.
   if (!EnsureKey()) return;
-  std::uint64_t e = global_epoch.load(std::memory_order_seq_cst);
+  std::uint64_t e = pin_globals.epoch.load(std::memory_order_seq_cst);
   if (!AdvancerFence()) return;
   for (Record* r = g_records.load(std::memory_order_acquire); r != nullptr;
        r = r->next_record) {
     const std::uint64_t s = r->state.load(std::memory_order_acquire);
     if ((s & 1) != 0 && (s >> 1) != e) return;
   }
-  global_epoch.compare_exchange_strong(e, e + 1, std::memory_order_seq_cst,
-                                       std::memory_order_relaxed);
+  pin_globals.epoch.compare_exchange_strong(e, e + 1,
+                                            std::memory_order_seq_cst,
+                                            std::memory_order_relaxed);
 }
 
 void CollectWith(Record* r) {
+  g_collections.fetch_add(1, std::memory_order_relaxed);
   TryAdvance();
-  const std::uint64_t now = global_epoch.load(std::memory_order_acquire);
+  const std::uint64_t now = pin_globals.epoch.load(std::memory_order_acquire);
   if (r != nullptr) CollectLimbo(r, now);
   CollectOrphans(now);
 }
@@ -165,6 +168,7 @@ void ReleaseRecord(void* arg) {
     r->limbo_count = 0;
   }
   r->pins = 0;
+  r->retired_in_period = false;
   tls_record = nullptr;
   r->in_use.store(false, std::memory_order_release);
 }
@@ -222,6 +226,11 @@ Record* AcquireRecord() noexcept {
 
 void SlowPinWork(Record* r) noexcept {
   r->pins = 0;
+  // Still retiring: the retire path collects once per threshold retires.
+  if (r->retired_in_period) {
+    r->retired_in_period = false;
+    return;
+  }
   // Advancing costs a membarrier() in asymmetric mode: only bother when this
   // thread or an exited one left garbage.
   if (r->limbo_head != nullptr ||
@@ -245,7 +254,7 @@ void Retire(RetireNode* node, std::uint64_t grace) noexcept {
   // F_R of the protocol: orders the caller's unlink before the epoch read.
   internal::SeqCstFence();
   node->free_at =
-      internal::global_epoch.load(std::memory_order_seq_cst) + grace;
+      internal::pin_globals.epoch.load(std::memory_order_seq_cst) + grace;
   node->next = nullptr;
   if (r->limbo_tail == nullptr) {
     r->limbo_head = node;
@@ -254,8 +263,9 @@ void Retire(RetireNode* node, std::uint64_t grace) noexcept {
   }
   r->limbo_tail = node;
   ++r->limbo_count;
+  r->retired_in_period = true;
   if (++r->retires_since_collect >=
-      internal::collect_threshold.load(std::memory_order_relaxed)) {
+      internal::pin_globals.collect_threshold.load(std::memory_order_relaxed)) {
     r->retires_since_collect = 0;
     internal::CollectWith(r);
   }
@@ -264,7 +274,7 @@ void Retire(RetireNode* node, std::uint64_t grace) noexcept {
 void Collect() noexcept { internal::CollectWith(internal::tls_record); }
 
 std::uint64_t CurrentEpoch() noexcept {
-  return internal::global_epoch.load(std::memory_order_acquire);
+  return internal::pin_globals.epoch.load(std::memory_order_acquire);
 }
 
 Stats GetStats() noexcept {
@@ -273,11 +283,13 @@ Stats GetStats() noexcept {
   s.freed = internal::g_freed.load(std::memory_order_relaxed);
   s.leaked = internal::g_leaked.load(std::memory_order_relaxed);
   s.records = internal::g_record_count.load(std::memory_order_relaxed);
+  s.collections = internal::g_collections.load(std::memory_order_relaxed);
   return s;
 }
 
 void SetCollectThresholdForTesting(std::uint32_t n) noexcept {
-  internal::collect_threshold.store(n == 0 ? 1 : n, std::memory_order_relaxed);
+  internal::pin_globals.collect_threshold.store(n == 0 ? 1 : n,
+                                               std::memory_order_relaxed);
 }
 
 void DrainForTesting() noexcept {

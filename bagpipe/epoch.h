@@ -80,9 +80,12 @@
 //
 // Garbage bounds: each thread attempts an advance + collection once per
 // `threshold` retires, and every kPinPeriodFactor * threshold outermost pins
-// while it holds garbage. With grace g and no stalled thread, a limbo list
-// therefore holds about (g + 1) * threshold entries at most. Entries left by exiting threads move to a
-// global orphan list that every collection drains. Nothing can be freed while
+// while it holds garbage and has not retired anything during the previous such
+// period (a thread that keeps retiring is served by the retire path; one that
+// stops gets its garbage collected by the pin path within two periods). With
+// grace g and no stalled thread, a limbo list therefore holds about
+// (g + 1) * threshold entries at most. Entries left by exiting threads move to
+// a global orphan list that every collection drains. Nothing can be freed while
 // a thread stays pinned, so the bound holds only while threads keep moving.
 #ifndef BAGPIPE_EPOCH_H_
 #define BAGPIPE_EPOCH_H_
@@ -148,6 +151,14 @@ struct alignas(64) Record {
   // attempt that cannot free anything must not be repeated at once; in
   // asymmetric mode each one is a system call).
   std::size_t retires_since_collect = 0;
+  // Set by every Retire, cleared by the next pin-period check. A thread that
+  // retired during the last pin period is collecting through the retire path
+  // (once per threshold retires), so the pin path leaves it alone: otherwise
+  // a thread that both pins and retires a lot (a FAA queue under a push/pop
+  // loop retires a segment every 256 pops) would pay an advance, i.e. a
+  // membarrier() system call with IPIs to every running thread of the
+  // process, every period as well.
+  bool retired_in_period = false;
 };
 
 // The calling thread's record, or nullptr before its first pin. Initial-exec
@@ -158,16 +169,26 @@ ABSL_CONST_INIT extern thread_local Record* tls_record
 Record* AcquireRecord() noexcept;
 void SlowPinWork(Record* r) noexcept;  // periodic advance + collect
 
-ABSL_CONST_INIT inline std::atomic<std::uint64_t> global_epoch{0};
-// Limbo threshold; tests lower it to force reclamation. Pins attempt a
-// collection every kPinPeriodFactor * threshold pins when there is garbage.
-ABSL_CONST_INIT inline std::atomic<std::uint32_t> collect_threshold{64};
+// The globals every pin reads, on a cache line of their own: the linker would
+// otherwise place them next to frequently written words (pool heads, the
+// retire/free statistics) and every pin would miss on that line.
+struct alignas(64) PinGlobals {
+  // The global epoch G; only ever incremented, by CAS in the advancer.
+  std::atomic<std::uint64_t> epoch{0};
+  // Limbo threshold; tests lower it to force reclamation. Pins attempt a
+  // collection every kPinPeriodFactor * threshold pins when there is garbage
+  // (and no retire in the previous period; see Record::retired_in_period).
+  std::atomic<std::uint32_t> collect_threshold{64};
+  // True once membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) is registered:
+  // pins then skip their fence and advancers issue the heavy barrier instead
+  // (see "Asymmetric fences" above). Set once, before the first pin that
+  // reads it (AcquireRecord initialises it), never cleared. Always false
+  // under TSan.
+  std::atomic<bool> asymmetric{false};
+};
+static_assert(sizeof(PinGlobals) == 64);
+ABSL_CONST_INIT inline PinGlobals pin_globals;
 inline constexpr std::uint32_t kPinPeriodFactor = 16;
-// True once membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) is registered: pins
-// then skip their fence and advancers issue the heavy barrier instead (see
-// "Asymmetric fences" above). Set once, before the first pin that reads it
-// (AcquireRecord initialises it), never cleared. Always false under TSan.
-ABSL_CONST_INIT inline std::atomic<bool> asymmetric{false};
 
 }  // namespace internal
 
@@ -182,11 +203,11 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool Pin() noexcept {
   }
   if (r->nest++ == 0) {
     const std::uint64_t e =
-        internal::global_epoch.load(std::memory_order_seq_cst);
+        internal::pin_globals.epoch.load(std::memory_order_seq_cst);
     r->pinned_epoch = e;
 #if !defined(THREAD_SANITIZER)
     if (ABSL_PREDICT_TRUE(
-            internal::asymmetric.load(std::memory_order_relaxed))) {
+            internal::pin_globals.asymmetric.load(std::memory_order_relaxed))) {
       // The advancer's membarrier() supplies F_T; only the compiler must not
       // move the caller's loads above this store.
       r->state.store((e << 1) | 1, std::memory_order_release);
@@ -200,9 +221,9 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool Pin() noexcept {
 #endif
     }
     if (ABSL_PREDICT_FALSE(
-            ++r->pins >=
-            internal::kPinPeriodFactor *
-                internal::collect_threshold.load(std::memory_order_relaxed))) {
+            ++r->pins >= internal::kPinPeriodFactor *
+                             internal::pin_globals.collect_threshold.load(
+                                 std::memory_order_relaxed))) {
       internal::SlowPinWork(r);
     }
   }
@@ -251,6 +272,9 @@ struct Stats {
   std::uint64_t freed = 0;    // free_fn calls
   std::uint64_t leaked = 0;   // Retire calls without a record (OOM)
   std::uint64_t records = 0;  // thread records ever allocated
+  // Advance + collect attempts (each one a membarrier() system call in
+  // asymmetric mode), from retires, pins, Collect() and thread exit.
+  std::uint64_t collections = 0;
 };
 Stats GetStats() noexcept;
 

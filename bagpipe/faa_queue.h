@@ -4,10 +4,12 @@
 // The queue is a linked list of 256-cell segments. Each segment has its own
 // enqueue and dequeue counters; a push claims a cell with fetch_add on the
 // tail segment's `enq` and CASes the item into it, a pop claims a cell with
-// fetch_add on the head segment's `deq` and swaps kTakenCell into it. A pop
-// that arrives at a cell before its push swaps kTakenCell in first, and that
-// push's CAS fails: TryPush then reports a transient failure (the caller
-// retries) and TryPop reports kTransient. Pops never wait for pushes.
+// fetch_add on the head segment's `deq` and swaps kTakenCell into it (for
+// non-revocable items it first just loads the cell and skips the swap when
+// the item is already there; see the invariants). A pop that arrives at a
+// cell before its push swaps kTakenCell in first, and that push's CAS fails:
+// TryPush then reports a transient failure (the caller retries) and TryPop
+// reports kTransient. Pops never wait for pushes.
 //
 // Segments come from a type-stable BlockPool and are recycled through epoch
 // reclamation (epoch.h). Every operation pins.
@@ -27,6 +29,19 @@
 //    exchange, or a revoke's CAS), or kEmptyCell -> kTakenCell when the pop
 //    came first. Exactly one pop claims each cell index (fetch_add), so every
 //    pushed item is popped or revoked exactly once.
+//  * Non-revocable queues skip the pop's exchange when the item has already
+//    landed: the pop loads the cell (acquire, pairing with the push's release
+//    CAS) and, if it holds an item, takes it and leaves the cell as it is.
+//    This is race-free because the cell then has no other writer left: its
+//    one push (enq fetch_add hands each index to one pusher) has completed
+//    its CAS, its one pop (deq fetch_add) is this one, and without
+//    revocation nothing else writes cells. Nothing reads a cell after its pop
+//    either (emptiness is decided from deq/enq/next, and a segment is zeroed
+//    again when it is reused), so the stale item is never seen. Only when the
+//    load sees kEmptyCell does the pop exchange kTakenCell in, to beat (or,
+//    if the exchange returns an item, lose to) the late push as above.
+//    Revocable queues always exchange, since a Revoke may CAS the item out
+//    concurrently.
 //
 // ## Revocation (when T is a pointer to a Revocable, see bag.h)
 // The item's handle records the address of the cell it sits in:
@@ -57,6 +72,8 @@
 #include <cstdint>
 #include <new>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "bagpipe/bag.h"
 #include "bagpipe/block_pool.h"
 #include "bagpipe/epoch.h"
@@ -134,9 +151,13 @@ class FaaQueue {
       if (r != kRetry) return r == kPushed;
     }
   }
-  PopStatus TryPopPinned(T* out) noexcept {
+  // The common case (a cell of the head segment) is inline; moving head_ on
+  // to the next segment is out of line (once per kSegmentSize pops).
+  ABSL_ATTRIBUTE_ALWAYS_INLINE PopStatus TryPopPinned(T* out) noexcept {
     for (;;) {
       Segment* lh = head_.v.load(std::memory_order_acquire);
+      // Emptiness pre-check, so that pops of an empty queue do not burn
+      // cells: only when deq has caught up with enq is `next` read.
       if (lh->deq.load(std::memory_order_acquire) >=
               lh->enq.load(std::memory_order_acquire) &&
           lh->next.load(std::memory_order_acquire) == nullptr) {
@@ -144,24 +165,30 @@ class FaaQueue {
       }
       const std::uint64_t idx =
           lh->deq.fetch_add(1, std::memory_order_acq_rel);
-      if (idx >= kSegmentSize) {
-        Segment* ln = lh->next.load(std::memory_order_acquire);
-        if (ln == nullptr) return PopStatus::kEmpty;
-        Segment* t = lh;
-        tail_.v.compare_exchange_strong(t, ln, std::memory_order_acq_rel,
-                                      std::memory_order_relaxed);
-        Segment* h = lh;
-        if (head_.v.compare_exchange_strong(h, ln, std::memory_order_acq_rel,
-                                          std::memory_order_relaxed)) {
-          Pool::Retire(lh, kGrace);
-        }
+      if (ABSL_PREDICT_FALSE(idx >= kSegmentSize)) {
+        if (!AdvanceHead(lh)) return PopStatus::kEmpty;
         continue;
       }
-      const std::uintptr_t v =
-          lh->cells[idx].exchange(internal::kTakenCell,
-                                  std::memory_order_acq_rel);
-      if (v == internal::kEmptyCell) return PopStatus::kTransient;
-      if (v == internal::kTakenCell) continue;  // revoked while queued
+      std::atomic<std::uintptr_t>& cell = lh->cells[idx];
+      std::uintptr_t v;
+      if constexpr (kRevocable) {
+        // A revoker may CAS the item out concurrently: claim it atomically.
+        v = cell.exchange(internal::kTakenCell, std::memory_order_acq_rel);
+      } else {
+        // Read first; only an empty cell needs the exchange (see "A cell
+        // goes ..." above): one locked instruction fewer per pop whenever
+        // the push has landed, which is the common case.
+        v = cell.load(std::memory_order_acquire);
+        if (ABSL_PREDICT_FALSE(v == internal::kEmptyCell)) {
+          v = cell.exchange(internal::kTakenCell, std::memory_order_acq_rel);
+        }
+      }
+      if (ABSL_PREDICT_FALSE(v == internal::kEmptyCell)) {
+        return PopStatus::kTransient;
+      }
+      if (ABSL_PREDICT_FALSE(v == internal::kTakenCell)) {
+        continue;  // revoked while queued
+      }
       T item = ItemTraits<T>::Decode(v);
       if constexpr (kRevocable) {
         item->handle().store(0, std::memory_order_release);
@@ -216,31 +243,16 @@ class FaaQueue {
     return PushOncePinned(item);
   }
 
-  PushResult PushOncePinned(T item) noexcept {
+  // The common case (a cell of the tail segment) is inline; appending a
+  // segment / moving tail_ on is out of line (once per kSegmentSize pushes).
+  ABSL_ATTRIBUTE_ALWAYS_INLINE PushResult PushOncePinned(T item) noexcept {
     const std::uintptr_t v = ItemTraits<T>::Encode(item);
     for (;;) {
       Segment* lt = tail_.v.load(std::memory_order_acquire);
       const std::uint64_t idx =
           lt->enq.fetch_add(1, std::memory_order_acq_rel);
-      if (idx >= kSegmentSize) {
-        if (lt != tail_.v.load(std::memory_order_acquire)) continue;
-        Segment* ln = lt->next.load(std::memory_order_acquire);
-        if (ln == nullptr) {
-          Segment* fresh = NewSegment();
-          if (fresh == nullptr) return kNoMemory;
-          Segment* expected = nullptr;
-          if (lt->next.compare_exchange_strong(expected, fresh,
-                                               std::memory_order_acq_rel,
-                                               std::memory_order_acquire)) {
-            ln = fresh;
-          } else {
-            fresh->~Segment();
-            Pool::Retire(fresh, kGrace);  // never published; see block_pool.h
-            ln = expected;
-          }
-        }
-        tail_.v.compare_exchange_strong(lt, ln, std::memory_order_acq_rel,
-                                      std::memory_order_relaxed);
+      if (ABSL_PREDICT_FALSE(idx >= kSegmentSize)) {
+        if (!AdvanceTail(lt)) return kNoMemory;
         continue;
       }
       std::atomic<std::uintptr_t>& cell = lt->cells[idx];
@@ -249,8 +261,9 @@ class FaaQueue {
                              std::memory_order_release);
       }
       std::uintptr_t expected = internal::kEmptyCell;
-      if (cell.compare_exchange_strong(expected, v, std::memory_order_acq_rel,
-                                       std::memory_order_relaxed)) {
+      if (ABSL_PREDICT_TRUE(cell.compare_exchange_strong(
+              expected, v, std::memory_order_acq_rel,
+              std::memory_order_relaxed))) {
         return kPushed;
       }
       if constexpr (kRevocable) {
@@ -258,6 +271,48 @@ class FaaQueue {
       }
       return kRetry;
     }
+  }
+
+  // A push found segment `lt` full: make sure a next segment exists and help
+  // tail_ from lt to it. false: out of memory. REQUIRES: pinned.
+  ABSL_ATTRIBUTE_NOINLINE bool AdvanceTail(Segment* lt) noexcept {
+    if (lt != tail_.v.load(std::memory_order_acquire)) return true;
+    Segment* ln = lt->next.load(std::memory_order_acquire);
+    if (ln == nullptr) {
+      Segment* fresh = NewSegment();
+      if (fresh == nullptr) return false;
+      Segment* expected = nullptr;
+      if (lt->next.compare_exchange_strong(expected, fresh,
+                                           std::memory_order_acq_rel,
+                                           std::memory_order_acquire)) {
+        ln = fresh;
+      } else {
+        fresh->~Segment();
+        Pool::Retire(fresh, kGrace);  // never published; see block_pool.h
+        ln = expected;
+      }
+    }
+    tail_.v.compare_exchange_strong(lt, ln, std::memory_order_acq_rel,
+                                    std::memory_order_relaxed);
+    return true;
+  }
+
+  // A pop found head segment `lh` exhausted. false: there is no next segment
+  // (the queue is empty). Otherwise helps tail_ off lh, then moves head_ from
+  // lh to its successor; the winner of the head CAS retires lh (see the
+  // invariants above). REQUIRES: pinned.
+  ABSL_ATTRIBUTE_NOINLINE bool AdvanceHead(Segment* lh) noexcept {
+    Segment* ln = lh->next.load(std::memory_order_acquire);
+    if (ln == nullptr) return false;
+    Segment* t = lh;
+    tail_.v.compare_exchange_strong(t, ln, std::memory_order_acq_rel,
+                                    std::memory_order_relaxed);
+    Segment* h = lh;
+    if (head_.v.compare_exchange_strong(h, ln, std::memory_order_acq_rel,
+                                        std::memory_order_relaxed)) {
+      Pool::Retire(lh, kGrace);
+    }
+    return true;
   }
 
   internal::PaddedAtomic<Segment*> head_;
