@@ -15,14 +15,21 @@ Slab* Slab::Init(void* page, const SlabMetadata* meta,
                  AllocType type) noexcept {
   ABSL_ASSERT(meta != nullptr && meta->valid());
   ABSL_ASSERT(reinterpret_cast<std::uintptr_t>(page) % meta->page_size == 0);
-  // Placement new only constructs the header's atomics in place; nothing is
-  // allocated.
-  Slab* s = ::new (page) Slab;
-  s->type_.store(type, std::memory_order_relaxed);
-  s->meta_.store(meta, std::memory_order_relaxed);
-  s->state_.store(static_cast<std::uint64_t>(meta->n_objects) << 1,
-                  std::memory_order_relaxed);
-  s->handle_.store(0, std::memory_order_relaxed);
+  // The stamp (the header's first word) is only ever stored to atomically,
+  // never constructed: on a 2 MiB boundary it classifies the pointers of the
+  // sibling slabs of its group, which other threads may be freeing right now,
+  // so it must not read as anything but `type` even transiently. (A
+  // placement-new of the whole Slab value-initialised it to 0 first: a
+  // concurrent free into a sibling slab could read kUnstamped, and TSan
+  // reports the race: GeneralAllocatorTest.ConcurrentProducerConsumer,
+  // SlabTest.ReinitialisingAGroupsFirstSlabKeepsItsStamp.) The other header
+  // atomics are constructed in place; nothing is allocated.
+  WriteAllocType(page, type);
+  Slab* s = static_cast<Slab*>(page);
+  ::new (&s->meta_) std::atomic<const SlabMetadata*>(meta);
+  ::new (&s->state_) std::atomic<std::uint64_t>(
+      static_cast<std::uint64_t>(meta->n_objects) << 1);
+  ::new (&s->handle_) std::atomic<std::uintptr_t>(0);
   char* words = static_cast<char*>(page) + kSlabHeaderSize;
   for (std::size_t w = 0; w < meta->bitset_words; ++w) {
     ::new (words + w * sizeof(std::uint64_t))

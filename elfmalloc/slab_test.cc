@@ -122,6 +122,36 @@ TEST(SlabTest, InitLayoutAndStamp) {
   }
 }
 
+// Re-initialising the first small slab of a 2 MiB group (its page going to
+// another class) must never make the group's stamp read as anything but the
+// slab stamp: other threads classify pointers into the sibling slabs through
+// it at the same time. Slab::Init used to placement-new the header, which
+// zeroed the stamp before storing it (TSan reports the race; without TSan the
+// reader may see kUnstamped).
+TEST(SlabTest, ReinitialisingAGroupsFirstSlabKeepsItsStamp) {
+  Page group(kStampAlignment);
+  ASSERT_NE(group.get(), nullptr);
+  const SlabMetadata m1 = ComputeMetadata(64, kSmallPageSize, 0.6, kSmallPageSize);
+  const SlabMetadata m2 = ComputeMetadata(512, kSmallPageSize, 0.6, kSmallPageSize);
+  Slab::Init(group.get(), &m1, AllocType::kSmallSlab);
+  const char* sibling = static_cast<char*>(group.get()) + kSmallPageSize + 64;
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::thread reader([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      if (ReadAllocType(sibling) != AllocType::kSmallSlab) {
+        bad.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  });
+  for (int i = 0; i < 20000; ++i) {
+    Slab::Init(group.get(), (i & 1) ? &m1 : &m2, AllocType::kSmallSlab);
+  }
+  stop.store(true);
+  reader.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
 TEST(SlabTest, ClaimUnclaim) {
   Fixture f(128);
   const auto n = static_cast<std::int64_t>(f.meta.n_objects);

@@ -1,0 +1,98 @@
+// elfmalloc's general (malloc-style) allocator: one process-wide heap of
+// size-classed slabs with a per-thread front end per class, plus large
+// allocations (the reference's general.rs global instance, allocators-rs
+// section 11.6).
+//
+//   void* p = elfmalloc::Allocate(100);          // >= 100 bytes, 16-aligned
+//   void* q = elfmalloc::Allocate(100, 4096);    // 4 KiB-aligned
+//   p = elfmalloc::Reallocate(p, 300);           // keeps contents
+//   elfmalloc::Deallocate(p);                    // any thread
+//   elfmalloc::Deallocate(q);
+//
+// Routing. n <= 1 MiB goes to SizeToClass(n) (size_classes.h): 8; 16..192 by
+// 16; powers of two 256 B..1 MiB. Bigger requests are large allocations
+// (large_alloc.h). Every block is aligned to at least min(16, its class
+// size) (8 for the 8-byte class) and to ClassAlignment(class) in general.
+// Allocate(n, align) with a larger alignment uses the class of
+// bit_ceil(max(n, align)) (a power-of-two class, aligned to its size) while
+// that is <= 1 MiB, and a large allocation aligned to `align` otherwise.
+// (QUIRK fixed: the reference rounded only the size, so (16, 64) got 16-byte
+// alignment.)
+//
+// Freeing classifies the pointer by the AllocType stamp at round_down(p - 1,
+// 2 MiB): small/medium slab -> the slab header (at p rounded down to the slab
+// page) -> its metadata -> the class -> this thread's front end for that
+// class; large -> unmap.
+//
+// Reallocate(p, n): grows by moving (slab) or mremap (large), shrinks a slab
+// block to a smaller class when the new class is at most half the old one, a
+// large block by mremap or, if n fits a class, by moving to a slab. QUIRK
+// fixed: the reference never shrank. Reallocate keeps only the default
+// alignment guarantee, like C realloc.
+//
+// Global state: constinit pointers and a constinit SpinLock; the heap itself
+// (page allocators, size classes, fallback allocators) is built on first use
+// in mmap_alloc memory (double-checked under the lock) and lives until the
+// process exits.
+//
+// Threads: see thread_cache.h for the per-thread state machine. A thread with
+// no usable heap (while it builds one, during its exit, or when memory for
+// one ran out) uses the FALLBACK path: one spin-locked SlabAllocator per
+// class, shared by all such threads, for allocations and frees. (The
+// reference mmap'd every such allocation and sent such frees to a background
+// thread; a locked allocator is simpler, needs no thread, and keeps small
+// allocations small.)
+//
+// Never calls malloc (memory comes from mmap_alloc and bsalloc), never
+// throws. Failure: nullptr with errno = ENOMEM (EINVAL for a non-power-of-two
+// alignment).
+#ifndef ELFMALLOC_GENERAL_ALLOCATOR_H_
+#define ELFMALLOC_GENERAL_ALLOCATOR_H_
+
+#include <cstddef>
+
+#include "elfmalloc/size_classes.h"
+
+namespace elfmalloc {
+
+// At least n bytes (a unique non-null block for n == 0), or nullptr.
+void* Allocate(std::size_t n) noexcept;
+// At least n bytes aligned to align (0 and 1 mean no requirement beyond the
+// default), or nullptr (EINVAL if align is not a power of two).
+void* Allocate(std::size_t n, std::size_t align) noexcept;
+// Frees a block from this allocator; nullptr is a no-op. Any thread. A
+// pointer this allocator never returned is undefined behaviour (typically
+// an abort with a message when its stamp is unrecognisable).
+void Deallocate(void* p) noexcept;
+// The bytes usable at p (>= the size asked for); 0 for nullptr.
+std::size_t UsableSize(const void* p) noexcept;
+// Resizes p to n bytes, keeping the first min(UsableSize(p), n) bytes. p ==
+// nullptr: Allocate(n). n == 0 is an ordinary size (the result is the
+// smallest block). Returns nullptr on failure, leaving p valid.
+void* Reallocate(void* p, std::size_t n) noexcept;
+
+// Returns the calling thread's cached objects and slabs to the shared heap
+// and frees its front ends (tcmalloc's MarkThreadIdle). The thread may keep
+// allocating; a new front end is built on its next call.
+void MarkThreadIdle() noexcept;
+
+// Statistics, read without allocating (relaxed counters: a consistent
+// snapshot is not guaranteed while other threads allocate).
+struct Stats {
+  // Bytes mapped from the OS: slab pages carved by the page allocators (they
+  // are reused, never unmapped) plus live large mappings.
+  std::size_t mapped_bytes = 0;
+  // Bytes of slab pages currently holding a slab (claimed, listed or
+  // floating) plus live large mappings: the "active" footprint.
+  std::size_t active_bytes = 0;
+  std::size_t large_bytes = 0;         // mapped for live large allocations
+  std::size_t large_allocations = 0;   // live large allocations
+  std::size_t thread_heaps = 0;        // live per-thread front-end sets
+  // Slab pages in use per class.
+  std::size_t class_pages_in_use[kNumSizeClasses] = {};
+};
+Stats GetStats() noexcept;
+
+}  // namespace elfmalloc
+
+#endif  // ELFMALLOC_GENERAL_ALLOCATOR_H_

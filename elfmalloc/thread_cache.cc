@@ -1,0 +1,121 @@
+// Per-thread heap state machine and thread-exit hook. See thread_cache.h.
+#include "elfmalloc/thread_cache.h"
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstddef>
+#include <new>
+
+#include "absl/base/attributes.h"
+#include "absl/base/internal/spinlock.h"
+#include "bsalloc/bsalloc.h"
+
+namespace elfmalloc {
+
+namespace internal {
+ABSL_CONST_INIT thread_local ThreadHeap* tls_heap
+    __attribute__((tls_model("initial-exec"))) = nullptr;
+ABSL_CONST_INIT thread_local ThreadState tls_state
+    __attribute__((tls_model("initial-exec"))) = ThreadState::kUninitialized;
+}  // namespace internal
+
+namespace {
+
+using internal::tls_heap;
+using internal::tls_state;
+
+// The key is created once, under the lock, by the first thread that builds a
+// heap; g_key_ready publishes it (acquire/release) to the lock-free readers.
+ABSL_CONST_INIT absl::base_internal::SpinLock g_key_lock(
+    absl::kConstInit, absl::base_internal::SCHEDULE_KERNEL_ONLY);
+ABSL_CONST_INIT std::atomic<int> g_key_state{0};  // 0 none, 1 ready, 2 failed
+ABSL_CONST_INIT pthread_key_t g_key = 0;
+ABSL_CONST_INIT std::atomic<std::size_t> g_live_heaps{0};
+
+void DestroyHeap(ThreadHeap* h) {
+  h->~ThreadHeap();
+  bsalloc::Deallocate(h, sizeof(ThreadHeap));
+  g_live_heaps.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// Thread exit. glibc calls this once per key whose value is non-null; the
+// value is the heap (never null while one exists).
+void OnThreadExit(void* value) {
+  // From now on this thread's allocations take the fallback path, including
+  // those made while the heap is being destroyed.
+  tls_state = ThreadState::kDropped;
+  tls_heap = nullptr;
+  DestroyHeap(static_cast<ThreadHeap*>(value));
+}
+
+bool EnsureKey() {
+  int s = g_key_state.load(std::memory_order_acquire);
+  if (ABSL_PREDICT_TRUE(s != 0)) return s == 1;
+  absl::base_internal::SpinLockHolder l(&g_key_lock);
+  s = g_key_state.load(std::memory_order_relaxed);
+  if (s == 0) {
+    s = pthread_key_create(&g_key, &OnThreadExit) == 0 ? 1 : 2;
+    g_key_state.store(s, std::memory_order_release);
+  }
+  return s == 1;
+}
+
+}  // namespace
+
+std::size_t ThreadHeap::CachesCreated() const noexcept {
+  std::size_t n = 0;
+  for (const MagazineCache& m : caches_) n += m.valid() ? 1 : 0;
+  return n;
+}
+
+void ThreadHeap::CreateCache(SizeClass c) noexcept {
+  // Maps the magazine's stack (mmap_alloc); if that fails the cache has
+  // capacity 0 and passes everything straight to its slab allocator.
+  caches_[c.index()] = MagazineCache(&classes_[c.index()]);
+}
+
+ThreadState CurrentThreadState() noexcept { return tls_state; }
+
+ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept {
+  if (tls_heap != nullptr) return tls_heap;
+  if (tls_state != ThreadState::kUninitialized) return nullptr;
+  // Before anything that may re-enter the allocator (see the file comment).
+  tls_state = ThreadState::kInitializing;
+  if (!EnsureKey()) {
+    tls_state = ThreadState::kUninitialized;
+    return nullptr;
+  }
+  void* mem = bsalloc::Allocate(sizeof(ThreadHeap));
+  if (mem == nullptr) {
+    tls_state = ThreadState::kUninitialized;
+    return nullptr;
+  }
+  ThreadHeap* h = ::new (mem) ThreadHeap(classes);
+  g_live_heaps.fetch_add(1, std::memory_order_relaxed);
+  if (pthread_setspecific(g_key, h) != 0) {
+    DestroyHeap(h);
+    tls_state = ThreadState::kUninitialized;
+    return nullptr;
+  }
+  tls_heap = h;
+  tls_state = ThreadState::kInitialized;
+  return h;
+}
+
+void ReleaseThreadHeap() noexcept {
+  ThreadHeap* h = tls_heap;
+  if (h == nullptr) return;
+  // Nested calls during destruction take the fallback path.
+  tls_state = ThreadState::kInitializing;
+  tls_heap = nullptr;
+  pthread_setspecific(g_key, nullptr);  // no destructor for this heap now
+  DestroyHeap(h);
+  tls_state = ThreadState::kUninitialized;
+}
+
+std::size_t LiveThreadHeaps() noexcept {
+  return g_live_heaps.load(std::memory_order_relaxed);
+}
+
+}  // namespace elfmalloc

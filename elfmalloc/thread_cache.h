@@ -1,0 +1,118 @@
+// ThreadHeap and the reentrancy-safe per-thread state of the general
+// allocator (the reference's alloc-tls, allocators-rs section 6, with
+// tcmalloc/snmalloc-style thread exit).
+//
+// A ThreadHeap is one thread's front ends: one MagazineCache per size class,
+// each created on the class's first use (so a thread that only ever uses two
+// classes maps two magazines). It lives in bsalloc memory.
+//
+// The thread's state is a constinit, initial-exec `thread_local` pair
+// (trivially destructible, so reading it never allocates or registers a
+// destructor) with four values:
+//
+//   kUninitialized --first use--> kInitializing --heap built--> kInitialized
+//        ^                              |                           |
+//        |                              +--(out of memory)----------+
+//        +-------- ReleaseThreadHeap() (MarkThreadIdle) ------------+
+//                                                                   |
+//   kDropped <------------- thread exit (key destructor) -----------+
+//
+// * InitThreadHeap sets kInitializing BEFORE anything that could allocate or
+//   re-enter: creating the pthread key, pthread_setspecific (glibc callocs
+//   its second-level key array for keys >= 32), bsalloc, mmap. A nested
+//   malloc/free on the same thread during that window sees kInitializing and
+//   takes the caller's fallback path instead of recursing.
+// * One process-wide pthread key carries the heap pointer, which is never
+//   null while a heap exists, so its destructor always runs at thread exit.
+//   The destructor marks the thread kDropped first (allocations made by later
+//   TLS destructors take the fallback path: they must not resurrect a heap
+//   that nobody would destroy), then destroys the heap: each MagazineCache
+//   returns its cached objects to their slabs and releases its claimed slab
+//   (the slab allocator's release policy: wholly free pages go back to the
+//   page allocator, others are listed or float until freed).
+// * ReleaseThreadHeap() does the same on a live thread and returns it to
+//   kUninitialized (the next allocation builds a fresh heap): for threads
+//   going idle, and for tests that must observe the exit path.
+//
+// The fast path is one TLS load: tls_heap is non-null exactly in kInitialized.
+// Only the owning thread reads or writes its state, so no atomics are needed;
+// the heap's objects may be freed by any thread through that thread's own
+// heap (remote frees are the slab layer's business).
+//
+// Never calls malloc; nothing throws.
+#ifndef ELFMALLOC_THREAD_CACHE_H_
+#define ELFMALLOC_THREAD_CACHE_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
+#include "elfmalloc/magazine_cache.h"
+#include "elfmalloc/size_classes.h"
+#include "elfmalloc/slab_allocator.h"
+
+namespace elfmalloc {
+
+class ThreadHeap {
+ public:
+  // classes: kNumSizeClasses SlabClasses that outlive the heap.
+  explicit ThreadHeap(SlabClass* classes) noexcept : classes_(classes) {}
+  ThreadHeap(const ThreadHeap&) = delete;
+  ThreadHeap& operator=(const ThreadHeap&) = delete;
+  // The caches' destructors return their objects and slabs.
+  ~ThreadHeap() = default;
+
+  // The front end of class c, created on first use.
+  MagazineCache& Cache(SizeClass c) noexcept {
+    MagazineCache& m = caches_[c.index()];
+    if (ABSL_PREDICT_FALSE(!m.valid())) CreateCache(c);
+    return m;
+  }
+  // Number of classes whose cache exists (for tests).
+  std::size_t CachesCreated() const noexcept;
+
+ private:
+  void CreateCache(SizeClass c) noexcept;
+
+  SlabClass* classes_;
+  MagazineCache caches_[kNumSizeClasses];
+};
+
+enum class ThreadState : std::uint8_t {
+  kUninitialized,
+  kInitializing,
+  kInitialized,
+  kDropped,
+};
+
+namespace internal {
+ABSL_CONST_INIT extern thread_local ThreadHeap* tls_heap
+    __attribute__((tls_model("initial-exec")));
+ABSL_CONST_INIT extern thread_local ThreadState tls_state
+    __attribute__((tls_model("initial-exec")));
+}  // namespace internal
+
+// The calling thread's heap if it is kInitialized, else nullptr. The fast
+// path of every allocation and free.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline ThreadHeap* CurrentThreadHeap() noexcept {
+  return internal::tls_heap;
+}
+
+ThreadState CurrentThreadState() noexcept;
+
+// The calling thread's heap, built now if the thread is kUninitialized.
+// nullptr if the thread is kInitializing (a nested call), kDropped (thread
+// exit in progress) or memory ran out: the caller must use its fallback.
+ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept;
+
+// Destroys the calling thread's heap (returning everything it caches) and
+// sets the thread back to kUninitialized. No-op unless kInitialized.
+void ReleaseThreadHeap() noexcept;
+
+// Live ThreadHeaps in the process (for tests and statistics).
+std::size_t LiveThreadHeaps() noexcept;
+
+}  // namespace elfmalloc
+
+#endif  // ELFMALLOC_THREAD_CACHE_H_

@@ -1,0 +1,156 @@
+// Tests for thread_cache: the four-state per-thread life cycle, lazy
+// per-class caches, thread exit returning cached objects and slabs, and the
+// kInitializing / kDropped states refusing to build a heap.
+#include "elfmalloc/thread_cache.h"
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstddef>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "elfmalloc/page_alloc.h"
+#include "elfmalloc/size_classes.h"
+#include "elfmalloc/slab_allocator.h"
+#include "gtest/gtest.h"
+
+namespace elfmalloc {
+namespace {
+
+// The elfmalloc classes over private page allocators (never destroyed, like
+// the general allocator's: heaps of exited threads may leave floating slabs).
+struct Classes {
+  Classes()
+      : small(PageAlloc::SmallPages()), medium(PageAlloc::MediumPages()) {
+    for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+      const SizeClass c(static_cast<std::uint8_t>(i));
+      SlabClass::Options o;
+      o.object_size = ClassSize(c);
+      ::new (&storage[i]) SlabClass(
+          ClassPageSize(c) == kSmallPageSize ? &small : &medium, o);
+    }
+  }
+  SlabClass* get() {
+    return std::launder(reinterpret_cast<SlabClass*>(&storage[0]));
+  }
+  PageAlloc small;
+  PageAlloc medium;
+  alignas(SlabClass) unsigned char storage[kNumSizeClasses][sizeof(SlabClass)];
+};
+
+Classes& TestClasses() {
+  static Classes* c = new Classes();
+  return *c;
+}
+
+TEST(ThreadCacheTest, LifeCycle) {
+  SlabClass* classes = TestClasses().get();
+  const std::size_t live_before = LiveThreadHeaps();
+  std::thread t([&] {
+    EXPECT_EQ(CurrentThreadState(), ThreadState::kUninitialized);
+    EXPECT_EQ(CurrentThreadHeap(), nullptr);
+    ThreadHeap* h = InitThreadHeap(classes);
+    ASSERT_NE(h, nullptr);
+    EXPECT_EQ(CurrentThreadState(), ThreadState::kInitialized);
+    EXPECT_EQ(CurrentThreadHeap(), h);
+    EXPECT_EQ(InitThreadHeap(classes), h);  // idempotent
+    EXPECT_EQ(LiveThreadHeaps(), live_before + 1);
+    EXPECT_EQ(h->CachesCreated(), 0u);  // per-class caches are lazy
+    void* p = h->Cache(SizeClass(3)).Alloc();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(h->CachesCreated(), 1u);
+    h->Cache(SizeClass(3)).Free(p);
+  });
+  t.join();
+  // The key destructor ran and destroyed the heap.
+  EXPECT_EQ(LiveThreadHeaps(), live_before);
+}
+
+TEST(ThreadCacheTest, ThreadExitReturnsCachedObjectsAndSlabs) {
+  SlabClass* classes = TestClasses().get();
+  for (std::size_t ci : {std::size_t{1}, std::size_t{15}, std::size_t{22}}) {
+    const SizeClass c(static_cast<std::uint8_t>(ci));
+    const std::size_t before = classes[ci].pages_in_use();
+    std::thread t([&] {
+      ThreadHeap* h = InitThreadHeap(classes);
+      ASSERT_NE(h, nullptr);
+      std::vector<void*> v;
+      const std::size_t n = 3 * classes[ci].metadata().n_objects + 5;
+      for (std::size_t i = 0; i < n; ++i) {
+        void* p = h->Cache(c).Alloc();
+        ASSERT_NE(p, nullptr);
+        v.push_back(p);
+      }
+      EXPECT_GE(classes[ci].pages_in_use(), before + 3);
+      for (void* p : v) h->Cache(c).Free(p);
+      // Much of it is still cached by the magazine or claimed.
+      EXPECT_GT(classes[ci].pages_in_use(), before);
+    });
+    t.join();
+    EXPECT_EQ(classes[ci].pages_in_use(), before) << ci;
+  }
+}
+
+TEST(ThreadCacheTest, ReleaseReturnsToUninitialized) {
+  SlabClass* classes = TestClasses().get();
+  std::thread t([&] {
+    ThreadHeap* h = InitThreadHeap(classes);
+    ASSERT_NE(h, nullptr);
+    const std::size_t live = LiveThreadHeaps();
+    void* p = h->Cache(SizeClass(0)).Alloc();
+    h->Cache(SizeClass(0)).Free(p);
+    ReleaseThreadHeap();
+    EXPECT_EQ(CurrentThreadState(), ThreadState::kUninitialized);
+    EXPECT_EQ(CurrentThreadHeap(), nullptr);
+    EXPECT_EQ(LiveThreadHeaps(), live - 1);
+    ASSERT_NE(InitThreadHeap(classes), nullptr);  // a fresh heap
+    EXPECT_EQ(LiveThreadHeaps(), live);
+  });
+  t.join();
+}
+
+TEST(ThreadCacheTest, NestedInitialisationGetsNoHeap) {
+  SlabClass* classes = TestClasses().get();
+  std::thread t([&] {
+    // What a malloc nested inside InitThreadHeap sees.
+    internal::tls_state = ThreadState::kInitializing;
+    EXPECT_EQ(InitThreadHeap(classes), nullptr);
+    EXPECT_EQ(CurrentThreadState(), ThreadState::kInitializing);
+    internal::tls_state = ThreadState::kUninitialized;
+    EXPECT_NE(InitThreadHeap(classes), nullptr);
+  });
+  t.join();
+}
+
+// A TLS destructor that runs after elfmalloc's (glibc runs key destructors in
+// key order; this key is created after elfmalloc's) sees kDropped and cannot
+// resurrect a heap nobody would destroy.
+std::atomic<int> g_seen_state{-1};
+std::atomic<bool> g_got_heap{true};
+void LateDestructor(void*) {
+  g_seen_state.store(static_cast<int>(CurrentThreadState()));
+  g_got_heap.store(InitThreadHeap(TestClasses().get()) != nullptr);
+}
+
+TEST(ThreadCacheTest, AfterThreadExitTheStateIsDropped) {
+  SlabClass* classes = TestClasses().get();
+  // Make sure elfmalloc's key exists first.
+  std::thread([&] { ASSERT_NE(InitThreadHeap(classes), nullptr); }).join();
+  pthread_key_t late;
+  ASSERT_EQ(pthread_key_create(&late, &LateDestructor), 0);
+  const std::size_t live = LiveThreadHeaps();
+  std::thread t([&] {
+    ASSERT_NE(InitThreadHeap(classes), nullptr);
+    pthread_setspecific(late, reinterpret_cast<void*>(1));
+  });
+  t.join();
+  EXPECT_EQ(g_seen_state.load(), static_cast<int>(ThreadState::kDropped));
+  EXPECT_FALSE(g_got_heap.load());
+  EXPECT_EQ(LiveThreadHeaps(), live);
+  pthread_key_delete(late);
+}
+
+}  // namespace
+}  // namespace elfmalloc
