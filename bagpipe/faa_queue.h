@@ -75,13 +75,15 @@
 #include "absl/base/attributes.h"
 #include "absl/base/optimization.h"
 #include "bagpipe/bag.h"
+#include "bagpipe/bag_ops.h"
 #include "bagpipe/block_pool.h"
 #include "bagpipe/epoch.h"
 
 namespace bagpipe {
 
 template <Item T>
-class FaaQueue {
+class FaaQueue : public internal::PushOps<FaaQueue<T>, T>,
+                 public internal::PopOps<FaaQueue<T>, T> {
  public:
   using value_type = T;
   static constexpr std::size_t kSegmentSize = 256;
@@ -100,7 +102,7 @@ class FaaQueue {
   ~FaaQueue() {
     if (!valid()) return;
     T item;
-    while (TryPop(&item) != PopStatus::kEmpty) {
+    while (this->TryPop(&item) != PopStatus::kEmpty) {
     }
     epoch::Guard g;
     for (Segment* s = head_.v.load(std::memory_order_relaxed); s != nullptr;) {
@@ -115,42 +117,10 @@ class FaaQueue {
     return head_.v.load(std::memory_order_relaxed) != nullptr;
   }
 
-  // One attempt. false: transient failure (a pop overtook the claimed cell) or
-  // out of memory; the item is not queued.
-  bool TryPush(T item) noexcept { return PushOnce(item) == kPushed; }
+  // TryPush, Push, TryPushPinned, PushPinned, TryPop and Pop come from
+  // internal::PushOps / PopOps (bag_ops.h), over PushOnce, PushOncePinned
+  // and TryPopPinned below.
 
-  // Retries until the item is queued; false only when out of memory.
-  bool Push(T item) noexcept {
-    for (;;) {
-      const PushResult r = PushOnce(item);
-      if (r != kRetry) return r == kPushed;
-    }
-  }
-
-  PopStatus TryPop(T* out) noexcept {
-    epoch::Guard g;
-    if (!g.ok()) return PopStatus::kTransient;
-    return TryPopPinned(out);
-  }
-
-  // Retries while transient; false = empty.
-  bool Pop(T* out) noexcept {
-    for (;;) {
-      const PopStatus s = TryPop(out);
-      if (s != PopStatus::kTransient) return s == PopStatus::kOk;
-    }
-  }
-
-  // Variants for callers that already hold an epoch::Guard (Bagpipe pins once
-  // per operation instead of once per probe). REQUIRES: the calling thread is
-  // pinned.
-  bool TryPushPinned(T item) noexcept { return PushOncePinned(item) == kPushed; }
-  bool PushPinned(T item) noexcept {
-    for (;;) {
-      const PushResult r = PushOncePinned(item);
-      if (r != kRetry) return r == kPushed;
-    }
-  }
   // The common case (a cell of the head segment) is inline; moving head_ on
   // to the next segment is out of line (once per kSegmentSize pops).
   ABSL_ATTRIBUTE_ALWAYS_INLINE PopStatus TryPopPinned(T* out) noexcept {
@@ -221,7 +191,11 @@ class FaaQueue {
   }
 
  private:
-  enum PushResult { kPushed, kRetry, kNoMemory };
+  friend class internal::PushOps<FaaQueue<T>, T>;
+  using PushResult = internal::PushResult;
+  static constexpr PushResult kPushed = PushResult::kPushed;
+  static constexpr PushResult kRetry = PushResult::kRetry;
+  static constexpr PushResult kNoMemory = PushResult::kNoMemory;
   static constexpr std::uint64_t kGrace = kRevocable ? 4 : 2;
 
   struct Segment {

@@ -20,13 +20,14 @@
 #include <new>
 
 #include "bagpipe/bag.h"
+#include "bagpipe/bag_ops.h"
 #include "bagpipe/block_pool.h"
 #include "bagpipe/epoch.h"
 
 namespace bagpipe {
 
 template <Item T>
-class TreiberStack {
+class TreiberStack : public internal::PopOps<TreiberStack<T>, T> {
  public:
   using value_type = T;
 
@@ -37,7 +38,7 @@ class TreiberStack {
   // REQUIRES: no concurrent operations. Remaining items are dropped.
   ~TreiberStack() {
     T item;
-    while (Pop(&item)) {
+    while (this->Pop(&item)) {
     }
   }
 
@@ -46,11 +47,7 @@ class TreiberStack {
   bool TryPush(T item) noexcept { return PushImpl(item, /*once=*/true); }
   bool Push(T item) noexcept { return PushImpl(item, /*once=*/false); }
 
-  PopStatus TryPop(T* out) noexcept {
-    epoch::Guard g;
-    if (!g.ok()) return PopStatus::kTransient;
-    return TryPopPinned(out);
-  }
+  // TryPop and Pop come from internal::PopOps (bag_ops.h).
 
   // Variants for callers that already hold an epoch::Guard (Bagpipe pins once
   // per operation instead of once per probe). REQUIRES: the calling thread is
@@ -69,13 +66,6 @@ class TreiberStack {
     top->~Node();
     Pool::Retire(top, epoch::kDefaultGrace);
     return PopStatus::kOk;
-  }
-
-  bool Pop(T* out) noexcept {
-    for (;;) {
-      const PopStatus s = TryPop(out);
-      if (s != PopStatus::kTransient) return s == PopStatus::kOk;
-    }
   }
 
  private:

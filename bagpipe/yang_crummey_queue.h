@@ -39,6 +39,7 @@
 #include <new>
 
 #include "bagpipe/bag.h"
+#include "bagpipe/bag_ops.h"
 #include "bagpipe/block_pool.h"
 #include "bagpipe/epoch.h"
 #include "bsalloc/bsalloc.h"
@@ -50,7 +51,9 @@ namespace bagpipe {
 inline constexpr int kDefaultYcSegmentShift = 15;
 
 template <Item T, int kSegmentShift = kDefaultYcSegmentShift>
-class YangCrummeyQueue {
+class YangCrummeyQueue
+    : public internal::PushOps<YangCrummeyQueue<T, kSegmentShift>, T>,
+      public internal::PopOps<YangCrummeyQueue<T, kSegmentShift>, T> {
   static_assert(kSegmentShift >= 1 && kSegmentShift <= 24);
 
  public:
@@ -84,38 +87,10 @@ class YangCrummeyQueue {
     return head_seg_.v.load(std::memory_order_relaxed) != nullptr;
   }
 
-  bool TryPush(T item) noexcept { return PushOnce(item) == kPushed; }
+  // TryPush, Push, TryPushPinned, PushPinned, TryPop and Pop come from
+  // internal::PushOps / PopOps (bag_ops.h), over PushOnce, PushOncePinned
+  // and TryPopPinned below.
 
-  bool Push(T item) noexcept {
-    for (;;) {
-      const PushResult r = PushOnce(item);
-      if (r != kRetry) return r == kPushed;
-    }
-  }
-
-  PopStatus TryPop(T* out) noexcept {
-    epoch::Guard g;
-    if (!g.ok()) return PopStatus::kTransient;
-    return TryPopPinned(out);
-  }
-
-  bool Pop(T* out) noexcept {
-    for (;;) {
-      const PopStatus s = TryPop(out);
-      if (s != PopStatus::kTransient) return s == PopStatus::kOk;
-    }
-  }
-
-  // Variants for callers that already hold an epoch::Guard (Bagpipe pins once
-  // per operation instead of once per probe). REQUIRES: the calling thread is
-  // pinned.
-  bool TryPushPinned(T item) noexcept { return PushOncePinned(item) == kPushed; }
-  bool PushPinned(T item) noexcept {
-    for (;;) {
-      const PushResult r = PushOncePinned(item);
-      if (r != kRetry) return r == kPushed;
-    }
-  }
   PopStatus TryPopPinned(T* out) noexcept {
     if (head_idx_.v.load(std::memory_order_acquire) >=
         tail_idx_.v.load(std::memory_order_acquire)) {
@@ -137,7 +112,11 @@ class YangCrummeyQueue {
   }
 
  private:
-  enum PushResult { kPushed, kRetry, kNoMemory };
+  friend class internal::PushOps<YangCrummeyQueue<T, kSegmentShift>, T>;
+  using PushResult = internal::PushResult;
+  static constexpr PushResult kPushed = PushResult::kPushed;
+  static constexpr PushResult kRetry = PushResult::kRetry;
+  static constexpr PushResult kNoMemory = PushResult::kNoMemory;
 
   struct Segment {
     epoch::RetireNode retire;
