@@ -23,57 +23,17 @@
 namespace mmap_alloc {
 namespace {
 
+using test_util::AllZero;
+using test_util::At;
+using test_util::Check;
+using test_util::ExpectedPerms;
+using test_util::Fill;
 using test_util::IsMapped;
+using test_util::kAllPerms;
 using test_util::PermsAt;
 
 const std::size_t kPage = PageSize();
 constexpr Perm kRW = Perm::kRead | Perm::kWrite;
-
-constexpr Perm kAllPerms[] = {
-    Perm::kNone,
-    Perm::kRead,
-    Perm::kWrite,
-    Perm::kExec,
-    Perm::kRead | Perm::kWrite,
-    Perm::kRead | Perm::kExec,
-    Perm::kWrite | Perm::kExec,
-    Perm::kRead | Perm::kWrite | Perm::kExec,
-};
-
-std::string ExpectedPerms(Perm perm) {
-  std::string s = "---p";
-  if (HasAll(perm, Perm::kRead)) s[0] = 'r';
-  if (HasAll(perm, Perm::kWrite)) s[1] = 'w';
-  if (HasAll(perm, Perm::kExec)) s[2] = 'x';
-  return s;
-}
-
-char* At(void* p, std::size_t offset) { return static_cast<char*>(p) + offset; }
-
-void Fill(void* p, std::size_t len, unsigned char seed) {
-  auto* b = static_cast<unsigned char*>(p);
-  for (std::size_t i = 0; i < len; ++i) {
-    b[i] = static_cast<unsigned char>(seed + i / kPage * 7 + i % kPage % 251);
-  }
-}
-
-bool Check(const void* p, std::size_t len, unsigned char seed) {
-  const auto* b = static_cast<const unsigned char*>(p);
-  for (std::size_t i = 0; i < len; ++i) {
-    if (b[i] != static_cast<unsigned char>(seed + i / kPage * 7 + i % kPage % 251)) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool AllZero(const void* p, std::size_t len) {
-  const auto* b = static_cast<const unsigned char*>(p);
-  for (std::size_t i = 0; i < len; ++i) {
-    if (b[i] != 0) return false;
-  }
-  return true;
-}
 
 // --------------------------------------------------------------------------
 // MapAlloc

@@ -175,5 +175,39 @@ std::string VmFlagsAt(const void* p) {
   return "";
 }
 
+std::string ExpectedPerms(Perm perm) {
+  std::string s = "---p";
+  if (HasAll(perm, Perm::kRead)) s[0] = 'r';
+  if (HasAll(perm, Perm::kWrite)) s[1] = 'w';
+  if (HasAll(perm, Perm::kExec)) s[2] = 'x';
+  return s;
+}
+
+static unsigned char PatternByte(std::size_t i, unsigned char seed) {
+  const std::size_t page = PageSize();
+  return static_cast<unsigned char>(seed + i / page * 7 + i % page % 251);
+}
+
+void Fill(void* p, std::size_t len, unsigned char seed) {
+  auto* b = static_cast<unsigned char*>(p);
+  for (std::size_t i = 0; i < len; ++i) b[i] = PatternByte(i, seed);
+}
+
+bool Check(const void* p, std::size_t len, unsigned char seed) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  for (std::size_t i = 0; i < len; ++i) {
+    if (b[i] != PatternByte(i, seed)) return false;
+  }
+  return true;
+}
+
+bool AllZero(const void* p, std::size_t len) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  for (std::size_t i = 0; i < len; ++i) {
+    if (b[i] != 0) return false;
+  }
+  return true;
+}
+
 }  // namespace test_util
 }  // namespace mmap_alloc

@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "mmap_alloc/mmap_alloc.h"
+
 namespace mmap_alloc {
 namespace test_util {
 
@@ -61,6 +63,31 @@ std::size_t ResidentPages(const void* p, std::size_t len);
 // The VmFlags line of /proc/self/smaps for the mapping containing p (e.g.
 // "rd wr mr mw me ac hg"), or "" if not found.
 std::string VmFlagsAt(const void* p);
+
+// Every one of the 8 permission combinations.
+inline constexpr Perm kAllPerms[] = {
+    Perm::kNone,
+    Perm::kRead,
+    Perm::kWrite,
+    Perm::kExec,
+    Perm::kRead | Perm::kWrite,
+    Perm::kRead | Perm::kExec,
+    Perm::kWrite | Perm::kExec,
+    Perm::kRead | Perm::kWrite | Perm::kExec,
+};
+
+// The /proc/<pid>/maps permission string for a private mapping with `perm`.
+std::string ExpectedPerms(Perm perm);
+
+inline char* At(void* p, std::size_t offset) {
+  return static_cast<char*>(p) + offset;
+}
+
+// Writes a page-index-dependent pattern so that moved or swapped pages show;
+// Check verifies it.
+void Fill(void* p, std::size_t len, unsigned char seed);
+bool Check(const void* p, std::size_t len, unsigned char seed);
+bool AllZero(const void* p, std::size_t len);
 
 }  // namespace test_util
 }  // namespace mmap_alloc
