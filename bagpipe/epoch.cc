@@ -173,6 +173,8 @@ void ReleaseRecord(void* arg) {
   r->in_use.store(false, std::memory_order_release);
 }
 
+void ChildAfterFork() { AfterForkInChild(); }
+
 bool EnsureKey() {
   int s = g_key_state.load(std::memory_order_acquire);
   if (ABSL_PREDICT_TRUE(s == 2)) return true;
@@ -181,6 +183,11 @@ bool EnsureKey() {
     InitAsymmetric();
     const bool ok = pthread_key_create(&g_key, &ReleaseRecord) == 0;
     g_key_state.store(ok ? 2 : 3, std::memory_order_release);
+    // After publishing the key: glibc's pthread_atfork keeps its first 48
+    // handlers in static storage (no malloc), and even if it allocated, a
+    // malloc built on bagpipe would find the key ready. Failure (ENOMEM)
+    // only loses the fork clean-up (see AfterForkInChild).
+    if (ok) pthread_atfork(nullptr, nullptr, &ChildAfterFork);
     return ok;
   }
   while ((s = g_key_state.load(std::memory_order_acquire)) == 1) {
@@ -240,6 +247,24 @@ void SlowPinWork(Record* r) noexcept {
 }
 
 }  // namespace internal
+
+void AfterForkInChild() noexcept {
+  using internal::Record;
+  Record* self = internal::tls_record;
+  for (Record* r = internal::g_records.load(std::memory_order_acquire);
+       r != nullptr; r = r->next_record) {
+    if (r == self || !r->in_use.load(std::memory_order_relaxed)) continue;
+    // Its owner does not exist in this process: nobody else touches it.
+    r->nest = 0;
+    r->pins = 0;
+    r->limbo_head = r->limbo_tail = nullptr;
+    r->limbo_count = 0;
+    r->retires_since_collect = 0;
+    r->retired_in_period = false;
+    r->state.store(0, std::memory_order_relaxed);
+    r->in_use.store(false, std::memory_order_release);
+  }
+}
 
 void Retire(RetireNode* node, std::uint64_t grace) noexcept {
   using internal::Record;

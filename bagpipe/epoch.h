@@ -264,6 +264,20 @@ void Retire(RetireNode* node, std::uint64_t grace = kDefaultGrace) noexcept;
 // calling thread's limbo list and in the orphan list.
 void Collect() noexcept;
 
+// fork(): only the forking thread survives in the child, but the records of
+// the others stay on the list, and one of them may have been pinned at the
+// moment of the fork: the epoch could then never advance in the child, and
+// its garbage would grow without bound (a long-lived forked server would
+// leak). So the child resets every record except its own thread's to
+// unpinned and free, and abandons their limbo lists (a dead thread may have
+// been in the middle of appending to one, so they are leaked, not walked:
+// the loss is bounded by what was in limbo at the fork). The calling thread
+// must not be pinned (fork is never called from inside a bagpipe
+// operation). This runs automatically in the child: the first thread to use
+// the scheme registers it with pthread_atfork. Exposed for callers that fork
+// with the raw clone system call, which runs no atfork handlers.
+void AfterForkInChild() noexcept;
+
 // Current global epoch (for tests and diagnostics).
 std::uint64_t CurrentEpoch() noexcept;
 

@@ -3,6 +3,9 @@
 // are reused after threads exit, and exited threads' garbage is not stranded.
 #include "bagpipe/epoch.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdint>
 #include <thread>
@@ -49,6 +52,37 @@ TEST(EpochTest, NothingFreedWhileAnotherThreadStaysPinned) {
   reader.join();
   epoch::DrainForTesting();
   EXPECT_EQ(freed.load(), 1);
+}
+
+// A thread pinned at the moment of fork() does not exist in the child; the
+// child's epoch must still advance and its garbage be freed (before
+// AfterForkInChild, the dead thread's record blocked the epoch forever).
+TEST(EpochTest, ForkedChildReclaimsDespiteAThreadPinnedAtTheFork) {
+  std::atomic<bool> pinned{false}, release{false};
+  std::thread reader([&] {
+    epoch::Guard g;
+    pinned.store(true);
+    while (!release.load()) std::this_thread::yield();
+  });
+  while (!pinned.load()) std::this_thread::yield();
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Child: only this thread exists. Exit status 0 means garbage was freed.
+    std::atomic<int> freed{0};
+    Garbage g;
+    g.freed_counter = &freed;
+    g.node.free_fn = &FreeGarbage;
+    epoch::Retire(&g.node);
+    for (int i = 0; i < 100 && freed.load() == 0; ++i) epoch::Collect();
+    _exit(freed.load() == 1 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  release.store(true);
+  reader.join();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child's epoch never advanced";
 }
 
 TEST(EpochTest, FreedOnlyAfterGracePeriod) {

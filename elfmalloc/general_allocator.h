@@ -76,20 +76,40 @@ void* Reallocate(void* p, std::size_t n) noexcept;
 // allocating; a new front end is built on its next call.
 void MarkThreadIdle() noexcept;
 
+// Returns every cached dirty slab page to the OS now (malloc_trim); the
+// bytes uncommitted. Normally the decay rule does this over time (see
+// "Memory return" in page_alloc.h; ELFMALLOC_DECAY_MS,
+// ELFMALLOC_MAX_DIRTY_MB). Objects cached in threads' magazines and slabs
+// that still hold live objects are not affected.
+std::size_t ReleaseFreeMemory() noexcept;
+
 // Statistics, read without allocating (relaxed counters: a consistent
-// snapshot is not guaranteed while other threads allocate).
+// snapshot is not guaranteed while other threads allocate). Takes the
+// thread-heap registry's spin lock briefly.
 struct Stats {
+  // Bytes held by the program: every live slab block at its class size,
+  // plus live large mappings. Exact when no other thread is allocating
+  // (per-thread counters updated on every allocation and free, summed here).
+  std::size_t allocated_bytes = 0;
   // Bytes mapped from the OS: slab pages carved by the page allocators (they
   // are reused, never unmapped) plus live large mappings.
   std::size_t mapped_bytes = 0;
   // Bytes of slab pages currently holding a slab (claimed, listed or
   // floating) plus live large mappings: the "active" footprint.
   std::size_t active_bytes = 0;
+  // Slab pages cached committed by the page allocators (reused first;
+  // uncommitted by the decay rule).
+  std::size_t dirty_bytes = 0;
+  // Slab pages cached without memory behind them (uncommitted, or never
+  // touched): mapped address space that costs no RSS.
+  std::size_t returned_bytes = 0;
   std::size_t large_bytes = 0;         // mapped for live large allocations
   std::size_t large_allocations = 0;   // live large allocations
   std::size_t thread_heaps = 0;        // live per-thread front-end sets
   // Slab pages in use per class.
   std::size_t class_pages_in_use[kNumSizeClasses] = {};
+  // Blocks held by the program per class.
+  std::size_t class_allocated_objects[kNumSizeClasses] = {};
 };
 Stats GetStats() noexcept;
 

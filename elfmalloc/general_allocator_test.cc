@@ -348,6 +348,37 @@ TEST(GeneralAllocatorTest, StatsCountLargeAndSlabMemory) {
   }).join();
 }
 
+// allocated_bytes counts every block the program holds at its class size,
+// whichever thread allocates or frees it; per-class counts agree.
+TEST(GeneralAllocatorTest, AllocatedBytesFollowsLiveBlocks) {
+  constexpr std::size_t kN = 1000;
+  const SizeClass c = SizeToClass(100);
+  const Stats before = GetStats();
+  std::vector<void*> v;
+  for (std::size_t i = 0; i < kN; ++i) v.push_back(Allocate(100));
+  Stats s = GetStats();
+  EXPECT_EQ(s.allocated_bytes, before.allocated_bytes + kN * ClassSize(c));
+  EXPECT_EQ(s.class_allocated_objects[c.index()],
+            before.class_allocated_objects[c.index()] + kN);
+  // Another thread frees half of them (its own counters go negative).
+  std::thread([&] {
+    for (std::size_t i = 0; i < kN / 2; ++i) Deallocate(v[i]);
+  }).join();
+  s = GetStats();
+  EXPECT_EQ(s.allocated_bytes,
+            before.allocated_bytes + (kN - kN / 2) * ClassSize(c));
+  void* big = Allocate(3 * kMiB);
+  s = GetStats();
+  EXPECT_GE(s.allocated_bytes,
+            before.allocated_bytes + (kN - kN / 2) * ClassSize(c) + 3 * kMiB);
+  Deallocate(big);
+  for (std::size_t i = kN / 2; i < kN; ++i) Deallocate(v[i]);
+  s = GetStats();
+  EXPECT_EQ(s.allocated_bytes, before.allocated_bytes);
+  EXPECT_LE(s.allocated_bytes, s.active_bytes);
+  EXPECT_LE(s.dirty_bytes + s.returned_bytes, s.mapped_bytes);
+}
+
 // A pointer whose stamp is not elfmalloc's is refused loudly rather than
 // freed into some slab.
 TEST(GeneralAllocatorDeathTest, ForeignPointerAborts) {

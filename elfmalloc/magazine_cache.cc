@@ -51,6 +51,7 @@ MagazineCache::MagazineCache(MagazineCache&& o) noexcept
       touched_(std::exchange(o.touched_, nullptr)),
       capacity_(std::exchange(o.capacity_, 0)),
       top_(std::exchange(o.top_, 0)),
+      net_(o.net_.exchange(0, std::memory_order_relaxed)),
       table_shift_(o.table_shift_),
       map_bytes_(std::exchange(o.map_bytes_, 0)),
       map_(std::exchange(o.map_, nullptr)) {}
@@ -64,6 +65,8 @@ MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
     touched_ = std::exchange(o.touched_, nullptr);
     capacity_ = std::exchange(o.capacity_, 0);
     top_ = std::exchange(o.top_, 0);
+    net_.store(o.net_.exchange(0, std::memory_order_relaxed),
+               std::memory_order_relaxed);
     table_shift_ = o.table_shift_;
     map_bytes_ = std::exchange(o.map_bytes_, 0);
     map_ = std::exchange(o.map_, nullptr);

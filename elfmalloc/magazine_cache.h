@@ -40,6 +40,7 @@
 #ifndef ELFMALLOC_MAGAZINE_CACHE_H_
 #define ELFMALLOC_MAGAZINE_CACHE_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -78,11 +79,17 @@ class MagazineCache {
   const SlabMetadata& metadata() const noexcept { return slabs_.metadata(); }
 
   void* Alloc() noexcept {
-    if (top_ != 0) return stack_[--top_];
-    return slabs_.Alloc();
+    if (top_ != 0) {
+      Count(1);
+      return stack_[--top_];
+    }
+    void* p = slabs_.Alloc();
+    if (p != nullptr) Count(1);
+    return p;
   }
 
   void Free(void* p) noexcept {
+    Count(-1);
     if (top_ == capacity_) {
       if (capacity_ == 0) {
         slabs_.Free(p);
@@ -96,7 +103,22 @@ class MagazineCache {
   // Frees every cached object back to the slabs.
   void FlushAll() noexcept { Flush(0); }
 
+  // Allocations minus frees made through this cache (negative when it frees
+  // more objects than it hands out, e.g. a consumer thread). Summed over all
+  // caches of a class it is the number of objects the users hold. Any thread
+  // may read it (statistics); only the owner writes it.
+  std::int64_t net_allocations() const noexcept {
+    return net_.load(std::memory_order_relaxed);
+  }
+
  private:
+  // Owner-only update of a word other threads may read: a relaxed load and
+  // store (a plain add on x86; no locked instruction on the fast path).
+  void Count(std::int64_t d) noexcept {
+    net_.store(net_.load(std::memory_order_relaxed) + d,
+               std::memory_order_relaxed);
+  }
+
   struct Cell {
     Slab* slab;           // null: empty
     std::size_t word;
@@ -112,6 +134,7 @@ class MagazineCache {
   std::uint32_t* touched_ = nullptr;  // capacity_ cell indices
   std::size_t capacity_ = 0;
   std::size_t top_ = 0;
+  std::atomic<std::int64_t> net_{0};
   std::size_t table_shift_ = 0;  // 64 - log2(table size)
   std::size_t map_bytes_ = 0;
   void* map_ = nullptr;

@@ -1,6 +1,8 @@
 // PageAlloc: refill, stamping, dirty/clean policy. See page_alloc.h.
 #include "elfmalloc/page_alloc.h"
 
+#include <time.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -40,6 +42,8 @@ PageAlloc::PageAlloc(const Options& o) noexcept
       type_(o.type),
       max_dirty_pages_(o.page_size ? o.max_dirty_bytes / o.page_size : 0),
       refill_units_(0),
+      decay_ms_(o.decay_ms),
+      clock_ms_(o.clock_ms),
       source_(Max(o.page_size, kStampAlignment)),
       dirty_(o.dirty_queues, Handle::UnmapPage{o.page_size}),
       clean_(o.clean_queues, Handle::UnmapPage{o.page_size}) {
@@ -59,7 +63,26 @@ PageAlloc::~PageAlloc() = default;  // the bags unmap what they still hold
 PageAlloc::Stats PageAlloc::GetStats() const noexcept {
   return {mapped_bytes_.load(std::memory_order_relaxed),
           dirty_pages_.load(std::memory_order_relaxed),
-          uncommits_.load(std::memory_order_relaxed)};
+          clean_pages_.load(std::memory_order_relaxed),
+          uncommits_.load(std::memory_order_relaxed),
+          decay_uncommits_.load(std::memory_order_relaxed)};
+}
+
+std::uint64_t PageAlloc::NowMs() const noexcept {
+  if (clock_ms_ != nullptr) return clock_ms_();
+  struct timespec ts;
+  // COARSE: a vDSO read of the last tick (1-4 ms resolution), which is all a
+  // period of hundreds of milliseconds needs.
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 +
+         static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+void PageAlloc::NoteDirtyCount(std::size_t v) noexcept {
+  std::size_t m = period_min_.load(std::memory_order_relaxed);
+  while (v < m && !period_min_.compare_exchange_weak(
+                      m, v, std::memory_order_relaxed)) {
+  }
 }
 
 void PageAlloc::Uncommit(void* page) noexcept {
@@ -80,13 +103,70 @@ PageAlloc::Handle::Handle(PageAlloc* owner) noexcept
       clean_(owner->clean_.NewHandle()) {}
 
 void* PageAlloc::Handle::Alloc() noexcept {
+  PageAlloc& o = *owner_;
   void* page;
   if (dirty_.Pop(&page)) {
-    owner_->dirty_pages_.fetch_sub(1, std::memory_order_relaxed);
-    return page;
+    o.NoteDirtyCount(o.dirty_pages_.fetch_sub(1, std::memory_order_relaxed) -
+                     1);
+  } else if (clean_.Pop(&page)) {
+    o.clean_pages_.fetch_sub(1, std::memory_order_relaxed);
+  } else {
+    page = Refill();
   }
-  if (clean_.Pop(&page)) return page;
-  return Refill();
+  MaybeDecay();
+  return page;
+}
+
+void PageAlloc::Handle::PushClean(void* page) noexcept {
+  if (clean_.Push(page)) {
+    owner_->clean_pages_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // else OOM in the bag: the page stays mapped (uncommitted) and is lost to
+  // reuse; never unmap it, it may carry the stamp of live siblings.
+}
+
+std::size_t PageAlloc::Handle::ReleaseDirty(std::size_t max_pages) noexcept {
+  PageAlloc& o = *owner_;
+  std::size_t n = 0;
+  void* page;
+  while (n < max_pages && dirty_.Pop(&page)) {
+    o.NoteDirtyCount(o.dirty_pages_.fetch_sub(1, std::memory_order_relaxed) -
+                     1);
+    o.Uncommit(page);
+    PushClean(page);
+    ++n;
+  }
+  return n;
+}
+
+// The decay rule (page_alloc.h). Protocol: period_end_ only moves forward,
+// by CAS; the one thread whose CAS succeeds for an expired period reads and
+// resets the low-water mark and purges that many pages. Other threads see
+// either the old deadline (their CAS fails) or the new one (not expired), so
+// each period is purged at most once. The mark is approximate (relaxed,
+// racy-min): a lost update can only make a period purge fewer or a few
+// more pages than ideal, never touch a page handed out (purging pops pages
+// from the bag like any Alloc).
+void PageAlloc::Handle::MaybeDecay() noexcept {
+  PageAlloc& o = *owner_;
+  if (o.decay_ms_ == 0) return;
+  const std::uint64_t now = o.NowMs();
+  std::uint64_t end = o.period_end_.load(std::memory_order_relaxed);
+  if (now < end) return;
+  if (!o.period_end_.compare_exchange_strong(end, now + o.decay_ms_,
+                                             std::memory_order_relaxed)) {
+    return;
+  }
+  const std::size_t current = o.dirty_pages_.load(std::memory_order_relaxed);
+  // end == 0: the first period starts now; nothing has been tracked yet.
+  const std::size_t unused =
+      end == 0 ? 0 : o.period_min_.exchange(current, std::memory_order_relaxed);
+  if (unused != 0) {
+    const std::size_t n = ReleaseDirty(unused < current ? unused : current);
+    o.decay_uncommits_.fetch_add(n, std::memory_order_relaxed);
+  }
+  o.period_min_.store(o.dirty_pages_.load(std::memory_order_relaxed),
+                      std::memory_order_relaxed);
 }
 
 void* PageAlloc::Handle::Refill() noexcept {
@@ -109,12 +189,14 @@ void* PageAlloc::Handle::Refill() noexcept {
   std::size_t k = 0;
   for (std::size_t off = o.page_size_; off < bytes; off += o.page_size_) {
     batch[k++] = region + off;
-    if (k == kBatch) {
-      clean_.BulkAdd(batch, k);  // false only on OOM: the pages stay mapped
+    if (k == kBatch || off + o.page_size_ >= bytes) {
+      // false only on OOM: the pages stay mapped, lost to reuse.
+      if (clean_.BulkAdd(batch, k)) {
+        o.clean_pages_.fetch_add(k, std::memory_order_relaxed);
+      }
       k = 0;
     }
   }
-  if (k != 0) clean_.BulkAdd(batch, k);
   return region;
 }
 
@@ -124,17 +206,18 @@ void PageAlloc::Handle::Free(void* page) noexcept {
   // never fall short, so it never underflows when a pop decrements it).
   if (o.dirty_pages_.fetch_add(1, std::memory_order_relaxed) <
       o.max_dirty_pages_) {
-    if (dirty_.Push(page)) return;
+    if (dirty_.Push(page)) {
+      MaybeDecay();
+      return;
+    }
     o.dirty_pages_.fetch_sub(1, std::memory_order_relaxed);
     o.Uncommit(page);  // OOM in the bag: at least give the memory back
     return;
   }
-  o.dirty_pages_.fetch_sub(1, std::memory_order_relaxed);
+  o.NoteDirtyCount(o.dirty_pages_.fetch_sub(1, std::memory_order_relaxed) - 1);
   o.Uncommit(page);
-  if (!clean_.Push(page)) {
-    // OOM in the bag: the page stays mapped (uncommitted) and is lost to
-    // reuse; never unmap it, it may carry the stamp of live siblings.
-  }
+  PushClean(page);
+  MaybeDecay();
 }
 
 void PageAlloc::Handle::Free(void* page, bool uncommit_hint) noexcept {
@@ -148,9 +231,7 @@ void PageAlloc::Handle::Free(void* page, bool uncommit_hint) noexcept {
     mmap_alloc::Uncommit(static_cast<char*>(page) + keep, o.page_size_ - keep);
   }
   o.uncommits_.fetch_add(1, std::memory_order_relaxed);
-  if (!clean_.Push(page)) {
-    // OOM in the bag: as in Free, the page stays mapped and is lost to reuse.
-  }
+  PushClean(page);
 }
 
 }  // namespace elfmalloc

@@ -7,12 +7,30 @@
 //   * clean: pages whose memory went back to the OS (uncommitted), and the
 //     never-used pages of a refill.
 // Alloc() prefers dirty pages, then clean ones, then refills from the memory
-// source. Free() pushes to dirty while fewer than max_dirty_bytes of dirty
-// pages are cached, and otherwise uncommits the page and pushes it to clean.
-// (QUIRK fixed: the reference compared its byte threshold, target_overhead,
-// against a page count, and against the bag's size *guess*; we keep an exact
-// dirty-page count and compare bytes with bytes.)
+// source.
 //
+// Memory return (beyond the reference, which only had the byte threshold):
+// dirty pages go back to the OS (uncommitted, then cached clean) by two rules.
+//   * Threshold: Free() caches a page dirty only while fewer than
+//     max_dirty_bytes of dirty pages are cached; above it the page is
+//     uncommitted at once. (QUIRK fixed: the reference compared its byte
+//     threshold, target_overhead, against a page count, and against the bag's
+//     size *guess*; we keep an exact dirty-page count and compare bytes with
+//     bytes.)
+//   * Decay: time is cut into periods of decay_ms. During a period we track
+//     the smallest number of dirty pages seen (the low-water mark). Pages
+//     below that mark were cached for the whole period without anyone
+//     needing them, so when the period ends that many pages are uncommitted
+//     (the "unused for a whole period" rule of tcmalloc's release and
+//     mimalloc's reset delay, without jemalloc's smoothstep curve). A steady
+//     churn keeps its working set dirty (the mark stays near zero); after a
+//     burst of frees the surplus is returned within two periods.
+//   Periods are checked on page-allocator traffic and on Handle::Tick()
+//   (which the slab allocators call whenever a thread claims or releases a
+//   slab; never on the per-object path), using CLOCK_MONOTONIC_COARSE
+//   (vDSO, no system call). A process that stops allocating altogether keeps
+//   its dirty pages until ReleaseDirty() (malloc_trim) or its next page
+//   operation: there is no background thread.
 // Stamping (pointer classification, alloc_type.h): a refill carves a run of
 // pages aligned to max(page_size, 2 MiB) and writes the AllocType stamp at
 // every 2 MiB boundary in it: small pages come in 2 MiB-aligned groups of 8
@@ -51,11 +69,20 @@ namespace elfmalloc {
 
 class PageAlloc {
  public:
+  static constexpr std::size_t kDefaultMaxDirtyBytes = std::size_t{64} << 20;
+  static constexpr std::uint64_t kDefaultDecayMs = 1000;
+
   struct Options {
     std::size_t page_size = 0;          // power of two, >= OS page
     AllocType type = AllocType::kUnstamped;  // stamp to write
     std::size_t pages_per_refill = 0;   // 0: 2 MiB worth (>= 2 pages)
-    std::size_t max_dirty_bytes = std::size_t{1} << 20;
+    // Dirty pages above this are uncommitted at once (threshold rule).
+    std::size_t max_dirty_bytes = kDefaultMaxDirtyBytes;
+    // Decay period in milliseconds; 0 disables the decay rule.
+    std::uint64_t decay_ms = kDefaultDecayMs;
+    // Milliseconds on a monotonic clock; nullptr: CLOCK_MONOTONIC_COARSE.
+    // For tests.
+    std::uint64_t (*clock_ms)() = nullptr;
     std::size_t dirty_queues = 8;       // bagpipe sizes (as the reference)
     std::size_t clean_queues = 2;
   };
@@ -78,7 +105,10 @@ class PageAlloc {
   struct Stats {
     std::size_t mapped_bytes;   // carved from the source so far
     std::size_t dirty_pages;    // cached committed pages
-    std::size_t uncommits;      // pages uncommitted by Free
+    std::size_t clean_pages;    // cached pages not backed by memory (fresh
+                                // or uncommitted)
+    std::size_t uncommits;      // pages uncommitted so far (any rule)
+    std::size_t decay_uncommits;  // of which by the decay rule
   };
   Stats GetStats() const noexcept;
 
@@ -96,6 +126,16 @@ class PageAlloc {
     // For large slabs whose dirty pages would cost much RSS (the reference's
     // eager decommit). Without the hint this is Free(page).
     void Free(void* page, bool uncommit_hint) noexcept;
+    // Uncommits up to max_pages cached dirty pages now (they move to the
+    // clean bag); returns how many. ReleaseDirty(SIZE_MAX) empties the dirty
+    // cache (malloc_trim).
+    std::size_t ReleaseDirty(std::size_t max_pages) noexcept;
+    // Applies the decay rule if a period has ended (a clock read otherwise).
+    // Alloc and Free do this themselves; users call it on their own coarse
+    // events too (a slab allocator on every slab claim and release), so that
+    // a program whose slabs circulate without reaching the page allocator
+    // still returns the pages freed by an earlier burst.
+    void Tick() noexcept { MaybeDecay(); }
     bool valid() const noexcept { return owner_ != nullptr; }
 
    private:
@@ -108,6 +148,10 @@ class PageAlloc {
     using Bag = bagpipe::Bagpipe<bagpipe::FaaQueue<void*>, UnmapPage>;
     explicit Handle(PageAlloc* owner) noexcept;
     void* Refill() noexcept;
+    // The decay rule: called on every Alloc/Free; cheap unless a period
+    // has ended.
+    void MaybeDecay() noexcept;
+    void PushClean(void* page) noexcept;
 
     PageAlloc* owner_ = nullptr;
     Bag::Handle dirty_;
@@ -121,18 +165,33 @@ class PageAlloc {
 
   // Uncommits a page, keeping its stamp page resident if it carries one.
   void Uncommit(void* page) noexcept;
+  std::uint64_t NowMs() const noexcept;
+  // Lowers period_min_ to v if v is smaller (racy-min: concurrent updates
+  // may lose a lower value; the rule only needs an approximate mark).
+  void NoteDirtyCount(std::size_t v) noexcept;
 
   bool valid_ = false;
   std::size_t page_size_;
   AllocType type_;
   std::size_t max_dirty_pages_;
   std::size_t refill_units_;  // source pages per refill
+  std::uint64_t decay_ms_;
+  std::uint64_t (*clock_ms_)();
   MmapSource source_;         // page size max(page_size, 2 MiB)
   Bag dirty_;
   Bag clean_;
+  // dirty_pages_: exact count of pages in (or being pushed to) the dirty bag;
+  // see Handle::Free for the reservation protocol.
   std::atomic<std::size_t> dirty_pages_{0};
+  std::atomic<std::size_t> clean_pages_{0};
   std::atomic<std::size_t> mapped_bytes_{0};
   std::atomic<std::size_t> uncommits_{0};
+  std::atomic<std::size_t> decay_uncommits_{0};
+  // Decay state. period_end_ is the deadline of the current period (0: not
+  // started); the thread whose CAS moves it forward owns the purge of that
+  // period. period_min_ is the low-water mark of dirty_pages_ in the period.
+  std::atomic<std::uint64_t> period_end_{0};
+  std::atomic<std::size_t> period_min_{0};
 };
 
 }  // namespace elfmalloc

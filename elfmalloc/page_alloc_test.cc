@@ -103,6 +103,7 @@ TEST(PageAllocTest, FreedPagesAreReused) {
 TEST(PageAllocTest, UncommitDropsResidencyAndKeepsStamps) {
   PageAlloc::Options o = PageAlloc::SmallPages();
   o.max_dirty_bytes = 2 * kSmallPageSize;
+  o.decay_ms = 0;  // only the threshold rule, whatever the test's speed
   PageAlloc pa(o);
   auto h = pa.NewHandle();
   std::vector<void*> pages;
@@ -151,7 +152,9 @@ TEST(PageAllocTest, UncommitDropsResidencyAndKeepsStamps) {
 // uncommitted at once, the stamp and header survive, and the page is cached
 // clean (not counted as dirty) and handed out again.
 TEST(PageAllocTest, FreeWithUncommitHintKeepsOnlyTheFirstOsPage) {
-  PageAlloc pa(PageAlloc::SmallPages());
+  PageAlloc::Options o = PageAlloc::SmallPages();
+  o.decay_ms = 0;
+  PageAlloc pa(o);
   ASSERT_TRUE(pa.valid());
   auto h = pa.NewHandle();
   void* first = h.Alloc();
@@ -183,11 +186,126 @@ TEST(PageAllocTest, InvalidOptions) {
   EXPECT_FALSE(PageAlloc(o).valid());
 }
 
+// A clock the tests move by hand.
+std::atomic<std::uint64_t> g_fake_ms{0};
+std::uint64_t FakeClock() { return g_fake_ms.load(); }
+// A clock that moves 1 ms per read: every few page operations end a period.
+std::atomic<std::uint64_t> g_ticking_ms{0};
+std::uint64_t TickingClock() { return g_ticking_ms.fetch_add(1); }
+
+PageAlloc::Options DecayOptions(std::uint64_t decay_ms) {
+  PageAlloc::Options o = PageAlloc::SmallPages();
+  o.max_dirty_bytes = 64 * kSmallPageSize;  // the threshold never bites
+  o.decay_ms = decay_ms;
+  o.clock_ms = &FakeClock;
+  return o;
+}
+
+// After a burst of frees, the pages nobody reused during a whole period go
+// back to the OS when that period ends (on the next page operation): within
+// two periods of the burst.
+TEST(PageAllocTest, DecayReturnsPagesUnusedForAPeriod) {
+  g_fake_ms = 1000;
+  PageAlloc pa(DecayOptions(100));
+  auto h = pa.NewHandle();
+  std::vector<void*> pages;
+  for (int i = 0; i < 16; ++i) {
+    pages.push_back(h.Alloc());
+    std::memset(static_cast<char*>(pages.back()) + 8, 1, kSmallPageSize - 8);
+  }
+  for (void* p : pages) h.Free(p);  // the burst: 16 dirty pages
+  EXPECT_EQ(pa.GetStats().dirty_pages, 16u);
+  g_fake_ms = 1050;  // mid-period: nothing happens
+  h.Free(h.Alloc());
+  EXPECT_EQ(pa.GetStats().decay_uncommits, 0u);
+  // The first period ends. Its low-water mark is 0: the pages were freed
+  // during it, not cached for all of it.
+  g_fake_ms = 1100;
+  h.Free(h.Alloc());
+  EXPECT_EQ(pa.GetStats().decay_uncommits, 0u);
+  // The second period ends. Its low-water mark was 15 (one page was reused).
+  g_fake_ms = 1200;
+  h.Free(h.Alloc());
+  EXPECT_EQ(pa.GetStats().decay_uncommits, 15u);
+  EXPECT_EQ(pa.GetStats().dirty_pages, 1u);
+  std::size_t resident = 0;
+  for (void* p : pages) resident += Resident(p, kSmallPageSize);
+  // One dirty page plus the kept stamp OS page of the group(s).
+  EXPECT_LE(resident, kSmallPageSize / OsPage() + 2);
+  // Pages stay usable and stamped after the decay.
+  for (void* p : pages) EXPECT_EQ(ReadAllocType(static_cast<char*>(p) + 1),
+                                  AllocType::kSmallSlab);
+}
+
+// A steady churn keeps its working set: each period reuses every dirty page,
+// so the low-water mark is 0 and nothing is uncommitted.
+TEST(PageAllocTest, DecayKeepsTheWorkingSetOfASteadyChurn) {
+  g_fake_ms = 5000;
+  PageAlloc pa(DecayOptions(100));
+  auto h = pa.NewHandle();
+  for (int period = 0; period < 10; ++period) {
+    std::vector<void*> pages;
+    for (int i = 0; i < 8; ++i) pages.push_back(h.Alloc());
+    for (void* p : pages) h.Free(p);
+    g_fake_ms += 100;
+  }
+  EXPECT_EQ(pa.GetStats().decay_uncommits, 0u);
+  EXPECT_EQ(pa.GetStats().dirty_pages, 8u);
+  EXPECT_EQ(pa.GetStats().mapped_bytes, kStampAlignment);
+}
+
+TEST(PageAllocTest, DecayZeroDisablesTheRule) {
+  g_fake_ms = 0;
+  PageAlloc pa(DecayOptions(0));
+  auto h = pa.NewHandle();
+  std::vector<void*> pages;
+  for (int i = 0; i < 8; ++i) pages.push_back(h.Alloc());
+  for (void* p : pages) h.Free(p);
+  for (int i = 0; i < 5; ++i) {
+    g_fake_ms += 1000000;
+    h.Free(h.Alloc());
+  }
+  EXPECT_EQ(pa.GetStats().decay_uncommits, 0u);
+  EXPECT_EQ(pa.GetStats().dirty_pages, 8u);
+}
+
+// ReleaseDirty (malloc_trim) empties the dirty cache at once; the pages move
+// to the clean bag and are reused from there.
+TEST(PageAllocTest, ReleaseDirtyEmptiesTheDirtyCache) {
+  PageAlloc::Options o = DecayOptions(0);
+  PageAlloc pa(o);
+  auto h = pa.NewHandle();
+  std::vector<void*> pages;
+  for (int i = 0; i < 8; ++i) {
+    pages.push_back(h.Alloc());
+    std::memset(static_cast<char*>(pages.back()) + 8, 1, kSmallPageSize - 8);
+  }
+  EXPECT_EQ(pa.GetStats().clean_pages, 0u);
+  for (void* p : pages) h.Free(p);
+  EXPECT_EQ(h.ReleaseDirty(3), 3u);
+  EXPECT_EQ(pa.GetStats().dirty_pages, 5u);
+  EXPECT_EQ(h.ReleaseDirty(SIZE_MAX), 5u);
+  EXPECT_EQ(pa.GetStats().dirty_pages, 0u);
+  EXPECT_EQ(pa.GetStats().clean_pages, 8u);
+  EXPECT_EQ(pa.GetStats().uncommits, 8u);
+  std::size_t resident = 0;
+  for (void* p : pages) resident += Resident(p, kSmallPageSize);
+  EXPECT_LE(resident, 1u);  // the group's stamp OS page
+  std::set<void*> all(pages.begin(), pages.end());
+  for (int i = 0; i < 8; ++i) EXPECT_TRUE(all.count(h.Alloc()));
+  EXPECT_EQ(pa.GetStats().clean_pages, 0u);
+  EXPECT_EQ(pa.GetStats().mapped_bytes, kStampAlignment);
+}
+
 // Threads allocate and free pages concurrently; each page carries its
 // holder's tag while held, so a page handed to two holders at once is caught.
+// The clock ticks on every read, so decay purges run concurrently with
+// everything else.
 TEST(PageAllocTest, ConcurrentAllocFreeExclusive) {
   PageAlloc::Options o = PageAlloc::SmallPages();
   o.max_dirty_bytes = 4 * kSmallPageSize;  // exercise both bags
+  o.decay_ms = 5;
+  o.clock_ms = &TickingClock;
   PageAlloc pa(o);
   constexpr int kThreads = 4;
   constexpr int kIters = 300;
@@ -225,6 +343,7 @@ TEST(PageAllocTest, ConcurrentAllocFreeExclusive) {
   for (std::thread& th : threads) th.join();
   EXPECT_EQ(errors.load(), 0);
   EXPECT_LE(pa.GetStats().dirty_pages, 4u);
+  EXPECT_GT(pa.GetStats().decay_uncommits, 0u);
 }
 
 }  // namespace

@@ -87,6 +87,9 @@ void* SlabAllocator::AllocSlow() noexcept {
 }
 
 bool SlabAllocator::Refresh() noexcept {
+  // Once per slab's worth of allocations: drives the page allocator's decay
+  // rule even when slabs circulate through the available bag only.
+  pages_.Tick();
   const SlabMetadata& m = cls_->meta_;
   const auto cutoff = static_cast<std::int64_t>(m.cutoff_objects);
   if (current_ != nullptr) {
@@ -173,6 +176,7 @@ void SlabAllocator::ReturnPage(Slab* s) noexcept {
 
 void SlabAllocator::Release() noexcept {
   if (current_ == nullptr) return;
+  pages_.Tick();
   Slab* s = current_;
   current_ = nullptr;
   // Objects the iterator took but never handed out go back first (the slab

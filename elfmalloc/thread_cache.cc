@@ -33,7 +33,69 @@ ABSL_CONST_INIT std::atomic<int> g_key_state{0};  // 0 none, 1 ready, 2 failed
 ABSL_CONST_INIT pthread_key_t g_key = 0;
 ABSL_CONST_INIT std::atomic<std::size_t> g_live_heaps{0};
 
+}  // namespace
+
+// The registry of live heaps, for statistics and fork: a doubly linked list
+// through ThreadHeap::prev_/next_ guarded by g_key_lock (heaps are linked at
+// creation and unlinked at destruction, both rare). Destroyed heaps' counts
+// are folded into g_retired_net so that sums stay exact.
+class HeapRegistry {
+ public:
+  static void Link(ThreadHeap* h) {
+    absl::base_internal::SpinLockHolder l(&g_key_lock);
+    h->prev_ = nullptr;
+    h->next_ = head_;
+    if (head_ != nullptr) head_->prev_ = h;
+    head_ = h;
+  }
+  static void Unlink(ThreadHeap* h) {
+    absl::base_internal::SpinLockHolder l(&g_key_lock);
+    UnlinkLocked(h);
+  }
+  static void UnlinkLocked(ThreadHeap* h) {
+    for (std::size_t c = 0; c < kNumSizeClasses; ++c) {
+      retired_net_[c] += h->NetAllocations(c);
+    }
+    if (h->prev_ != nullptr) h->prev_->next_ = h->next_;
+    else head_ = h->next_;
+    if (h->next_ != nullptr) h->next_->prev_ = h->prev_;
+    h->prev_ = h->next_ = nullptr;
+  }
+  static void Sum(std::int64_t out[kNumSizeClasses]) {
+    absl::base_internal::SpinLockHolder l(&g_key_lock);
+    for (std::size_t c = 0; c < kNumSizeClasses; ++c) out[c] += retired_net_[c];
+    for (ThreadHeap* h = head_; h != nullptr; h = h->next_) {
+      for (std::size_t c = 0; c < kNumSizeClasses; ++c) {
+        out[c] += h->NetAllocations(c);
+      }
+    }
+  }
+  // In a fork child, under the lock: only `self` (may be null) survives.
+  static std::size_t KeepOnlyLocked(ThreadHeap* self) {
+    std::size_t n = 0;
+    for (ThreadHeap* h = head_; h != nullptr;) {
+      ThreadHeap* next = h->next_;
+      if (h == self) {
+        ++n;
+      } else {
+        UnlinkLocked(h);
+      }
+      h = next;
+    }
+    return n;
+  }
+
+ private:
+  ABSL_CONST_INIT static ThreadHeap* head_;
+  ABSL_CONST_INIT static std::int64_t retired_net_[kNumSizeClasses];
+};
+ABSL_CONST_INIT ThreadHeap* HeapRegistry::head_ = nullptr;
+ABSL_CONST_INIT std::int64_t HeapRegistry::retired_net_[kNumSizeClasses] = {};
+
+namespace {
+
 void DestroyHeap(ThreadHeap* h) {
+  HeapRegistry::Unlink(h);
   h->~ThreadHeap();
   bsalloc::Deallocate(h, sizeof(ThreadHeap));
   g_live_heaps.fetch_sub(1, std::memory_order_relaxed);
@@ -93,6 +155,7 @@ ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept {
   }
   ThreadHeap* h = ::new (mem) ThreadHeap(classes);
   g_live_heaps.fetch_add(1, std::memory_order_relaxed);
+  HeapRegistry::Link(h);
   if (pthread_setspecific(g_key, h) != 0) {
     DestroyHeap(h);
     tls_state = ThreadState::kUninitialized;
@@ -116,6 +179,26 @@ void ReleaseThreadHeap() noexcept {
 
 std::size_t LiveThreadHeaps() noexcept {
   return g_live_heaps.load(std::memory_order_relaxed);
+}
+
+void AddNetAllocations(std::int64_t out[kNumSizeClasses]) noexcept {
+  HeapRegistry::Sum(out);
+}
+
+void WithRegistryLockHeldForTesting(void (*fn)(void*), void* arg) noexcept {
+  absl::base_internal::SpinLockHolder l(&g_key_lock);
+  fn(arg);
+}
+
+void ThreadCachePreFork() noexcept { g_key_lock.Lock(); }
+
+void ThreadCachePostForkParent() noexcept { g_key_lock.Unlock(); }
+
+void ThreadCachePostForkChild() noexcept {
+  // Single-threaded here; the lock is still held from PreFork.
+  g_live_heaps.store(HeapRegistry::KeepOnlyLocked(tls_heap),
+                     std::memory_order_relaxed);
+  g_key_lock.Unlock();
 }
 
 }  // namespace elfmalloc

@@ -71,11 +71,20 @@ class ThreadHeap {
   }
   // Number of classes whose cache exists (for tests).
   std::size_t CachesCreated() const noexcept;
+  // Allocations minus frees of class c made through this heap.
+  std::int64_t NetAllocations(std::size_t c) const noexcept {
+    return caches_[c].net_allocations();
+  }
 
  private:
+  friend class HeapRegistry;
   void CreateCache(SizeClass c) noexcept;
 
   SlabClass* classes_;
+  // Links in the registry of live heaps (thread_cache.cc), guarded by its
+  // lock.
+  ThreadHeap* prev_ = nullptr;
+  ThreadHeap* next_ = nullptr;
   MagazineCache caches_[kNumSizeClasses];
 };
 
@@ -112,6 +121,27 @@ void ReleaseThreadHeap() noexcept;
 
 // Live ThreadHeaps in the process (for tests and statistics).
 std::size_t LiveThreadHeaps() noexcept;
+
+// out[c] += allocations minus frees of class c through every heap, live or
+// destroyed: the objects of class c that users hold, except those allocated
+// or freed through the general allocator's fallback path (which counts its
+// own). Takes the registry lock (never allocates).
+void AddNetAllocations(std::int64_t out[kNumSizeClasses]) noexcept;
+
+// fork() support (pthread_atfork handlers of the general allocator).
+// PreFork takes the registry lock so that no heap is half-linked at the
+// fork; the parent releases it; the child releases it and drops every heap
+// but its own thread's from the registry (their threads do not exist in the
+// child; their objects stay counted as destroyed heaps' and their cached
+// objects and claimed slabs are leaked, bounded by what they held at the
+// fork).
+void ThreadCachePreFork() noexcept;
+void ThreadCachePostForkParent() noexcept;
+void ThreadCachePostForkChild() noexcept;
+
+// Test hook: runs fn(arg) while holding the registry lock (to prove that a
+// fork during that window leaves the child a usable allocator).
+void WithRegistryLockHeldForTesting(void (*fn)(void*), void* arg) noexcept;
 
 }  // namespace elfmalloc
 
