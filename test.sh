@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command: every test target, in every leg, ending with "N passed, N failed".
 #
-#   ./test.sh                 all legs: default (opt), tsan, asan_ubsan
+#   ./test.sh                 all legs: default (opt), elfc (elfc as every test's malloc), tsan, asan_ubsan
 #   ./test.sh --quick         the default leg only
-#   ./test.sh --legs=tsan     chosen legs (comma-separated: default,dbg,tsan,asan,ubsan,asan_ubsan)
+#   ./test.sh --legs=tsan     chosen legs (comma-separated: default,elfc,dbg,tsan,asan,ubsan,asan_ubsan)
 #   ./test.sh -- //bagpipe/...  extra arguments after -- go to every `bazel test`
 #
 # Installs missing Debian packages first (tools/setup.sh). Each (leg, test target)
@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 source tools/setup.sh
 allocators_setup || { echo "0 passed, 1 failed"; exit 1; }
 
-legs="default,tsan,asan_ubsan"
+legs="default,elfc,tsan,asan_ubsan"
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in

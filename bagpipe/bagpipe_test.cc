@@ -34,7 +34,7 @@ struct HandleOps {
   PopStatus TryPop(std::uint64_t* v) { return h.TryPop(v); }
 };
 
-TEST(BagpipeTest, Version) { EXPECT_STREQ(kVersion, "0.1.1"); }
+TEST(BagpipeTest, Version) { EXPECT_STREQ(kVersion, "0.1.2"); }
 
 TEST(BagpipeTest, SizesArePowersOfTwo) {
   EXPECT_GE(NumCpus(), 1u);

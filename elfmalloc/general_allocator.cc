@@ -13,7 +13,6 @@
 #include <new>
 
 #include "absl/base/attributes.h"
-#include "absl/base/internal/spinlock.h"
 #include "absl/base/internal/raw_logging.h"
 #include "absl/base/optimization.h"
 #include "absl/numeric/bits.h"
@@ -23,14 +22,13 @@
 #include "elfmalloc/page_alloc.h"
 #include "elfmalloc/slab.h"
 #include "elfmalloc/slab_allocator.h"
+#include "elfmalloc/spin_lock.h"
 #include "elfmalloc/thread_cache.h"
 #include "mmap_alloc/mmap_alloc.h"
 
 namespace elfmalloc {
 namespace {
 
-using absl::base_internal::SpinLock;
-using absl::base_internal::SpinLockHolder;
 
 // The reference's general allocator parameters (general.rs): cutoff 0.6,
 // whole page usable, 16 available queues. Its eager uncommit of 2 MiB slabs
@@ -67,7 +65,7 @@ PageAlloc::Options Configure(PageAlloc::Options o) {
 
 // One spin-locked slab allocator per class, for threads without a heap.
 struct Fallback {
-  SpinLock lock{absl::kConstInit, absl::base_internal::SCHEDULE_KERNEL_ONLY};
+  SpinLock lock;
   SlabAllocator slabs;
   // Allocations minus frees through this path (written under the lock, read
   // by statistics without it).
@@ -148,8 +146,7 @@ class Heap {
   alignas(Fallback) unsigned char fallback_[kNumSizeClasses][sizeof(Fallback)];
 };
 
-ABSL_CONST_INIT SpinLock g_init_lock(absl::kConstInit,
-                                     absl::base_internal::SCHEDULE_KERNEL_ONLY);
+ABSL_CONST_INIT SpinLock g_init_lock;
 // Published with release after the heap is fully built.
 ABSL_CONST_INIT std::atomic<Heap*> g_heap{nullptr};
 ABSL_CONST_INIT bool g_init_failed = false;  // guarded by g_init_lock

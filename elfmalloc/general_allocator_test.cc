@@ -351,22 +351,28 @@ TEST(GeneralAllocatorTest, StatsCountLargeAndSlabMemory) {
 // allocated_bytes counts every block the program holds at its class size,
 // whichever thread allocates or frees it; per-class counts agree.
 TEST(GeneralAllocatorTest, AllocatedBytesFollowsLiveBlocks) {
+  // Exact checks use the count of 100-byte blocks' class: under
+  // --config=elfc the test's own containers and threads allocate through
+  // elfmalloc too (other classes), so allocated_bytes is only bounded.
   constexpr std::size_t kN = 1000;
   const SizeClass c = SizeToClass(100);
-  const Stats before = GetStats();
   std::vector<void*> v;
+  v.reserve(kN);
+  const Stats before = GetStats();
+  auto objects = [&](const Stats& s) {
+    return s.class_allocated_objects[c.index()] -
+           before.class_allocated_objects[c.index()];
+  };
   for (std::size_t i = 0; i < kN; ++i) v.push_back(Allocate(100));
   Stats s = GetStats();
-  EXPECT_EQ(s.allocated_bytes, before.allocated_bytes + kN * ClassSize(c));
-  EXPECT_EQ(s.class_allocated_objects[c.index()],
-            before.class_allocated_objects[c.index()] + kN);
+  EXPECT_EQ(objects(s), kN);
+  EXPECT_GE(s.allocated_bytes, before.allocated_bytes + kN * ClassSize(c));
   // Another thread frees half of them (its own counters go negative).
   std::thread([&] {
     for (std::size_t i = 0; i < kN / 2; ++i) Deallocate(v[i]);
   }).join();
   s = GetStats();
-  EXPECT_EQ(s.allocated_bytes,
-            before.allocated_bytes + (kN - kN / 2) * ClassSize(c));
+  EXPECT_EQ(objects(s), kN - kN / 2);
   void* big = Allocate(3 * kMiB);
   s = GetStats();
   EXPECT_GE(s.allocated_bytes,
@@ -374,7 +380,8 @@ TEST(GeneralAllocatorTest, AllocatedBytesFollowsLiveBlocks) {
   Deallocate(big);
   for (std::size_t i = kN / 2; i < kN; ++i) Deallocate(v[i]);
   s = GetStats();
-  EXPECT_EQ(s.allocated_bytes, before.allocated_bytes);
+  EXPECT_EQ(objects(s), 0u);
+  EXPECT_LE(s.allocated_bytes, before.allocated_bytes + 64 * 1024);
   EXPECT_LE(s.allocated_bytes, s.active_bytes);
   EXPECT_LE(s.dirty_bytes + s.returned_bytes, s.mapped_bytes);
 }

@@ -69,7 +69,7 @@ namespace elfmalloc {
 
 class PageAlloc {
  public:
-  static constexpr std::size_t kDefaultMaxDirtyBytes = std::size_t{64} << 20;
+  static constexpr std::size_t kDefaultMaxDirtyBytes = std::size_t{16} << 20;
   static constexpr std::uint64_t kDefaultDecayMs = 1000;
 
   struct Options {

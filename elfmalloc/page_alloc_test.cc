@@ -297,6 +297,33 @@ TEST(PageAllocTest, ReleaseDirtyEmptiesTheDirtyCache) {
   EXPECT_EQ(pa.GetStats().mapped_bytes, kStampAlignment);
 }
 
+// Dirty pages freed through one thread's handle are found by every other
+// handle (fresh ones included) before any new memory is carved: the bag's
+// emptiness report must not strand pages in queues a handle did not probe.
+TEST(PageAllocTest, DirtyPagesAreReusedAcrossHandles) {
+  PageAlloc::Options o = DecayOptions(0);
+  o.max_dirty_bytes = 1024 * kSmallPageSize;
+  PageAlloc pa(o);
+  constexpr int kPages = 64;
+  std::vector<void*> pages;
+  std::thread([&] {
+    auto h = pa.NewHandle();
+    for (int i = 0; i < kPages; ++i) pages.push_back(h.Alloc());
+    for (void* p : pages) h.Free(p);
+  }).join();
+  const std::size_t mapped = pa.GetStats().mapped_bytes;
+  for (int round = 0; round < 20; ++round) {
+    std::thread([&] {
+      auto h = pa.NewHandle();
+      std::vector<void*> mine;
+      for (int i = 0; i < kPages; ++i) mine.push_back(h.Alloc());
+      for (void* p : mine) h.Free(p);
+    }).join();
+  }
+  EXPECT_EQ(pa.GetStats().mapped_bytes, mapped);
+  EXPECT_EQ(pa.GetStats().dirty_pages, std::size_t{kPages});
+}
+
 // Threads allocate and free pages concurrently; each page carries its
 // holder's tag while held, so a page handed to two holders at once is caught.
 // The clock ticks on every read, so decay purges run concurrently with

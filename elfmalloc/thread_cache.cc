@@ -8,8 +8,8 @@
 #include <new>
 
 #include "absl/base/attributes.h"
-#include "absl/base/internal/spinlock.h"
 #include "bsalloc/bsalloc.h"
+#include "elfmalloc/spin_lock.h"
 
 namespace elfmalloc {
 
@@ -27,8 +27,7 @@ using internal::tls_state;
 
 // The key is created once, under the lock, by the first thread that builds a
 // heap; g_key_ready publishes it (acquire/release) to the lock-free readers.
-ABSL_CONST_INIT absl::base_internal::SpinLock g_key_lock(
-    absl::kConstInit, absl::base_internal::SCHEDULE_KERNEL_ONLY);
+ABSL_CONST_INIT SpinLock g_key_lock;
 ABSL_CONST_INIT std::atomic<int> g_key_state{0};  // 0 none, 1 ready, 2 failed
 ABSL_CONST_INIT pthread_key_t g_key = 0;
 ABSL_CONST_INIT std::atomic<std::size_t> g_live_heaps{0};
@@ -42,14 +41,14 @@ ABSL_CONST_INIT std::atomic<std::size_t> g_live_heaps{0};
 class HeapRegistry {
  public:
   static void Link(ThreadHeap* h) {
-    absl::base_internal::SpinLockHolder l(&g_key_lock);
+    SpinLockHolder l(&g_key_lock);
     h->prev_ = nullptr;
     h->next_ = head_;
     if (head_ != nullptr) head_->prev_ = h;
     head_ = h;
   }
   static void Unlink(ThreadHeap* h) {
-    absl::base_internal::SpinLockHolder l(&g_key_lock);
+    SpinLockHolder l(&g_key_lock);
     UnlinkLocked(h);
   }
   static void UnlinkLocked(ThreadHeap* h) {
@@ -62,7 +61,7 @@ class HeapRegistry {
     h->prev_ = h->next_ = nullptr;
   }
   static void Sum(std::int64_t out[kNumSizeClasses]) {
-    absl::base_internal::SpinLockHolder l(&g_key_lock);
+    SpinLockHolder l(&g_key_lock);
     for (std::size_t c = 0; c < kNumSizeClasses; ++c) out[c] += retired_net_[c];
     for (ThreadHeap* h = head_; h != nullptr; h = h->next_) {
       for (std::size_t c = 0; c < kNumSizeClasses; ++c) {
@@ -114,7 +113,7 @@ void OnThreadExit(void* value) {
 bool EnsureKey() {
   int s = g_key_state.load(std::memory_order_acquire);
   if (ABSL_PREDICT_TRUE(s != 0)) return s == 1;
-  absl::base_internal::SpinLockHolder l(&g_key_lock);
+  SpinLockHolder l(&g_key_lock);
   s = g_key_state.load(std::memory_order_relaxed);
   if (s == 0) {
     s = pthread_key_create(&g_key, &OnThreadExit) == 0 ? 1 : 2;
@@ -186,7 +185,7 @@ void AddNetAllocations(std::int64_t out[kNumSizeClasses]) noexcept {
 }
 
 void WithRegistryLockHeldForTesting(void (*fn)(void*), void* arg) noexcept {
-  absl::base_internal::SpinLockHolder l(&g_key_lock);
+  SpinLockHolder l(&g_key_lock);
   fn(arg);
 }
 

@@ -12,10 +12,11 @@
 #   libbenchmark-dev  Google Benchmark
 #   libconcurrentqueue-dev      moodycamel::ConcurrentQueue (bagpipe benchmark peer)
 #   python3           the test-result and report scripts
+#   perl git sqlite3  real programs that //elfc:real_programs_test runs under elfc
 
 ALLOCATORS_DEBIAN_PACKAGES=(
   bazel-bootstrap g++ libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libconcurrentqueue-dev python3
+  libconcurrentqueue-dev python3 perl git sqlite3
 )
 
 allocators_ensure_packages() {

@@ -1,0 +1,47 @@
+// malloc_bind over elfmalloc's general allocator (ElfBackend in
+// test_backends.h, the binding //elfc uses): both conformance suites.
+#include <cstdint>
+
+#include "elfmalloc/general_allocator.h"
+#include "gtest/gtest.h"
+#include "malloc_bind/c_api_conformance.h"
+#include "malloc_bind/cxx_api_conformance.h"
+#include "malloc_bind/malloc_bind.h"
+#include "malloc_bind/test_backends.h"
+
+MALLOC_BIND_DEFINE_C_API(mb_elf_, malloc_bind::backends::ElfBackend)
+
+MALLOC_BIND_INSTANTIATE_C_API_CONFORMANCE(Elfmalloc,
+                                          MALLOC_BIND_C_API_OF(mb_elf_));
+MALLOC_BIND_INSTANTIATE_CXX_API_CONFORMANCE(
+    Elfmalloc,
+    malloc_bind::CxxApiOf<malloc_bind::backends::ElfBackend>("elfmalloc"));
+
+namespace malloc_bind {
+namespace {
+
+// kDefaultAlignment is 8 because elfmalloc's 8-byte class is 8-aligned; a
+// 16-byte alignment request must therefore take the aligned path.
+TEST(ElfmallocBindingTest, SixteenByteAlignmentOfTinyBlocks) {
+  for (int i = 0; i < 64; ++i) {
+    void* p = mb_elf_memalign(16, 1);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % 16, 0u);
+    void* q = nullptr;
+    ASSERT_EQ(mb_elf_posix_memalign(&q, 16, 8), 0);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(q) % 16, 0u);
+    mb_elf_free(p);
+    mb_elf_free(q);
+  }
+}
+
+// The bound functions really are elfmalloc's.
+TEST(ElfmallocBindingTest, BlocksComeFromElfmalloc) {
+  void* p = mb_elf_malloc(100);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(mb_elf_malloc_usable_size(p), elfmalloc::UsableSize(p));
+  mb_elf_free(p);
+}
+
+}  // namespace
+}  // namespace malloc_bind
