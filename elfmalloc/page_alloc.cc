@@ -41,6 +41,7 @@ PageAlloc::PageAlloc(const Options& o) noexcept
     : page_size_(o.page_size),
       type_(o.type),
       max_dirty_pages_(o.page_size ? o.max_dirty_bytes / o.page_size : 0),
+      dirty_active_shift_(o.dirty_active_shift),
       refill_units_(0),
       decay_ms_(o.decay_ms),
       clock_ms_(o.clock_ms),
@@ -76,6 +77,17 @@ std::uint64_t PageAlloc::NowMs() const noexcept {
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * 1000 +
          static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+std::size_t PageAlloc::DirtyLimit() const noexcept {
+  if (dirty_active_shift_ == 0) return max_dirty_pages_;
+  const std::size_t mapped =
+      mapped_bytes_.load(std::memory_order_relaxed) / page_size_;
+  const std::size_t cached = dirty_pages_.load(std::memory_order_relaxed) +
+                             clean_pages_.load(std::memory_order_relaxed);
+  const std::size_t in_use = mapped > cached ? mapped - cached : 0;
+  const std::size_t proportional = in_use >> dirty_active_shift_;
+  return proportional > max_dirty_pages_ ? proportional : max_dirty_pages_;
 }
 
 void PageAlloc::NoteDirtyCount(std::size_t v) noexcept {
@@ -204,8 +216,8 @@ void PageAlloc::Handle::Free(void* page) noexcept {
   PageAlloc& o = *owner_;
   // Reserve a dirty slot first (the count may exceed the items in the bag,
   // never fall short, so it never underflows when a pop decrements it).
-  if (o.dirty_pages_.fetch_add(1, std::memory_order_relaxed) <
-      o.max_dirty_pages_) {
+  const std::size_t limit = o.DirtyLimit();
+  if (o.dirty_pages_.fetch_add(1, std::memory_order_relaxed) < limit) {
     if (dirty_.Push(page)) {
       MaybeDecay();
       return;

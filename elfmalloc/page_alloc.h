@@ -12,8 +12,13 @@
 // Memory return (beyond the reference, which only had the byte threshold):
 // dirty pages go back to the OS (uncommitted, then cached clean) by two rules.
 //   * Threshold: Free() caches a page dirty only while fewer than
-//     max_dirty_bytes of dirty pages are cached; above it the page is
-//     uncommitted at once. (QUIRK fixed: the reference compared its byte
+//     max(max_dirty_bytes, in-use bytes >> dirty_active_shift) of dirty pages
+//     are cached; above it the page is uncommitted at once. The proportional
+//     part (1/8 of the pages in use by default, jemalloc's old lg_dirty_mult
+//     rule) keeps a big working set that frees and reallocates in bursts
+//     (a producer-consumer handing over hundreds of MiB) from paying an
+//     madvise, a TLB shootdown and a page fault per page, while the RSS it
+//     can cost stays a bounded fraction of what is in use. (QUIRK fixed: the reference compared its byte
 //     threshold, target_overhead, against a page count, and against the bag's
 //     size *guess*; we keep an exact dirty-page count and compare bytes with
 //     bytes.)
@@ -78,6 +83,9 @@ class PageAlloc {
     std::size_t pages_per_refill = 0;   // 0: 2 MiB worth (>= 2 pages)
     // Dirty pages above this are uncommitted at once (threshold rule).
     std::size_t max_dirty_bytes = kDefaultMaxDirtyBytes;
+    // The threshold grows to (pages in use) >> dirty_active_shift when that
+    // is larger; 0 disables the proportional part.
+    unsigned dirty_active_shift = 3;
     // Decay period in milliseconds; 0 disables the decay rule.
     std::uint64_t decay_ms = kDefaultDecayMs;
     // Milliseconds on a monotonic clock; nullptr: CLOCK_MONOTONIC_COARSE.
@@ -165,6 +173,8 @@ class PageAlloc {
 
   // Uncommits a page, keeping its stamp page resident if it carries one.
   void Uncommit(void* page) noexcept;
+  // The threshold rule's current limit in pages.
+  std::size_t DirtyLimit() const noexcept;
   std::uint64_t NowMs() const noexcept;
   // Lowers period_min_ to v if v is smaller (racy-min: concurrent updates
   // may lose a lower value; the rule only needs an approximate mark).
@@ -174,6 +184,7 @@ class PageAlloc {
   std::size_t page_size_;
   AllocType type_;
   std::size_t max_dirty_pages_;
+  unsigned dirty_active_shift_;
   std::size_t refill_units_;  // source pages per refill
   std::uint64_t decay_ms_;
   std::uint64_t (*clock_ms_)();

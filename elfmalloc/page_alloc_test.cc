@@ -103,6 +103,7 @@ TEST(PageAllocTest, FreedPagesAreReused) {
 TEST(PageAllocTest, UncommitDropsResidencyAndKeepsStamps) {
   PageAlloc::Options o = PageAlloc::SmallPages();
   o.max_dirty_bytes = 2 * kSmallPageSize;
+  o.dirty_active_shift = 0;  // a fixed threshold
   o.decay_ms = 0;  // only the threshold rule, whatever the test's speed
   PageAlloc pa(o);
   auto h = pa.NewHandle();
@@ -184,6 +185,38 @@ TEST(PageAllocTest, InvalidOptions) {
   EXPECT_FALSE(PageAlloc(o).valid());
   o.page_size = 0;
   EXPECT_FALSE(PageAlloc(o).valid());
+}
+
+// The threshold grows with the pages in use (1/8 by default): a big working
+// set that frees a burst keeps it dirty; as the working set shrinks, so does
+// the limit.
+TEST(PageAllocTest, DirtyLimitIsProportionalToPagesInUse) {
+  PageAlloc::Options o = PageAlloc::SmallPages();
+  o.max_dirty_bytes = 2 * kSmallPageSize;
+  o.decay_ms = 0;
+  PageAlloc pa(o);
+  auto h = pa.NewHandle();
+  std::vector<void*> pages;
+  for (int i = 0; i < 128; ++i) pages.push_back(h.Alloc());
+  // 128 in use: limit 16. Freeing 12 keeps them all dirty.
+  for (int i = 0; i < 12; ++i) h.Free(pages[i]);
+  EXPECT_EQ(pa.GetStats().dirty_pages, 12u);
+  EXPECT_EQ(pa.GetStats().uncommits, 0u);
+  // Freeing the rest: the limit falls with the pages in use, to the fixed
+  // floor of 2 once fewer than 24 are in use.
+  for (std::size_t i = 12; i < pages.size(); ++i) h.Free(pages[i]);
+  EXPECT_LE(pa.GetStats().dirty_pages, 14u);
+  EXPECT_GE(pa.GetStats().uncommits, 100u);
+  // Without the proportional part only the fixed 2 pages stay dirty.
+  o.dirty_active_shift = 0;
+  PageAlloc fixed(o);
+  auto f = fixed.NewHandle();
+  pages.clear();
+  for (int i = 0; i < 128; ++i) pages.push_back(f.Alloc());
+  for (int i = 0; i < 12; ++i) f.Free(pages[i]);
+  EXPECT_EQ(fixed.GetStats().dirty_pages, 2u);
+  EXPECT_EQ(fixed.GetStats().uncommits, 10u);
+  for (std::size_t i = 12; i < pages.size(); ++i) f.Free(pages[i]);
 }
 
 // A clock the tests move by hand.

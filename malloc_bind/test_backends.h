@@ -7,7 +7,7 @@
 //    minimal backend: only the required members, so every default path of
 //    Api (memset calloc, copying realloc, unsized free) runs over it.
 //  * ElfBackend: elfmalloc's general allocator, as //elfc binds it (with its
-//    Reallocate).
+//    Reallocate and ReleaseFreeMemory).
 //  * RecordingBackend<kFull>: a fake over glibc's malloc that counts every
 //    call, can be told to fail the next N allocations (deterministic
 //    new-handler and out-of-memory tests), aborts if a sized free names a
@@ -113,6 +113,9 @@ struct ElfBackend {
   }
   static void* Reallocate(void* p, std::size_t n) noexcept {
     return elfmalloc::Reallocate(p, n);
+  }
+  static std::size_t ReleaseFreeMemory() noexcept {
+    return elfmalloc::ReleaseFreeMemory();
   }
 };
 
@@ -324,7 +327,8 @@ using FullBackend = RecordingBackend<true>;
 using MinimalBackend = RecordingBackend<false>;
 
 static_assert(Backend<BsallocBackend>);
-static_assert(Backend<ElfBackend>);
+static_assert(Backend<ElfBackend> && HasReallocate<ElfBackend> &&
+              HasReleaseFreeMemory<ElfBackend>);
 static_assert(Backend<FullBackend> && Backend<MinimalBackend>);
 static_assert(HasReallocate<FullBackend> && !HasReallocate<MinimalBackend>);
 static_assert(HasAllocateZeroed<FullBackend> &&
