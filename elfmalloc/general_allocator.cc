@@ -63,6 +63,88 @@ PageAlloc::Options Configure(PageAlloc::Options o) {
   return o;
 }
 
+// The checked build (ELFMALLOC_CHECKED, `--config=checked`): misuse aborts
+// with a message instead of corrupting the heap.
+//   * Double free (same thread or another, as long as the two frees do not
+//     race): a freed slab block's first word is set to FreeMarker(p), a
+//     value derived from its address; a free that finds it there aborts. An
+//     allocation clears it, so a live block never carries it unless the
+//     program writes that exact 64-bit value at that exact address.
+//   * Interior pointers: p must be an object start of its slab (exact
+//     divisibility by the class size, with a precomputed multiplicative
+//     inverse: no division) and of a large block (p == base + header).
+//   * Foreign pointers: a stamp that is not elfmalloc's already aborts in
+//     every build; a slab header whose metadata is not one of our classes too.
+// Not detected: a double free of a large block (its mapping is gone, so the
+// second free faults reading the header), and two frees of one block racing
+// each other on different threads.
+#if defined(ELFMALLOC_CHECKED)
+constexpr bool kChecked = true;
+#else
+constexpr bool kChecked = false;
+#endif
+
+std::uint64_t FreeMarker(const void* p) {
+  return 0xe1fc0ffee0ddba11ull ^
+         (static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(p)) *
+          0x9E3779B97F4A7C15ull);
+}
+
+// Exact-divisibility test by d = 2^shift * odd (Granlund and Montgomery):
+// x is a multiple of d iff its low `shift` bits are zero and
+// (x >> shift) * inverse(odd) mod 2^64 <= (2^64 - 1) / odd.
+struct Divisor {
+  unsigned shift = 0;
+  std::uint64_t inverse = 0;
+  std::uint64_t limit = 0;
+  static constexpr Divisor Of(std::uint64_t d) {
+    Divisor r;
+    while ((d & 1) == 0) {
+      d >>= 1;
+      ++r.shift;
+    }
+    std::uint64_t inv = d;  // Newton's iteration: 5 steps give 64 bits
+    for (int i = 0; i < 5; ++i) inv *= 2 - d * inv;
+    r.inverse = inv;
+    r.limit = ~std::uint64_t{0} / d;
+    return r;
+  }
+  constexpr bool Divides(std::uint64_t x) const {
+    if ((x & ((std::uint64_t{1} << shift) - 1)) != 0) return false;
+    return (x >> shift) * inverse <= limit;
+  }
+};
+
+ABSL_ATTRIBUTE_NOINLINE void CheckedFreeSlab(void* p, std::size_t page) {
+  const Slab* s = Slab::Find(p, page);
+  const SlabMetadata* m = s->metadata();
+  const std::size_t off = static_cast<std::size_t>(
+      static_cast<const char*>(p) - reinterpret_cast<const char*>(s));
+  if (off < m->objects_offset ||
+      !Divisor::Of(m->object_size).Divides(off - m->objects_offset) ||
+      off - m->objects_offset >= m->n_objects * m->object_size) {
+    ABSL_RAW_LOG(FATAL,
+                 "elfmalloc: free(%p): not the start of a block (interior "
+                 "pointer, or not from this allocator)",
+                 p);
+  }
+  std::uint64_t* word = static_cast<std::uint64_t*>(p);
+  if (*word == FreeMarker(p)) {
+    ABSL_RAW_LOG(FATAL, "elfmalloc: double free of %p", p);
+  }
+  *word = FreeMarker(p);
+}
+
+void CheckedFreeLarge(void* p) {
+  const LargeHeader* h = LargeHeaderOf(p);
+  if (static_cast<char*>(h->base) + h->header_space != p) {
+    ABSL_RAW_LOG(FATAL,
+                 "elfmalloc: free(%p): not the start of a large block "
+                 "(interior pointer)",
+                 p);
+  }
+}
+
 // One spin-locked slab allocator per class, for threads without a heap.
 struct Fallback {
   SpinLock lock;
@@ -244,13 +326,19 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassSlow(SizeClass c) {
 }
 
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* AllocClass(SizeClass c) {
+  void* p;
   if (ThreadHeap* th = CurrentThreadHeap(); ABSL_PREDICT_TRUE(th != nullptr)) {
-    void* p = th->Cache(c).Alloc();
-    if (ABSL_PREDICT_TRUE(p != nullptr)) return p;
-    errno = ENOMEM;
-    return nullptr;
+    p = th->Cache(c).Alloc();
+    if (ABSL_PREDICT_FALSE(p == nullptr)) {
+      errno = ENOMEM;
+      return nullptr;
+    }
+  } else {
+    p = AllocClassSlow(c);
   }
-  return AllocClassSlow(c);
+  // Checked build: a live block never carries the freed marker.
+  if (kChecked && p != nullptr) *static_cast<std::uint64_t*>(p) = 0;
+  return p;
 }
 
 // The slab page size for a slab stamp, 0 for large, aborts otherwise.
@@ -324,10 +412,12 @@ void Deallocate(void* p) noexcept {
   if (p == nullptr) return;
   const std::size_t page = SlabPageSize(ReadAllocType(p), p);
   if (page == 0) {
+    if (kChecked) CheckedFreeLarge(p);
     LargeFree(p);
     return;
   }
   const SlabRef r = ClassOfSlabPointer(p, page);
+  if (kChecked) CheckedFreeSlab(p, page);
   if (ThreadHeap* th = CurrentThreadHeap(); ABSL_PREDICT_TRUE(th != nullptr)) {
     th->Cache(r.cls).Free(p);
     return;
