@@ -314,7 +314,12 @@ void* FallbackAlloc(Heap* heap, SizeClass c) {
 
 ABSL_ATTRIBUTE_NOINLINE void* AllocClassSlow(SizeClass c) {
   Heap* heap = GetHeap();
-  if (heap == nullptr) return nullptr;
+  if (heap == nullptr) {
+    // Every call after a failed heap build fails the same way (only the
+    // build itself used to set errno).
+    errno = ENOMEM;
+    return nullptr;
+  }
   void* p;
   if (ThreadHeap* th = InitThreadHeap(heap->classes())) {
     p = th->Cache(c).Alloc();

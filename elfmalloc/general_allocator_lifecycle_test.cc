@@ -7,10 +7,12 @@
 // in the child).
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
@@ -35,6 +37,38 @@ std::size_t RssBytes() {
   std::fclose(f);
   return n == 2 ? resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE))
                 : 0;
+}
+
+// First in this file, so that the heap is not built yet when it forks: in a
+// child whose address space is exhausted, building the heap fails, and every
+// later slab-sized allocation must fail with ENOMEM too (the build used to be
+// the only call that set errno).
+TEST(GeneralAllocatorLifecycleTest, FailedHeapBuildSetsEnomemEveryTime) {
+#if defined(ADDRESS_SANITIZER)
+  GTEST_SKIP() << "ASan's shadow reservation does not fit under RLIMIT_AS";
+#endif
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::FILE* f = std::fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (f == nullptr || std::fscanf(f, "%lu", &pages) != 1) _exit(3);
+    std::fclose(f);
+    const rlim_t now = pages * static_cast<rlim_t>(sysconf(_SC_PAGESIZE));
+    struct rlimit rl = {now + (64 << 10), now + (64 << 10)};
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(4);
+    for (int i = 0; i < 3; ++i) {
+      errno = 0;
+      if (Allocate(16) != nullptr) _exit(5);
+      if (errno != ENOMEM) _exit(10 + i);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "exit 5: allocation succeeded; 10 + i: call i did not set ENOMEM";
 }
 
 // A burst of 256 MiB in 64 KiB blocks, all freed by the allocating thread:

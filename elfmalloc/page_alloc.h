@@ -47,10 +47,11 @@
 // group's first small page zeroed the stamp under its live siblings.)
 //
 // Contents of a page from Alloc() are unspecified (a previous slab's data, or
-// zeroes after an uncommit) except for the first word, which holds this
-// PageAlloc's stamp; users must leave it as it is (a Slab's header starts
-// with the same AllocType) because on a 2 MiB boundary it classifies the
-// pointers of the whole group. Slab::Init overwrites everything else it needs. Pages are never unmapped while the PageAlloc lives; destroying it
+// zeroes after an uncommit). On a 2 MiB boundary the first word holds this
+// PageAlloc's stamp, which classifies the pointers of the whole group, so
+// users must leave it as it is (a Slab's header starts with the same
+// AllocType); other pages' first word may read 0 until Slab::Init writes
+// the type. Slab::Init overwrites everything else it needs. Pages are never unmapped while the PageAlloc lives; destroying it
 // unmaps the pages still cached (pages handed out and not returned stay
 // mapped: their owner is responsible for them).
 //
