@@ -3,6 +3,7 @@
 #include "elfmalloc/general_allocator.h"
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <atomic>
 #include <cerrno>
@@ -31,14 +32,38 @@ namespace {
 
 
 // The reference's general allocator parameters (general.rs): cutoff 0.6,
-// whole page usable, 16 available queues. Its eager uncommit of 2 MiB slabs
+// whole page usable. Its fixed 16 available queues per class cost a bagpipe
+// segment each (26 x 16 x 4 KiB, ~1.7 MiB resident from the first malloc,
+// the biggest part of elfc's fixed overhead over glibc); we use 2 per CPU,
+// between 2 and 16 (its own TODO: "should depend on num_cpus"). Its eager uncommit of 2 MiB slabs
 // and its 1 MiB dirty budget are replaced by the page allocators' decay rule
 // (page_alloc.h): eager uncommit made every slab turnover of the 256 KiB..
 // 1 MiB classes an madvise plus hundreds of page faults (ring and producer-
 // consumer workloads ran at a quarter of glibc's speed), and 1 MiB held not
 // even one 2 MiB page.
 constexpr double kCutoff = 0.6;
-constexpr std::size_t kAvailableQueues = 16;
+std::size_t AvailableQueues() {
+  // sched_getaffinity fills a stack cpu_set_t: a system call, no allocation
+  // (unlike sysconf(_SC_NPROCESSORS_ONLN), which may read /sys through stdio).
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::size_t cpus = 1;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    cpus = static_cast<std::size_t>(CPU_COUNT(&set));
+  }
+  std::size_t q = absl::bit_ceil(2 * (cpus == 0 ? 1 : cpus));
+  return q < 2 ? 2 : (q > 16 ? 16 : q);
+}
+
+// Dirty-page thresholds per page size (page_alloc.h, the threshold rule):
+// 64 MiB of 256 KiB pages, so that a program that frees and reallocates a
+// batch of tens of MiB of small blocks keeps it committed (Hoard's
+// threadtest with 2 KiB objects ran 10x slower at 16 MiB); 16 MiB of 2 MiB
+// pages, because threads touch more and more of each cached medium page
+// (64 MiB let RSS creep by ~40 MiB over 2000 churning threads).
+// ELFMALLOC_MAX_DIRTY_MB overrides both.
+constexpr std::uint64_t kSmallDirtyMiB = 64;
+constexpr std::uint64_t kMediumDirtyMiB = 16;
 
 // Configuration from the environment, read once when the heap is built.
 // glibc's getenv scans environ without allocating; strtoull does not
@@ -55,10 +80,9 @@ std::uint64_t EnvU64(const char* name, std::uint64_t dflt) {
   return x;
 }
 
-PageAlloc::Options Configure(PageAlloc::Options o) {
+PageAlloc::Options Configure(PageAlloc::Options o, std::uint64_t dirty_mib) {
   o.decay_ms = EnvU64("ELFMALLOC_DECAY_MS", PageAlloc::kDefaultDecayMs);
-  const std::uint64_t mib = EnvU64("ELFMALLOC_MAX_DIRTY_MB",
-                                   PageAlloc::kDefaultMaxDirtyBytes >> 20);
+  const std::uint64_t mib = EnvU64("ELFMALLOC_MAX_DIRTY_MB", dirty_mib);
   o.max_dirty_bytes = mib > (SIZE_MAX >> 20) ? SIZE_MAX : mib << 20;
   return o;
 }
@@ -159,17 +183,18 @@ struct Fallback {
 class Heap {
  public:
   Heap() noexcept
-      : small_(Configure(PageAlloc::SmallPages())),
-        medium_(Configure(PageAlloc::MediumPages())) {}
+      : small_(Configure(PageAlloc::SmallPages(), kSmallDirtyMiB)),
+        medium_(Configure(PageAlloc::MediumPages(), kMediumDirtyMiB)) {}
 
   bool Init() noexcept {
     if (!small_.valid() || !medium_.valid()) return false;
+    const std::size_t queues = AvailableQueues();
     for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
       const SizeClass c(static_cast<std::uint8_t>(i));
       SlabClass::Options o;
       o.object_size = ClassSize(c);
       o.cutoff = kCutoff;
-      o.available_queues = kAvailableQueues;
+      o.available_queues = queues;
       PageAlloc* pa = ClassPageSize(c) == kSmallPageSize ? &small_ : &medium_;
       SlabClass* cls = ::new (&classes_[i]) SlabClass(pa, o);
       if (!cls->valid()) return false;  // leaked: the heap is unusable anyway
