@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
-# The main job: build libelfc.so and run the bundled workloads under elfc and
-# under the system malloc (and the peers: jemalloc, tcmalloc, mimalloc), side by
-# side, printing one table.
+# The main job: build libelfc.so and the workload programs, run every workload
+# under elfc, glibc, jemalloc, tcmalloc and mimalloc side by side
+# (tools/harness.py), and print throughput and peak-RSS tables with elfc's
+# ratios to glibc and to the best peer, and whether the targets are met.
 #
-#   ./run.sh                   quick: one interleaved run per allocator (~3 min)
-#   ./run.sh --reps=3          medians of 3 interleaved runs
-#   ./run.sh --filter=Pairs    only workloads matching a regex
+#   ./run.sh                   quick: threads 1 and 2, 3 interleaved runs of
+#                              0.5 s per allocator (~2 min)
+#   ./run.sh --full            threads 1, 2, 4, ... and nproc, 5 runs of 1 s;
+#                              rewrites info/performance.md and its plots
+#                              (installs python3-matplotlib if missing)
+#   ./run.sh --reps=5 --seconds=0.5 --threads=1,4 --workloads=larson,prodcons
+#            --allocators=elfc,glibc    overrides, passed to the harness
+#   ./run.sh --matrix          afterwards, also the Google Benchmark matrix
+#                              (//elfc:malloc_benchmark: pairs, 64K ring,
+#                              producer-consumer x 16 B..256 KiB) under each
+#                              allocator (elfc/compare_mallocs.py); with
+#                              --filter=REGEX, --min_time=S
 #   ./run.sh --packages        afterwards, also every package's own Google
 #                              Benchmark binary (bsalloc vs malloc, bagpipe vs
 #                              moodycamel, slab_alloc vs new/delete, ...)
 #
-# The workloads are //elfc:malloc_benchmark: alloc/free pairs, buffered pairs
-# (a ring of 64K live blocks) and producer-consumer (blocks freed by another
-# thread), at 16 B, 64 B, 1 KiB, 16 KiB and 256 KiB, 1 and 2 threads, through
-# plain malloc/free, run under each allocator with LD_PRELOAD
-# (elfc/compare_mallocs.py). Installs missing Debian packages first, including
-# the peers (libjemalloc2, libtcmalloc-minimal4, libmimalloc2.0).
+# The workloads (tools/workloads/README.md): threadtest (Hoard), shbench
+# (SmartHeap-style), prodcons (blocks freed by another thread), larson (server
+# churn with thread replacement) and pair_latency, each a plain program run
+# with LD_PRELOAD. Installs missing Debian packages first, including the peers
+# (libjemalloc2, libtcmalloc-minimal4, libmimalloc2.0); a missing peer is
+# skipped with a note. Bazel options from the environment, if set:
+# BAZEL_STARTUP_OPTS (e.g. --output_base=DIR), BAZEL_BUILD_OPTS (e.g.
+# --local_cpu_resources=1).
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=tools/setup.sh
@@ -24,35 +36,66 @@ allocators_setup
 allocators_ensure_packages libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 || \
   echo "run.sh: peers not installed; comparing with what is there" >&2
 
-reps=1
+full=0
+matrix=0
+packages=0
 min_time=${BENCH_MIN_TIME:-0.1}
 filter=""
-packages=0
+harness_args=()
 for arg in "$@"; do
   case "$arg" in
-    --reps=*) reps="${arg#--reps=}" ;;
+    --full) full=1; harness_args+=(--full) ;;
+    --reps=*|--seconds=*|--threads=*|--workloads=*|--allocators=*) harness_args+=("$arg") ;;
+    --matrix) matrix=1 ;;
     --filter=*) filter="${arg#--filter=}" ;;
     --min_time=*) min_time="${arg#--min_time=}" ;;
     --packages) packages=1 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
 done
 
-echo "=== building libelfc.so and the workloads"
-bazel build --curses=no --color=no //elfc:libelfc.so //elfc:malloc_benchmark 2>&1 | \
-  grep -E '^(ERROR|FAILED|INFO: Build completed)' || true
-bazel build --curses=no //elfc:libelfc.so //elfc:malloc_benchmark >/dev/null 2>&1 || {
-  echo "run.sh: build failed (run: bazel build //elfc:all)" >&2; exit 1; }
-bin_dir=$(bazel info bazel-bin 2>/dev/null)
+# shellcheck disable=SC2206  # word-splitting the option lists is intended
+startup=(${BAZEL_STARTUP_OPTS:-})
+# shellcheck disable=SC2206
+build_opts=(${BAZEL_BUILD_OPTS:-})
+bazel_build() {
+  local log
+  log=$(mktemp -t allocators-run-build.XXXXXX)
+  if ! bazel "${startup[@]}" build --curses=no --color=no "${build_opts[@]}" "$@" >"$log" 2>&1; then
+    grep -E '^(ERROR|FAILED)' "$log" >&2 || tail -20 "$log" >&2
+    echo "run.sh: build failed: bazel build $* (full log: $log)" >&2
+    exit 1
+  fi
+  rm -f "$log"
+}
 
-echo "=== workloads through malloc/free, $(nproc) CPUs, ${reps} interleaved run(s) per allocator"
-/usr/bin/python3 elfc/compare_mallocs.py --bin_dir="$bin_dir" --reps="$reps" \
-  --min_time="$min_time" ${filter:+--filter="$filter"}
+if [ "$full" = 1 ]; then
+  allocators_ensure_packages python3-matplotlib || \
+    echo "run.sh: python3-matplotlib not installed; the report will have no plots" >&2
+fi
+
+echo "=== building libelfc.so and the workloads"
+targets=(//elfc:libelfc.so //tools/workloads:all)
+[ "$matrix" = 1 ] && targets+=(//elfc:malloc_benchmark)
+bazel_build "${targets[@]}"
+bin_dir=$(bazel "${startup[@]}" info "${build_opts[@]}" bazel-bin 2>/dev/null)
+
+echo "=== workloads under each allocator, $(nproc) CPUs (progress on stderr)"
+status=0
+/usr/bin/python3 tools/harness.py --bin_dir="$bin_dir" \
+  --command="./run.sh${*:+ $*}" "${harness_args[@]}" || status=$?
+
+if [ "$matrix" = 1 ]; then
+  echo
+  echo "=== the Google Benchmark matrix (//elfc:malloc_benchmark) through malloc/free"
+  /usr/bin/python3 elfc/compare_mallocs.py --bin_dir="$bin_dir" --reps=1 \
+    --min_time="$min_time" ${filter:+--filter="$filter"}
+fi
 
 if [ "$packages" = 1 ]; then
-  bazel build --curses=no //... >/dev/null 2>&1 || { echo "run.sh: build //... failed" >&2; exit 1; }
-  mapfile -t benches < <(bazel query --noshow_progress 'attr(tags, "\bbenchmark\b", kind("cc_binary", //...))' 2>/dev/null | sort)
+  bazel_build //...
+  mapfile -t benches < <(bazel "${startup[@]}" query --noshow_progress 'attr(tags, "\bbenchmark\b", kind("cc_binary", //...))' 2>/dev/null | sort)
   for label in "${benches[@]}"; do
     [ "$label" = "//elfc:malloc_benchmark" ] && continue
     path="$bin_dir/$(echo "${label#//}" | tr ':' '/')"
@@ -61,3 +104,4 @@ if [ "$packages" = 1 ]; then
     "$path" --benchmark_min_time="$min_time" --benchmark_counters_tabular=true
   done
 fi
+exit "$status"
