@@ -28,7 +28,17 @@
 // that takes a global mutex and has no fork handlers: the test fails within
 // ~10 s with "child of fork #N ... its watchdog fired".)
 //
-// Usage: fork [--forks=N]
+// With --forkers=K (default 1), K worker threads fork (concurrently with
+// each other and with the main thread) while at least two more allocate:
+// half of the forks are then made by the workers, the rest by the main
+// thread. With --runs=N the program runs itself N times in a row as fresh
+// processes (posix_spawn of /proc/self/exe, same arguments otherwise, so
+// the preload and everything else are the same) and fails on the first run
+// that fails or hangs (each run is killed after its own deadline): the
+// "100 consecutive runs" of the long tier (tools/reliability_long.sh) is
+// `fork --forkers=3 --runs=100`.
+//
+// Usage: fork [--forks=N] [--forkers=K] [--runs=N]
 #include <signal.h>
 #include <spawn.h>
 #include <pthread.h>
@@ -249,33 +259,99 @@ void* WorkerMain(void* arg) {
 
 }  // namespace
 
+// The deadline of one whole run of this program with `total_forks` forks.
+unsigned RunDeadlineSeconds(std::uint64_t total_forks) {
+  return 60u + 2u * static_cast<unsigned>(kChildDeadlineSeconds) +
+         static_cast<unsigned>(total_forks / 5);
+}
+
+// --runs=N: runs this program (without --runs) N times, one after the
+// other, each as a fresh process with a deadline.
+int RunRepeatedly(int argc, char** argv, int runs, std::uint64_t total_forks) {
+  char* child_argv[64];
+  int n = 0;
+  for (int i = 0; i < argc && n < 63; ++i) {
+    if (strncmp(argv[i], "--runs=", 7) != 0) child_argv[n++] = argv[i];
+  }
+  child_argv[n] = nullptr;
+  const unsigned deadline = RunDeadlineSeconds(total_forks) + 10;
+  for (int run = 1; run <= runs; ++run) {
+    pid_t pid;
+    const int rc = posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr,
+                               child_argv, environ);
+    ELFC_CHECK(rc == 0, "posix_spawn of run %d: %d", run, rc);
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+      int status = 0;
+      const pid_t r = waitpid(pid, &status, WNOHANG);
+      ELFC_CHECK(r >= 0, "waitpid");
+      if (r == pid) {
+        ELFC_CHECK(!WIFSIGNALED(status), "run %d of %d died of signal %d",
+                   run, runs, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        ELFC_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                   "run %d of %d exited with status %d (124: a watchdog "
+                   "fired, i.e. it hung)",
+                   run, runs, WEXITSTATUS(status));
+        break;
+      }
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      if (now.tv_sec - start.tv_sec > static_cast<time_t>(deadline)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        ELFC_CHECK(false, "run %d of %d hung for %u s: killed", run, runs,
+                   deadline);
+      }
+      struct timespec pause = {0, 20000000};  // 20 ms
+      nanosleep(&pause, nullptr);
+    }
+  }
+  printf("fork: PASS %d consecutive runs, no failure and no hang\n", runs);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   elfc::test::CheckPreload("fork");
   const int scale = elfc::test::StressScale();
   std::uint64_t total_forks = 200 * static_cast<std::uint64_t>(scale);
+  int forkers = 1;
+  int runs = 0;
   for (int i = 1; i < argc; ++i) {
     if (strncmp(argv[i], "--forks=", 8) == 0) {
       total_forks = strtoull(argv[i] + 8, nullptr, 10);
+    } else if (strncmp(argv[i], "--forkers=", 10) == 0) {
+      forkers = atoi(argv[i] + 10);
+    } else if (strncmp(argv[i], "--runs=", 7) == 0) {
+      runs = atoi(argv[i] + 7);
     }
   }
+  ELFC_CHECK(forkers >= 1 && forkers <= 6, "--forkers must be 1 .. 6");
+  fflush(stdout);
+  if (runs > 0) return RunRepeatedly(argc, argv, runs, total_forks);
   // Everything in the parent (forks, waits) must finish in this time.
-  elfc::test::StartWatchdog(
-      60u + 2u * static_cast<unsigned>(kChildDeadlineSeconds) +
-          static_cast<unsigned>(total_forks / 5),
-      "fork (parent)");
+  elfc::test::StartWatchdog(RunDeadlineSeconds(total_forks), "fork (parent)");
   // No stdio buffer of the parent may be duplicated into children.
   fflush(stdout);
 
   Rng rng(0xf04c);
   for (Block& b : g_prefork) b = Allocate(rng, 128 * 1024);
 
-  constexpr int kWorkers = 3;
-  const std::uint64_t worker_forks = total_forks / 4;
+  // Workers 0 .. forkers-1 fork; at least two more only allocate.
+  constexpr int kMaxWorkers = 8;
+  const int workers = forkers + 2 > 3 ? forkers + 2 : 3;
+  const std::uint64_t worker_forks =
+      forkers == 1 ? total_forks / 4 : total_forks / 2;
   const std::uint64_t main_forks = total_forks - worker_forks;
-  pthread_t tids[kWorkers];
-  WorkerArgs args[kWorkers];
-  for (int i = 0; i < kWorkers; ++i) {
-    args[i] = {i, i == 0 ? worker_forks : 0};
+  pthread_t tids[kMaxWorkers];
+  WorkerArgs args[kMaxWorkers];
+  for (int i = 0; i < workers; ++i) {
+    std::uint64_t mine = 0;
+    if (i < forkers) {
+      mine = worker_forks / static_cast<std::uint64_t>(forkers);
+      if (i == 0) mine += worker_forks % static_cast<std::uint64_t>(forkers);
+    }
+    args[i] = {i, mine};
     ELFC_CHECK(pthread_create(&tids[i], nullptr, WorkerMain, &args[i]) == 0,
                "pthread_create");
   }
@@ -290,17 +366,18 @@ int main(int argc, char** argv) {
     if (i % 20 == 0) SpawnTrue();
   }
   g_stop.store(true);
-  for (int i = 0; i < kWorkers; ++i) pthread_join(tids[i], nullptr);
+  for (int i = 0; i < workers; ++i) pthread_join(tids[i], nullptr);
   for (Block& b : own) Release(b, "main at the end");
   for (Block& b : g_prefork) Release(b, "main at the end");
   ELFC_CHECK(g_forks.load() == total_forks, "forked %llu of %llu",
              static_cast<unsigned long long>(g_forks.load()),
              static_cast<unsigned long long>(total_forks));
-  printf("fork: PASS %llu forks (%llu by the main thread, %llu by a worker) "
+  printf("fork: PASS %llu forks (%llu by the main thread, %llu by %s) "
          "while %d threads allocated (%llu operations), %llu posix_spawns\n",
          static_cast<unsigned long long>(total_forks),
          static_cast<unsigned long long>(main_forks),
-         static_cast<unsigned long long>(worker_forks), kWorkers,
+         static_cast<unsigned long long>(worker_forks),
+         forkers == 1 ? "a worker" : "several workers", workers,
          static_cast<unsigned long long>(g_worker_ops.load()),
          static_cast<unsigned long long>(g_spawns.load()));
   return 0;
