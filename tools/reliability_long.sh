@@ -17,10 +17,11 @@
 #            very slow ones; see there).
 #   bazel    this repository's own `bazel build //...` in a FRESH output base
 #            (DIR/bazel_output_base) with libelfc.so preloaded into the Bazel
-#            client and server (a JVM) and, through --action_env, into every
-#            build action (gcc, cc1plus, as, ld, ar, the genrules' shells);
-#            checked by reading /proc/<server pid>/maps and the action
-#            environment in `bazel aquery`.
+#            client, the server (a JVM: through a --server_javabase wrapper,
+#            since the client drops LD_PRELOAD) and, through --action_env,
+#            every build action (gcc, cc1plus, as, ld, ar, the genrules'
+#            shells); checked by reading /proc/<server pid>/maps and the
+#            actions' environment in `bazel aquery`.
 #   fork     `fork --forkers=3 --runs=N` under libelfc.so (default N = 100):
 #            N consecutive fresh processes, each forking 200 times from 3
 #            worker threads and the main thread while 2 more threads
@@ -189,9 +190,7 @@ if want cpython; then
     record "- glibc: $n modules, $ok_g passed, regrtest says \"$(grep -E '^Tests result:' "$out/cpython-glibc/regrtest.log" | tail -1)\", $((secs_glibc / 60)) min"
     record "- elfc:  $(wc -l < "$out/cpython-elfc/results") modules, $ok_e passed, regrtest says \"$(grep -E '^Tests result:' "$out/cpython-elfc/regrtest.log" | tail -1)\", $((secs_elfc / 60)) min"
     for alloc in glibc elfc; do
-      others=$(grep -v ' passed$' "$out/cpython-$alloc/results" | awk '{ $1 = $1; print }' | sed 's/^/  /')
-      record "- not passed under $alloc: $(grep -vc ' passed$' "$out/cpython-$alloc/results")"
-      [ -n "$others" ] && record "$(echo "$others" | sed 's/^  /    - /')"
+      record "- not passed under $alloc ($(grep -vc ' passed$' "$out/cpython-$alloc/results")): $(grep -v ' passed$' "$out/cpython-$alloc/results" | sed 's/ \(.*\)/ (\1)/' | paste -sd, - | sed 's/,/, /g')"
     done
     if diff "$out/cpython-glibc/results" "$out/cpython-elfc/results" > "$out/cpython.diff"; then
       record "- **same result for every module** under glibc and elfc"
@@ -209,29 +208,46 @@ if want bazel; then
   log "bazel: fresh output base $ob, bazel build //... with libelfc.so preloaded"
   [ -d "$ob" ] && "$bazel_cmd" --output_base="$ob" shutdown >/dev/null 2>&1
   rm -rf "$ob"
+  # The Bazel client drops LD_PRELOAD from the server's environment
+  # ("ignoring LD_PRELOAD in environment"), so the server (a JVM) gets the
+  # preload through --server_javabase: a copy of its JDK made of symlinks,
+  # whose bin/java sets LD_PRELOAD and execs the real java.
+  real_jdk=$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")
+  jdk=$out/jdk-with-elfc
+  rm -rf "$jdk"
+  mkdir -p "$jdk/bin"
+  for f in "$real_jdk"/*; do [ "$(basename "$f")" = bin ] || ln -s "$f" "$jdk/"; done
+  for f in "$real_jdk"/bin/*; do [ "$(basename "$f")" = java ] || ln -s "$f" "$jdk/bin/"; done
+  printf '#!/bin/sh\nLD_PRELOAD=%s exec %s/bin/java "$@"\n' "$lib" "$real_jdk" > "$jdk/bin/java"
+  chmod +x "$jdk/bin/java"
+  bz=("$bazel_cmd" --output_base="$ob" --server_javabase="$jdk")
   t0=$(date +%s)
-  LD_PRELOAD=$lib "$bazel_cmd" --output_base="$ob" build \
-      "${bflags[@]+"${bflags[@]}"}" --symlink_prefix="$out/bazel-" \
-      --action_env=LD_PRELOAD="$lib" //... > "$out/bazel-build.log" 2>&1
+  LD_PRELOAD=$lib "${bz[@]}" build "${bflags[@]+"${bflags[@]}"}" \
+      --symlink_prefix="$out/bazel-" --action_env=LD_PRELOAD="$lib" //... \
+      > "$out/bazel-build.log" 2>&1
   rc=$?
   secs=$(( $(date +%s) - t0 ))
-  pid=$(LD_PRELOAD=$lib "$bazel_cmd" --output_base="$ob" info server_pid 2>/dev/null)
+  pid=$("${bz[@]}" info server_pid 2>/dev/null)
   in_server=no
   if [ -n "$pid" ] && grep -q "$(basename "$lib")" "/proc/$pid/maps" 2>/dev/null; then
     in_server=yes
   fi
-  in_actions=$(LD_PRELOAD=$lib "$bazel_cmd" --output_base="$ob" aquery \
-      "${bflags[@]+"${bflags[@]}"}" --action_env=LD_PRELOAD="$lib" \
-      'mnemonic("CppCompile", //elfc:libelfc.so)' 2>/dev/null | grep -c "LD_PRELOAD=$lib" || true)
+  query='mnemonic("CppCompile", deps(//elfc:libelfc.so))'
+  aq=$("${bz[@]}" aquery "${bflags[@]+"${bflags[@]}"}" --symlink_prefix="$out/bazel-" \
+      --action_env=LD_PRELOAD="$lib" "$query" 2>/dev/null)
+  compiles=$(echo "$aq" | grep -c '^action ' || true)
+  preloaded=$(echo "$aq" | grep -c "Environment: .*LD_PRELOAD=$lib" || true)
   actions=$(grep -oE '[0-9]+ total actions' "$out/bazel-build.log" | tail -1)
-  targets=$(LD_PRELOAD=$lib "$bazel_cmd" --output_base="$ob" query //... 2>/dev/null | wc -l)
+  targets=$("${bz[@]}" query //... 2>/dev/null | wc -l)
   record "## bazel build //... ($targets targets) in a fresh output base, elfc preloaded"
   record ""
   record "- exit status $rc, $actions, $((secs / 60)) min $((secs % 60)) s"
-  record "- libelfc.so mapped in the Bazel server (JVM, pid $pid): $in_server; LD_PRELOAD in the environment of $in_actions of the compile actions checked"
+  record "- libelfc.so mapped in the Bazel server (JVM, pid $pid): $in_server; LD_PRELOAD=libelfc.so in the environment of $preloaded of the $compiles compile actions of //elfc:libelfc.so and its deps (bazel aquery)"
   [ "$rc" -eq 0 ] || fail "bazel build //... with elfc preloaded (see $out/bazel-build.log)"
   [ "$in_server" = yes ] || fail "bazel: the server did not have libelfc.so mapped"
-  "$bazel_cmd" --output_base="$ob" shutdown >/dev/null 2>&1
+  [ "$compiles" -gt 0 ] && [ "$preloaded" -eq "$compiles" ] ||
+    fail "bazel: LD_PRELOAD missing from build actions"
+  "${bz[@]}" shutdown >/dev/null 2>&1
   record ""
 fi
 
