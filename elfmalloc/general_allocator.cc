@@ -195,6 +195,9 @@ class Heap {
       o.object_size = ClassSize(c);
       o.cutoff = kCutoff;
       o.available_queues = queues;
+      // Slab::TagOf gives class + 1 (0, what untagged fresh memory reads,
+      // is no class).
+      o.tag = static_cast<std::uint8_t>(i + 1);
       PageAlloc* pa = ClassPageSize(c) == kSmallPageSize ? &small_ : &medium_;
       SlabClass* cls = ::new (&classes_[i]) SlabClass(pa, o);
       if (!cls->valid()) return false;  // leaked: the heap is unusable anyway
@@ -347,7 +350,7 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassSlow(SizeClass c) {
   }
   void* p;
   if (ThreadHeap* th = InitThreadHeap(heap->classes())) {
-    p = th->Cache(c).Alloc();
+    p = th->Alloc(c);
   } else {
     p = FallbackAlloc(heap, c);
   }
@@ -358,7 +361,7 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassSlow(SizeClass c) {
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* AllocClass(SizeClass c) {
   void* p;
   if (ThreadHeap* th = CurrentThreadHeap(); ABSL_PREDICT_TRUE(th != nullptr)) {
-    p = th->Cache(c).Alloc();
+    p = th->Alloc(c);
     if (ABSL_PREDICT_FALSE(p == nullptr)) {
       errno = ENOMEM;
       return nullptr;
@@ -371,39 +374,46 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* AllocClass(SizeClass c) {
   return p;
 }
 
-// The slab page size for a slab stamp, 0 for large, aborts otherwise.
-std::size_t SlabPageSize(AllocType t, const void* p) {
-  switch (t) {
-    case AllocType::kSmallSlab:
-      return kSmallPageSize;
-    case AllocType::kMediumSlab:
-      return kMediumPageSize;
-    case AllocType::kLarge:
-      return 0;
-    default:
-      ABSL_RAW_LOG(FATAL, "elfmalloc: %p was not allocated by elfmalloc", p);
-      return 0;
-  }
+ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieNotOurs(const void* p) {
+  ABSL_RAW_LOG(FATAL, "elfmalloc: %p was not allocated by elfmalloc", p);
 }
 
-struct SlabRef {
-  Heap* heap;
-  SizeClass cls;
-};
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsSlabType(AllocType t) {
+  static_assert(static_cast<int>(AllocType::kSmallSlab) == 1 &&
+                static_cast<int>(AllocType::kMediumSlab) == 2);
+  return static_cast<std::uint64_t>(t) - 1 < 2;
+}
 
-// The class of a slab pointer p with stamp page size `page`.
-SlabRef ClassOfSlabPointer(const void* p, std::size_t page) {
+// The class of a slab pointer, from its slab's tag (Slab::TagOf: the same
+// cache line as the stamp; the tag is class + 1). A tag that is not a class
+// (0: an untagged slab of some other allocator) aborts.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline SizeClass TagClass(const void* p) {
+  const unsigned c = static_cast<unsigned>(Slab::TagOf(p)) - 1u;
+  if (ABSL_PREDICT_FALSE(c >= kNumSizeClasses)) DieNotOurs(p);
+  return SizeClass(static_cast<std::uint8_t>(c));
+}
+
+// The checked build's slab checks, plus agreement of the tag with the
+// slab's metadata (a stale or forged tag would otherwise go unnoticed).
+ABSL_ATTRIBUTE_NOINLINE void CheckedFreeSlabOfClass(void* p, AllocType t,
+                                                    SizeClass c) {
+  const std::size_t page =
+      t == AllocType::kSmallSlab ? kSmallPageSize : kMediumPageSize;
   Heap* heap = g_heap.load(std::memory_order_acquire);
   if (heap == nullptr) {
     ABSL_RAW_LOG(FATAL, "elfmalloc: %p freed before any allocation", p);
   }
-  const Slab* s = Slab::Find(p, page);
-  return {heap, heap->ClassOf(s->metadata())};
+  if (heap->ClassOf(Slab::Find(p, page)->metadata()).index() != c.index()) {
+    ABSL_RAW_LOG(FATAL, "elfmalloc: %p: slab tag and metadata disagree", p);
+  }
+  CheckedFreeSlab(p, page);
 }
 
-ABSL_ATTRIBUTE_NOINLINE void FreeSlow(Heap* heap, SizeClass c, void* p) {
+ABSL_ATTRIBUTE_NOINLINE void FreeSlow(SizeClass c, void* p) {
+  Heap* heap = g_heap.load(std::memory_order_acquire);
+  if (heap == nullptr) DieNotOurs(p);  // a tag, but no heap: not ours
   if (ThreadHeap* th = InitThreadHeap(heap->classes())) {
-    th->Cache(c).Free(p);
+    th->Free(c, p);
     return;
   }
   Fallback& f = heap->fallback(c);
@@ -440,42 +450,48 @@ void* Allocate(std::size_t n, std::size_t align) noexcept {
 
 void Deallocate(void* p) noexcept {
   if (p == nullptr) return;
-  const std::size_t page = SlabPageSize(ReadAllocType(p), p);
-  if (page == 0) {
-    if (kChecked) CheckedFreeLarge(p);
-    LargeFree(p);
+  // One cache line classifies p: the stamp and the tag table of its 2 MiB
+  // region (alloc_type.h, slab.h "Tags").
+  const AllocType t = ReadAllocType(p);
+  if (ABSL_PREDICT_TRUE(IsSlabType(t))) {
+    const SizeClass c = TagClass(p);
+    if (kChecked) CheckedFreeSlabOfClass(p, t, c);
+    if (ThreadHeap* th = CurrentThreadHeap();
+        ABSL_PREDICT_TRUE(th != nullptr)) {
+      th->Free(c, p);
+      return;
+    }
+    FreeSlow(c, p);
     return;
   }
-  const SlabRef r = ClassOfSlabPointer(p, page);
-  if (kChecked) CheckedFreeSlab(p, page);
-  if (ThreadHeap* th = CurrentThreadHeap(); ABSL_PREDICT_TRUE(th != nullptr)) {
-    th->Cache(r.cls).Free(p);
-    return;
-  }
-  FreeSlow(r.heap, r.cls, p);
+  if (t != AllocType::kLarge) DieNotOurs(p);
+  if (kChecked) CheckedFreeLarge(p);
+  LargeFree(p);
 }
 
 std::size_t UsableSize(const void* p) noexcept {
   if (p == nullptr) return 0;
-  const std::size_t page = SlabPageSize(ReadAllocType(p), p);
-  if (page == 0) return LargeUsableSize(p);
-  return ClassSize(ClassOfSlabPointer(p, page).cls);
+  const AllocType t = ReadAllocType(p);
+  if (IsSlabType(t)) return ClassSize(TagClass(p));
+  if (t != AllocType::kLarge) DieNotOurs(p);
+  return LargeUsableSize(p);
 }
 
 void* Reallocate(void* p, std::size_t n) noexcept {
   if (p == nullptr) return Allocate(n);
-  const std::size_t page = SlabPageSize(ReadAllocType(p), p);
-  if (page == 0) {
-    // Large: a size that fits a class moves to a slab (a whole mapping for
-    // <= 1 MiB is wasteful); otherwise mremap, which grows or shrinks.
-    if (!IsSlabSize(n)) return LargeRealloc(p, n);
-  } else {
-    const std::size_t old = ClassSize(ClassOfSlabPointer(p, page).cls);
+  const AllocType t = ReadAllocType(p);
+  if (IsSlabType(t)) {
+    const std::size_t old = ClassSize(TagClass(p));
     if (n <= old) {
       // Shrink only when it saves at least half the block.
       const std::size_t now = ClassSize(SizeToClass(n));
       if (now > old / 2) return p;
     }
+  } else {
+    if (t != AllocType::kLarge) DieNotOurs(p);
+    // Large: a size that fits a class moves to a slab (a whole mapping for
+    // <= 1 MiB is wasteful); otherwise mremap, which grows or shrinks.
+    if (!IsSlabSize(n)) return LargeRealloc(p, n);
   }
   void* q = Allocate(n);
   if (q == nullptr) return nullptr;
@@ -490,6 +506,9 @@ void MarkThreadIdle() noexcept { ReleaseThreadHeap(); }
 std::size_t ReleaseFreeMemory() noexcept {
   Heap* heap = g_heap.load(std::memory_order_acquire);
   if (heap == nullptr) return 0;
+  // Retired threads' heaps first: their cached objects and claimed slabs
+  // may be what keeps pages from being free.
+  ReleasePooledThreadHeaps();
   std::size_t bytes = 0;
   for (PageAlloc* pa : {&heap->small(), &heap->medium()}) {
     // A temporary handle (bagpipe handles are cheap, bsalloc-backed).

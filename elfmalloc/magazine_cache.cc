@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "absl/base/macros.h"
 #include "absl/numeric/bits.h"
 #include "mmap_alloc/mmap_alloc.h"
 
@@ -23,7 +24,7 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
   if (m == nullptr) return;  // capacity 0: frees go straight to the slabs
   map_ = m;
   map_bytes_ = bytes;
-  capacity_ = capacity;
+  capacity_ = static_cast<std::uint32_t>(capacity);
   char* p = static_cast<char*>(m);
   stack_ = reinterpret_cast<void**>(p);
   p += capacity * sizeof(void*);
@@ -45,13 +46,14 @@ void MagazineCache::Destroy() noexcept {
 }
 
 MagazineCache::MagazineCache(MagazineCache&& o) noexcept
-    : slabs_(std::move(o.slabs_)),
-      stack_(std::exchange(o.stack_, nullptr)),
+    : stack_(std::exchange(o.stack_, nullptr)),
+      top_(o.top_.exchange(0, std::memory_order_relaxed)),
+      capacity_(std::exchange(o.capacity_, 0)),
+      from_slabs_(o.from_slabs_.exchange(0, std::memory_order_relaxed)),
+      to_slabs_(o.to_slabs_.exchange(0, std::memory_order_relaxed)),
+      slabs_(std::move(o.slabs_)),
       cells_(std::exchange(o.cells_, nullptr)),
       touched_(std::exchange(o.touched_, nullptr)),
-      capacity_(std::exchange(o.capacity_, 0)),
-      top_(std::exchange(o.top_, 0)),
-      net_(o.net_.exchange(0, std::memory_order_relaxed)),
       table_shift_(o.table_shift_),
       map_bytes_(std::exchange(o.map_bytes_, 0)),
       map_(std::exchange(o.map_, nullptr)) {}
@@ -59,14 +61,17 @@ MagazineCache::MagazineCache(MagazineCache&& o) noexcept
 MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
   if (this != &o) {
     Destroy();
-    slabs_ = std::move(o.slabs_);
     stack_ = std::exchange(o.stack_, nullptr);
+    top_.store(o.top_.exchange(0, std::memory_order_relaxed),
+               std::memory_order_relaxed);
+    capacity_ = std::exchange(o.capacity_, 0);
+    from_slabs_.store(o.from_slabs_.exchange(0, std::memory_order_relaxed),
+                      std::memory_order_relaxed);
+    to_slabs_.store(o.to_slabs_.exchange(0, std::memory_order_relaxed),
+                    std::memory_order_relaxed);
+    slabs_ = std::move(o.slabs_);
     cells_ = std::exchange(o.cells_, nullptr);
     touched_ = std::exchange(o.touched_, nullptr);
-    capacity_ = std::exchange(o.capacity_, 0);
-    top_ = std::exchange(o.top_, 0);
-    net_.store(o.net_.exchange(0, std::memory_order_relaxed),
-               std::memory_order_relaxed);
     table_shift_ = o.table_shift_;
     map_bytes_ = std::exchange(o.map_bytes_, 0);
     map_ = std::exchange(o.map_, nullptr);
@@ -74,9 +79,30 @@ MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
   return *this;
 }
 
+void* MagazineCache::AllocSlow() noexcept {
+  void* p = slabs_.Alloc();
+  if (p != nullptr) Add(from_slabs_, 1);
+  return p;
+}
+
+void MagazineCache::FreeSlow(void* p) noexcept {
+  if (capacity_ == 0) {
+    Add(to_slabs_, 1);
+    slabs_.Free(p);
+    return;
+  }
+  Flush(capacity_ / 2);
+  const bool cached = TryFree(p);
+  ABSL_ASSERT(cached);
+  (void)cached;
+}
+
 void MagazineCache::Flush(std::size_t from) noexcept {
+  const std::size_t top = top_.load(std::memory_order_relaxed);
+  if (top <= from) return;
+  Add(to_slabs_, static_cast<std::int64_t>(top - from));
   std::size_t n_touched = 0;
-  for (std::size_t i = from; i < top_; ++i) {
+  for (std::size_t i = from; i < top; ++i) {
     void* p = stack_[i];
     Slab* s = slabs_.SlabOf(p);
     const Slab::BitPosition pos = s->PositionOf(p);
@@ -103,7 +129,7 @@ void MagazineCache::Flush(std::size_t from) noexcept {
     slabs_.BulkFree(c.slab, c.word, c.mask);
     c = Cell{nullptr, 0, 0};
   }
-  top_ = from;
+  top_.store(static_cast<std::uint32_t>(from), std::memory_order_relaxed);
 }
 
 }  // namespace elfmalloc

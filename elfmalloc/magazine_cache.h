@@ -44,6 +44,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "elfmalloc/slab.h"
 #include "elfmalloc/slab_allocator.h"
 
@@ -75,48 +77,68 @@ class MagazineCache {
 
   bool valid() const noexcept { return slabs_.valid(); }
   std::size_t capacity() const noexcept { return capacity_; }
-  std::size_t cached() const noexcept { return top_; }
+  std::size_t cached() const noexcept {
+    return top_.load(std::memory_order_relaxed);
+  }
   const SlabMetadata& metadata() const noexcept { return slabs_.metadata(); }
 
-  void* Alloc() noexcept {
-    if (top_ != 0) {
-      Count(1);
-      return stack_[--top_];
-    }
-    void* p = slabs_.Alloc();
-    if (p != nullptr) Count(1);
-    return p;
+  // The fast paths: a cached object or nullptr; true if p was cached. They
+  // touch only the first cache line of the object (stack_, top_, capacity_)
+  // and the stack slot, and count nothing: the statistics derive from the
+  // slow paths' counters and top_ (net_allocations). An invalid (default)
+  // cache has capacity 0 and an empty stack, so both fail and the caller's
+  // slow path may create it.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE void* TryAlloc() noexcept {
+    const std::uint32_t t = top_.load(std::memory_order_relaxed);
+    if (ABSL_PREDICT_FALSE(t == 0)) return nullptr;
+    top_.store(t - 1, std::memory_order_relaxed);
+    return stack_[t - 1];
+  }
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryFree(void* p) noexcept {
+    const std::uint32_t t = top_.load(std::memory_order_relaxed);
+    if (ABSL_PREDICT_FALSE(t >= capacity_)) return false;
+    stack_[t] = p;
+    top_.store(t + 1, std::memory_order_relaxed);
+    return true;
   }
 
-  void Free(void* p) noexcept {
-    Count(-1);
-    if (top_ == capacity_) {
-      if (capacity_ == 0) {
-        slabs_.Free(p);
-        return;
-      }
-      Flush(capacity_ / 2);
-    }
-    stack_[top_++] = p;
+  void* Alloc() noexcept {
+    void* p = TryAlloc();
+    return p != nullptr ? p : AllocSlow();
   }
+  void Free(void* p) noexcept {
+    if (!TryFree(p)) FreeSlow(p);
+  }
+  // When the stack is empty: an object from the slabs (nullptr on OOM).
+  void* AllocSlow() noexcept;
+  // When the stack is full: flush its upper half, then cache p (or, with
+  // capacity 0, free p to its slab).
+  void FreeSlow(void* p) noexcept;
 
   // Frees every cached object back to the slabs.
   void FlushAll() noexcept { Flush(0); }
+  // Frees cached objects back to the slabs until at most n remain.
+  void FlushTo(std::size_t n) noexcept {
+    if (cached() > n) Flush(n);
+  }
 
   // Allocations minus frees made through this cache (negative when it frees
   // more objects than it hands out, e.g. a consumer thread). Summed over all
-  // caches of a class it is the number of objects the users hold. Any thread
-  // may read it (statistics); only the owner writes it.
+  // caches of a class it is the number of objects the users hold: objects
+  // taken from the slabs, minus those given back, minus those cached. Any
+  // thread may read it (statistics; a racing owner makes it approximate by
+  // the objects in flight); only the owner writes the counters.
   std::int64_t net_allocations() const noexcept {
-    return net_.load(std::memory_order_relaxed);
+    return from_slabs_.load(std::memory_order_relaxed) -
+           to_slabs_.load(std::memory_order_relaxed) -
+           static_cast<std::int64_t>(cached());
   }
 
  private:
-  // Owner-only update of a word other threads may read: a relaxed load and
-  // store (a plain add on x86; no locked instruction on the fast path).
-  void Count(std::int64_t d) noexcept {
-    net_.store(net_.load(std::memory_order_relaxed) + d,
-               std::memory_order_relaxed);
+  // Owner-only update of a counter other threads may read: a relaxed load
+  // and store (a plain add on x86; no locked instruction).
+  static void Add(std::atomic<std::int64_t>& c, std::int64_t d) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
   }
 
   struct Cell {
@@ -128,13 +150,19 @@ class MagazineCache {
   void Flush(std::size_t from) noexcept;
   void Destroy() noexcept;
 
-  SlabAllocator slabs_;
+  // Hot: the fast paths read and write only these three, which come first
+  // (the ThreadHeap aligns each cache to a cache line).
   void** stack_ = nullptr;
+  // Written by the owner only; atomic (relaxed: plain moves on x86) because
+  // statistics read it from other threads.
+  std::atomic<std::uint32_t> top_{0};
+  std::uint32_t capacity_ = 0;
+  // Cold.
+  std::atomic<std::int64_t> from_slabs_{0};  // objects taken from the slabs
+  std::atomic<std::int64_t> to_slabs_{0};    // objects given back to them
+  SlabAllocator slabs_;
   Cell* cells_ = nullptr;        // table_size_ cells
   std::uint32_t* touched_ = nullptr;  // capacity_ cell indices
-  std::size_t capacity_ = 0;
-  std::size_t top_ = 0;
-  std::atomic<std::int64_t> net_{0};
   std::size_t table_shift_ = 0;  // 64 - log2(table size)
   std::size_t map_bytes_ = 0;
   void* map_ = nullptr;

@@ -11,8 +11,8 @@
 
 namespace elfmalloc {
 
-Slab* Slab::Init(void* page, const SlabMetadata* meta,
-                 AllocType type) noexcept {
+Slab* Slab::Init(void* page, const SlabMetadata* meta, AllocType type,
+                 std::uint8_t tag) noexcept {
   ABSL_ASSERT(meta != nullptr && meta->valid());
   ABSL_ASSERT(reinterpret_cast<std::uintptr_t>(page) % meta->page_size == 0);
   // The stamp (the header's first word) is only ever stored to atomically,
@@ -26,6 +26,16 @@ Slab* Slab::Init(void* page, const SlabMetadata* meta,
   // atomics are constructed in place; nothing is allocated.
   WriteAllocType(page, type);
   Slab* s = static_cast<Slab*>(page);
+  if (tag != kNoTag && meta->page_size >= kTagGranule) {
+    // This slab's bytes of its region's tag table (see slab.h, "Tags").
+    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(page);
+    Slab* leader = reinterpret_cast<Slab*>(a & ~(kStampAlignment - 1));
+    const std::size_t first = (a & (kStampAlignment - 1)) / kTagGranule;
+    const std::size_t n = meta->page_size / kTagGranule;
+    for (std::size_t i = first; i < first + n && i < kTags; ++i) {
+      leader->tags_[i].store(tag, std::memory_order_relaxed);
+    }
+  }
   ::new (&s->meta_) std::atomic<const SlabMetadata*>(meta);
   ::new (&s->state_) std::atomic<std::uint64_t>(
       static_cast<std::uint64_t>(meta->n_objects) << 1);

@@ -6,6 +6,25 @@
 // The header's FIRST field is the AllocType stamp (alloc_type.h), so the slab
 // on a 2 MiB boundary doubles as the stamp for its 2 MiB region.
 //
+// Tags: the SECOND field, eight bytes, is the tag table of the 2 MiB region,
+// meaningful only in the header on the 2 MiB boundary (the "leader"): byte i
+// is the tag of the slab covering [i * 256 KiB, (i + 1) * 256 KiB) of the
+// region (a 2 MiB slab writes all eight). Slab::Init stores its own tag
+// bytes there; the general allocator tags each slab with its size class, so
+// a free finds the class in the same cache line as the stamp (TagOf), with
+// no second dependent load of the slab's own header. Slabs smaller than
+// 256 KiB share a byte and get no tag (TagOf is unspecified for them), and
+// so do slabs initialised with kNoTag (TagOf reads whatever the byte holds,
+// 0 in fresh memory, so users should not give 0 a meaning).
+// Why it is safe: a slab's tag bytes are written only by its Init, before
+// any of its objects exist, and every free of an object happens after that
+// object's allocation, which happens after the Init (the owner allocates
+// from the slab it initialised; others get objects through synchronisation
+// with it). Each byte is its own relaxed atomic, so writers of sibling slabs
+// never disturb each other (no read-modify-write of a shared word), and the
+// leader's Init never rewrites its siblings' bytes. The leader's first OS
+// page is never uncommitted (page_alloc.h), so tags survive like stamps.
+//
 // ---------------------------------------------------------------------------
 // The state word and the state machine
 // ---------------------------------------------------------------------------
@@ -123,8 +142,28 @@ class Slab {
   // anywhere: the caller owns it and normally claims it at once), revocation
   // handle 0. `meta` must outlive the slab. No other thread may access the
   // page during Init; publish the result through a synchronising hand-off.
-  static Slab* Init(void* page, const SlabMetadata* meta,
-                    AllocType type) noexcept;
+  // `tag` (unless kNoTag) goes into the region's tag table (see "Tags"
+  // above) if the page is at least kTagGranule bytes; the page must then lie
+  // in a stamped 2 MiB region as PageAlloc carves them (its leader header is
+  // written). With kNoTag nothing outside the page is touched.
+  static Slab* Init(void* page, const SlabMetadata* meta, AllocType type,
+                    std::uint8_t tag = kNoTag) noexcept;
+
+  static constexpr std::uint8_t kNoTag = 0xff;
+  static constexpr std::size_t kTagGranule = std::size_t{256} << 10;
+
+  // The tag of the slab holding p, for a p handed out from a slab of at
+  // least kTagGranule bytes (p - 1 lies in the same slab: objects never
+  // start at a slab's first byte). Reads the same cache line as
+  // ReadAllocType(p).
+  static std::uint8_t TagOf(const void* p) noexcept {
+    const std::uintptr_t q = reinterpret_cast<std::uintptr_t>(p) - 1;
+    const std::uintptr_t leader = q & ~(kStampAlignment - 1);
+    const std::size_t i = (q >> 18) & (kTags - 1);
+    static_assert(kTagGranule == std::size_t{1} << 18);
+    return reinterpret_cast<const Slab*>(leader)->tags_[i].load(
+        std::memory_order_relaxed);
+  }
 
   // The slab holding p, for slabs of page_size bytes.
   static Slab* Find(const void* p, std::size_t page_size) noexcept {
@@ -303,8 +342,13 @@ class Slab {
                      std::memory_order_acq_rel);
   }
 
+  static constexpr std::size_t kTags = kStampAlignment / kTagGranule;  // 8
+
   // FIRST field: the AllocType stamp (see alloc_type.h).
   std::atomic<AllocType> type_;
+  // SECOND: the region's tag table (leader only; see "Tags" above). Never
+  // constructed or cleared: fresh mappings are zero, Init stores bytes.
+  std::atomic<std::uint8_t> tags_[kTags];
   std::atomic<const SlabMetadata*> meta_;
   std::atomic<std::uint64_t> state_;   // count * 2 | claimed
   std::atomic<std::uintptr_t> handle_;  // bagpipe revocation handle

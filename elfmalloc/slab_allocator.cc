@@ -25,6 +25,7 @@ SlabClass::SlabClass(PageAlloc* pages, const Options& o) noexcept
                                  ? meta_.usable_size
                                  : meta_.page_size;
   uncommit_on_free_ = usable >= o.eager_uncommit_threshold;
+  tag_ = o.tag;
   header_survives_uncommit_ =
       kSlabHeaderSize + meta_.bitset_words * sizeof(std::uint64_t) <=
       mmap_alloc::PageSize();
@@ -132,7 +133,7 @@ bool SlabAllocator::Refresh() noexcept {
     // uncommitted (then it reads as zeroes).
     if (s->metadata() != &m || !cls_->header_survives_uncommit_ ||
         s->AvailableCount() != static_cast<std::int64_t>(m.n_objects)) {
-      s = Slab::Init(page, &m, cls_->pages_->type());
+      s = Slab::Init(page, &m, cls_->pages_->type(), cls_->tag_);
     }
     const bool claimed = s->Claim();
     ABSL_RAW_CHECK(claimed, "fresh slab was claimed");

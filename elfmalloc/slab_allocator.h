@@ -66,6 +66,10 @@ class SlabClass {
     // PageAlloc with the uncommit hint (the reference's eager decommit).
     std::size_t eager_uncommit_threshold = kNoEagerUncommit;
     std::size_t available_queues = 16;  // the reference's general allocator
+    // Written into every slab's tag byte (Slab::TagOf): the general
+    // allocator's size class index, so a free finds its class next to the
+    // stamp.
+    std::uint8_t tag = Slab::kNoTag;
   };
 
   // `pages` must outlive this object; its page size is the slab size. Several
@@ -102,6 +106,7 @@ class SlabClass {
   // went back with the uncommit hint keeps its layout (see Refresh).
   bool header_survives_uncommit_ = false;
   bool valid_ = false;
+  std::uint8_t tag_ = Slab::kNoTag;
   AvailableBag available_;
   std::atomic<std::size_t> pages_in_use_{0};
 };

@@ -152,6 +152,59 @@ TEST(SlabTest, ReinitialisingAGroupsFirstSlabKeepsItsStamp) {
   EXPECT_EQ(bad.load(), 0);
 }
 
+// Tags (slab.h): each 256 KiB slab of a 2 MiB group owns one byte of the
+// leader's tag table; a 2 MiB slab owns all eight. Re-initialising one slab
+// (the leader included) never changes a sibling's tag, even while another
+// thread reads it, and untagged Inits write nothing.
+TEST(SlabTest, TagsLiveInTheLeaderAndBelongToEachSlab) {
+  Page group(kStampAlignment);
+  ASSERT_NE(group.get(), nullptr);
+  char* base = static_cast<char*>(group.get());
+  const SlabMetadata small = ComputeMetadata(64, kSmallPageSize, 0.6, kSmallPageSize);
+  for (std::size_t i : {std::size_t{3}, std::size_t{0}, std::size_t{7},
+                        std::size_t{1}, std::size_t{6}, std::size_t{2},
+                        std::size_t{5}, std::size_t{4}}) {
+    Slab::Init(base + i * kSmallPageSize, &small, AllocType::kSmallSlab,
+               static_cast<std::uint8_t>(10 + i));
+  }
+  for (std::size_t i = 0; i < 8; ++i) {
+    Slab* s = Slab::Find(base + i * kSmallPageSize, kSmallPageSize);
+    // The first and the last object of each slab.
+    EXPECT_EQ(Slab::TagOf(s->ObjectAt(0)), 10 + i) << i;
+    EXPECT_EQ(Slab::TagOf(s->ObjectAt(small.n_objects - 1)), 10 + i) << i;
+  }
+  // Untagged: nothing changes.
+  Slab::Init(base + 2 * kSmallPageSize, &small, AllocType::kSmallSlab);
+  EXPECT_EQ(Slab::TagOf(base + 2 * kSmallPageSize + 4096), 12);
+
+  // The leader re-initialised over and over with other tags while a reader
+  // checks its sibling's tag.
+  const char* sibling = base + 5 * kSmallPageSize + 4096;
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::thread reader([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      if (Slab::TagOf(sibling) != 15) bad.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  for (int i = 0; i < 20000; ++i) {
+    Slab::Init(base, &small, AllocType::kSmallSlab,
+               static_cast<std::uint8_t>(1 + (i & 1)));
+  }
+  stop.store(true);
+  reader.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(Slab::TagOf(base + 4096), 2);
+
+  // A 2 MiB slab writes the whole table.
+  const SlabMetadata medium =
+      ComputeMetadata(64 * K, kMediumPageSize, 0.6, kMediumPageSize);
+  Slab* m = Slab::Init(base, &medium, AllocType::kMediumSlab, 42);
+  for (std::size_t i = 0; i < medium.n_objects; ++i) {
+    EXPECT_EQ(Slab::TagOf(m->ObjectAt(i)), 42) << i;
+  }
+}
+
 TEST(SlabTest, ClaimUnclaim) {
   Fixture f(128);
   const auto n = static_cast<std::int64_t>(f.meta.n_objects);

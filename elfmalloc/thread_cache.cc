@@ -2,6 +2,7 @@
 #include "elfmalloc/thread_cache.h"
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <atomic>
 #include <cstddef>
@@ -31,6 +32,29 @@ ABSL_CONST_INIT SpinLock g_key_lock;
 ABSL_CONST_INIT std::atomic<int> g_key_state{0};  // 0 none, 1 ready, 2 failed
 ABSL_CONST_INIT pthread_key_t g_key = 0;
 ABSL_CONST_INIT std::atomic<std::size_t> g_live_heaps{0};
+// The pool of retired heaps (see thread_cache.h): a stack through
+// ThreadHeap::pool_next_, guarded by g_key_lock.
+ABSL_CONST_INIT ThreadHeap* g_pool = nullptr;
+ABSL_CONST_INIT std::size_t g_pool_size = 0;
+ABSL_CONST_INIT std::atomic<std::size_t> g_pooled{0};  // g_pool_size, for stats
+
+// The pool's bound: the CPU count (threads that can run at once, hence the
+// replacement heaps a churning program needs), between 2 and 8. Computed
+// once; sched_getaffinity fills a stack set (no allocation).
+std::size_t PoolLimit() {
+  static std::atomic<std::size_t> limit{0};
+  std::size_t n = limit.load(std::memory_order_relaxed);
+  if (n != 0) return n;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  n = 2;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    n = static_cast<std::size_t>(CPU_COUNT(&set));
+  }
+  n = n < 2 ? 2 : (n > 8 ? 8 : n);
+  limit.store(n, std::memory_order_relaxed);
+  return n;
+}
 
 }  // namespace
 
@@ -60,6 +84,30 @@ class HeapRegistry {
     if (h->next_ != nullptr) h->next_->prev_ = h->prev_;
     h->prev_ = h->next_ = nullptr;
   }
+  // Pool operations, under the lock.
+  static bool PushPooledLocked(ThreadHeap* h) {
+    if (g_pool_size >= PoolLimit()) return false;
+    h->pooled_ = true;
+    h->pool_next_ = g_pool;
+    g_pool = h;
+    g_pooled.store(++g_pool_size, std::memory_order_relaxed);
+    return true;
+  }
+  // A pooled heap built on `classes` (nullptr: any), or nullptr.
+  static ThreadHeap* PopPooledLocked(const SlabClass* classes) {
+    ThreadHeap** link = &g_pool;
+    while (*link != nullptr && classes != nullptr &&
+           (*link)->classes_ != classes) {
+      link = &(*link)->pool_next_;
+    }
+    ThreadHeap* h = *link;
+    if (h == nullptr) return nullptr;
+    *link = h->pool_next_;
+    h->pool_next_ = nullptr;
+    h->pooled_ = false;
+    g_pooled.store(--g_pool_size, std::memory_order_relaxed);
+    return h;
+  }
   static void Sum(std::int64_t out[kNumSizeClasses]) {
     SpinLockHolder l(&g_key_lock);
     for (std::size_t c = 0; c < kNumSizeClasses; ++c) out[c] += retired_net_[c];
@@ -69,13 +117,16 @@ class HeapRegistry {
       }
     }
   }
-  // In a fork child, under the lock: only `self` (may be null) survives.
+  // In a fork child, under the lock: only `self` (may be null) and the
+  // pooled heaps (no thread owns them) survive. Returns the live heaps kept.
   static std::size_t KeepOnlyLocked(ThreadHeap* self) {
     std::size_t n = 0;
     for (ThreadHeap* h = head_; h != nullptr;) {
       ThreadHeap* next = h->next_;
       if (h == self) {
         ++n;
+      } else if (h->pooled_) {
+        // kept
       } else {
         UnlinkLocked(h);
       }
@@ -93,21 +144,38 @@ ABSL_CONST_INIT std::int64_t HeapRegistry::retired_net_[kNumSizeClasses] = {};
 
 namespace {
 
-void DestroyHeap(ThreadHeap* h) {
+// Destroys a heap that is in no thread's hands and not pooled.
+void FreeHeap(ThreadHeap* h) {
   HeapRegistry::Unlink(h);
   h->~ThreadHeap();
   bsalloc::Deallocate(h, sizeof(ThreadHeap));
+}
+
+// Destroys the heap of a thread (live count included).
+void DestroyHeap(ThreadHeap* h) {
   g_live_heaps.fetch_sub(1, std::memory_order_relaxed);
+  FreeHeap(h);
 }
 
 // Thread exit. glibc calls this once per key whose value is non-null; the
 // value is the heap (never null while one exists).
 void OnThreadExit(void* value) {
   // From now on this thread's allocations take the fallback path, including
-  // those made while the heap is being destroyed.
+  // those made while the heap is being trimmed or destroyed.
   tls_state = ThreadState::kDropped;
   tls_heap = nullptr;
-  DestroyHeap(static_cast<ThreadHeap*>(value));
+  ThreadHeap* h = static_cast<ThreadHeap*>(value);
+  h->Trim(kRetiredKeepBytes);
+  bool pooled;
+  {
+    SpinLockHolder l(&g_key_lock);
+    pooled = HeapRegistry::PushPooledLocked(h);
+  }
+  if (pooled) {
+    g_live_heaps.fetch_sub(1, std::memory_order_relaxed);
+  } else {
+    DestroyHeap(h);
+  }
 }
 
 bool EnsureKey() {
@@ -126,14 +194,25 @@ bool EnsureKey() {
 
 std::size_t ThreadHeap::CachesCreated() const noexcept {
   std::size_t n = 0;
-  for (const MagazineCache& m : caches_) n += m.valid() ? 1 : 0;
+  for (const Slot& s : caches_) n += s.cache.valid() ? 1 : 0;
   return n;
 }
 
 void ThreadHeap::CreateCache(SizeClass c) noexcept {
   // Maps the magazine's stack (mmap_alloc); if that fails the cache has
   // capacity 0 and passes everything straight to its slab allocator.
-  caches_[c.index()] = MagazineCache(&classes_[c.index()]);
+  caches_[c.index()].cache = MagazineCache(&classes_[c.index()]);
+}
+
+void* ThreadHeap::AllocSlow(SizeClass c) noexcept { return Cache(c).Alloc(); }
+
+void ThreadHeap::FreeSlow(SizeClass c, void* p) noexcept { Cache(c).Free(p); }
+
+void ThreadHeap::Trim(std::size_t keep_bytes) noexcept {
+  for (Slot& s : caches_) {
+    if (!s.cache.valid()) continue;
+    s.cache.FlushTo(keep_bytes / s.cache.metadata().object_size);
+  }
 }
 
 ThreadState CurrentThreadState() noexcept { return tls_state; }
@@ -147,14 +226,21 @@ ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept {
     tls_state = ThreadState::kUninitialized;
     return nullptr;
   }
-  void* mem = bsalloc::Allocate(sizeof(ThreadHeap));
-  if (mem == nullptr) {
-    tls_state = ThreadState::kUninitialized;
-    return nullptr;
+  ThreadHeap* h;
+  {
+    SpinLockHolder l(&g_key_lock);
+    h = HeapRegistry::PopPooledLocked(classes);
   }
-  ThreadHeap* h = ::new (mem) ThreadHeap(classes);
+  if (h == nullptr) {
+    void* mem = bsalloc::Allocate(sizeof(ThreadHeap));
+    if (mem == nullptr) {
+      tls_state = ThreadState::kUninitialized;
+      return nullptr;
+    }
+    h = ::new (mem) ThreadHeap(classes);
+    HeapRegistry::Link(h);
+  }
   g_live_heaps.fetch_add(1, std::memory_order_relaxed);
-  HeapRegistry::Link(h);
   if (pthread_setspecific(g_key, h) != 0) {
     DestroyHeap(h);
     tls_state = ThreadState::kUninitialized;
@@ -178,6 +264,24 @@ void ReleaseThreadHeap() noexcept {
 
 std::size_t LiveThreadHeaps() noexcept {
   return g_live_heaps.load(std::memory_order_relaxed);
+}
+
+std::size_t PooledThreadHeaps() noexcept {
+  return g_pooled.load(std::memory_order_relaxed);
+}
+
+std::size_t ReleasePooledThreadHeaps() noexcept {
+  std::size_t n = 0;
+  for (;;) {
+    ThreadHeap* h;
+    {
+      SpinLockHolder l(&g_key_lock);
+      h = HeapRegistry::PopPooledLocked(nullptr);
+    }
+    if (h == nullptr) return n;
+    FreeHeap(h);  // outside the lock: destruction flushes into the slabs
+    ++n;
+  }
 }
 
 void AddNetAllocations(std::int64_t out[kNumSizeClasses]) noexcept {

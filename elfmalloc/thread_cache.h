@@ -30,7 +30,20 @@
 //   returns its cached objects to their slabs and releases its claimed slab
 //   (the slab allocator's release policy: wholly free pages go back to the
 //   page allocator, others are listed or float until freed).
-// * ReleaseThreadHeap() does the same on a live thread and returns it to
+// * Retired heaps are pooled (tcmalloc keeps a free list of thread caches
+//   for the same reason): at thread exit the heap is trimmed to
+//   kRetiredKeepBytes of cached objects per class and, if the pool holds
+//   fewer than PoolLimit() heaps (the CPU count, 2..8), kept there with its
+//   magazines and claimed slabs; the next thread that needs a heap takes it
+//   instead of mapping a magazine per class again and refilling it from the
+//   slabs. A program that replaces its threads all the time (a server's
+//   worker churn, Larson's benchmark) then pays neither. Otherwise the heap
+//   is destroyed as before. Pooled heaps stay in the registry (their
+//   counters still add up) and are destroyed by ReleasePooledThreadHeaps()
+//   (malloc_trim). Worst case held by the pool: PoolLimit() x classes x
+//   kRetiredKeepBytes plus one claimed slab per class and heap.
+// * ReleaseThreadHeap() destroys a live thread's heap (never pools it: the
+//   point is to give its memory back) and returns the thread to
 //   kUninitialized (the next allocation builds a fresh heap): for threads
 //   going idle, and for tests that must observe the exit path.
 //
@@ -63,9 +76,22 @@ class ThreadHeap {
   // The caches' destructors return their objects and slabs.
   ~ThreadHeap() = default;
 
+  // An object of class c (nullptr when memory is exhausted). The fast path
+  // is the magazine's pop; the first use of a class creates its cache.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE void* Alloc(SizeClass c) noexcept {
+    void* p = caches_[c.index()].cache.TryAlloc();
+    return ABSL_PREDICT_TRUE(p != nullptr) ? p : AllocSlow(c);
+  }
+  // Frees an object of class c (allocated by any thread).
+  ABSL_ATTRIBUTE_ALWAYS_INLINE void Free(SizeClass c, void* p) noexcept {
+    if (ABSL_PREDICT_FALSE(!caches_[c.index()].cache.TryFree(p))) {
+      FreeSlow(c, p);
+    }
+  }
+
   // The front end of class c, created on first use.
   MagazineCache& Cache(SizeClass c) noexcept {
-    MagazineCache& m = caches_[c.index()];
+    MagazineCache& m = caches_[c.index()].cache;
     if (ABSL_PREDICT_FALSE(!m.valid())) CreateCache(c);
     return m;
   }
@@ -73,19 +99,30 @@ class ThreadHeap {
   std::size_t CachesCreated() const noexcept;
   // Allocations minus frees of class c made through this heap.
   std::int64_t NetAllocations(std::size_t c) const noexcept {
-    return caches_[c].net_allocations();
+    return caches_[c].cache.net_allocations();
   }
+  // Flushes every cache down to at most `keep_bytes` of cached objects.
+  void Trim(std::size_t keep_bytes) noexcept;
 
  private:
   friend class HeapRegistry;
   void CreateCache(SizeClass c) noexcept;
+  ABSL_ATTRIBUTE_NOINLINE void* AllocSlow(SizeClass c) noexcept;
+  ABSL_ATTRIBUTE_NOINLINE void FreeSlow(SizeClass c, void* p) noexcept;
 
+  // Each cache on its own cache line(s): its fast-path fields come first, so
+  // an operation touches one line of the heap.
+  struct alignas(64) Slot {
+    MagazineCache cache;
+  };
+  Slot caches_[kNumSizeClasses];
   SlabClass* classes_;
-  // Links in the registry of live heaps (thread_cache.cc), guarded by its
-  // lock.
+  // Links in the registry of heaps (thread_cache.cc), guarded by its lock.
   ThreadHeap* prev_ = nullptr;
   ThreadHeap* next_ = nullptr;
-  MagazineCache caches_[kNumSizeClasses];
+  // The pool of retired heaps (thread_cache.cc), guarded by the same lock.
+  ThreadHeap* pool_next_ = nullptr;
+  bool pooled_ = false;
 };
 
 enum class ThreadState : std::uint8_t {
@@ -119,8 +156,16 @@ ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept;
 // sets the thread back to kUninitialized. No-op unless kInitialized.
 void ReleaseThreadHeap() noexcept;
 
-// Live ThreadHeaps in the process (for tests and statistics).
+// ThreadHeaps attached to threads (for tests and statistics).
 std::size_t LiveThreadHeaps() noexcept;
+// Retired heaps waiting in the pool for a new thread.
+std::size_t PooledThreadHeaps() noexcept;
+// Destroys every pooled heap (returning its objects and slabs); returns how
+// many there were.
+std::size_t ReleasePooledThreadHeaps() noexcept;
+
+// Bytes of cached objects per class a retired heap keeps in the pool.
+inline constexpr std::size_t kRetiredKeepBytes = std::size_t{32} << 10;
 
 // out[c] += allocations minus frees of class c through every heap, live or
 // destroyed: the objects of class c that users hold, except those allocated

@@ -1,5 +1,6 @@
 // Tests for thread_cache: the four-state per-thread life cycle, lazy
-// per-class caches, thread exit returning cached objects and slabs, and the
+// per-class caches, thread exit returning cached objects and slabs (through
+// the pool of retired heaps: trimmed, bounded, reused, released), and the
 // kInitializing / kDropped states refusing to build a heap.
 #include "elfmalloc/thread_cache.h"
 
@@ -89,8 +90,86 @@ TEST(ThreadCacheTest, ThreadExitReturnsCachedObjectsAndSlabs) {
       EXPECT_GT(classes[ci].pages_in_use(), before);
     });
     t.join();
+    // The exited thread's heap is pooled: trimmed to kRetiredKeepBytes of
+    // cached objects, its claimed slab kept. Releasing the pool gives back
+    // everything.
+    EXPECT_LE(PooledThreadHeaps(), 8u);
+    ReleasePooledThreadHeaps();
+    EXPECT_EQ(PooledThreadHeaps(), 0u);
     EXPECT_EQ(classes[ci].pages_in_use(), before) << ci;
   }
+}
+
+// A retired heap is kept, trimmed, and handed to the next thread with its
+// caches (no new magazine mappings), and the net allocation counts of the
+// objects that moved through it stay exact.
+TEST(ThreadCacheTest, RetiredHeapsArePooledTrimmedAndReused) {
+  SlabClass* classes = TestClasses().get();
+  ReleasePooledThreadHeaps();
+  const SizeClass c = SizeToClass(256);  // 1024 fit a magazine, 128 kept
+  std::int64_t net_before[kNumSizeClasses] = {};
+  AddNetAllocations(net_before);
+  ThreadHeap* first = nullptr;
+  std::vector<void*> kept;
+  std::thread([&] {
+    first = InitThreadHeap(classes);
+    ASSERT_NE(first, nullptr);
+    std::vector<void*> v;
+    for (int i = 0; i < 1000; ++i) v.push_back(first->Alloc(c));
+    for (int i = 0; i < 10; ++i) kept.push_back(v[i]);  // outlive the thread
+    for (std::size_t i = 10; i < v.size(); ++i) first->Free(c, v[i]);
+    EXPECT_EQ(first->Cache(c).cached(), 990u);
+  }).join();
+  EXPECT_EQ(PooledThreadHeaps(), 1u);
+  // Trimmed to kRetiredKeepBytes of cached objects.
+  EXPECT_EQ(first->Cache(c).cached(), kRetiredKeepBytes / ClassSize(c));
+  std::int64_t net[kNumSizeClasses] = {};
+  AddNetAllocations(net);
+  EXPECT_EQ(net[c.index()] - net_before[c.index()], 10);
+  std::thread([&] {
+    ThreadHeap* h = InitThreadHeap(classes);
+    EXPECT_EQ(h, first);  // reused
+    EXPECT_EQ(PooledThreadHeaps(), 0u);
+    EXPECT_EQ(h->CachesCreated(), 1u);
+    void* p = h->Alloc(c);  // from the kept magazine
+    EXPECT_NE(p, nullptr);
+    for (void* q : kept) h->Free(c, q);
+    h->Free(c, p);
+  }).join();
+  std::int64_t net_after[kNumSizeClasses] = {};
+  AddNetAllocations(net_after);
+  EXPECT_EQ(net_after[c.index()], net_before[c.index()]);
+  ReleasePooledThreadHeaps();
+}
+
+// The pool holds at most PoolLimit() (2..8) heaps; the rest are destroyed.
+TEST(ThreadCacheTest, PoolIsBounded) {
+  SlabClass* classes = TestClasses().get();
+  ReleasePooledThreadHeaps();
+  const std::size_t live = LiveThreadHeaps();
+  constexpr int kThreads = 12;
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < kThreads; ++i) {
+    ts.emplace_back([&] {
+      ThreadHeap* h = InitThreadHeap(classes);
+      ASSERT_NE(h, nullptr);
+      h->Free(SizeClass(0), h->Alloc(SizeClass(0)));
+      ready.fetch_add(1);
+      while (!go.load()) std::this_thread::yield();
+    });
+  }
+  while (ready.load() < kThreads) std::this_thread::yield();
+  EXPECT_EQ(LiveThreadHeaps(), live + kThreads);
+  go.store(true);
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(LiveThreadHeaps(), live);
+  const std::size_t pooled = PooledThreadHeaps();
+  EXPECT_GE(pooled, 2u);
+  EXPECT_LE(pooled, 8u);
+  EXPECT_EQ(ReleasePooledThreadHeaps(), pooled);
+  EXPECT_EQ(PooledThreadHeaps(), 0u);
 }
 
 TEST(ThreadCacheTest, ReleaseReturnsToUninitialized) {
