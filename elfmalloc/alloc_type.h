@@ -6,7 +6,7 @@
 // kStampAlignment) holds the AllocType of the memory p lies in:
 //   * medium (2 MiB) slabs sit on 2 MiB boundaries and their header's first
 //     field is the stamp;
-//   * small (256 KiB) slabs are carved in 2 MiB-aligned groups of 8 whose first
+//   * small (64 KiB) slabs are carved in 2 MiB-aligned groups of 32 whose first
 //     slab's header (hence the stamp) sits on the boundary, and every small
 //     slab's header starts with the same stamp;
 //   * large allocations put a header holding the stamp 2 MiB before the user
@@ -30,7 +30,7 @@ namespace elfmalloc {
 
 enum class AllocType : std::uint64_t {
   kUnstamped = 0,  // fresh, zeroed memory
-  kSmallSlab = 1,  // a slab on a 256 KiB page
+  kSmallSlab = 1,  // a slab on a 64 KiB page
   kMediumSlab = 2,  // a slab on a 2 MiB page
   kLarge = 3,      // an individually mapped large allocation
 };

@@ -32,7 +32,12 @@ namespace {
 
 
 // The reference's general allocator parameters (general.rs): cutoff 0.6,
-// whole page usable. Its fixed 16 available queues per class cost a bagpipe
+// whole page usable. We use cutoff 0.3: a floating slab is listed for reuse
+// once 30% of it is free, so threads refill from partly used slabs before
+// touching fresh pages (with 0.6 a slab whose objects sat in another
+// thread's magazine or in flight stayed unlisted, and each class in a
+// producer-consumer program kept three or four slabs resident; a claim
+// still yields at least 30% of a slab, 19 KiB of 64 KiB). Its fixed 16 available queues per class cost a bagpipe
 // segment each (26 x 16 x 4 KiB, ~1.7 MiB resident from the first malloc,
 // the biggest part of elfc's fixed overhead over glibc); we use 2 per CPU,
 // between 2 and 16 (its own TODO: "should depend on num_cpus"). Its eager uncommit of 2 MiB slabs
@@ -41,7 +46,7 @@ namespace {
 // 1 MiB classes an madvise plus hundreds of page faults (ring and producer-
 // consumer workloads ran at a quarter of glibc's speed), and 1 MiB held not
 // even one 2 MiB page.
-constexpr double kCutoff = 0.6;
+constexpr double kCutoff = 0.3;
 std::size_t AvailableQueues() {
   // sched_getaffinity fills a stack cpu_set_t: a system call, no allocation
   // (unlike sysconf(_SC_NPROCESSORS_ONLN), which may read /sys through stdio).
@@ -56,7 +61,7 @@ std::size_t AvailableQueues() {
 }
 
 // Dirty-page thresholds per page size (page_alloc.h, the threshold rule):
-// 64 MiB of 256 KiB pages, so that a program that frees and reallocates a
+// 64 MiB of 64 KiB pages, so that a program that frees and reallocates a
 // batch of tens of MiB of small blocks keeps it committed (Hoard's
 // threadtest with 2 KiB objects ran 10x slower at 16 MiB); 16 MiB of 2 MiB
 // pages, because threads touch more and more of each cached medium page

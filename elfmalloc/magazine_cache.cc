@@ -80,9 +80,27 @@ MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
 }
 
 void* MagazineCache::AllocSlow() noexcept {
-  void* p = slabs_.Alloc();
-  if (p != nullptr) Add(from_slabs_, 1);
-  return p;
+  // Refill a quarter of the stack from the slabs in one tight loop (the
+  // slab iterator hands out a bit-set word's objects without atomics), so
+  // a run of allocations past an empty stack costs a pop each instead of a
+  // call chain each. With capacity 0, one object.
+  const std::size_t want = capacity_ / 4 > 0 ? capacity_ / 4 : 1;
+  void* one;
+  void** out = capacity_ != 0 ? stack_ : &one;
+  const std::size_t got = slabs_.AllocBatch(out, want);
+  if (got == 0) return nullptr;
+  Add(from_slabs_, static_cast<std::int64_t>(got));
+  if (capacity_ == 0) return one;
+  // The iterator yields objects in address order; reverse them so that the
+  // pops do too (sequential allocations get ascending addresses).
+  for (std::size_t i = 0, j = got - 1; i < j; ++i, --j) {
+    void* t = stack_[i];
+    stack_[i] = stack_[j];
+    stack_[j] = t;
+  }
+  // The stack was empty: it now holds got objects; hand out the top.
+  top_.store(static_cast<std::uint32_t>(got - 1), std::memory_order_relaxed);
+  return stack_[got - 1];
 }
 
 void MagazineCache::FreeSlow(void* p) noexcept {
@@ -102,10 +120,22 @@ void MagazineCache::Flush(std::size_t from) noexcept {
   if (top <= from) return;
   Add(to_slabs_, static_cast<std::int64_t>(top - from));
   std::size_t n_touched = 0;
+  // Every cached object is of this cache's class, so the layout comes from
+  // the class, not from each slab's header (64 KiB-aligned headers share
+  // cache sets; reading one per object missed).
+  const SlabMetadata& m = slabs_.metadata();
+  const std::uintptr_t page_mask = ~(std::uintptr_t{m.page_size} - 1);
+  const std::size_t objects_offset = m.objects_offset;
+  const std::size_t shift = m.granule_shift;
   for (std::size_t i = from; i < top; ++i) {
     void* p = stack_[i];
-    Slab* s = slabs_.SlabOf(p);
-    const Slab::BitPosition pos = s->PositionOf(p);
+    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p);
+    Slab* s = reinterpret_cast<Slab*>(a & page_mask);
+    const std::size_t bit = ((a & ~page_mask) - objects_offset) >> shift;
+    const Slab::BitPosition pos{bit / kBitsPerWord,
+                                std::uint64_t{1} << (bit % kBitsPerWord)};
+    ABSL_ASSERT(pos.word == s->PositionOf(p).word &&
+                pos.mask == s->PositionOf(p).mask);
     // Fibonacci hashing of the bit-set word's address (the reference's
     // ((p >> 3) >> 18) * (p >> 3) left the low bits of nearby words equal).
     const std::uint64_t key =

@@ -50,16 +50,16 @@ struct Env {
 };
 
 TEST(MagazineCacheTest, CapacitiesAreTheIntendedOnes) {
-  // <= 512 B: the fixed cap.
+  // <= 64 B: the fixed cap.
   EXPECT_EQ(MagazineCapacity(1), 1024u);
   EXPECT_EQ(MagazineCapacity(8), 1024u);
-  EXPECT_EQ(MagazineCapacity(512), 1024u);
-  // 513 B .. 32 KiB: 512 KiB / size (the reference computed 512 << (10 /
-  // size) = 512 for all of these).
-  EXPECT_EQ(MagazineCapacity(513), (512 * K) / 513);
-  EXPECT_EQ(MagazineCapacity(513), 1022u);
-  EXPECT_EQ(MagazineCapacity(1024), 512u);
-  EXPECT_EQ(MagazineCapacity(4 * K), 128u);
+  EXPECT_EQ(MagazineCapacity(64), 1024u);
+  // 65 B .. 32 KiB: 64 KiB / size, at least 16 (the reference meant
+  // 512 KiB / size but computed 512 << (10 / size) = 512 for all of these).
+  EXPECT_EQ(MagazineCapacity(65), (64 * K) / 65);
+  EXPECT_EQ(MagazineCapacity(512), 128u);
+  EXPECT_EQ(MagazineCapacity(1024), 64u);
+  EXPECT_EQ(MagazineCapacity(4 * K), 16u);
   EXPECT_EQ(MagazineCapacity(32 * K), 16u);
   // > 32 KiB: max(1, 1 MiB / size) (the reference computed 1 << (20 / size)
   // = 1).
@@ -69,9 +69,9 @@ TEST(MagazineCacheTest, CapacitiesAreTheIntendedOnes) {
   EXPECT_EQ(MagazineCapacity(1024 * K), 1u);
   EXPECT_EQ(MagazineCapacity(4096 * K), 1u);
   // The cache uses it.
-  Env e(4 * K, 256 * K);
+  Env e(1 * K, 256 * K);
   MagazineCache c(&e.cls);
-  EXPECT_EQ(c.capacity(), 128u);
+  EXPECT_EQ(c.capacity(), 64u);
 }
 
 TEST(MagazineCacheTest, FreeThenAllocIsLifo) {
@@ -82,12 +82,16 @@ TEST(MagazineCacheTest, FreeThenAllocIsLifo) {
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
   EXPECT_NE(a, b);
+  // The first allocation refilled a quarter of the stack, in address order.
+  EXPECT_EQ(c.cached(), c.capacity() / 4 - 2);
+  EXPECT_LT(a, b);
+  const std::size_t base = c.cached();
   c.Free(a);
   c.Free(b);
-  EXPECT_EQ(c.cached(), 2u);
+  EXPECT_EQ(c.cached(), base + 2);
   EXPECT_EQ(c.Alloc(), b);
   EXPECT_EQ(c.Alloc(), a);
-  EXPECT_EQ(c.cached(), 0u);
+  EXPECT_EQ(c.cached(), base);
 }
 
 TEST(MagazineCacheTest, FullMagazineFlushesItsUpperHalf) {
@@ -95,6 +99,8 @@ TEST(MagazineCacheTest, FullMagazineFlushesItsUpperHalf) {
   MagazineCache c(&e.cls, 8);
   std::vector<void*> objs;
   for (int i = 0; i < 9; ++i) objs.push_back(c.Alloc());
+  c.FlushAll();  // what the refills took beyond the 9
+  EXPECT_EQ(c.cached(), 0u);
   Slab* s = Slab::Find(objs[0], 32 * K);
   const std::int64_t before = s->AvailableCount();
   for (int i = 0; i < 8; ++i) c.Free(objs[i]);
@@ -164,8 +170,10 @@ TEST(MagazineCacheTest, MoveKeepsTheCachedObjects) {
   MagazineCache a(&e.cls);
   void* p = a.Alloc();
   a.Free(p);
+  const std::size_t n = a.cached();  // p and the rest of the refill
   MagazineCache b(std::move(a));
-  EXPECT_EQ(b.cached(), 1u);
+  EXPECT_EQ(b.cached(), n);
+  EXPECT_EQ(a.cached(), 0u);
   EXPECT_EQ(b.Alloc(), p);
   b.Free(p);
 }

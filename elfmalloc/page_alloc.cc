@@ -20,7 +20,7 @@ PageAlloc::Options PageAlloc::SmallPages() noexcept {
   Options o;
   o.page_size = kSmallPageSize;
   o.type = AllocType::kSmallSlab;
-  o.pages_per_refill = kStampAlignment / kSmallPageSize;  // one group of 8
+  o.pages_per_refill = kStampAlignment / kSmallPageSize;  // one group of 32
   return o;
 }
 

@@ -1,5 +1,5 @@
 // PageAlloc: the per-page-size cache of slab pages (the reference's PageAlloc,
-// a "CoarseAllocator"). elfmalloc has two: 256 KiB small pages and 2 MiB
+// a "CoarseAllocator"). elfmalloc has two: 64 KiB small pages and 2 MiB
 // medium pages; every size class's slabs come from one of them.
 //
 // Pages are kept in two bagpipes (scalable weak bags, //bagpipe):
@@ -38,7 +38,7 @@
 //   operation: there is no background thread.
 // Stamping (pointer classification, alloc_type.h): a refill carves a run of
 // pages aligned to max(page_size, 2 MiB) and writes the AllocType stamp at
-// every 2 MiB boundary in it: small pages come in 2 MiB-aligned groups of 8
+// every 2 MiB boundary in it: small pages come in 2 MiB-aligned groups of 32
 // with the first stamped; each medium page is stamped. So for every page p
 // handed out and every q in (p, p + page_size], ReadAllocType(q) is the
 // stamp. Uncommitting never drops a stamp: a page on a 2 MiB boundary keeps
@@ -96,7 +96,7 @@ class PageAlloc {
     std::size_t clean_queues = 2;
   };
   // Elfmalloc's two configurations.
-  static Options SmallPages() noexcept;   // 256 KiB, kSmallSlab, groups of 8
+  static Options SmallPages() noexcept;   // 64 KiB, kSmallSlab, groups of 32
   static Options MediumPages() noexcept;  // 2 MiB, kMediumSlab, 2 per refill
 
   explicit PageAlloc(const Options& options) noexcept;

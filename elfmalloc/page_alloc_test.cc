@@ -23,6 +23,18 @@
 namespace elfmalloc {
 namespace {
 
+// Except for EveryPageIsStampedSmall, which checks elfmalloc's own small-page
+// configuration, these tests exercise the mechanisms (stamps, thresholds,
+// decay, uncommit) with 256 KiB pages in groups of 8, the geometry they were
+// written for; the code is the same for every page size.
+constexpr std::size_t kPage = std::size_t{256} << 10;
+PageAlloc::Options TestSmallPages() {
+  PageAlloc::Options o = PageAlloc::SmallPages();
+  o.page_size = kPage;
+  o.pages_per_refill = kStampAlignment / kPage;
+  return o;
+}
+
 std::size_t OsPage() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
 
 // Resident OS pages in [p, p + len) by mincore(2).
@@ -46,7 +58,8 @@ TEST(PageAllocTest, EveryPageIsStampedSmall) {
   ASSERT_TRUE(pa.valid());
   auto h = pa.NewHandle();
   std::vector<void*> pages;
-  for (int i = 0; i < 20; ++i) {  // 2.5 refills (groups of 8)
+  constexpr int kGroup = static_cast<int>(kStampAlignment / kSmallPageSize);
+  for (int i = 0; i < 5 * kGroup / 2; ++i) {  // 2.5 refills (groups)
     void* p = h.Alloc();
     ASSERT_NE(p, nullptr);
     EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % kSmallPageSize, 0u);
@@ -75,8 +88,8 @@ TEST(PageAllocTest, EveryPageIsStampedMedium) {
 }
 
 TEST(PageAllocTest, FreedPagesAreReused) {
-  PageAlloc::Options o = PageAlloc::SmallPages();
-  o.max_dirty_bytes = 64 * kSmallPageSize;  // everything stays dirty
+  PageAlloc::Options o = TestSmallPages();
+  o.max_dirty_bytes = 64 * kPage;  // everything stays dirty
   PageAlloc pa(o);
   auto h = pa.NewHandle();
   std::vector<void*> first;
@@ -101,8 +114,8 @@ TEST(PageAllocTest, FreedPagesAreReused) {
 // to at most the one OS page holding the stamp, and the stamp survives for
 // the other pages of its 2 MiB group.
 TEST(PageAllocTest, UncommitDropsResidencyAndKeepsStamps) {
-  PageAlloc::Options o = PageAlloc::SmallPages();
-  o.max_dirty_bytes = 2 * kSmallPageSize;
+  PageAlloc::Options o = TestSmallPages();
+  o.max_dirty_bytes = 2 * kPage;
   o.dirty_active_shift = 0;  // a fixed threshold
   o.decay_ms = 0;  // only the threshold rule, whatever the test's speed
   PageAlloc pa(o);
@@ -111,8 +124,8 @@ TEST(PageAllocTest, UncommitDropsResidencyAndKeepsStamps) {
   for (int i = 0; i < 8; ++i) pages.push_back(h.Alloc());  // one whole group
   for (void* p : pages) {
     // Like a slab, leave the first word (the stamp) alone.
-    std::memset(static_cast<char*>(p) + 8, 0x42, kSmallPageSize - 8);
-    ASSERT_EQ(Resident(p, kSmallPageSize), kSmallPageSize / OsPage());
+    std::memset(static_cast<char*>(p) + 8, 0x42, kPage - 8);
+    ASSERT_EQ(Resident(p, kPage), kPage / OsPage());
   }
   // The group's first page (the stamp holder) goes back first: uncommitted
   // only once two pages are already dirty, so free it third.
@@ -123,17 +136,17 @@ TEST(PageAllocTest, UncommitDropsResidencyAndKeepsStamps) {
   h.Free(pages[1]);
   EXPECT_EQ(pa.GetStats().dirty_pages, 2u);
   EXPECT_EQ(pa.GetStats().uncommits, 0u);
-  EXPECT_EQ(Resident(pages[0], kSmallPageSize), kSmallPageSize / OsPage());
+  EXPECT_EQ(Resident(pages[0], kPage), kPage / OsPage());
   h.Free(stamp_page);
   EXPECT_EQ(pa.GetStats().uncommits, 1u);
   EXPECT_EQ(pa.GetStats().dirty_pages, 2u);
-  EXPECT_LE(Resident(stamp_page, kSmallPageSize), 1u);
+  EXPECT_LE(Resident(stamp_page, kPage), 1u);
   // Still-live siblings classify correctly.
   for (std::size_t i = 3; i < 8; ++i) {
-    ExpectStamped(pages[i], kSmallPageSize, AllocType::kSmallSlab);
+    ExpectStamped(pages[i], kPage, AllocType::kSmallSlab);
   }
   h.Free(pages[3]);
-  EXPECT_EQ(Resident(pages[3], kSmallPageSize), 0u);
+  EXPECT_EQ(Resident(pages[3], kPage), 0u);
   for (std::size_t i = 4; i < 8; ++i) h.Free(pages[i]);
   EXPECT_EQ(pa.GetStats().uncommits, 6u);
   // Dirty pages come back first, then clean ones.
@@ -153,7 +166,7 @@ TEST(PageAllocTest, UncommitDropsResidencyAndKeepsStamps) {
 // uncommitted at once, the stamp and header survive, and the page is cached
 // clean (not counted as dirty) and handed out again.
 TEST(PageAllocTest, FreeWithUncommitHintKeepsOnlyTheFirstOsPage) {
-  PageAlloc::Options o = PageAlloc::SmallPages();
+  PageAlloc::Options o = TestSmallPages();
   o.decay_ms = 0;
   PageAlloc pa(o);
   ASSERT_TRUE(pa.valid());
@@ -161,21 +174,21 @@ TEST(PageAllocTest, FreeWithUncommitHintKeepsOnlyTheFirstOsPage) {
   void* first = h.Alloc();
   void* p = h.Alloc();  // not on a 2 MiB boundary
   ASSERT_NE(reinterpret_cast<std::uintptr_t>(p) % kStampAlignment, 0u);
-  std::memset(p, 0x5a, kSmallPageSize);
-  ASSERT_EQ(Resident(p, kSmallPageSize), kSmallPageSize / OsPage());
+  std::memset(p, 0x5a, kPage);
+  ASSERT_EQ(Resident(p, kPage), kPage / OsPage());
   static_cast<unsigned char*>(p)[8] = 0x77;  // "header"
   h.Free(p, /*uncommit_hint=*/true);
-  EXPECT_EQ(Resident(p, kSmallPageSize), 1u);
+  EXPECT_EQ(Resident(p, kPage), 1u);
   EXPECT_EQ(static_cast<unsigned char*>(p)[8], 0x77);
   EXPECT_EQ(pa.GetStats().dirty_pages, 0u);
   EXPECT_EQ(pa.GetStats().uncommits, 1u);
-  ExpectStamped(first, kSmallPageSize, AllocType::kSmallSlab);
+  ExpectStamped(first, kPage, AllocType::kSmallSlab);
   // Without the hint it is the plain Free (dirty, resident).
   void* q = h.Alloc();
-  std::memset(q, 1, kSmallPageSize);
+  std::memset(q, 1, kPage);
   h.Free(q, /*uncommit_hint=*/false);
   EXPECT_EQ(pa.GetStats().dirty_pages, 1u);
-  EXPECT_EQ(Resident(q, kSmallPageSize), kSmallPageSize / OsPage());
+  EXPECT_EQ(Resident(q, kPage), kPage / OsPage());
   h.Free(first);
 }
 
@@ -191,8 +204,8 @@ TEST(PageAllocTest, InvalidOptions) {
 // set that frees a burst keeps it dirty; as the working set shrinks, so does
 // the limit.
 TEST(PageAllocTest, DirtyLimitIsProportionalToPagesInUse) {
-  PageAlloc::Options o = PageAlloc::SmallPages();
-  o.max_dirty_bytes = 2 * kSmallPageSize;
+  PageAlloc::Options o = TestSmallPages();
+  o.max_dirty_bytes = 2 * kPage;
   o.decay_ms = 0;
   PageAlloc pa(o);
   auto h = pa.NewHandle();
@@ -227,8 +240,8 @@ std::atomic<std::uint64_t> g_ticking_ms{0};
 std::uint64_t TickingClock() { return g_ticking_ms.fetch_add(1); }
 
 PageAlloc::Options DecayOptions(std::uint64_t decay_ms) {
-  PageAlloc::Options o = PageAlloc::SmallPages();
-  o.max_dirty_bytes = 64 * kSmallPageSize;  // the threshold never bites
+  PageAlloc::Options o = TestSmallPages();
+  o.max_dirty_bytes = 64 * kPage;  // the threshold never bites
   o.decay_ms = decay_ms;
   o.clock_ms = &FakeClock;
   return o;
@@ -244,7 +257,7 @@ TEST(PageAllocTest, DecayReturnsPagesUnusedForAPeriod) {
   std::vector<void*> pages;
   for (int i = 0; i < 16; ++i) {
     pages.push_back(h.Alloc());
-    std::memset(static_cast<char*>(pages.back()) + 8, 1, kSmallPageSize - 8);
+    std::memset(static_cast<char*>(pages.back()) + 8, 1, kPage - 8);
   }
   for (void* p : pages) h.Free(p);  // the burst: 16 dirty pages
   EXPECT_EQ(pa.GetStats().dirty_pages, 16u);
@@ -262,9 +275,9 @@ TEST(PageAllocTest, DecayReturnsPagesUnusedForAPeriod) {
   EXPECT_EQ(pa.GetStats().decay_uncommits, 15u);
   EXPECT_EQ(pa.GetStats().dirty_pages, 1u);
   std::size_t resident = 0;
-  for (void* p : pages) resident += Resident(p, kSmallPageSize);
+  for (void* p : pages) resident += Resident(p, kPage);
   // One dirty page plus the kept stamp OS page of the group(s).
-  EXPECT_LE(resident, kSmallPageSize / OsPage() + 2);
+  EXPECT_LE(resident, kPage / OsPage() + 2);
   // Pages stay usable and stamped after the decay.
   for (void* p : pages) EXPECT_EQ(ReadAllocType(static_cast<char*>(p) + 1),
                                   AllocType::kSmallSlab);
@@ -311,7 +324,7 @@ TEST(PageAllocTest, ReleaseDirtyEmptiesTheDirtyCache) {
   std::vector<void*> pages;
   for (int i = 0; i < 8; ++i) {
     pages.push_back(h.Alloc());
-    std::memset(static_cast<char*>(pages.back()) + 8, 1, kSmallPageSize - 8);
+    std::memset(static_cast<char*>(pages.back()) + 8, 1, kPage - 8);
   }
   EXPECT_EQ(pa.GetStats().clean_pages, 0u);
   for (void* p : pages) h.Free(p);
@@ -322,7 +335,7 @@ TEST(PageAllocTest, ReleaseDirtyEmptiesTheDirtyCache) {
   EXPECT_EQ(pa.GetStats().clean_pages, 8u);
   EXPECT_EQ(pa.GetStats().uncommits, 8u);
   std::size_t resident = 0;
-  for (void* p : pages) resident += Resident(p, kSmallPageSize);
+  for (void* p : pages) resident += Resident(p, kPage);
   EXPECT_LE(resident, 1u);  // the group's stamp OS page
   std::set<void*> all(pages.begin(), pages.end());
   for (int i = 0; i < 8; ++i) EXPECT_TRUE(all.count(h.Alloc()));
@@ -335,7 +348,7 @@ TEST(PageAllocTest, ReleaseDirtyEmptiesTheDirtyCache) {
 // emptiness report must not strand pages in queues a handle did not probe.
 TEST(PageAllocTest, DirtyPagesAreReusedAcrossHandles) {
   PageAlloc::Options o = DecayOptions(0);
-  o.max_dirty_bytes = 1024 * kSmallPageSize;
+  o.max_dirty_bytes = 1024 * kPage;
   PageAlloc pa(o);
   constexpr int kPages = 64;
   std::vector<void*> pages;
@@ -362,8 +375,8 @@ TEST(PageAllocTest, DirtyPagesAreReusedAcrossHandles) {
 // The clock ticks on every read, so decay purges run concurrently with
 // everything else.
 TEST(PageAllocTest, ConcurrentAllocFreeExclusive) {
-  PageAlloc::Options o = PageAlloc::SmallPages();
-  o.max_dirty_bytes = 4 * kSmallPageSize;  // exercise both bags
+  PageAlloc::Options o = TestSmallPages();
+  o.max_dirty_bytes = 4 * kPage;  // exercise both bags
   o.decay_ms = 5;
   o.clock_ms = &TickingClock;
   PageAlloc pa(o);

@@ -26,14 +26,14 @@ TEST(SizeClassesTest, ExactClassList) {
 TEST(SizeClassesTest, PageSizes) {
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
     const SizeClass c(static_cast<std::uint8_t>(i));
-    if (ClassSize(c) < 64 * 1024) {
-      EXPECT_EQ(ClassPageSize(c), 256u * 1024) << ClassSize(c);
+    if (ClassSize(c) < 16 * 1024) {
+      EXPECT_EQ(ClassPageSize(c), 64u * 1024) << ClassSize(c);
     } else {
       EXPECT_EQ(ClassPageSize(c), 2u * 1024 * 1024) << ClassSize(c);
     }
   }
-  EXPECT_EQ(ClassPageSize(SizeToClass(32 * 1024)), kSmallPageSize);
-  EXPECT_EQ(ClassPageSize(SizeToClass(32 * 1024 + 1)), kMediumPageSize);
+  EXPECT_EQ(ClassPageSize(SizeToClass(8 * 1024)), kSmallPageSize);
+  EXPECT_EQ(ClassPageSize(SizeToClass(8 * 1024 + 1)), kMediumPageSize);
 }
 
 // Every size maps to the smallest class that holds it, computed by a linear

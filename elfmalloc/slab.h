@@ -6,14 +6,14 @@
 // The header's FIRST field is the AllocType stamp (alloc_type.h), so the slab
 // on a 2 MiB boundary doubles as the stamp for its 2 MiB region.
 //
-// Tags: the SECOND field, eight bytes, is the tag table of the 2 MiB region,
+// Tags: the SECOND field, 32 bytes, is the tag table of the 2 MiB region,
 // meaningful only in the header on the 2 MiB boundary (the "leader"): byte i
-// is the tag of the slab covering [i * 256 KiB, (i + 1) * 256 KiB) of the
-// region (a 2 MiB slab writes all eight). Slab::Init stores its own tag
+// is the tag of the slab covering [i * 64 KiB, (i + 1) * 64 KiB) of the
+// region (a larger slab writes all the bytes it covers, a 2 MiB one all 32). Slab::Init stores its own tag
 // bytes there; the general allocator tags each slab with its size class, so
 // a free finds the class in the same cache line as the stamp (TagOf), with
 // no second dependent load of the slab's own header. Slabs smaller than
-// 256 KiB share a byte and get no tag (TagOf is unspecified for them), and
+// 64 KiB share a byte and get no tag (TagOf is unspecified for them), and
 // so do slabs initialised with kNoTag (TagOf reads whatever the byte holds,
 // 0 in fresh memory, so users should not give 0 a meaning).
 // Why it is safe: a slab's tag bytes are written only by its Init, before
@@ -150,7 +150,7 @@ class Slab {
                     std::uint8_t tag = kNoTag) noexcept;
 
   static constexpr std::uint8_t kNoTag = 0xff;
-  static constexpr std::size_t kTagGranule = std::size_t{256} << 10;
+  static constexpr std::size_t kTagGranule = std::size_t{64} << 10;
 
   // The tag of the slab holding p, for a p handed out from a slab of at
   // least kTagGranule bytes (p - 1 lies in the same slab: objects never
@@ -159,8 +159,8 @@ class Slab {
   static std::uint8_t TagOf(const void* p) noexcept {
     const std::uintptr_t q = reinterpret_cast<std::uintptr_t>(p) - 1;
     const std::uintptr_t leader = q & ~(kStampAlignment - 1);
-    const std::size_t i = (q >> 18) & (kTags - 1);
-    static_assert(kTagGranule == std::size_t{1} << 18);
+    const std::size_t i = (q >> 16) & (kTags - 1);
+    static_assert(kTagGranule == std::size_t{1} << 16);
     return reinterpret_cast<const Slab*>(leader)->tags_[i].load(
         std::memory_order_relaxed);
   }
@@ -342,7 +342,7 @@ class Slab {
                      std::memory_order_acq_rel);
   }
 
-  static constexpr std::size_t kTags = kStampAlignment / kTagGranule;  // 8
+  static constexpr std::size_t kTags = kStampAlignment / kTagGranule;  // 32
 
   // FIRST field: the AllocType stamp (see alloc_type.h).
   std::atomic<AllocType> type_;

@@ -132,6 +132,24 @@ class SlabAllocator {
     return p != nullptr ? p : AllocSlow();
   }
 
+  // Up to n objects into out (at least one unless memory is exhausted);
+  // returns how many. Takes what the current slab word holds first and
+  // stops at the end of a slab, so a batch never claims a slab it does not
+  // need.
+  std::size_t AllocBatch(void** out, std::size_t n) noexcept {
+    if (n == 0) return 0;
+    std::size_t k = 0;
+    for (bool refreshed = false;; refreshed = true) {
+      for (void* p; k < n && (p = iter_.Next()) != nullptr;) out[k++] = p;
+      if (k != 0 || refreshed) return k;
+      // The current slab is used up: AllocSlow takes the next one (and its
+      // first object); the rest of the batch comes from that slab.
+      void* p = AllocSlow();
+      if (p == nullptr) return 0;
+      out[k++] = p;
+    }
+  }
+
   // The slab an object of this class lies in.
   Slab* SlabOf(const void* p) const noexcept {
     return Slab::Find(p, cls_->meta_.page_size);

@@ -1,7 +1,7 @@
 // Slab ("slag") layout computation: how many objects of a given size fit on a
 // slab page, how the availability bit-set is laid out, and where objects start.
 //
-// A slab occupies one page (256 KiB or 2 MiB in elfmalloc) laid out as
+// A slab occupies one page (64 KiB or 2 MiB in elfmalloc) laid out as
 //
 //   [ header: kSlabHeaderSize = 64 bytes ][ bit-set words ][ padding ][ objects ]
 //

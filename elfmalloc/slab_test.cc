@@ -152,8 +152,8 @@ TEST(SlabTest, ReinitialisingAGroupsFirstSlabKeepsItsStamp) {
   EXPECT_EQ(bad.load(), 0);
 }
 
-// Tags (slab.h): each 256 KiB slab of a 2 MiB group owns one byte of the
-// leader's tag table; a 2 MiB slab owns all eight. Re-initialising one slab
+// Tags (slab.h): each small slab of a 2 MiB group owns one byte of the
+// leader's tag table; a 2 MiB slab owns all of them. Re-initialising one slab
 // (the leader included) never changes a sibling's tag, even while another
 // thread reads it, and untagged Inits write nothing.
 TEST(SlabTest, TagsLiveInTheLeaderAndBelongToEachSlab) {
@@ -161,13 +161,13 @@ TEST(SlabTest, TagsLiveInTheLeaderAndBelongToEachSlab) {
   ASSERT_NE(group.get(), nullptr);
   char* base = static_cast<char*>(group.get());
   const SlabMetadata small = ComputeMetadata(64, kSmallPageSize, 0.6, kSmallPageSize);
-  for (std::size_t i : {std::size_t{3}, std::size_t{0}, std::size_t{7},
-                        std::size_t{1}, std::size_t{6}, std::size_t{2},
-                        std::size_t{5}, std::size_t{4}}) {
+  constexpr std::size_t kSlabs = kStampAlignment / kSmallPageSize;
+  for (std::size_t k = 0; k < kSlabs; ++k) {
+    const std::size_t i = (k * 7 + 3) % kSlabs;  // every slab, shuffled
     Slab::Init(base + i * kSmallPageSize, &small, AllocType::kSmallSlab,
                static_cast<std::uint8_t>(10 + i));
   }
-  for (std::size_t i = 0; i < 8; ++i) {
+  for (std::size_t i = 0; i < kSlabs; ++i) {
     Slab* s = Slab::Find(base + i * kSmallPageSize, kSmallPageSize);
     // The first and the last object of each slab.
     EXPECT_EQ(Slab::TagOf(s->ObjectAt(0)), 10 + i) << i;
@@ -278,7 +278,7 @@ TEST(SlabTest, TakeRemainingReturnsTheCurrentWordsUnusedObjects) {
 }
 
 TEST(SlabTest, FloatingToAvailableToFull) {
-  Fixture f(64);
+  Fixture f(64, 0.6, 256 * K);  // the reference's appendix layout
   const std::size_t n = f.meta.n_objects, cutoff = f.meta.cutoff_objects;
   ASSERT_EQ(n, 4087u);
   ASSERT_EQ(cutoff, 2452u);

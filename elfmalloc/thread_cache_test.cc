@@ -106,7 +106,7 @@ TEST(ThreadCacheTest, ThreadExitReturnsCachedObjectsAndSlabs) {
 TEST(ThreadCacheTest, RetiredHeapsArePooledTrimmedAndReused) {
   SlabClass* classes = TestClasses().get();
   ReleasePooledThreadHeaps();
-  const SizeClass c = SizeToClass(256);  // 1024 fit a magazine, 128 kept
+  const SizeClass c = SizeToClass(64);  // 1024 fit a magazine, 512 kept
   std::int64_t net_before[kNumSizeClasses] = {};
   AddNetAllocations(net_before);
   ThreadHeap* first = nullptr;
@@ -118,7 +118,7 @@ TEST(ThreadCacheTest, RetiredHeapsArePooledTrimmedAndReused) {
     for (int i = 0; i < 1000; ++i) v.push_back(first->Alloc(c));
     for (int i = 0; i < 10; ++i) kept.push_back(v[i]);  // outlive the thread
     for (std::size_t i = 10; i < v.size(); ++i) first->Free(c, v[i]);
-    EXPECT_EQ(first->Cache(c).cached(), 990u);
+    EXPECT_GE(first->Cache(c).cached(), 990u);
   }).join();
   EXPECT_EQ(PooledThreadHeaps(), 1u);
   // Trimmed to kRetiredKeepBytes of cached objects.
