@@ -14,6 +14,23 @@
 // Segments come from a type-stable BlockPool and are recycled through epoch
 // reclamation (epoch.h). Every operation pins.
 //
+// ## The first segment is allocated by the first push
+// A new queue's head_ and tail_ point at the sentinel: one static segment
+// per item type, permanently full and drained (enq = deq = kSegmentSize,
+// next always null). Constructing a queue touches no memory beyond the
+// object, so an allocator holding hundreds of mostly idle queues (elfmalloc
+// has a bag of 4..32 queues per size class) no longer pays a 2 KiB segment
+// per queue up front. Pops of an untouched queue see it empty (their
+// fetch_add on the sentinel's deq lands past the end, and its next is
+// null). The first push lands past its end too and, in AdvanceTail,
+// installs a fresh segment: CAS head_ sentinel -> fresh FIRST, then CAS
+// tail_ sentinel -> head_. Only this path moves a root off the sentinel;
+// the sentinel is never linked as a next and never retired. While head_ =
+// fresh and tail_ = sentinel (tail momentarily behind head) nothing can be
+// retired: head_ leaves `fresh` only after fresh->next is set, which only a
+// push whose tail_ is `fresh` does, and the pusher that moves tail_ off the
+// sentinel reads head_ after the head CAS, so it moves tail_ to `fresh`.
+//
 // ## Invariants and who moves what
 //  * head_ and tail_ only move forward, one segment at a time, by CAS from a
 //    segment S to S->next. tail_ is never behind head_: before a pop moves
@@ -89,10 +106,11 @@ class FaaQueue : public internal::PushOps<FaaQueue<T>, T>,
   static constexpr std::size_t kSegmentSize = 256;
   static constexpr bool kRevocable = kIsRevocableItem<T>;
 
+  // Allocates nothing (see "The first segment is allocated by the first
+  // push"); a push that cannot get a segment reports out of memory.
   FaaQueue() noexcept {
-    Segment* s = NewSegment();
-    head_.v.store(s, std::memory_order_relaxed);
-    tail_.v.store(s, std::memory_order_relaxed);
+    head_.v.store(Sentinel(), std::memory_order_relaxed);
+    tail_.v.store(Sentinel(), std::memory_order_relaxed);
   }
   FaaQueue(const FaaQueue&) = delete;
   FaaQueue& operator=(const FaaQueue&) = delete;
@@ -105,7 +123,9 @@ class FaaQueue : public internal::PushOps<FaaQueue<T>, T>,
     while (this->TryPop(&item) != PopStatus::kEmpty) {
     }
     epoch::Guard g;
-    for (Segment* s = head_.v.load(std::memory_order_relaxed); s != nullptr;) {
+    Segment* first = head_.v.load(std::memory_order_relaxed);
+    if (first == Sentinel()) return;  // never pushed to
+    for (Segment* s = first; s != nullptr;) {
       Segment* next = s->next.load(std::memory_order_relaxed);
       s->~Segment();
       Pool::Retire(s, kGrace);
@@ -199,12 +219,21 @@ class FaaQueue : public internal::PushOps<FaaQueue<T>, T>,
   static constexpr std::uint64_t kGrace = kRevocable ? 4 : 2;
 
   struct Segment {
+    constexpr Segment() noexcept = default;
+    // The sentinel's: full and drained.
+    constexpr explicit Segment(std::uint64_t used) noexcept
+        : deq(used), enq(used) {}
     alignas(internal::kCacheLine) std::atomic<std::uint64_t> deq{0};
     alignas(internal::kCacheLine) std::atomic<std::uint64_t> enq{0};
     alignas(internal::kCacheLine) std::atomic<Segment*> next{nullptr};
     alignas(internal::kCacheLine) std::atomic<std::uintptr_t> cells[kSegmentSize] = {};
   };
   using Pool = internal::BlockPool<sizeof(Segment)>;
+
+  // See "The first segment is allocated by the first push". Its cells are
+  // never touched (every index handed out is >= kSegmentSize).
+  ABSL_CONST_INIT static inline Segment sentinel_{kSegmentSize};
+  static Segment* Sentinel() noexcept { return &sentinel_; }
 
   static Segment* NewSegment() noexcept {
     void* p = Pool::Get();
@@ -251,6 +280,7 @@ class FaaQueue : public internal::PushOps<FaaQueue<T>, T>,
   // tail_ from lt to it. false: out of memory. REQUIRES: pinned.
   ABSL_ATTRIBUTE_NOINLINE bool AdvanceTail(Segment* lt) noexcept {
     if (lt != tail_.v.load(std::memory_order_acquire)) return true;
+    if (lt == Sentinel()) return InstallFirstSegment();
     Segment* ln = lt->next.load(std::memory_order_acquire);
     if (ln == nullptr) {
       Segment* fresh = NewSegment();
@@ -267,6 +297,28 @@ class FaaQueue : public internal::PushOps<FaaQueue<T>, T>,
       }
     }
     tail_.v.compare_exchange_strong(lt, ln, std::memory_order_acq_rel,
+                                    std::memory_order_relaxed);
+    return true;
+  }
+
+  // The first push(es) of a queue: head_ sentinel -> fresh, then tail_
+  // sentinel -> head_ (see the file comment for why in this order). false:
+  // out of memory. REQUIRES: pinned.
+  ABSL_ATTRIBUTE_NOINLINE bool InstallFirstSegment() noexcept {
+    Segment* h = head_.v.load(std::memory_order_acquire);
+    if (h == Sentinel()) {
+      Segment* fresh = NewSegment();
+      if (fresh == nullptr) return false;
+      if (head_.v.compare_exchange_strong(h, fresh, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
+        h = fresh;
+      } else {
+        fresh->~Segment();
+        Pool::Retire(fresh, kGrace);  // never published
+      }
+    }
+    Segment* t = Sentinel();
+    tail_.v.compare_exchange_strong(t, h, std::memory_order_acq_rel,
                                     std::memory_order_relaxed);
     return true;
   }

@@ -28,6 +28,64 @@ TEST(FaaQueueTest, EmptyQueueReportsEmpty) {
   EXPECT_FALSE(q.Pop(&v));
 }
 
+// A new queue allocates no segment (both roots are the shared sentinel)
+// until its first push; threads racing to make the first push into many
+// fresh queues, while others pop them, lose and duplicate nothing. Fresh
+// queues that were never pushed to are destroyed cleanly too.
+TEST(FaaQueueTest, FirstPushesRaceToInstallTheFirstSegment) {
+  constexpr int kQueues = 200, kPushers = 3, kPerPusher = 50;
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::unique_ptr<FaaQueue<std::uint64_t>>> qs;
+    for (int i = 0; i < kQueues; ++i) {
+      qs.push_back(std::make_unique<FaaQueue<std::uint64_t>>());
+    }
+    std::atomic<bool> go{false};
+    std::atomic<int> popped{0};
+    std::atomic<std::uint64_t> sum{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < kPushers; ++t) {
+      ts.emplace_back([&, t] {
+        while (!go.load()) std::this_thread::yield();
+        for (int q = 0; q < kQueues; ++q) {
+          for (int i = 0; i < kPerPusher; ++i) {
+            qs[q]->Push(static_cast<std::uint64_t>(t * kPerPusher + i + 1));
+          }
+        }
+      });
+    }
+    ts.emplace_back([&] {  // a popper chasing the pushers
+      while (!go.load()) std::this_thread::yield();
+      std::uint64_t v = 0;
+      for (int pass = 0; pass < 50; ++pass) {
+        for (int q = 0; q < kQueues; ++q) {
+          if (qs[q]->TryPop(&v) == PopStatus::kOk) {
+            popped.fetch_add(1);
+            sum.fetch_add(v);
+          }
+        }
+      }
+    });
+    go.store(true);
+    for (auto& t : ts) t.join();
+    std::uint64_t v = 0;
+    for (int q = 0; q < kQueues; ++q) {
+      while (qs[q]->Pop(&v)) {
+        popped.fetch_add(1);
+        sum.fetch_add(v);
+      }
+    }
+    constexpr int kItems = kPushers * kPerPusher;  // values 1..kItems
+    EXPECT_EQ(popped.load(), kQueues * kItems);
+    EXPECT_EQ(sum.load(), static_cast<std::uint64_t>(kQueues) * kItems *
+                              (kItems + 1) / 2);
+  }
+  // Never pushed to: pops are empty and destruction releases nothing.
+  FaaQueue<std::uint64_t> idle;
+  std::uint64_t v = 0;
+  EXPECT_EQ(idle.TryPop(&v), PopStatus::kEmpty);
+  EXPECT_TRUE(idle.valid());
+}
+
 TEST(FaaQueueTest, SingleThreadFifoAcrossSegments) {
   for (std::uint64_t n : {std::uint64_t{64}, Queue::kSegmentSize * 8 + 3}) {
     Queue q;
