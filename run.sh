@@ -16,6 +16,10 @@
 #                              producer-consumer x 16 B..256 KiB) under each
 #                              allocator (elfc/compare_mallocs.py); with
 #                              --filter=REGEX, --min_time=S
+#   ./run.sh --checked         also elfc's checked build (--config=checked:
+#                              double free, interior and foreign pointers
+#                              abort) as a sixth allocator, reported as
+#                              elfc-checked / elfc (target: at most 5% slower)
 #   ./run.sh --packages        afterwards, also every package's own Google
 #                              Benchmark binary (bsalloc vs malloc, bagpipe vs
 #                              moodycamel, slab_alloc vs new/delete, ...)
@@ -39,6 +43,7 @@ allocators_ensure_packages libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 || \
 full=0
 matrix=0
 packages=0
+checked=0
 min_time=${BENCH_MIN_TIME:-0.1}
 filter=""
 harness_args=()
@@ -50,7 +55,8 @@ for arg in "$@"; do
     --filter=*) filter="${arg#--filter=}" ;;
     --min_time=*) min_time="${arg#--min_time=}" ;;
     --packages) packages=1 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --checked) checked=1 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -73,6 +79,17 @@ bazel_build() {
 if [ "$full" = 1 ]; then
   allocators_ensure_packages python3-matplotlib || \
     echo "run.sh: python3-matplotlib not installed; the report will have no plots" >&2
+fi
+
+if [ "$checked" = 1 ]; then
+  # The checked build lands in the same bazel-bin path: build it first and
+  # keep a copy, then the normal build below replaces it.
+  echo "=== building the checked libelfc.so (--config=checked)"
+  bazel_build --config=checked //elfc:libelfc.so
+  checked_dir=$(mktemp -d -t allocators-checked.XXXXXX)
+  cp "$(bazel "${startup[@]}" info --config=checked "${build_opts[@]}" bazel-bin 2>/dev/null)/elfc/libelfc.so" \
+    "$checked_dir/libelfc-checked.so"
+  harness_args+=(--extra="elfc-checked=$checked_dir/libelfc-checked.so")
 fi
 
 echo "=== building libelfc.so and the workloads"

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
@@ -144,21 +145,36 @@ struct Divisor {
   }
 };
 
-ABSL_ATTRIBUTE_NOINLINE void CheckedFreeSlab(void* p, std::size_t page) {
-  const Slab* s = Slab::Find(p, page);
-  const SlabMetadata* m = s->metadata();
-  const std::size_t off = static_cast<std::size_t>(
-      static_cast<const char*>(p) - reinterpret_cast<const char*>(s));
-  if (off < m->objects_offset ||
-      !Divisor::Of(m->object_size).Divides(off - m->objects_offset) ||
-      off - m->objects_offset >= m->n_objects * m->object_size) {
+// Per class, computed at compile time (a runtime Divisor::Of costs a 64-bit
+// division per free).
+constexpr std::array<Divisor, kNumSizeClasses> kClassDivisors = [] {
+  std::array<Divisor, kNumSizeClasses> d{};
+  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+    d[i] = Divisor::Of(ClassSize(SizeClass(static_cast<std::uint8_t>(i))));
+  }
+  return d;
+}();
+
+// The checked free of slab pointer p of class c (from its tag) whose
+// class's metadata is m: p must be an object start, and the block must not
+// carry the freed marker. Everything but the block's first word comes from
+// the class (no read of the slab's header, which would be a second cache
+// line per free; the tag is already checked to be a class in every build).
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CheckedFreeSlab(
+    void* p, SizeClass c, const SlabMetadata& m) {
+  const std::size_t off = reinterpret_cast<std::uintptr_t>(p) &
+                          (std::uintptr_t{m.page_size} - 1);
+  if (ABSL_PREDICT_FALSE(
+          off < m.objects_offset ||
+          !kClassDivisors[c.index()].Divides(off - m.objects_offset) ||
+          off - m.objects_offset >= m.n_objects * m.object_size)) {
     ABSL_RAW_LOG(FATAL,
                  "elfmalloc: free(%p): not the start of a block (interior "
                  "pointer, or not from this allocator)",
                  p);
   }
   std::uint64_t* word = static_cast<std::uint64_t*>(p);
-  if (*word == FreeMarker(p)) {
+  if (ABSL_PREDICT_FALSE(*word == FreeMarker(p))) {
     ABSL_RAW_LOG(FATAL, "elfmalloc: double free of %p", p);
   }
   *word = FreeMarker(p);
@@ -398,20 +414,14 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline SizeClass TagClass(const void* p) {
   return SizeClass(static_cast<std::uint8_t>(c));
 }
 
-// The checked build's slab checks, plus agreement of the tag with the
-// slab's metadata (a stale or forged tag would otherwise go unnoticed).
-ABSL_ATTRIBUTE_NOINLINE void CheckedFreeSlabOfClass(void* p, AllocType t,
-                                                    SizeClass c) {
-  const std::size_t page =
-      t == AllocType::kSmallSlab ? kSmallPageSize : kMediumPageSize;
+// The checked build's slab checks (CheckedFreeSlab) for a pointer whose tag
+// says class c.
+inline void CheckedFreeSlabOfClass(void* p, SizeClass c) {
   Heap* heap = g_heap.load(std::memory_order_acquire);
-  if (heap == nullptr) {
+  if (ABSL_PREDICT_FALSE(heap == nullptr)) {
     ABSL_RAW_LOG(FATAL, "elfmalloc: %p freed before any allocation", p);
   }
-  if (heap->ClassOf(Slab::Find(p, page)->metadata()).index() != c.index()) {
-    ABSL_RAW_LOG(FATAL, "elfmalloc: %p: slab tag and metadata disagree", p);
-  }
-  CheckedFreeSlab(p, page);
+  CheckedFreeSlab(p, c, heap->cls(c).metadata());
 }
 
 ABSL_ATTRIBUTE_NOINLINE void FreeSlow(SizeClass c, void* p) {
@@ -460,7 +470,7 @@ void Deallocate(void* p) noexcept {
   const AllocType t = ReadAllocType(p);
   if (ABSL_PREDICT_TRUE(IsSlabType(t))) {
     const SizeClass c = TagClass(p);
-    if (kChecked) CheckedFreeSlabOfClass(p, t, c);
+    if (kChecked) CheckedFreeSlabOfClass(p, c);
     if (ThreadHeap* th = CurrentThreadHeap();
         ABSL_PREDICT_TRUE(th != nullptr)) {
       th->Free(c, p);

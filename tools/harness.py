@@ -13,7 +13,9 @@ Modes:
                    writes info/performance.md and info/perf_*.png
 Filters and overrides: --workloads=threadtest-small,larson (names or program
 names), --allocators=elfc,glibc, --reps=N, --seconds=S, --threads=1,2,
---report_dir=DIR (write the report in any mode).
+--report_dir=DIR (write the report in any mode). --extra=NAME=LIB runs a
+further build under LD_PRELOAD (./run.sh --checked passes elfc's checked
+build as elfc-checked) and reports its throughput against elfc's.
 
 Peers are Debian's packages (libjemalloc2, libtcmalloc-minimal4,
 libmimalloc2.0); a missing one is skipped with a note. glibc is the process
@@ -180,9 +182,10 @@ def fmt_rate(x):
 class Results:
     """Measurements keyed by (workload, threads, allocator)."""
 
-    def __init__(self, rows, allocs):
+    def __init__(self, rows, allocs, extras=()):
         self.rows = rows        # [(workload, threads)]
         self.allocs = allocs    # [allocator name]
+        self.extras = set(extras)  # --extra builds: compared with elfc only
         self.rate = {}          # key -> [ops/s]
         self.rss = {}           # key -> [KiB]
         self.errors = {}        # key -> [message]
@@ -199,7 +202,7 @@ class Results:
 def ratio_rows(res):
     """Per row: elfc/glibc and elfc/best-peer throughput, elfc/glibc RSS."""
     out = []
-    peers = [a for a in res.allocs if a != "elfc"]
+    peers = [a for a in res.allocs if a != "elfc" and a not in res.extras]
     for w, t in res.rows:
         e = res.median(res.rate, w, t, "elfc")
         if e is None:
@@ -250,14 +253,16 @@ def throughput_table(res, ratios):
 def memory_table(res, ratios):
     by_row = {r["row"]: r for r in ratios}
     cols = res.allocs
+    width = max([10] + [len(a) + 1 for a in cols])
     head = "%-18s %3s" % ("peak RSS MiB", "thr") + "".join(
-        "%10s" % a for a in cols) + "%11s" % "elfc/glibc"
+        "%*s" % (width, a) for a in cols) + "%11s" % "elfc/glibc"
     lines = [head, "-" * len(head)]
     for w, t in res.rows:
         cells = []
         for a in cols:
             m = res.median(res.rss, w, t, a)
-            cells.append("%10.1f" % (m[0] / 1024) if m else "%10s" % "-")
+            cells.append("%*.1f" % (width, m[0] / 1024) if m
+                         else "%*s" % (width, "-"))
         r = by_row.get((w, t), {})
         rr = ("%10.2fx" % r["rss_vs_glibc"] if r.get("rss_vs_glibc")
               else "%11s" % "-")
@@ -299,6 +304,22 @@ def verdicts(res, ratios):
     if glibc:
         out.append("elfc throughput / glibc: geometric mean %.2fx "
                    "(no target; for reference)." % gmean(glibc))
+    for x in sorted(res.extras):
+        xs = []
+        for w, t in res.rows:
+            e = res.median(res.rate, w, t, "elfc")
+            m = res.median(res.rate, w, t, x)
+            if e and m:
+                xs.append(m[0] / e[0])
+        if xs:
+            g = gmean(xs)
+            line = ("%s throughput / elfc: geometric mean %.3fx over %d rows "
+                    "(%+.1f%%; lowest row %.2fx)" % (
+                        x, g, len(xs), (g - 1) * 100, min(xs)))
+            if x == "elfc-checked":
+                line += " -> target 'checked build costs at most 5%%' %s" % (
+                    "MET" if g >= 0.95 else "MISSED")
+            out.append(line + ".")
     if rss:
         g = gmean(rss)
         out.append(
@@ -492,6 +513,11 @@ def main():
     ap.add_argument("--seconds", type=float, default=0)
     ap.add_argument("--threads", default="")
     ap.add_argument("--report_dir", default="")
+    ap.add_argument("--extra", action="append", default=[],
+                    metavar="NAME=LIB",
+                    help="also run every workload with LD_PRELOAD=LIB under "
+                         "the name NAME (e.g. a checked build of elfc); "
+                         "reported against elfc, never counted as a peer")
     ap.add_argument("--command", default="",
                     help="how this run was started, for the report")
     args = ap.parse_args()
@@ -511,6 +537,15 @@ def main():
         if unknown:
             ap.error("unknown allocators: %s" % ", ".join(sorted(unknown)))
         allocs = [(a, p) for a, p in allocs if a in wanted]
+    extras = []
+    for x in args.extra:
+        name, sep, path = x.partition("=")
+        if not sep or not name or not path:
+            ap.error("--extra wants NAME=LIB, got %r" % x)
+        if name in {a for a, _ in allocs}:
+            ap.error("--extra name %s is already an allocator" % name)
+        extras.append((name, os.path.abspath(path)))
+    allocs += extras
     present = []
     for name, path in allocs:
         if path and not os.path.exists(path):
@@ -540,7 +575,8 @@ def main():
 
     combos = [(w, t) for w in workloads
               for t in ([1] if w[3] else threads)]
-    res = Results([(w[0], t) for w, t in combos], [a for a, _ in allocs])
+    res = Results([(w[0], t) for w, t in combos], [a for a, _ in allocs],
+                  [n for n, _ in extras])
     total = len(combos) * len(allocs) * reps
     log("harness: %d workload rows x %d allocators x %d repetitions = %d runs "
         "of %.1f s (threads %s)" % (len(combos), len(allocs), reps, total,
