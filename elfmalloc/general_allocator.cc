@@ -361,6 +361,13 @@ void* FallbackAlloc(Heap* heap, SizeClass c) {
   return p;
 }
 
+// Checked build: a live block never carries the freed marker.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* Handout(void* p) {
+  if (kChecked && p != nullptr) *static_cast<std::uint64_t*>(p) = 0;
+  return p;
+}
+
+// No heap for this thread yet (or none possible).
 ABSL_ATTRIBUTE_NOINLINE void* AllocClassSlow(SizeClass c) {
   Heap* heap = GetHeap();
   if (heap == nullptr) {
@@ -376,27 +383,30 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassSlow(SizeClass c) {
     p = FallbackAlloc(heap, c);
   }
   if (p == nullptr) errno = ENOMEM;
-  return p;
+  return Handout(p);
 }
 
+// The magazine of class c is empty.
+ABSL_ATTRIBUTE_NOINLINE void* AllocClassRefill(ThreadHeap* th, SizeClass c) {
+  void* p = th->AllocSlow(c);
+  if (ABSL_PREDICT_FALSE(p == nullptr)) errno = ENOMEM;
+  return Handout(p);
+}
+
+// The fast path is the magazine pop; both slow paths are tail calls, so it
+// needs no stack frame of its own.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* AllocClass(SizeClass c) {
+  ThreadHeap* th = CurrentThreadHeap();
+  if (ABSL_PREDICT_FALSE(th == nullptr)) return AllocClassSlow(c);
   void* p;
-  if (ThreadHeap* th = CurrentThreadHeap(); ABSL_PREDICT_TRUE(th != nullptr)) {
-    p = th->Alloc(c);
-    if (ABSL_PREDICT_FALSE(p == nullptr)) {
-      errno = ENOMEM;
-      return nullptr;
-    }
-  } else {
-    p = AllocClassSlow(c);
-  }
-  // Checked build: a live block never carries the freed marker.
-  if (kChecked && p != nullptr) *static_cast<std::uint64_t*>(p) = 0;
-  return p;
+  if (ABSL_PREDICT_FALSE(!th->TryAlloc(c, &p))) return AllocClassRefill(th, c);
+  return Handout(p);
 }
 
-ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieNotOurs(const void* p) {
+[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieNotOurs(
+    const void* p) {
   ABSL_RAW_LOG(FATAL, "elfmalloc: %p was not allocated by elfmalloc", p);
+  std::abort();  // not reached: FATAL aborts
 }
 
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsSlabType(AllocType t) {
@@ -471,12 +481,10 @@ void Deallocate(void* p) noexcept {
   if (ABSL_PREDICT_TRUE(IsSlabType(t))) {
     const SizeClass c = TagClass(p);
     if (kChecked) CheckedFreeSlabOfClass(p, c);
-    if (ThreadHeap* th = CurrentThreadHeap();
-        ABSL_PREDICT_TRUE(th != nullptr)) {
-      th->Free(c, p);
-      return;
-    }
-    FreeSlow(c, p);
+    // The fast path is the magazine push; the slow paths are tail calls.
+    ThreadHeap* th = CurrentThreadHeap();
+    if (ABSL_PREDICT_FALSE(th == nullptr)) return FreeSlow(c, p);
+    if (ABSL_PREDICT_FALSE(!th->TryFree(c, p))) return th->FreeSlow(c, p);
     return;
   }
   if (t != AllocType::kLarge) DieNotOurs(p);

@@ -89,17 +89,18 @@ class MagazineCache {
   }
   const SlabMetadata& metadata() const noexcept { return slabs_.metadata(); }
 
-  // The fast paths: a cached object or nullptr; true if p was cached. They
+  // The fast paths: true if they popped a cached object into *p / cached p. They
   // touch only the first cache line of the object (stack_, top_, capacity_)
   // and the stack slot, and count nothing: the statistics derive from the
   // slow paths' counters and top_ (net_allocations). An invalid (default)
   // cache has capacity 0 and an empty stack, so both fail and the caller's
   // slow path may create it.
-  ABSL_ATTRIBUTE_ALWAYS_INLINE void* TryAlloc() noexcept {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryAlloc(void** p) noexcept {
     const std::uint32_t t = top_.load(std::memory_order_relaxed);
-    if (ABSL_PREDICT_FALSE(t == 0)) return nullptr;
+    if (ABSL_PREDICT_FALSE(t == 0)) return false;
     top_.store(t - 1, std::memory_order_relaxed);
-    return stack_[t - 1];
+    *p = stack_[t - 1];
+    return true;
   }
   ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryFree(void* p) noexcept {
     const std::uint32_t t = top_.load(std::memory_order_relaxed);
@@ -110,8 +111,8 @@ class MagazineCache {
   }
 
   void* Alloc() noexcept {
-    void* p = TryAlloc();
-    return p != nullptr ? p : AllocSlow();
+    void* p;
+    return TryAlloc(&p) ? p : AllocSlow();
   }
   void Free(void* p) noexcept {
     if (!TryFree(p)) FreeSlow(p);

@@ -77,17 +77,25 @@ class ThreadHeap {
   ~ThreadHeap() = default;
 
   // An object of class c (nullptr when memory is exhausted). The fast path
-  // is the magazine's pop; the first use of a class creates its cache.
+  // is the magazine's pop (TryAlloc); the first use of a class creates its
+  // cache (AllocSlow).
   ABSL_ATTRIBUTE_ALWAYS_INLINE void* Alloc(SizeClass c) noexcept {
-    void* p = caches_[c.index()].cache.TryAlloc();
-    return ABSL_PREDICT_TRUE(p != nullptr) ? p : AllocSlow(c);
+    void* p;
+    return ABSL_PREDICT_TRUE(TryAlloc(c, &p)) ? p : AllocSlow(c);
   }
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryAlloc(SizeClass c, void** p) noexcept {
+    return caches_[c.index()].cache.TryAlloc(p);
+  }
+  ABSL_ATTRIBUTE_NOINLINE void* AllocSlow(SizeClass c) noexcept;
   // Frees an object of class c (allocated by any thread).
   ABSL_ATTRIBUTE_ALWAYS_INLINE void Free(SizeClass c, void* p) noexcept {
-    if (ABSL_PREDICT_FALSE(!caches_[c.index()].cache.TryFree(p))) {
-      FreeSlow(c, p);
-    }
+    if (ABSL_PREDICT_FALSE(!TryFree(c, p))) FreeSlow(c, p);
   }
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryFree(SizeClass c, void* p) noexcept {
+    return caches_[c.index()].cache.TryFree(p);
+  }
+  // Free when the magazine is full or not created yet.
+  ABSL_ATTRIBUTE_NOINLINE void FreeSlow(SizeClass c, void* p) noexcept;
 
   // The front end of class c, created on first use.
   MagazineCache& Cache(SizeClass c) noexcept {
@@ -107,8 +115,6 @@ class ThreadHeap {
  private:
   friend class HeapRegistry;
   void CreateCache(SizeClass c) noexcept;
-  ABSL_ATTRIBUTE_NOINLINE void* AllocSlow(SizeClass c) noexcept;
-  ABSL_ATTRIBUTE_NOINLINE void FreeSlow(SizeClass c, void* p) noexcept;
 
   // Each cache on its own cache line(s): its fast-path fields come first, so
   // an operation touches one line of the heap.
