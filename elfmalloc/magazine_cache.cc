@@ -119,7 +119,6 @@ void MagazineCache::Flush(std::size_t from) noexcept {
   const std::size_t top = top_.load(std::memory_order_relaxed);
   if (top <= from) return;
   Add(to_slabs_, static_cast<std::int64_t>(top - from));
-  std::size_t n_touched = 0;
   // Every cached object is of this cache's class, so the layout comes from
   // the class, not from each slab's header (64 KiB-aligned headers share
   // cache sets; reading one per object missed).
@@ -127,35 +126,57 @@ void MagazineCache::Flush(std::size_t from) noexcept {
   const std::uintptr_t page_mask = ~(std::uintptr_t{m.page_size} - 1);
   const std::size_t objects_offset = m.objects_offset;
   const std::size_t shift = m.granule_shift;
+  // Locals, so that the loop keeps them in registers across the rare
+  // collision frees.
+  void** const stack = stack_;
+  Cell* const cells = cells_;
+  std::uint32_t* const touched = touched_;
+  const std::size_t table_shift = table_shift_;
+  std::size_t n_touched = 0;
+  // A run of objects in one bit-set word (objects freed in allocation order,
+  // the common case) is merged in registers and enters the table once.
+  auto commit = [&](Slab* s, std::size_t word, std::uint64_t mask) {
+    // Fibonacci hashing of the bit-set word's address (the reference's
+    // ((p >> 3) >> 18) * (p >> 3) left the low bits of nearby words equal).
+    const std::uint64_t key = (reinterpret_cast<std::uintptr_t>(s) >> 3) + word;
+    const std::size_t idx =
+        static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> table_shift);
+    Cell& c = cells[idx];
+    if (c.slab == nullptr) {
+      c = Cell{s, word, mask};
+      touched[n_touched++] = static_cast<std::uint32_t>(idx);
+    } else if (c.slab == s && c.word == word) {
+      // The same object twice in one batch is a double free; the OR keeps
+      // one, which is what a double free of a free object does anyway.
+      c.mask |= mask;
+    } else {
+      slabs_.BulkFree(s, word, mask);  // collision: free this run at once
+    }
+  };
+  Slab* run_slab = nullptr;
+  std::size_t run_word = 0;
+  std::uint64_t run_mask = 0;
   for (std::size_t i = from; i < top; ++i) {
-    void* p = stack_[i];
+    void* p = stack[i];
     const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p);
     Slab* s = reinterpret_cast<Slab*>(a & page_mask);
     const std::size_t bit = ((a & ~page_mask) - objects_offset) >> shift;
-    const Slab::BitPosition pos{bit / kBitsPerWord,
-                                std::uint64_t{1} << (bit % kBitsPerWord)};
-    ABSL_ASSERT(pos.word == s->PositionOf(p).word &&
-                pos.mask == s->PositionOf(p).mask);
-    // Fibonacci hashing of the bit-set word's address (the reference's
-    // ((p >> 3) >> 18) * (p >> 3) left the low bits of nearby words equal).
-    const std::uint64_t key =
-        (reinterpret_cast<std::uintptr_t>(s) >> 3) + pos.word;
-    const std::size_t idx = static_cast<std::size_t>(
-        (key * 0x9E3779B97F4A7C15ull) >> table_shift_);
-    Cell& c = cells_[idx];
-    if (c.slab == nullptr) {
-      c = Cell{s, pos.word, pos.mask};
-      touched_[n_touched++] = static_cast<std::uint32_t>(idx);
-    } else if (c.slab == s && c.word == pos.word) {
-      // The same object twice in one batch is a double free; the OR keeps
-      // one, which is what a double free of a free object does anyway.
-      c.mask |= pos.mask;
-    } else {
-      slabs_.Free(p);  // collision: free this one at once
+    const std::size_t word = bit / kBitsPerWord;
+    const std::uint64_t mask = std::uint64_t{1} << (bit % kBitsPerWord);
+    ABSL_ASSERT(word == s->PositionOf(p).word &&
+                mask == s->PositionOf(p).mask);
+    if (s == run_slab && word == run_word) {
+      run_mask |= mask;
+      continue;
     }
+    if (run_slab != nullptr) commit(run_slab, run_word, run_mask);
+    run_slab = s;
+    run_word = word;
+    run_mask = mask;
   }
+  if (run_slab != nullptr) commit(run_slab, run_word, run_mask);
   for (std::size_t k = 0; k < n_touched; ++k) {
-    Cell& c = cells_[touched_[k]];
+    Cell& c = cells[touched[k]];
     slabs_.BulkFree(c.slab, c.word, c.mask);
     c = Cell{nullptr, 0, 0};
   }

@@ -233,6 +233,32 @@ class Slab {
       return objects_ + (bit << shift_);
     }
 
+    // Up to n next objects into out, in address order; fewer only when
+    // every word was visited. The same as calling Next() n times, with the
+    // iterator's state in registers.
+    std::size_t NextBatch(void** out, std::size_t n) noexcept {
+      std::uint64_t bits = bits_;
+      std::size_t base = bit_base_;
+      std::size_t k = 0;
+      while (k < n) {
+        if (bits == 0) {
+          if (slab_ == nullptr || word_ == words_) break;
+          bits = slab_->Bitset()[word_].exchange(0, std::memory_order_acquire);
+          base = word_ * kBitsPerWord;
+          ++word_;
+          if (bits != 0) slab_->SubtractTaken(std::popcount(bits));
+          continue;
+        }
+        const std::size_t bit =
+            base + static_cast<std::size_t>(std::countr_zero(bits));
+        bits &= bits - 1;
+        out[k++] = objects_ + (bit << shift_);
+      }
+      bits_ = bits;
+      bit_base_ = base;
+      return k;
+    }
+
     // The objects the iterator has already taken from the slab (their bits
     // cleared and uncounted) but not yet returned by Next(): all of them lie
     // in one bit-set word. Clears them from the iterator. An owner that lets

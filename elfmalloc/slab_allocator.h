@@ -140,7 +140,7 @@ class SlabAllocator {
     if (n == 0) return 0;
     std::size_t k = 0;
     for (bool refreshed = false;; refreshed = true) {
-      for (void* p; k < n && (p = iter_.Next()) != nullptr;) out[k++] = p;
+      k += iter_.NextBatch(out + k, n - k);
       if (k != 0 || refreshed) return k;
       // The current slab is used up: AllocSlow takes the next one (and its
       // first object); the rest of the batch comes from that slab.

@@ -205,6 +205,38 @@ TEST(SlabTest, TagsLiveInTheLeaderAndBelongToEachSlab) {
   }
 }
 
+// NextBatch hands out exactly what the same number of Next() calls would,
+// across word boundaries and with partial words left for Next().
+TEST(SlabTest, NextBatchMatchesNext) {
+  for (std::size_t size : {std::size_t{16}, std::size_t{48}, std::size_t{1000}}) {
+    SCOPED_TRACE(size);
+    Fixture a(size), b(size);
+    ASSERT_TRUE(a.slab->Claim());
+    ASSERT_TRUE(b.slab->Claim());
+    const std::vector<void*> all = a.TakeAll();
+    Slab::LocalIter it = b.slab->Iterate();
+    std::vector<void*> got;
+    const char* base_a = reinterpret_cast<const char*>(a.slab);
+    for (std::size_t n = 1; got.size() < all.size(); n = n * 3 % 97 + 1) {
+      void* buf[100];
+      const std::size_t k = it.NextBatch(buf, n);
+      ASSERT_TRUE(k == n || got.size() + k == all.size());
+      for (std::size_t i = 0; i < k; ++i) got.push_back(buf[i]);
+      if (void* p = it.Next()) got.push_back(p);
+    }
+    ASSERT_EQ(got.size(), all.size());
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      // Same offsets in the two slabs.
+      ASSERT_EQ(static_cast<const char*>(got[i]) -
+                    reinterpret_cast<const char*>(b.slab),
+                static_cast<const char*>(all[i]) - base_a) << i;
+    }
+    void* buf[4];
+    EXPECT_EQ(it.NextBatch(buf, 4), 0u);
+    EXPECT_EQ(b.slab->AvailableCount(), 0);
+  }
+}
+
 TEST(SlabTest, ClaimUnclaim) {
   Fixture f(128);
   const auto n = static_cast<std::int64_t>(f.meta.n_objects);
