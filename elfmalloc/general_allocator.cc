@@ -62,12 +62,12 @@ std::size_t AvailableQueues() {
 }
 
 // Dirty-page thresholds per page size (page_alloc.h, the threshold rule):
-// 64 MiB of 64 KiB pages, so that a program that frees and reallocates a
-// batch of tens of MiB of small blocks keeps it committed (Hoard's
-// threadtest with 2 KiB objects ran 10x slower at 16 MiB); 16 MiB of 2 MiB
-// pages, because threads touch more and more of each cached medium page
-// (64 MiB let RSS creep by ~40 MiB over 2000 churning threads).
-// ELFMALLOC_MAX_DIRTY_MB overrides both.
+// 64 MiB each of small (64 KiB) and mid (256 KiB) pages, so that a program
+// that frees and reallocates a batch of tens of MiB of small blocks keeps it
+// committed (Hoard's threadtest with 2 KiB objects ran 10x slower at
+// 16 MiB); 16 MiB of 2 MiB pages, because threads touch more and more of
+// each cached medium page (64 MiB let RSS creep by ~40 MiB over 2000
+// churning threads). ELFMALLOC_MAX_DIRTY_MB overrides all three.
 constexpr std::uint64_t kSmallDirtyMiB = 64;
 constexpr std::uint64_t kMediumDirtyMiB = 16;
 
@@ -104,7 +104,10 @@ PageAlloc::Options Configure(PageAlloc::Options o, std::uint64_t dirty_mib) {
 //     divisibility by the class size, with a precomputed multiplicative
 //     inverse: no division) and of a large block (p == base + header).
 //   * Foreign pointers: a stamp that is not elfmalloc's already aborts in
-//     every build; a slab header whose metadata is not one of our classes too.
+//     every build, and so does a slab tag that is not one of our classes.
+// It reads nothing but the class's metadata and the block's first word (an
+// earlier version also checked the tag against the slab header's metadata:
+// a second cache line per free).
 // Not detected: a double free of a large block (its mapping is gone, so the
 // second free faults reading the header), and two frees of one block racing
 // each other on different threads.
@@ -205,10 +208,11 @@ class Heap {
  public:
   Heap() noexcept
       : small_(Configure(PageAlloc::SmallPages(), kSmallDirtyMiB)),
+        mid_(Configure(PageAlloc::MidPages(), kSmallDirtyMiB)),
         medium_(Configure(PageAlloc::MediumPages(), kMediumDirtyMiB)) {}
 
   bool Init() noexcept {
-    if (!small_.valid() || !medium_.valid()) return false;
+    if (!small_.valid() || !mid_.valid() || !medium_.valid()) return false;
     const std::size_t queues = AvailableQueues();
     for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
       const SizeClass c(static_cast<std::uint8_t>(i));
@@ -219,7 +223,9 @@ class Heap {
       // Slab::TagOf gives class + 1 (0, what untagged fresh memory reads,
       // is no class).
       o.tag = static_cast<std::uint8_t>(i + 1);
-      PageAlloc* pa = ClassPageSize(c) == kSmallPageSize ? &small_ : &medium_;
+      PageAlloc* pa = ClassPageSize(c) == kSmallPageSize ? &small_
+                      : ClassPageSize(c) == kMidPageSize ? &mid_
+                                                         : &medium_;
       SlabClass* cls = ::new (&classes_[i]) SlabClass(pa, o);
       if (!cls->valid()) return false;  // leaked: the heap is unusable anyway
       ::new (&fallback_[i]) Fallback();
@@ -236,22 +242,8 @@ class Heap {
     return *std::launder(reinterpret_cast<Fallback*>(&fallback_[c.index()]));
   }
 
-  // The class whose slab header points to meta (every class's metadata lives
-  // in its SlabClass, so the index follows from the address).
-  // O(1): the metadata sits at the same offset in each array element.
-  SizeClass ClassOf(const SlabMetadata* meta) noexcept {
-    const std::uintptr_t first =
-        reinterpret_cast<std::uintptr_t>(&classes()[0].metadata());
-    const std::uintptr_t m = reinterpret_cast<std::uintptr_t>(meta);
-    const std::size_t i = (m - first) / sizeof(SlabClass);
-    if (ABSL_PREDICT_FALSE(m < first || i >= kNumSizeClasses ||
-                           &classes()[i].metadata() != meta)) {
-      ABSL_RAW_LOG(FATAL, "elfmalloc: freeing a pointer of an unknown slab");
-    }
-    return SizeClass(static_cast<std::uint8_t>(i));
-  }
-
   PageAlloc& small() noexcept { return small_; }
+  PageAlloc& mid() noexcept { return mid_; }
   PageAlloc& medium() noexcept { return medium_; }
 
   // pthread_atfork handlers: every lock of the heap is taken before fork()
@@ -272,6 +264,7 @@ class Heap {
 
  private:
   PageAlloc small_;
+  PageAlloc mid_;
   PageAlloc medium_;
   alignas(SlabClass) unsigned char classes_[kNumSizeClasses][sizeof(SlabClass)];
   alignas(Fallback) unsigned char fallback_[kNumSizeClasses][sizeof(Fallback)];
@@ -533,7 +526,7 @@ std::size_t ReleaseFreeMemory() noexcept {
   // may be what keeps pages from being free.
   ReleasePooledThreadHeaps();
   std::size_t bytes = 0;
-  for (PageAlloc* pa : {&heap->small(), &heap->medium()}) {
+  for (PageAlloc* pa : {&heap->small(), &heap->mid(), &heap->medium()}) {
     // A temporary handle (bagpipe handles are cheap, bsalloc-backed).
     PageAlloc::Handle h = pa->NewHandle();
     if (h.valid()) bytes += h.ReleaseDirty(SIZE_MAX) * pa->page_size();
@@ -552,7 +545,7 @@ Stats GetStats() noexcept {
   s.allocated_bytes = large.mapped_bytes;
   Heap* heap = g_heap.load(std::memory_order_acquire);
   if (heap == nullptr) return s;
-  for (const PageAlloc* pa : {&heap->small(), &heap->medium()}) {
+  for (const PageAlloc* pa : {&heap->small(), &heap->mid(), &heap->medium()}) {
     const PageAlloc::Stats ps = pa->GetStats();
     s.mapped_bytes += ps.mapped_bytes;
     s.dirty_bytes += ps.dirty_pages * pa->page_size();

@@ -19,10 +19,11 @@
 // (QUIRK fixed: the reference rounded only the size, so (16, 64) got 16-byte
 // alignment.)
 //
-// Freeing classifies the pointer by the AllocType stamp at round_down(p - 1,
-// 2 MiB): small/medium slab -> the slab header (at p rounded down to the slab
-// page) -> its metadata -> the class -> this thread's front end for that
-// class; large -> unmap.
+// Freeing classifies the pointer with one cache line, the header at
+// round_down(p - 1, 2 MiB): its AllocType stamp (slab or large) and, for a
+// slab, its region's tag table, whose byte for p's 64 KiB granule is p's
+// class + 1 (slab.h, "Tags") -> this thread's front end for that class;
+// large -> unmap.
 //
 // Reallocate(p, n): grows by moving (slab) or mremap (large), shrinks a slab
 // block to a smaller class when the new class is at most half the old one, a
@@ -89,7 +90,8 @@ std::size_t ReleaseFreeMemory() noexcept;
 struct Stats {
   // Bytes held by the program: every live slab block at its class size,
   // plus live large mappings. Exact when no other thread is allocating
-  // (per-thread counters updated on every allocation and free, summed here).
+  // (per-thread counters of objects taken from and given back to the slabs,
+  // minus what the magazines cache, summed here).
   std::size_t allocated_bytes = 0;
   // Bytes mapped from the OS: slab pages carved by the page allocators (they
   // are reused, never unmapped) plus live large mappings.

@@ -20,14 +20,15 @@
 // QUIRK fixed: the reference wrote `512 << 10 / size` and `1 << 20 / size`,
 // which Rust parses as 512 << (10 / size) = 512 and 1 << (20 / size) = 1, so
 // its effective capacities were 65536 / 512 / 1. We use the intended values
-// (MagazineCacheTest.CapacitiesAreTheIntendedOnes). For small objects the
-// reference's 65536 is replaced by 1024: it caches at most 512 KiB of 512-byte
-// objects, the same byte budget as the middle rule (which gives 1024 for
-// exactly 512 B, so the table is continuous), the stack is 8 KiB and the
-// coalescer table 48 KiB of virtual memory per class per thread, committed on
-// first use. (65536 meant a 512 KiB stack plus a 3 MiB coalescer per class
-// per thread.) Flushing half a magazine of 512 objects still batches well:
-// objects freed close together in time mostly share bit-set words.
+// (MagazineCacheTest.CapacitiesAreTheIntendedOnes), with the smaller byte
+// budget above. For small objects the reference's 65536 is replaced by
+// 1024 (64 KiB of 64-byte objects, where the middle rule takes over
+// continuously): the stack is 8 KiB and the coalescer table 48 KiB of
+// virtual memory per class per thread, committed on first use. (65536
+// meant a 512 KiB stack plus a 3 MiB coalescer per class per thread.) The
+// 16-object floor lets the 8..32 KiB classes cache 128..512 KiB. Flushing
+// half a magazine of 512 objects still batches well: objects freed close
+// together in time mostly share bit-set words.
 //
 // The Coalescer: an open hash table of bit_ceil(2 * capacity) cells keyed by
 // (slab, bit-set word), each accumulating the mask of objects to free in that

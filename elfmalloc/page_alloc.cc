@@ -24,6 +24,14 @@ PageAlloc::Options PageAlloc::SmallPages() noexcept {
   return o;
 }
 
+PageAlloc::Options PageAlloc::MidPages() noexcept {
+  Options o;
+  o.page_size = kMidPageSize;
+  o.type = AllocType::kSmallSlab;  // the tags, not the stamp, tell classes
+  o.pages_per_refill = kStampAlignment / kMidPageSize;  // one group of 8
+  return o;
+}
+
 PageAlloc::Options PageAlloc::MediumPages() noexcept {
   Options o;
   o.page_size = kMediumPageSize;

@@ -97,6 +97,7 @@ class PageAlloc {
   };
   // Elfmalloc's two configurations.
   static Options SmallPages() noexcept;   // 64 KiB, kSmallSlab, groups of 32
+  static Options MidPages() noexcept;     // 256 KiB, kSmallSlab, groups of 8
   static Options MediumPages() noexcept;  // 2 MiB, kMediumSlab, 2 per refill
 
   explicit PageAlloc(const Options& options) noexcept;

@@ -26,13 +26,17 @@ TEST(SizeClassesTest, ExactClassList) {
 TEST(SizeClassesTest, PageSizes) {
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
     const SizeClass c(static_cast<std::uint8_t>(i));
-    if (ClassSize(c) < 16 * 1024) {
+    if (ClassSize(c) <= 512) {
       EXPECT_EQ(ClassPageSize(c), 64u * 1024) << ClassSize(c);
+    } else if (ClassSize(c) < 16 * 1024) {
+      EXPECT_EQ(ClassPageSize(c), 256u * 1024) << ClassSize(c);
     } else {
       EXPECT_EQ(ClassPageSize(c), 2u * 1024 * 1024) << ClassSize(c);
     }
   }
-  EXPECT_EQ(ClassPageSize(SizeToClass(8 * 1024)), kSmallPageSize);
+  EXPECT_EQ(ClassPageSize(SizeToClass(512)), kSmallPageSize);
+  EXPECT_EQ(ClassPageSize(SizeToClass(513)), kMidPageSize);
+  EXPECT_EQ(ClassPageSize(SizeToClass(8 * 1024)), kMidPageSize);
   EXPECT_EQ(ClassPageSize(SizeToClass(8 * 1024 + 1)), kMediumPageSize);
 }
 

@@ -24,19 +24,25 @@ namespace {
 // the general allocator's: heaps of exited threads may leave floating slabs).
 struct Classes {
   Classes()
-      : small(PageAlloc::SmallPages()), medium(PageAlloc::MediumPages()) {
+      : small(PageAlloc::SmallPages()),
+        mid(PageAlloc::MidPages()),
+        medium(PageAlloc::MediumPages()) {
     for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
       const SizeClass c(static_cast<std::uint8_t>(i));
       SlabClass::Options o;
       o.object_size = ClassSize(c);
       ::new (&storage[i]) SlabClass(
-          ClassPageSize(c) == kSmallPageSize ? &small : &medium, o);
+          ClassPageSize(c) == kSmallPageSize ? &small
+          : ClassPageSize(c) == kMidPageSize ? &mid
+                                             : &medium,
+          o);
     }
   }
   SlabClass* get() {
     return std::launder(reinterpret_cast<SlabClass*>(&storage[0]));
   }
   PageAlloc small;
+  PageAlloc mid;
   PageAlloc medium;
   alignas(SlabClass) unsigned char storage[kNumSizeClasses][sizeof(SlabClass)];
 };
