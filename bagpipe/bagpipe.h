@@ -69,6 +69,8 @@ struct NoCleanup {
 
 template <WeakBag Q, class Cleanup = NoCleanup>
 class Bagpipe {
+  struct Shared;  // defined below; Handle names it (clang needs it declared)
+
  public:
   using value_type = typename Q::value_type;
   using queue_type = Q;

@@ -164,7 +164,7 @@ void* AllocateDirect(std::size_t size) {
   return p;
 }
 
-ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD [[noreturn]] void DieOfBadFree(
+[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieOfBadFree(
     const void* p, std::size_t size) {
   ABSL_RAW_LOG(FATAL,
                "bsalloc::Deallocate(%p, %zu): not a bsalloc block (bsalloc "

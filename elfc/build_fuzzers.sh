@@ -64,28 +64,10 @@ for version in */VERSION; do
     "}  // namespace $ns" "" "#endif  // $guard" > "$out/gen/$pkg/version.h"
 done
 
-# Clang-only fix-ups, in an overlay searched before the sources (and
-# compiled instead of a source it holds a copy of). Upstream code is GCC-
-# tested only; these are the two constructs clang 14 rejects (reported):
-#  * bagpipe.h: Bagpipe::Handle names `typename Bagpipe::Shared` before
-#    Shared is declared (further down, in the private section); GCC accepts
-#    that inside a class template, clang does not. The copy forward-declares
-#    Shared first.
-#  * GNU attributes before a C++11 attribute (`ABSL_ATTRIBUTE_COLD
-#    [[noreturn]] void f()`): clang wants `[[noreturn]]` first.
-rm -rf "$out/overlay"
-for f in $(find mmap_alloc bsalloc bagpipe elfmalloc malloc_bind elfc \
-             -name '*.h' -o -name '*.cc'); do
-  patched=$(sed -e 's|^class Bagpipe {$|class Bagpipe {\n  struct Shared;  // added by elfc/build_fuzzers.sh (clang)|' \
-                -e 's/^\(\(ABSL_[A-Z_]* \)\{1,\}\)\[\[noreturn\]\] /[[noreturn]] \1/' "$f")
-  if [ "$patched" != "$(cat "$f")" ]; then
-    mkdir -p "$out/overlay/$(dirname "$f")"
-    printf '%s\n' "$patched" > "$out/overlay/$f"
-  fi
-done
+rm -rf "$out/overlay"  # fix-ups of earlier versions; the sources build with clang now
 
 common=(-std=c++20 -O1 -g -fno-omit-frame-pointer -DALLOCATORS_LIBFUZZER
-        -DADDRESS_SANITIZER -I"$out/overlay" -I"$root" -I"$out/gen"
+        -DADDRESS_SANITIZER -I"$root" -I"$out/gen"
         -fsanitize=address,undefined -fno-sanitize-recover=undefined
         -Wno-unused-command-line-argument)
 absl_libs=$(pkg-config --libs --static absl_base absl_raw_logging_internal \
@@ -105,9 +87,7 @@ build() {
     mkdir -p "$(dirname "$obj")"
     objs+=("$obj")
     # Always recompiled (no header dependency tracking; a build is ~1 min).
-    local from=$src
-    [ -f "$out/overlay/$src" ] && from=$out/overlay/$src
-    "$cxx" "${common[@]}" -fsanitize=fuzzer-no-link -c "$from" -o "$obj" &
+    "$cxx" "${common[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$obj" &
     pids+=($!)
     if [ "${#pids[@]}" -ge "$jobs" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
   done

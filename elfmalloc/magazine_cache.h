@@ -11,7 +11,7 @@
 // Capacity by object size (MagazineCapacity, a constexpr function):
 //   <= 64 B        kSmallMagazineCapacity = 1024 objects
 //   65 B - 32 KiB  kMagazineBytes (64 KiB) / size, at least 16  (1008 .. 16)
-//   > 32 KiB       max(1, 1 MiB / size)  (31 .. 1)
+//   > 32 KiB       max(1, 1 MiB / size)  (16 .. 1)
 // The middle rule was 512 KiB / size (1024 objects up to 512 B): a thread
 // that only frees (a consumer) then held up to 1024 objects of every class,
 // up to 256 KiB per class, which kept their slabs below the reuse cutoff;

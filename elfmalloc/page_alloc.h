@@ -1,6 +1,7 @@
 // PageAlloc: the per-page-size cache of slab pages (the reference's PageAlloc,
-// a "CoarseAllocator"). elfmalloc has two: 64 KiB small pages and 2 MiB
-// medium pages; every size class's slabs come from one of them.
+// a "CoarseAllocator"). elfmalloc has three: 64 KiB small pages, 256 KiB
+// mid pages and 2 MiB medium pages; every size class's slabs come from one
+// of them.
 //
 // Pages are kept in two bagpipes (scalable weak bags, //bagpipe):
 //   * dirty: pages returned still committed (fast to reuse, cost RSS);
