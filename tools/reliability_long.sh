@@ -38,8 +38,8 @@
 # fresh output base), BAZEL_FLAGS (e.g. --local_cpu_resources=2), JOBS
 # (parallel CPython test processes, default 2), CXX for the fuzzers.
 #
-# Time on a 2-core machine: ~1 h 45 min with the defaults (CPython 2 x
-# ~8 min, bazel //... ~25 min, fork ~6 min, fuzzing 3 x 10 min + build).
+# Time on a quiet 2-core machine: ~1 h with the defaults (CPython 2 x
+# ~8 min, bazel //... ~3-6 min, fork ~2-5 min, fuzzing 3 x 10 min + build).
 set -uo pipefail
 
 # Started in the background by a non-interactive shell (`cmd &` in a
