@@ -44,29 +44,7 @@
 namespace elfc {
 namespace {
 
-struct ElfcBackend {
-  // elfmalloc aligns the 8-byte class to 8 and every other block to at least
-  // 16; the binding then routes alignment 16 requests for tiny sizes to
-  // AllocateAligned (see malloc_bind::Backend).
-  static constexpr std::size_t kDefaultAlignment = 8;
-
-  static void* Allocate(std::size_t n) noexcept {
-    return elfmalloc::Allocate(n);
-  }
-  static void* AllocateAligned(std::size_t n, std::size_t a) noexcept {
-    return elfmalloc::Allocate(n, a);
-  }
-  static void Deallocate(void* p) noexcept { elfmalloc::Deallocate(p); }
-  static std::size_t UsableSize(const void* p) noexcept {
-    return elfmalloc::UsableSize(p);
-  }
-  static void* Reallocate(void* p, std::size_t n) noexcept {
-    return elfmalloc::Reallocate(p, n);
-  }
-  static std::size_t ReleaseFreeMemory() noexcept {
-    return elfmalloc::ReleaseFreeMemory();
-  }
-};
+using ElfcBackend = elfmalloc::MallocBackend;
 
 // Appends "name value\n" to buf at *len (bounded); no allocation.
 void Append(char* buf, std::size_t cap, std::size_t* len, const char* name,

@@ -10,28 +10,8 @@
 namespace elfc::fuzz {
 namespace {
 
-// The backend of elfc.cc (which keeps its own in an anonymous namespace):
-// keep the two in step.
-struct ElfcFuzzBackend {
-  static constexpr std::size_t kDefaultAlignment = 8;
-
-  static void* Allocate(std::size_t n) noexcept {
-    return elfmalloc::Allocate(n);
-  }
-  static void* AllocateAligned(std::size_t n, std::size_t a) noexcept {
-    return elfmalloc::Allocate(n, a);
-  }
-  static void Deallocate(void* p) noexcept { elfmalloc::Deallocate(p); }
-  static std::size_t UsableSize(const void* p) noexcept {
-    return elfmalloc::UsableSize(p);
-  }
-  static void* Reallocate(void* p, std::size_t n) noexcept {
-    return elfmalloc::Reallocate(p, n);
-  }
-  static std::size_t ReleaseFreeMemory() noexcept {
-    return elfmalloc::ReleaseFreeMemory();
-  }
-};
+// The backend libelfc.so binds.
+using ElfcFuzzBackend = elfmalloc::MallocBackend;
 
 using Api = malloc_bind::Api<ElfcFuzzBackend>;
 

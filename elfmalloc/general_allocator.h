@@ -84,6 +84,32 @@ void MarkThreadIdle() noexcept;
 // that still hold live objects are not affected.
 std::size_t ReleaseFreeMemory() noexcept;
 
+// The general allocator as a malloc_bind backend (malloc_bind/malloc_bind.h,
+// concept Backend): what libelfc.so, the malloc fuzzer and malloc_bind's
+// tests bind. The 8-byte class is aligned to 8 only (every other block to at
+// least 16), so the whole-range guarantee is 8: the binding routes
+// alignment-16 requests for tiny sizes to AllocateAligned, which picks a
+// 16-aligned class.
+struct MallocBackend {
+  static constexpr std::size_t kDefaultAlignment = 8;
+  static void* Allocate(std::size_t n) noexcept {
+    return elfmalloc::Allocate(n);
+  }
+  static void* AllocateAligned(std::size_t n, std::size_t a) noexcept {
+    return elfmalloc::Allocate(n, a);
+  }
+  static void Deallocate(void* p) noexcept { elfmalloc::Deallocate(p); }
+  static std::size_t UsableSize(const void* p) noexcept {
+    return elfmalloc::UsableSize(p);
+  }
+  static void* Reallocate(void* p, std::size_t n) noexcept {
+    return elfmalloc::Reallocate(p, n);
+  }
+  static std::size_t ReleaseFreeMemory() noexcept {
+    return elfmalloc::ReleaseFreeMemory();
+  }
+};
+
 // Statistics, read without allocating (relaxed counters: a consistent
 // snapshot is not guaranteed while other threads allocate). Takes the
 // thread-heap registry's spin lock briefly.

@@ -95,29 +95,9 @@ struct BsallocBackend {
 
 // ---------------------------------------------------------------- elfmalloc
 
-// elfmalloc aligns its 8-byte class to 8 only (every other block to at least
-// 16), so its whole-range guarantee is 8: memalign(16, n) then goes through
-// AllocateAligned, which picks a 16-aligned class.
-struct ElfBackend {
-  static constexpr std::size_t kDefaultAlignment = 8;
-
-  static void* Allocate(std::size_t n) noexcept {
-    return elfmalloc::Allocate(n);
-  }
-  static void* AllocateAligned(std::size_t n, std::size_t a) noexcept {
-    return elfmalloc::Allocate(n, a);
-  }
-  static void Deallocate(void* p) noexcept { elfmalloc::Deallocate(p); }
-  static std::size_t UsableSize(const void* p) noexcept {
-    return elfmalloc::UsableSize(p);
-  }
-  static void* Reallocate(void* p, std::size_t n) noexcept {
-    return elfmalloc::Reallocate(p, n);
-  }
-  static std::size_t ReleaseFreeMemory() noexcept {
-    return elfmalloc::ReleaseFreeMemory();
-  }
-};
+// elfmalloc's own backend (elfmalloc/general_allocator.h), as //elfc binds
+// it.
+using ElfBackend = elfmalloc::MallocBackend;
 
 // ------------------------------------------------------- recording fake
 
