@@ -34,6 +34,10 @@
 # --local_cpu_resources=1).
 set -euo pipefail
 cd "$(dirname "$0")"
+# --help prints the text above and installs nothing.
+for arg in "$@"; do
+  case "$arg" in -h|--help) sed -n '2,34p' "$0"; exit 0 ;; esac
+done
 # shellcheck source=tools/setup.sh
 source tools/setup.sh
 allocators_setup
@@ -56,7 +60,6 @@ for arg in "$@"; do
     --min_time=*) min_time="${arg#--min_time=}" ;;
     --packages) packages=1 ;;
     --checked) checked=1 ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -5,15 +5,15 @@
 #   ./test.sh --quick         the default leg only
 #   ./test.sh --legs=tsan     chosen legs (comma-separated: default,elfc,dbg,tsan,asan,ubsan,asan_ubsan)
 #   ./test.sh -- //bagpipe/...  extra arguments after -- go to every `bazel test`
+#   ./test.sh --help          this text; installs and builds nothing
 #
 # Installs missing Debian packages first (tools/setup.sh). Each (leg, test target)
 # pair counts once; a leg whose build fails before any test ran counts as one
 # failure. Exit status is non-zero when anything failed. .ci/run calls exactly this.
+# BAZEL_STARTUP_OPTS from the environment (e.g. --output_base=DIR) go before
+# every bazel command.
 set -uo pipefail
 cd "$(dirname "$0")"
-# shellcheck source=tools/setup.sh
-source tools/setup.sh
-allocators_setup || { echo "0 passed, 1 failed"; exit 1; }
 
 legs="default,elfc,tsan,asan_ubsan"
 targets=()
@@ -22,11 +22,17 @@ while [ $# -gt 0 ]; do
     --quick) legs="default" ;;
     --legs=*) legs="${1#--legs=}" ;;
     --) shift; targets=("$@"); break ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+
+# shellcheck source=tools/setup.sh
+source tools/setup.sh
+allocators_setup || { echo "0 passed, 1 failed"; exit 1; }
+# shellcheck disable=SC2206  # word-splitting the option list is intended
+startup=(${BAZEL_STARTUP_OPTS:-})
 [ ${#targets[@]} -eq 0 ] && targets=(//...)
 
 passed=0
@@ -42,8 +48,8 @@ run_leg() {
     default) ;;
     *) args+=(--config="$leg" --build_tests_only) ;;
   esac
-  echo "=== [$leg] bazel ${args[*]} ${targets[*]}"
-  bazel "${args[@]}" "${targets[@]}" 2>&1 | tee "$log" | grep --line-buffered -E \
+  echo "=== [$leg] bazel ${startup[*]}${startup[*]:+ }${args[*]} ${targets[*]}"
+  bazel "${startup[@]}" "${args[@]}" "${targets[@]}" 2>&1 | tee "$log" | grep --line-buffered -E \
     '^(//|ERROR|FAIL|Executed|INFO: Elapsed|=+ Test output|[^ ]+ FAILED)'
   rc=${PIPESTATUS[0]}
   local p f
