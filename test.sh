@@ -9,7 +9,9 @@
 #
 # Installs missing Debian packages first (tools/setup.sh). Each (leg, test target)
 # pair counts once; a leg whose build fails before any test ran counts as one
-# failure. Exit status is non-zero when anything failed. .ci/run calls exactly this.
+# failure. A default-leg run over //... also builds the consumer workspace
+# (tools/consumer/consumer_test.sh), counted as one more test. Exit status is
+# non-zero when anything failed. .ci/run calls exactly this.
 # BAZEL_STARTUP_OPTS from the environment (e.g. --output_base=DIR) go before
 # every bazel command.
 set -uo pipefail
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
     --quick) legs="default" ;;
     --legs=*) legs="${1#--legs=}" ;;
     --) shift; targets=("$@"); break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -69,10 +71,32 @@ run_leg() {
   failed=$((failed + f))
 }
 
+# A check that cannot be a Bazel test (it runs Bazel itself): one (step) test.
+run_step() {
+  local name=$1 log="$logdir/$1.log"
+  shift
+  echo "=== [step] $name: $*"
+  if "$@" >"$log" 2>&1; then
+    echo "$name (step) PASSED"
+    passed=$((passed + 1))
+  else
+    sed 's/^/  /' "$log" | tail -20
+    echo "$name (step) FAILED (see $log)"
+    failed=$((failed + 1))
+    failures+=("[step] $name (see $log)")
+  fi
+}
+
 IFS=',' read -r -a leg_list <<<"$legs"
 for leg in "${leg_list[@]}"; do
   run_leg "$leg"
 done
+
+# With the default leg over the whole repository: another workspace that
+# depends on this one (tools/consumer) builds and runs.
+if [[ ",$legs," == *,default,* ]] && [ "${targets[*]}" = "//..." ]; then
+  run_step tools/consumer/consumer_test.sh tools/consumer/consumer_test.sh
+fi
 
 echo
 echo "Test logs: $logdir ($(( $(date +%s) - start ))s in all)"

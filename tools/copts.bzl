@@ -3,12 +3,17 @@
 Every cc_* target sets `copts = ALLOCATORS_COPTS` (tests and benchmarks use
 ALLOCATORS_TEST_COPTS, which relaxes only what gtest/benchmark macros trip).
 Warnings are errors: a new warning fails the build rather than scrolling past.
+The list also sets the language level (C++20), so the targets carry it into any
+workspace that depends on them.
 External repositories (Debian's prebuilt abseil/gtest/benchmark) are not
 compiled by us, so their headers are the only foreign code these flags see;
 they live in /usr/include and are therefore system headers for the compiler.
 """
 
 ALLOCATORS_COPTS = [
+    # The language level lives with the targets, not in .bazelrc, so another
+    # workspace that depends on them builds them as we do.
+    "-std=c++20",
     "-Wall",
     "-Wextra",
     "-Werror",
