@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <sys/resource.h>
 
 #include <array>
 #include <atomic>
@@ -18,9 +19,11 @@
 #include "absl/base/internal/raw_logging.h"
 #include "absl/base/optimization.h"
 #include "absl/numeric/bits.h"
+#include "bsalloc/bsalloc.h"
 #include "elfmalloc/alloc_type.h"
 #include "elfmalloc/large_alloc.h"
 #include "elfmalloc/magazine_cache.h"
+#include "elfmalloc/options.h"
 #include "elfmalloc/page_alloc.h"
 #include "elfmalloc/slab.h"
 #include "elfmalloc/slab_allocator.h"
@@ -61,35 +64,14 @@ std::size_t AvailableQueues() {
   return q < 2 ? 2 : (q > 16 ? 16 : q);
 }
 
-// Dirty-page thresholds per page size (page_alloc.h, the threshold rule):
-// 64 MiB each of small (64 KiB) and mid (256 KiB) pages, so that a program
-// that frees and reallocates a batch of tens of MiB of small blocks keeps it
-// committed (Hoard's threadtest with 2 KiB objects ran 10x slower at
-// 16 MiB); 16 MiB of 2 MiB pages, because threads touch more and more of
-// each cached medium page (64 MiB let RSS creep by ~40 MiB over 2000
-// churning threads). ELFMALLOC_MAX_DIRTY_MB overrides all three.
-constexpr std::uint64_t kSmallDirtyMiB = 64;
-constexpr std::uint64_t kMediumDirtyMiB = 16;
-
-// Configuration from the environment, read once when the heap is built.
-// glibc's getenv scans environ without allocating; strtoull does not
-// allocate either.
-std::uint64_t EnvU64(const char* name, std::uint64_t dflt) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return dflt;
-  char* end = nullptr;
-  const unsigned long long x = std::strtoull(v, &end, 10);
-  if (end == v || *end != '\0') {
-    ABSL_RAW_LOG(WARNING, "elfmalloc: ignoring %s=%s (not a number)", name, v);
-    return dflt;
-  }
-  return x;
-}
-
-PageAlloc::Options Configure(PageAlloc::Options o, std::uint64_t dirty_mib) {
-  o.decay_ms = EnvU64("ELFMALLOC_DECAY_MS", PageAlloc::kDefaultDecayMs);
-  const std::uint64_t mib = EnvU64("ELFMALLOC_MAX_DIRTY_MB", dirty_mib);
-  o.max_dirty_bytes = mib > (SIZE_MAX >> 20) ? SIZE_MAX : mib << 20;
+// Configuration from the options table (options.h: every tunable's
+// default, range and environment variable, and why the dirty-page
+// thresholds per page size are what they are), read once when the heap is
+// built; decay and thresholds may change later (ApplyRuntimeOptions).
+PageAlloc::Options Configure(PageAlloc::Options o, OptionId max_dirty_mib) {
+  o.decay_ms = GetOption(OptionId::kDecayMs);
+  // <= kMaxDirtyMiB (2^20): the shift cannot overflow.
+  o.max_dirty_bytes = static_cast<std::size_t>(GetOption(max_dirty_mib)) << 20;
   return o;
 }
 
@@ -207,9 +189,10 @@ struct Fallback {
 class Heap {
  public:
   Heap() noexcept
-      : small_(Configure(PageAlloc::SmallPages(), kSmallDirtyMiB)),
-        mid_(Configure(PageAlloc::MidPages(), kSmallDirtyMiB)),
-        medium_(Configure(PageAlloc::MediumPages(), kMediumDirtyMiB)) {}
+      : small_(Configure(PageAlloc::SmallPages(), OptionId::kMaxDirtySmallMb)),
+        mid_(Configure(PageAlloc::MidPages(), OptionId::kMaxDirtyMidMb)),
+        medium_(Configure(PageAlloc::MediumPages(),
+                          OptionId::kMaxDirtyMediumMb)) {}
 
   bool Init() noexcept {
     if (!small_.valid() || !mid_.valid() || !medium_.valid()) return false;
@@ -275,6 +258,24 @@ ABSL_CONST_INIT SpinLock g_init_lock;
 ABSL_CONST_INIT std::atomic<Heap*> g_heap{nullptr};
 ABSL_CONST_INIT bool g_init_failed = false;  // guarded by g_init_lock
 
+// The options hook (SetOption, e.g. elfc_set_option): pushes the run-time
+// settable options into the live page allocators.
+void ApplyRuntimeOptions() {
+  Heap* h = g_heap.load(std::memory_order_acquire);
+  if (h == nullptr) return;  // the heap reads them when it is built
+  const struct {
+    PageAlloc* pa;
+    OptionId max_dirty_mib;
+  } targets[] = {{&h->small(), OptionId::kMaxDirtySmallMb},
+                 {&h->mid(), OptionId::kMaxDirtyMidMb},
+                 {&h->medium(), OptionId::kMaxDirtyMediumMb}};
+  for (const auto& t : targets) {
+    const PageAlloc::Options o = Configure(PageAlloc::Options(), t.max_dirty_mib);
+    t.pa->set_max_dirty_bytes(o.max_dirty_bytes);
+    if (t.pa->decay_ms() != o.decay_ms) t.pa->set_decay_ms(o.decay_ms);
+  }
+}
+
 ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
   SpinLockHolder l(&g_init_lock);
   Heap* h = g_heap.load(std::memory_order_acquire);
@@ -292,6 +293,7 @@ ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
     return nullptr;
   }
   g_heap.store(h, std::memory_order_release);
+  SetOptionsApplyHook(&ApplyRuntimeOptions);
   return h;
 }
 
@@ -553,6 +555,9 @@ Stats GetStats() noexcept {
   }
   std::int64_t net[kNumSizeClasses] = {};
   AddNetAllocations(net);
+  AddCachedObjects(s.class_cached_objects);
+  s.pooled_thread_heaps = PooledThreadHeaps();
+  s.metadata_bytes = bsalloc::GetStats().mapped_bytes + sizeof(Heap);
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
     const SizeClass c(static_cast<std::uint8_t>(i));
     const std::size_t pages = heap->cls(c).pages_in_use();
@@ -564,6 +569,11 @@ Stats GetStats() noexcept {
     // its allocation is (relaxed counters): report 0.
     s.class_allocated_objects[i] = n > 0 ? static_cast<std::size_t>(n) : 0;
     s.allocated_bytes += s.class_allocated_objects[i] * ClassSize(c);
+  }
+  s.resident_bytes = s.active_bytes + s.dirty_bytes + s.metadata_bytes;
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) == 0 && ru.ru_maxrss > 0) {
+    s.peak_resident_bytes = static_cast<std::size_t>(ru.ru_maxrss) * 1024;
   }
   return s;
 }

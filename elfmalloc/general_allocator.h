@@ -138,6 +138,22 @@ struct Stats {
   std::size_t class_pages_in_use[kNumSizeClasses] = {};
   // Blocks held by the program per class.
   std::size_t class_allocated_objects[kNumSizeClasses] = {};
+  // Free blocks cached in thread heaps' magazines per class (live and
+  // pooled heaps): taken from the slabs, not held by the program.
+  std::size_t class_cached_objects[kNumSizeClasses] = {};
+  // The allocator's own bookkeeping: the heap's structure, thread heaps and
+  // bagpipe segments (bsalloc's mapped bytes). Not counted: the magazines'
+  // stacks, mapped per thread and class and committed as they fill.
+  std::size_t metadata_bytes = 0;
+  // An upper estimate of the resident memory the allocator is responsible
+  // for: active + dirty + metadata bytes (active slab pages may not be
+  // touched throughout).
+  std::size_t resident_bytes = 0;
+  // The process's peak resident set (getrusage's ru_maxrss): what the
+  // operating system measured, allocator and everything else included.
+  std::size_t peak_resident_bytes = 0;
+  // Retired thread heaps kept for reuse (thread_cache.h).
+  std::size_t pooled_thread_heaps = 0;
 };
 Stats GetStats() noexcept;
 

@@ -87,15 +87,27 @@ std::uint64_t PageAlloc::NowMs() const noexcept {
          static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
 }
 
+void PageAlloc::set_max_dirty_bytes(std::size_t bytes) noexcept {
+  max_dirty_pages_.store(page_size_ ? bytes / page_size_ : 0,
+                         std::memory_order_relaxed);
+}
+
+void PageAlloc::set_decay_ms(std::uint64_t ms) noexcept {
+  decay_ms_.store(ms, std::memory_order_relaxed);
+  period_end_.store(0, std::memory_order_relaxed);
+}
+
 std::size_t PageAlloc::DirtyLimit() const noexcept {
-  if (dirty_active_shift_ == 0) return max_dirty_pages_;
+  const std::size_t max_dirty_pages =
+      max_dirty_pages_.load(std::memory_order_relaxed);
+  if (dirty_active_shift_ == 0) return max_dirty_pages;
   const std::size_t mapped =
       mapped_bytes_.load(std::memory_order_relaxed) / page_size_;
   const std::size_t cached = dirty_pages_.load(std::memory_order_relaxed) +
                              clean_pages_.load(std::memory_order_relaxed);
   const std::size_t in_use = mapped > cached ? mapped - cached : 0;
   const std::size_t proportional = in_use >> dirty_active_shift_;
-  return proportional > max_dirty_pages_ ? proportional : max_dirty_pages_;
+  return proportional > max_dirty_pages ? proportional : max_dirty_pages;
 }
 
 void PageAlloc::NoteDirtyCount(std::size_t v) noexcept {
@@ -169,11 +181,12 @@ std::size_t PageAlloc::Handle::ReleaseDirty(std::size_t max_pages) noexcept {
 // from the bag like any Alloc).
 void PageAlloc::Handle::MaybeDecay() noexcept {
   PageAlloc& o = *owner_;
-  if (o.decay_ms_ == 0) return;
+  const std::uint64_t decay_ms = o.decay_ms_.load(std::memory_order_relaxed);
+  if (decay_ms == 0) return;
   const std::uint64_t now = o.NowMs();
   std::uint64_t end = o.period_end_.load(std::memory_order_relaxed);
   if (now < end) return;
-  if (!o.period_end_.compare_exchange_strong(end, now + o.decay_ms_,
+  if (!o.period_end_.compare_exchange_strong(end, now + decay_ms,
                                              std::memory_order_relaxed)) {
     return;
   }

@@ -113,6 +113,18 @@ class PageAlloc {
   // The stamp written on every page (Options::type).
   AllocType type() const noexcept { return type_; }
 
+  // Run-time changes of the memory-return rules (elfc_set_option). The
+  // threshold applies from the next Free; a new decay period starts now, so
+  // a shorter period takes effect at once instead of after the old one.
+  void set_max_dirty_bytes(std::size_t bytes) noexcept;
+  void set_decay_ms(std::uint64_t ms) noexcept;
+  std::size_t max_dirty_bytes() const noexcept {
+    return max_dirty_pages_.load(std::memory_order_relaxed) * page_size_;
+  }
+  std::uint64_t decay_ms() const noexcept {
+    return decay_ms_.load(std::memory_order_relaxed);
+  }
+
   struct Stats {
     std::size_t mapped_bytes;   // carved from the source so far
     std::size_t dirty_pages;    // cached committed pages
@@ -186,10 +198,12 @@ class PageAlloc {
   bool valid_ = false;
   std::size_t page_size_;
   AllocType type_;
-  std::size_t max_dirty_pages_;
+  // Atomic: set_max_dirty_bytes / set_decay_ms may change them while
+  // other threads read them (relaxed: each read is a plain load on x86).
+  std::atomic<std::size_t> max_dirty_pages_;
   unsigned dirty_active_shift_;
   std::size_t refill_units_;  // source pages per refill
-  std::uint64_t decay_ms_;
+  std::atomic<std::uint64_t> decay_ms_;
   std::uint64_t (*clock_ms_)();
   MmapSource source_;         // page size max(page_size, 2 MiB)
   Bag dirty_;

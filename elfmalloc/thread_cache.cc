@@ -117,6 +117,16 @@ class HeapRegistry {
       }
     }
   }
+  // out[c] += objects of class c cached in the magazines of every heap in
+  // the registry (live and pooled).
+  static void SumCached(std::size_t out[kNumSizeClasses]) {
+    SpinLockHolder l(&g_key_lock);
+    for (ThreadHeap* h = head_; h != nullptr; h = h->next_) {
+      for (std::size_t c = 0; c < kNumSizeClasses; ++c) {
+        out[c] += h->caches_[c].cache.cached();
+      }
+    }
+  }
   // In a fork child, under the lock: only `self` (may be null) and the
   // pooled heaps (no thread owns them) survive. Returns the live heaps kept.
   static std::size_t KeepOnlyLocked(ThreadHeap* self) {
@@ -286,6 +296,10 @@ std::size_t ReleasePooledThreadHeaps() noexcept {
 
 void AddNetAllocations(std::int64_t out[kNumSizeClasses]) noexcept {
   HeapRegistry::Sum(out);
+}
+
+void AddCachedObjects(std::size_t out[kNumSizeClasses]) noexcept {
+  HeapRegistry::SumCached(out);
 }
 
 void WithRegistryLockHeldForTesting(void (*fn)(void*), void* arg) noexcept {

@@ -179,6 +179,10 @@ inline constexpr std::size_t kRetiredKeepBytes = std::size_t{32} << 10;
 // own). Takes the registry lock (never allocates).
 void AddNetAllocations(std::int64_t out[kNumSizeClasses]) noexcept;
 
+// out[c] += objects of class c cached in the magazines of every heap, live
+// or pooled (statistics). Takes the registry lock (never allocates).
+void AddCachedObjects(std::size_t out[kNumSizeClasses]) noexcept;
+
 // fork() support (pthread_atfork handlers of the general allocator).
 // PreFork takes the registry lock so that no heap is half-linked at the
 // fork; the parent releases it; the child releases it and drops every heap
