@@ -13,10 +13,11 @@
 #   libconcurrentqueue-dev      moodycamel::ConcurrentQueue (bagpipe benchmark peer)
 #   python3           the test-result and report scripts
 #   perl git sqlite3  real programs that //elfc:real_programs_test runs under elfc
+#   cmake pkgconf     //elfc:install_test builds against an installed elfc with both
 
 ALLOCATORS_DEBIAN_PACKAGES=(
   bazel-bootstrap g++ libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libconcurrentqueue-dev python3 perl git sqlite3
+  libconcurrentqueue-dev python3 perl git sqlite3 cmake pkgconf
 )
 
 allocators_ensure_packages() {
