@@ -273,6 +273,14 @@ void ApplyRuntimeOptions() {
     const PageAlloc::Options o = Configure(PageAlloc::Options(), t.max_dirty_mib);
     t.pa->set_max_dirty_bytes(o.max_dirty_bytes);
     if (t.pa->decay_ms() != o.decay_ms) t.pa->set_decay_ms(o.decay_ms);
+    // A lowered cap applies now, not only to the next free: cached dirty
+    // pages above it go back to the OS.
+    const std::size_t cap = o.max_dirty_bytes / t.pa->page_size();
+    const std::size_t dirty = t.pa->GetStats().dirty_pages;
+    if (dirty > cap) {
+      PageAlloc::Handle handle = t.pa->NewHandle();
+      if (handle.valid()) handle.ReleaseDirty(dirty - cap);
+    }
   }
 }
 
