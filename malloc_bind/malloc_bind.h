@@ -24,7 +24,10 @@
 //    errno documented for it.
 //  * operator new loops on std::get_new_handler() and then throws
 //    std::bad_alloc; the nothrow forms return nullptr instead, also when the
-//    handler throws (as libstdc++ does).
+//    handler throws (as libstdc++ does). Both reach the C++ runtime only
+//    through weak references (cxx_runtime.h), so a shared object built from
+//    this header needs no libstdc++: without a C++ runtime in the process,
+//    the throwing forms abort with a message instead of throwing.
 //
 // Two layers, as in tcmalloc (tcmalloc.cc + libc_override.h):
 //
@@ -62,6 +65,7 @@
 #include "absl/base/attributes.h"
 #include "absl/base/optimization.h"
 #include "absl/numeric/bits.h"
+#include "malloc_bind/cxx_runtime.h"
 
 namespace malloc_bind {
 
@@ -172,16 +176,6 @@ ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD inline void* FailWithErrno(
 }
 ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD inline void* FailNoMem() noexcept {
   return FailWithErrno(ENOMEM);
-}
-
-[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD inline void
-ThrowBadAlloc() {
-#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
-  throw std::bad_alloc();
-#else
-  // -fno-exceptions: libstdc++'s operator new aborts in the same situation.
-  std::abort();
-#endif
 }
 
 // The system page size for valloc / pvalloc. sysconf(_SC_PAGESIZE) reads a
@@ -482,7 +476,7 @@ class Api {
       std::size_t n, std::size_t align) {
     for (;;) {
       // Read the handler afresh each time: it may have replaced itself.
-      const std::new_handler handler = std::get_new_handler();
+      const std::new_handler handler = internal::GetNewHandler();
       if (handler == nullptr) internal::ThrowBadAlloc();
       handler();  // may throw; the exception propagates to the caller
       if (void* p = TryAllocate(n, align); p != nullptr) return p;
@@ -492,17 +486,9 @@ class Api {
   ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD static void* NewNothrowSlow(
       std::size_t n, std::size_t align) noexcept {
     for (;;) {
-      const std::new_handler handler = std::get_new_handler();
+      const std::new_handler handler = internal::GetNewHandler();
       if (handler == nullptr) return nullptr;
-#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
-      try {
-        handler();
-      } catch (...) {
-        return nullptr;
-      }
-#else
-      handler();
-#endif
+      if (!internal::CallNewHandlerNothrow(handler)) return nullptr;
       if (void* p = TryAllocate(n, align); p != nullptr) return p;
     }
   }

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <initializer_list>
 #include <iterator>
 #include <limits>
@@ -20,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "malloc_bind/c_api_conformance.h"
 #include "malloc_bind/cxx_api_conformance.h"
+#include "malloc_bind/cxx_runtime.h"
 #include "malloc_bind/test_backends.h"
 #include "malloc_bind/version.h"
 
@@ -510,6 +512,44 @@ TEST_F(ApiTest, OperatorNewRetriesOncePerHandlerCall) {
   std::set_new_handler(previous);
   EXPECT_EQ(calls, 3);
   EXPECT_EQ(full().allocate.load(), 4);
+}
+
+// The weak references of cxx_runtime.cc bind to this program's libstdc++:
+// the handler std::set_new_handler installs is the one operator new sees,
+// and the hand-built std::bad_alloc is caught as itself and as
+// std::exception, with libstdc++'s what().
+TEST(CxxRuntimeTest, WeakReferencesReachTheProgramsRuntime) {
+  ASSERT_TRUE(internal::CanThrowBadAlloc());
+  const std::new_handler handler = [] {};
+  const std::new_handler previous = std::set_new_handler(handler);
+  EXPECT_EQ(internal::GetNewHandler(), handler);
+  std::set_new_handler(nullptr);
+  EXPECT_EQ(internal::GetNewHandler(), nullptr);
+  std::set_new_handler(previous);
+
+  const char* what = nullptr;
+  try {
+    internal::ThrowBadAlloc();
+  } catch (const std::bad_alloc& e) {
+    what = e.what();
+  }
+  EXPECT_STREQ(what, std::bad_alloc().what());
+  EXPECT_THROW(internal::ThrowBadAlloc(), std::exception);
+}
+
+TEST(CxxRuntimeTest, NothrowHandlerCallReportsWhetherItThrew) {
+  static int calls;
+  calls = 0;
+  EXPECT_TRUE(internal::CallNewHandlerNothrow([] { ++calls; }));
+  EXPECT_FALSE(internal::CallNewHandlerNothrow([] {
+    ++calls;
+    throw 42;
+  }));
+  EXPECT_FALSE(internal::CallNewHandlerNothrow([] {
+    ++calls;
+    throw std::bad_alloc();
+  }));
+  EXPECT_EQ(calls, 3);
 }
 
 }  // namespace
