@@ -3,7 +3,6 @@
 #include "elfmalloc/general_allocator.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <sys/resource.h>
 
 #include <array>
@@ -25,6 +24,7 @@
 #include "elfmalloc/magazine_cache.h"
 #include "elfmalloc/options.h"
 #include "elfmalloc/page_alloc.h"
+#include "elfmalloc/platform.h"
 #include "elfmalloc/slab.h"
 #include "elfmalloc/slab_allocator.h"
 #include "elfmalloc/spin_lock.h"
@@ -52,15 +52,8 @@ namespace {
 // even one 2 MiB page.
 constexpr double kCutoff = 0.3;
 std::size_t AvailableQueues() {
-  // sched_getaffinity fills a stack cpu_set_t: a system call, no allocation
-  // (unlike sysconf(_SC_NPROCESSORS_ONLN), which may read /sys through stdio).
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::size_t cpus = 1;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    cpus = static_cast<std::size_t>(CPU_COUNT(&set));
-  }
-  std::size_t q = absl::bit_ceil(2 * (cpus == 0 ? 1 : cpus));
+  const std::size_t cpus = AvailableCpus();
+  std::size_t q = absl::bit_ceil(2 * cpus);
   return q < 2 ? 2 : (q > 16 ? 16 : q);
 }
 
@@ -73,6 +66,15 @@ PageAlloc::Options Configure(PageAlloc::Options o, OptionId max_dirty_mib) {
   // <= kMaxDirtyMiB (2^20): the shift cannot overflow.
   o.max_dirty_bytes = static_cast<std::size_t>(GetOption(max_dirty_mib)) << 20;
   return o;
+}
+
+// The large-block cache's cap and decay period (large_alloc.h, "Reuse"):
+// the same decay period as the slab pages.
+void ConfigureLargeCache() {
+  // <= kMaxDirtyMiB (2^20): the shift cannot overflow.
+  SetLargeCacheLimits(
+      static_cast<std::size_t>(GetOption(OptionId::kLargeCacheMb)) << 20,
+      GetOption(OptionId::kDecayMs));
 }
 
 // The checked build (ELFMALLOC_CHECKED, `--config=checked`): misuse aborts
@@ -282,6 +284,7 @@ void ApplyRuntimeOptions() {
       if (handle.valid()) handle.ReleaseDirty(dirty - cap);
     }
   }
+  ConfigureLargeCache();
 }
 
 ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
@@ -300,6 +303,7 @@ ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
     errno = ENOMEM;
     return nullptr;
   }
+  ConfigureLargeCache();
   g_heap.store(h, std::memory_order_release);
   SetOptionsApplyHook(&ApplyRuntimeOptions);
   return h;
@@ -309,9 +313,11 @@ void PreFork() {
   g_init_lock.Lock();
   ThreadCachePreFork();
   if (Heap* h = g_heap.load(std::memory_order_acquire)) h->LockAll();
+  LargeCachePreFork();
 }
 
 void PostForkParent() {
+  LargeCachePostFork();
   if (Heap* h = g_heap.load(std::memory_order_acquire)) h->UnlockAll();
   ThreadCachePostForkParent();
   g_init_lock.Unlock();
@@ -323,6 +329,7 @@ void PostForkParent() {
 // claimed slabs, their epoch records) is released as far as it is safe in
 // ThreadCachePostForkChild and bagpipe::epoch::AfterForkInChild.
 void PostForkChild() {
+  LargeCachePostFork();
   if (Heap* h = g_heap.load(std::memory_order_acquire)) h->UnlockAll();
   ThreadCachePostForkChild();
   g_init_lock.Unlock();
@@ -453,11 +460,33 @@ ABSL_ATTRIBUTE_NOINLINE void FreeSlow(SizeClass c, void* p) {
 
 bool IsPow2(std::size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
+// Large blocks. The heap is built first, as for every other allocation, so
+// that the options (the large cache's limits among them) are in force.
+ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
+                                         bool zero) {
+  if (ABSL_PREDICT_FALSE(GetHeap() == nullptr)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return zero ? LargeAllocZeroed(n) : LargeAlloc(n, align);
+}
+
 }  // namespace
 
 void* Allocate(std::size_t n) noexcept {
   if (ABSL_PREDICT_TRUE(IsSlabSize(n))) return AllocClass(SizeToClass(n));
-  return LargeAlloc(n);
+  return AllocLarge(n, 0, false);
+}
+
+void* AllocateZeroed(std::size_t n) noexcept {
+  if (IsSlabSize(n)) {
+    void* p = AllocClass(SizeToClass(n));
+    if (ABSL_PREDICT_TRUE(p != nullptr)) std::memset(p, 0, n);
+    return p;
+  }
+  // Fresh large mappings are not written: sparse calloc arrays cost only
+  // the pages the program touches.
+  return AllocLarge(n, 0, true);
 }
 
 void* Allocate(std::size_t n, std::size_t align) noexcept {
@@ -473,7 +502,7 @@ void* Allocate(std::size_t n, std::size_t align) noexcept {
     // Every power of two from 16 to 1 MiB is a class aligned to its size.
     if (IsSlabSize(m)) return AllocClass(SizeToClass(m));
   }
-  return LargeAlloc(n, align);
+  return AllocLarge(n, align, false);
 }
 
 void Deallocate(void* p) noexcept {
@@ -530,12 +559,12 @@ void* Reallocate(void* p, std::size_t n) noexcept {
 void MarkThreadIdle() noexcept { ReleaseThreadHeap(); }
 
 std::size_t ReleaseFreeMemory() noexcept {
+  std::size_t bytes = LargeCacheRelease();
   Heap* heap = g_heap.load(std::memory_order_acquire);
-  if (heap == nullptr) return 0;
+  if (heap == nullptr) return bytes;
   // Retired threads' heaps first: their cached objects and claimed slabs
   // may be what keeps pages from being free.
   ReleasePooledThreadHeaps();
-  std::size_t bytes = 0;
   for (PageAlloc* pa : {&heap->small(), &heap->mid(), &heap->medium()}) {
     // A temporary handle (bagpipe handles are cheap, bsalloc-backed).
     PageAlloc::Handle h = pa->NewHandle();

@@ -9,13 +9,14 @@
 //   elfmalloc::Deallocate(p);                    // any thread
 //   elfmalloc::Deallocate(q);
 //
-// Routing. n <= 1 MiB goes to SizeToClass(n) (size_classes.h): 8; 16..192 by
-// 16; powers of two 256 B..1 MiB. Bigger requests are large allocations
-// (large_alloc.h). Every block is aligned to at least min(16, its class
-// size) (8 for the 8-byte class) and to ClassAlignment(class) in general.
+// Routing. n <= 256 KiB goes to SizeToClass(n) (size_classes.h): 8; 16..256
+// by 16; then 4 classes per doubling up to 256 KiB. Bigger requests are
+// large allocations (large_alloc.h: mapped, and cached for reuse when
+// freed). Every block is aligned to at least min(16, its class size) (8 for
+// the 8-byte class) and to ClassAlignment(class) in general.
 // Allocate(n, align) with a larger alignment uses the class of
 // bit_ceil(max(n, align)) (a power-of-two class, aligned to its size) while
-// that is <= 1 MiB, and a large allocation aligned to `align` otherwise.
+// that is <= 256 KiB, and a large allocation aligned to `align` otherwise.
 // (QUIRK fixed: the reference rounded only the size, so (16, 64) got 16-byte
 // alignment.)
 //
@@ -23,7 +24,7 @@
 // round_down(p - 1, 2 MiB): its AllocType stamp (slab or large) and, for a
 // slab, its region's tag table, whose byte for p's 64 KiB granule is p's
 // class + 1 (slab.h, "Tags") -> this thread's front end for that class;
-// large -> unmap.
+// large -> the large-block cache or unmap.
 //
 // Reallocate(p, n): grows by moving (slab) or mremap (large), shrinks a slab
 // block to a smaller class when the new class is at most half the old one, a
@@ -61,6 +62,9 @@ void* Allocate(std::size_t n) noexcept;
 // At least n bytes aligned to align (0 and 1 mean no requirement beyond the
 // default), or nullptr (EINVAL if align is not a power of two).
 void* Allocate(std::size_t n, std::size_t align) noexcept;
+// As Allocate(n) with the first n bytes zero (calloc). A large block from a
+// fresh mapping is not written: its pages stay untouched until used.
+void* AllocateZeroed(std::size_t n) noexcept;
 // Frees a block from this allocator; nullptr is a no-op. Any thread. A
 // pointer this allocator never returned is undefined behaviour (typically
 // an abort with a message when its stamp is unrecognisable).
@@ -97,6 +101,9 @@ struct MallocBackend {
   }
   static void* AllocateAligned(std::size_t n, std::size_t a) noexcept {
     return elfmalloc::Allocate(n, a);
+  }
+  static void* AllocateZeroed(std::size_t n) noexcept {
+    return elfmalloc::AllocateZeroed(n);
   }
   static void Deallocate(void* p) noexcept { elfmalloc::Deallocate(p); }
   static std::size_t UsableSize(const void* p) noexcept {

@@ -199,7 +199,7 @@ TEST(GeneralAllocatorTest, ReallocShrinksWhenItSavesHalf) {
   void* small = Reallocate(mid, 5000);
   ASSERT_NE(small, nullptr);
   EXPECT_NE(ReadAllocType(small), AllocType::kLarge);
-  EXPECT_EQ(UsableSize(small), 8192u);
+  EXPECT_EQ(UsableSize(small), 5120u);
   EXPECT_TRUE(Check(small, 5000, 6, 8 * kMiB));
   Deallocate(small);
 }

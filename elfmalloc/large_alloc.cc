@@ -1,4 +1,5 @@
-// Large allocations by mmap_alloc with a stamped header. See large_alloc.h.
+// Large allocations by mmap_alloc with a stamped header, and the cache of
+// freed large regions. See large_alloc.h.
 #include "elfmalloc/large_alloc.h"
 
 #include <atomic>
@@ -9,11 +10,15 @@
 #include <limits>
 
 #include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
+#include "elfmalloc/platform.h"
+#include "elfmalloc/spin_lock.h"
 #include "mmap_alloc/mmap_alloc.h"
 
 namespace elfmalloc {
 namespace {
 
+// Live large allocations (regions handed out, headers included).
 ABSL_CONST_INIT std::atomic<std::size_t> g_mapped_bytes{0};
 ABSL_CONST_INIT std::atomic<std::size_t> g_allocations{0};
 
@@ -49,9 +54,167 @@ void* Publish(void* base, std::size_t region, std::size_t requested,
   return u;
 }
 
-}  // namespace
+void UnmapKeepErrno(void* base, std::size_t region) {
+  const int saved = errno;
+  mmap_alloc::Unmap(base, region);
+  errno = saved;
+}
 
-void* LargeAlloc(std::size_t size, std::size_t align) noexcept {
+// ---------------------------------------------------------------------------
+// The cache of free regions (see "Reuse" in large_alloc.h).
+//
+// Invariants, all under g_cache_lock: g_cache[0 .. g_cached) are distinct
+// default-layout regions (header space one OS page, mapping aligned to
+// kStampAlignment) that nobody references: each was a whole large block
+// whose free moved it here; g_cached_bytes is the sum of their sizes and
+// never exceeds the cap in force when the last one was inserted. A region
+// leaves the cache (taken for reuse, evicted, expired, released) only under
+// the lock, and its system calls (munmap, mremap) happen after the lock is
+// dropped, on a region nobody else can see: the lock is never held across a
+// system call.
+// ---------------------------------------------------------------------------
+struct CachedRegion {
+  char* base;
+  std::size_t region;
+  std::uint64_t freed_ms;  // CoarseMonotonicMs() at the free
+};
+
+constexpr std::size_t kCacheSlots = 32;
+
+ABSL_CONST_INIT SpinLock g_cache_lock;
+ABSL_CONST_INIT CachedRegion g_cache[kCacheSlots] = {};
+ABSL_CONST_INIT std::size_t g_cached = 0;
+// g_cached_bytes: written under the lock; relaxed atomic so that statistics
+// read it without the lock.
+ABSL_CONST_INIT std::atomic<std::size_t> g_cached_bytes{0};
+ABSL_CONST_INIT std::atomic<std::size_t> g_cache_max_bytes{
+    kDefaultLargeCacheBytes};
+ABSL_CONST_INIT std::atomic<std::uint64_t> g_cache_decay_ms{
+    kDefaultLargeCacheDecayMs};
+ABSL_CONST_INIT std::atomic<std::size_t> g_reuses{0};
+
+// Regions removed under the lock, unmapped after it.
+struct Evicted {
+  CachedRegion r[kCacheSlots];
+  std::size_t n = 0;
+  void UnmapAll() {
+    for (std::size_t i = 0; i < n; ++i) UnmapKeepErrno(r[i].base, r[i].region);
+  }
+};
+
+// Under the lock: moves slot i out of the cache (swap with the last).
+CachedRegion RemoveLocked(std::size_t i) {
+  const CachedRegion r = g_cache[i];
+  g_cache[i] = g_cache[--g_cached];
+  g_cached_bytes.store(g_cached_bytes.load(std::memory_order_relaxed) - r.region,
+                       std::memory_order_relaxed);
+  return r;
+}
+
+// Under the lock: every region cached for a whole decay period goes.
+void ExpireLocked(std::uint64_t now, Evicted* out) {
+  const std::uint64_t decay = g_cache_decay_ms.load(std::memory_order_relaxed);
+  if (decay == 0) return;
+  for (std::size_t i = 0; i < g_cached;) {
+    if (now - g_cache[i].freed_ms >= decay) {
+      out->r[out->n++] = RemoveLocked(i);
+    } else {
+      ++i;
+    }
+  }
+}
+
+// A cached region resized to exactly `need` bytes (default layout), or
+// nullptr. The choice, in order of preference:
+//   1. the smallest region within need + need / 8: used as it is (the slack
+//      becomes usable size; no system call);
+//   2. the smallest larger region: its tail unmapped (one munmap);
+//   3. the largest smaller region: grown by mremap, in place or moved to an
+//      aligned reservation (its committed pages come along; only the new
+//      part faults in).
+// A reused region holds its previous contents (callers that need zeroes
+// clear them).
+void* TakeCached(std::size_t need, std::size_t* region_out) {
+  if (g_cached_bytes.load(std::memory_order_relaxed) == 0) return nullptr;
+  Evicted expired;
+  CachedRegion got{nullptr, 0, 0};
+  {
+    SpinLockHolder l(&g_cache_lock);
+    ExpireLocked(CoarseMonotonicMs(), &expired);
+    std::size_t fit = kCacheSlots, bigger = kCacheSlots, smaller = kCacheSlots;
+    const std::size_t slack = need + need / 8;
+    for (std::size_t i = 0; i < g_cached; ++i) {
+      const std::size_t r = g_cache[i].region;
+      if (r >= need && r <= slack) {
+        if (fit == kCacheSlots || r < g_cache[fit].region) fit = i;
+      } else if (r > slack) {
+        if (bigger == kCacheSlots || r < g_cache[bigger].region) bigger = i;
+      } else if (smaller == kCacheSlots || r > g_cache[smaller].region) {
+        smaller = i;
+      }
+    }
+    const std::size_t pick =
+        fit != kCacheSlots ? fit : (bigger != kCacheSlots ? bigger : smaller);
+    if (pick != kCacheSlots) got = RemoveLocked(pick);
+  }
+  expired.UnmapAll();
+  if (got.base == nullptr) return nullptr;
+  g_reuses.fetch_add(1, std::memory_order_relaxed);
+  if (got.region >= need && got.region <= need + need / 8) {
+    *region_out = got.region;
+    return got.base;
+  }
+  if (got.region > need) {
+    if (mmap_alloc::ShrinkInPlace(got.base, got.region, need)) {
+      *region_out = need;
+      return got.base;
+    }
+  } else {
+    void* q = mmap_alloc::Remap(got.base, got.region, need, kStampAlignment);
+    if (q != nullptr) {
+      *region_out = need;
+      return q;
+    }
+  }
+  UnmapKeepErrno(got.base, got.region);  // the kernel refused: map afresh
+  return nullptr;
+}
+
+// Caches a freed default-layout region, or unmaps it (too big for the cap,
+// or the cache is off). Evicts the oldest regions to make room.
+void PutCached(char* base, std::size_t region) {
+  const std::size_t max = g_cache_max_bytes.load(std::memory_order_relaxed);
+  if (region > max) {
+    UnmapKeepErrno(base, region);
+    return;
+  }
+  Evicted evicted;
+  {
+    SpinLockHolder l(&g_cache_lock);
+    const std::uint64_t now = CoarseMonotonicMs();
+    ExpireLocked(now, &evicted);
+    while (g_cached != 0 &&
+           (g_cached == kCacheSlots ||
+            g_cached_bytes.load(std::memory_order_relaxed) + region > max)) {
+      std::size_t oldest = 0;
+      for (std::size_t i = 1; i < g_cached; ++i) {
+        if (g_cache[i].freed_ms < g_cache[oldest].freed_ms) oldest = i;
+      }
+      evicted.r[evicted.n++] = RemoveLocked(oldest);
+    }
+    g_cache[g_cached++] = {base, region, now};
+    g_cached_bytes.store(g_cached_bytes.load(std::memory_order_relaxed) + region,
+                         std::memory_order_relaxed);
+  }
+  evicted.UnmapAll();
+}
+
+// The layout every cacheable region has.
+bool DefaultLayout(std::size_t h, std::size_t m) {
+  return h == mmap_alloc::PageSize() && m == kStampAlignment;
+}
+
+void* AllocImpl(std::size_t size, std::size_t align, bool zero) {
   if (align != 0 && !IsPow2(align)) {
     errno = EINVAL;
     return nullptr;
@@ -65,26 +228,54 @@ void* LargeAlloc(std::size_t size, std::size_t align) noexcept {
     errno = ENOMEM;
     return nullptr;
   }
-  const std::size_t region = h + body;
-  mmap_alloc::MapOptions o;
-  o.align = m;
-  void* base = mmap_alloc::Map(region, o);
-  if (base == nullptr) return nullptr;  // errno from mmap_alloc
+  std::size_t region = h + body;
+  void* base = nullptr;
+  if (DefaultLayout(h, m)) {
+    base = TakeCached(region, &region);
+    if (base != nullptr && zero) {
+      std::memset(static_cast<char*>(base) + h, 0, size);
+    }
+  }
+  if (base == nullptr) {
+    mmap_alloc::MapOptions o;
+    o.align = m;
+    base = mmap_alloc::Map(region, o);  // fresh mappings are zero
+    if (base == nullptr && g_cached_bytes.load(std::memory_order_relaxed) != 0) {
+      // Out of address space (RLIMIT_AS) or memory: what the cache holds
+      // may be exactly what is missing.
+      LargeCacheRelease();
+      base = mmap_alloc::Map(region, o);
+    }
+    if (base == nullptr) return nullptr;  // errno from mmap_alloc
+  }
   g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
   g_allocations.fetch_add(1, std::memory_order_relaxed);
   return Publish(base, region, size, h, m);
 }
 
+}  // namespace
+
+void* LargeAlloc(std::size_t size, std::size_t align) noexcept {
+  return AllocImpl(size, align, false);
+}
+
+void* LargeAllocZeroed(std::size_t size) noexcept {
+  return AllocImpl(size, 0, true);
+}
+
 void LargeFree(void* p) noexcept {
   if (p == nullptr) return;
   LargeHeader* hdr = LargeHeaderOf(p);
-  void* base = hdr->base;
+  char* base = static_cast<char*>(hdr->base);
   const std::size_t region = hdr->region_size;
-  const int saved = errno;
-  mmap_alloc::Unmap(base, region);
-  errno = saved;
+  const bool cacheable = DefaultLayout(hdr->header_space, hdr->map_align);
   g_mapped_bytes.fetch_sub(region, std::memory_order_relaxed);
   g_allocations.fetch_sub(1, std::memory_order_relaxed);
+  if (cacheable) {
+    PutCached(base, region);
+  } else {
+    UnmapKeepErrno(base, region);
+  }
 }
 
 std::size_t LargeUsableSize(const void* p) noexcept {
@@ -108,7 +299,10 @@ void* LargeRealloc(void* p, std::size_t new_size) noexcept {
     return nullptr;
   }
   const std::size_t region = h + body;
-  if (region == old_region) {
+  if (region == old_region ||
+      (region < old_region && region >= old_region - old_region / 8)) {
+    // Same pages, or a shrink by less than an eighth: keep the block as it
+    // is (glibc keeps small shrinks too); the slack stays usable.
     hdr->requested = new_size;
     return p;
   }
@@ -128,9 +322,48 @@ void* LargeRealloc(void* p, std::size_t new_size) noexcept {
   return q;
 }
 
+void SetLargeCacheLimits(std::size_t max_bytes,
+                         std::uint64_t decay_ms) noexcept {
+  g_cache_max_bytes.store(max_bytes, std::memory_order_relaxed);
+  g_cache_decay_ms.store(decay_ms, std::memory_order_relaxed);
+  if (g_cached_bytes.load(std::memory_order_relaxed) > max_bytes) {
+    LargeCacheRelease();
+  }
+}
+
+std::size_t LargeCacheRelease() noexcept {
+  Evicted all;
+  {
+    SpinLockHolder l(&g_cache_lock);
+    while (g_cached != 0) all.r[all.n++] = RemoveLocked(g_cached - 1);
+  }
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < all.n; ++i) bytes += all.r[i].region;
+  all.UnmapAll();
+  return bytes;
+}
+
+std::size_t LargeCacheDecay() noexcept {
+  if (g_cached_bytes.load(std::memory_order_relaxed) == 0) return 0;
+  Evicted expired;
+  {
+    SpinLockHolder l(&g_cache_lock);
+    ExpireLocked(CoarseMonotonicMs(), &expired);
+  }
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < expired.n; ++i) bytes += expired.r[i].region;
+  expired.UnmapAll();
+  return bytes;
+}
+
+void LargeCachePreFork() noexcept { g_cache_lock.Lock(); }
+void LargeCachePostFork() noexcept { g_cache_lock.Unlock(); }
+
 LargeStats GetLargeStats() noexcept {
   return {g_mapped_bytes.load(std::memory_order_relaxed),
-          g_allocations.load(std::memory_order_relaxed)};
+          g_allocations.load(std::memory_order_relaxed),
+          g_cached_bytes.load(std::memory_order_relaxed),
+          g_reuses.load(std::memory_order_relaxed)};
 }
 
 }  // namespace elfmalloc

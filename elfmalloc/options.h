@@ -52,6 +52,7 @@ enum class OptionId : std::uint8_t {
   kMaxDirtyMidMb,
   kMaxDirtyMediumMb,
   kMaxDirtyMb,
+  kLargeCacheMb,
   kVerbose,
   kPrintStats,
   kStatsJson,
@@ -101,15 +102,23 @@ inline constexpr OptionSpec kOptionSpecs[kNumOptions] = {
      "use; above it freed pages are returned to the OS at once."},
     {OptionId::kMaxDirtyMidMb, "max_dirty_mid_mb", "ELFMALLOC_MAX_DIRTY_MID_MB",
      OptionType::kMebibytes, 64, 0, kMaxDirtyMiB, true, false,
-     "The same for 256 KiB slab pages (the 1..8 KiB classes)."},
+     "The same for 256 KiB slab pages (the 640 B..14 KiB classes)."},
     {OptionId::kMaxDirtyMediumMb, "max_dirty_medium_mb",
      "ELFMALLOC_MAX_DIRTY_MEDIUM_MB", OptionType::kMebibytes, 16, 0,
      kMaxDirtyMiB, true, false,
-     "The same for 2 MiB slab pages (the 16 KiB..1 MiB classes)."},
+     "The same for 2 MiB slab pages (the 16..256 KiB classes)."},
     {OptionId::kMaxDirtyMb, "max_dirty_mb", "ELFMALLOC_MAX_DIRTY_MB",
      OptionType::kMebibytes, 0, 0, kMaxDirtyMiB, true, true,
      "Sets the three max_dirty_*_mb options at once (a specific one set in "
      "the environment wins)."},
+    // 64 MiB: a program churning blocks of a few MiB to tens of MiB reuses
+    // them without a system call (large_alloc.h, "Reuse"); glibc's heap
+    // keeps up to 64 MiB free at its top (twice its largest mmap
+    // threshold) for the same reason.
+    {OptionId::kLargeCacheMb, "large_cache_mb", "ELFMALLOC_LARGE_CACHE_MB",
+     OptionType::kMebibytes, 64, 0, kMaxDirtyMiB, true, false,
+     "Freed large blocks (above 256 KiB) kept mapped for reuse, in all; "
+     "unused ones are unmapped after decay_ms; 0 disables the cache."},
     {OptionId::kVerbose, "verbose", "ELFMALLOC_VERBOSE", OptionType::kBool, 0,
      0, 1, false, false,
      "Print the version, the build kind and every option in effect to "

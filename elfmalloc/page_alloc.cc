@@ -1,12 +1,11 @@
 // PageAlloc: refill, stamping, dirty/clean policy. See page_alloc.h.
 #include "elfmalloc/page_alloc.h"
 
-#include <time.h>
-
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 
+#include "elfmalloc/platform.h"
 #include "elfmalloc/size_classes.h"
 #include "mmap_alloc/mmap_alloc.h"
 
@@ -78,13 +77,7 @@ PageAlloc::Stats PageAlloc::GetStats() const noexcept {
 }
 
 std::uint64_t PageAlloc::NowMs() const noexcept {
-  if (clock_ms_ != nullptr) return clock_ms_();
-  struct timespec ts;
-  // COARSE: a vDSO read of the last tick (1-4 ms resolution), which is all a
-  // period of hundreds of milliseconds needs.
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 +
-         static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+  return clock_ms_ != nullptr ? clock_ms_() : CoarseMonotonicMs();
 }
 
 void PageAlloc::set_max_dirty_bytes(std::size_t bytes) noexcept {

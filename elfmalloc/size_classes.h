@@ -1,27 +1,37 @@
 // elfmalloc size classes: the table of object sizes elfmalloc serves from slabs,
 // which page size each class's slabs live on, and an O(1) size -> class lookup.
 //
-// The classes follow the reference's TieredSizeClasses (allocators-rs
-// elfmalloc, general.rs):
+// The classes:
 //   * one word class, 8 bytes;
-//   * 12 classes at multiples of 16 up to 192;
-//   * 13 powers of two from 256 bytes to 1 MiB (kMaxSlabObjectSize).
-// Requests above 1 MiB are "large" and are mapped individually (a later layer).
-// Classes up to 512 B live on 64 KiB "small" pages, 1 KiB .. 8 KiB on
-// 256 KiB "mid" pages, 16 KiB and up on 2 MiB "medium" pages, so even the
-// 1 MiB class gets a whole slab. (The reference used 256 KiB pages for
-// everything below 64 KiB. A class in use touches about one to three of its
-// slabs, so with 13 classes under 256 B a program moving blocks between
-// threads kept 7-10 MiB of slabs resident where glibc needs 4; 64 KiB pages
-// cut that by three quarters. Classes from 1 KiB keep 256 KiB pages: with
-// 64 KiB ones a 2 KiB slab holds 31 objects, and two threads allocating and
-// freeing 2 KiB blocks spent their time taking and returning pages, at
-// less than half the speed.)
+//   * 16 classes at multiples of 16 up to 256 (waste at most 15 bytes);
+//   * 4 classes per doubling from 256 bytes to 256 KiB (kMaxSlabObjectSize):
+//     256, 320, 384, 448, 512, 640, ... 229376, 262144. A request lands in a
+//     class at most 25% above it (12.5% on average for uniform sizes), the
+//     spacing of jemalloc, mimalloc and tcmalloc. Every power of two from 16
+//     up is a class, which aligned allocation relies on.
+// The reference's TieredSizeClasses (allocators-rs elfmalloc, general.rs;
+// https://github.com/ezrosent/allocators-rs) used powers of two above 192 B,
+// so a 257-byte request took 512 bytes and mixed sizes above 256 B wasted
+// about a quarter of every block (1.85x the requested bytes in RSS on
+// 257-300 B and 1025-1200 B mixes, where peers needed at most 1.17x).
+// Requests above 256 KiB are "large" blocks (large_alloc.h), mapped and
+// cached individually: above 256 KiB a 2 MiB slab holds at most 6 objects,
+// and a thread's magazine of such a class would cache megabytes.
+//
+// Classes up to 512 B live on 64 KiB "small" pages, 640 B .. 14 KiB on
+// 256 KiB "mid" pages, 16 KiB and up on 2 MiB "medium" pages (at least 7
+// objects per slab: 2 MiB holds 7 of 256 KiB after its header's aligned
+// slot). A class in use touches about one to three of its slabs, so small
+// pages keep the fixed cost of the many small classes low; classes from
+// 640 B keep 256 KiB pages: with 64 KiB ones a 2 KiB slab holds 31 objects,
+// and two threads allocating and freeing 2 KiB blocks spent their time
+// taking and returning pages, at less than half the speed.
 //
 // The table is a literal constexpr array (tcmalloc size_classes.cc style) so
 // that its contents are reviewable at a glance; static_asserts below check the
-// properties the rest of elfmalloc relies on, and the lookup array is derived
-// from the table at compile time, so the two can never disagree.
+// properties the rest of elfmalloc relies on, and the lookup is derived from
+// the table at compile time and checked against it at every class boundary,
+// so the two can never disagree.
 #ifndef ELFMALLOC_SIZE_CLASSES_H_
 #define ELFMALLOC_SIZE_CLASSES_H_
 
@@ -42,7 +52,7 @@ inline constexpr std::size_t kSmallClassMax = 512;
 // (mid page / 16); the rest on medium pages.
 inline constexpr std::size_t kSmallClassCutoff = std::size_t{16} << 10;  // 16 KiB
 // The largest object served from a slab; larger requests are large allocations.
-inline constexpr std::size_t kMaxSlabObjectSize = std::size_t{1} << 20;  // 1 MiB
+inline constexpr std::size_t kMaxSlabObjectSize = std::size_t{256} << 10;  // 256 KiB
 
 // A strong type for a size-class index, so that an index cannot be confused
 // with a size or a count. Valid indices are 0 .. kNumSizeClasses - 1.
@@ -84,20 +94,51 @@ inline constexpr SizeClassInfo kSizeClassTable[] = {
     /*  9 */ {      144,      kS},
     /* 10 */ {      160,      kS},
     /* 11 */ {      176,      kS},
-    /* 12 */ {      192,      kS},  // ... up to 192
-    /* 13 */ {      256,      kS},  // powers of two ...
-    /* 14 */ {      512,      kS},
-    /* 15 */ {     1024,      kD},  // first mid-page class (> 512 B)
-    /* 16 */ {     2048,      kD},
-    /* 17 */ {     4096,      kD},
-    /* 18 */ {     8192,      kD},
-    /* 19 */ {    16384,      kM},  // first medium-page class (>= 16 KiB)
-    /* 20 */ {    32768,      kM},
-    /* 21 */ {    65536,      kM},
-    /* 22 */ {   131072,      kM},
-    /* 23 */ {   262144,      kM},
-    /* 24 */ {   524288,      kM},
-    /* 25 */ {  1048576,      kM},  // ... up to 1 MiB
+    /* 12 */ {      192,      kS},
+    /* 13 */ {      208,      kS},
+    /* 14 */ {      224,      kS},
+    /* 15 */ {      240,      kS},
+    /* 16 */ {      256,      kS},  // ... up to 256; then 4 per doubling
+    /* 17 */ {      320,      kS},
+    /* 18 */ {      384,      kS},
+    /* 19 */ {      448,      kS},
+    /* 20 */ {      512,      kS},
+    /* 21 */ {      640,      kD},  // first mid-page class (> 512 B)
+    /* 22 */ {      768,      kD},
+    /* 23 */ {      896,      kD},
+    /* 24 */ {     1024,      kD},
+    /* 25 */ {     1280,      kD},
+    /* 26 */ {     1536,      kD},
+    /* 27 */ {     1792,      kD},
+    /* 28 */ {     2048,      kD},
+    /* 29 */ {     2560,      kD},
+    /* 30 */ {     3072,      kD},
+    /* 31 */ {     3584,      kD},
+    /* 32 */ {     4096,      kD},
+    /* 33 */ {     5120,      kD},
+    /* 34 */ {     6144,      kD},
+    /* 35 */ {     7168,      kD},
+    /* 36 */ {     8192,      kD},
+    /* 37 */ {    10240,      kD},
+    /* 38 */ {    12288,      kD},
+    /* 39 */ {    14336,      kD},
+    /* 40 */ {    16384,      kM},  // first medium-page class (>= 16 KiB)
+    /* 41 */ {    20480,      kM},
+    /* 42 */ {    24576,      kM},
+    /* 43 */ {    28672,      kM},
+    /* 44 */ {    32768,      kM},
+    /* 45 */ {    40960,      kM},
+    /* 46 */ {    49152,      kM},
+    /* 47 */ {    57344,      kM},
+    /* 48 */ {    65536,      kM},
+    /* 49 */ {    81920,      kM},
+    /* 50 */ {    98304,      kM},
+    /* 51 */ {   114688,      kM},
+    /* 52 */ {   131072,      kM},
+    /* 53 */ {   163840,      kM},
+    /* 54 */ {   196608,      kM},
+    /* 55 */ {   229376,      kM},
+    /* 56 */ {   262144,      kM},  // kMaxSlabObjectSize
 };
 // clang-format on
 
@@ -127,12 +168,18 @@ constexpr std::size_t ClassAlignment(SizeClass c) noexcept {
 namespace internal {
 
 // Sizes up to kLookupMaxSize are looked up in a byte array indexed by
-// ceil(size / 8); above it every class is a power of two and the class follows
-// from the bit width of size - 1.
+// ceil(size / 8). Above it the classes are 4 per doubling: for s = n - 1
+// with k = floor(log2(s)) (so 2^k < n <= 2^(k+1)), the two bits of s below
+// its leading bit say which quarter of (2^k, 2^(k+1)] n falls in, and the
+// class is kLookupMaxClass + 4 * (k - 10) + quarter + 1. No table, no loop:
+// a bit_width and two shifts.
 inline constexpr std::size_t kLookupMaxSize = 1024;
 inline constexpr std::size_t kLookupEntries = kLookupMaxSize / 8 + 1;
-// The index of the 256-byte class, the first of the power-of-two run.
-inline constexpr std::size_t kFirstPow2Class = 13;
+// The index of the 1024-byte class, after which the classes are exactly 4
+// per doubling up to kMaxSlabObjectSize.
+inline constexpr std::size_t kLookupMaxClass = 24;
+// The index of the 256-byte class, where 4 per doubling starts.
+inline constexpr std::size_t kFirstQuarterClass = 16;
 
 constexpr std::array<std::uint8_t, kLookupEntries> MakeLookup() {
   std::array<std::uint8_t, kLookupEntries> lookup{};
@@ -158,27 +205,35 @@ constexpr bool TableIsWellFormed() {
                                                      : kM)) {
       return false;
     }
-    if (i >= kFirstPow2Class && !IsPow2(e.size)) return false;
     if (i >= 1 && e.size % 16 != 0) return false;  // 16-byte alignment from 16 up
+    if (i >= 1 && i <= kFirstQuarterClass && e.size != 16 * i) return false;
+    // From 256 B: 4 per doubling, 2^k * {5, 6, 7, 8} / 4.
+    if (i > kFirstQuarterClass) {
+      const std::size_t base = kSizeClassTable[i - 1 - (i - 1 - kFirstQuarterClass) % 4].size;
+      if (!IsPow2(base)) return false;
+      if (e.size != base / 4 * (5 + (i - 1 - kFirstQuarterClass) % 4)) {
+        return false;
+      }
+    }
   }
   return true;
 }
 
 }  // namespace internal
 
-static_assert(kNumSizeClasses == 26);
-static_assert(kNumSizeClasses <= 256, "SizeClass stores the index in a byte");
+static_assert(kNumSizeClasses == 57);
+static_assert(kNumSizeClasses < 255, "a class + 1 is a slab tag byte");
 static_assert(internal::TableIsWellFormed());
 static_assert(internal::kSizeClassTable[0].size == 8);
-static_assert(internal::kSizeClassTable[12].size == 192);
-static_assert(internal::kSizeClassTable[internal::kFirstPow2Class].size == 256);
+static_assert(internal::kSizeClassTable[internal::kFirstQuarterClass].size ==
+              256);
+static_assert(internal::kSizeClassTable[internal::kLookupMaxClass].size ==
+              internal::kLookupMaxSize);
 static_assert(internal::kSizeClassTable[kNumSizeClasses - 1].size ==
               kMaxSlabObjectSize);
-static_assert(internal::kSizeClassTable[15].size == internal::kLookupMaxSize);
-// The bit-math branch: class of a power of two 2^k >= 2 KiB is k + 5.
-static_assert(internal::kFirstPow2Class == 8 + 5);
+static_assert(internal::IsPow2(kMaxSlabObjectSize));
 
-// True iff a request of n bytes is served from a slab (n <= 1 MiB).
+// True iff a request of n bytes is served from a slab (n <= 256 KiB).
 constexpr bool IsSlabSize(std::size_t n) noexcept {
   return n <= kMaxSlabObjectSize;
 }
@@ -190,12 +245,31 @@ constexpr SizeClass SizeToClass(std::size_t n) noexcept {
   if (n <= internal::kLookupMaxSize) {
     return SizeClass(internal::kLookup[(n + 7) >> 3]);
   }
-  // n in (1 KiB, 1 MiB]: class of bit_ceil(n) = 2^k with k = bit_width(n - 1).
-  std::size_t c = static_cast<std::size_t>(absl::bit_width(n - 1)) +
-                  (internal::kFirstPow2Class - 8);
+  const std::size_t s = n - 1;
+  const std::size_t k = static_cast<std::size_t>(absl::bit_width(s)) - 1;
+  const std::size_t quarter = (s >> (k - 2)) & 3;
+  std::size_t c = internal::kLookupMaxClass + 4 * (k - 10) + quarter + 1;
   if (c >= kNumSizeClasses) c = kNumSizeClasses - 1;  // precondition violated
   return SizeClass(static_cast<std::uint8_t>(c));
 }
+
+namespace internal {
+// The lookup agrees with the table at every class boundary: the class's own
+// size maps to it and one byte more maps to the next. With the lookup
+// monotonic (both branches are), that makes it the smallest fit for every
+// size; size_classes_test checks every size exhaustively as well.
+constexpr bool LookupMatchesTable() {
+  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+    const std::size_t s = kSizeClassTable[i].size;
+    if (SizeToClass(s).index() != i) return false;
+    if (i + 1 < kNumSizeClasses && SizeToClass(s + 1).index() != i + 1) {
+      return false;
+    }
+  }
+  return SizeToClass(0).index() == 0;
+}
+static_assert(LookupMatchesTable());
+}  // namespace internal
 
 }  // namespace elfmalloc
 

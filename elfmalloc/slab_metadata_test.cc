@@ -99,27 +99,45 @@ void CheckInvariants(const SlabMetadata& m, std::size_t requested) {
   EXPECT_EQ(m.InitialWord(m.bitset_words), 0u);
 }
 
+// The reference's appendix: its 26 classes (8; 16..192 by 16; powers of two
+// 256 B..1 MiB) with its page sizes (256 KiB small pages, 64 KiB cutoff),
+// checking the layout computation against the published table. Our classes
+// differ (size_classes.h; ClassesHaveUsableLayouts below); ComputeMetadata
+// is the same function either way.
 TEST(SlabMetadataTest, AppendixTable) {
-  ASSERT_EQ(sizeof(kTable) / sizeof(kTable[0]), kNumSizeClasses);
-  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
-    const Row& r = kTable[i];
-    const SizeClass c(static_cast<std::uint8_t>(i));
-    ASSERT_EQ(ClassSize(c), r.size);
-    // The rows keep the reference's page sizes (256 KiB small pages, 64 KiB
-    // cutoff): they check the layout computation against its appendix. Our
-    // classes use 64 KiB small pages (size_classes.h); ComputeMetadata is
-    // the same function either way.
+  for (const Row& r : kTable) {
     const SlabMetadata m = ComputeMetadata(r.size, r.page, 0.6, r.page);
     SCOPED_TRACE(r.size);
+    const std::size_t align = r.size & (~r.size + 1);
     EXPECT_EQ(m.object_size, r.size);
     EXPECT_EQ(m.n_objects, r.n);
     EXPECT_EQ(m.bitset_words, r.words);
     EXPECT_EQ(m.granule(), r.granule);
     EXPECT_EQ(m.objects_offset, r.offset);
     EXPECT_EQ(m.cutoff_objects, r.cutoff);
-    EXPECT_EQ(m.objects_offset % ClassAlignment(c), 0u);
-    EXPECT_EQ(m.object_alignment, ClassAlignment(c));
+    EXPECT_EQ(m.objects_offset % align, 0u);
+    EXPECT_EQ(m.object_alignment, align);
     CheckInvariants(m, r.size);
+  }
+}
+
+// Every class of ours on its own page size: a valid layout, objects aligned
+// to ClassAlignment, at least 7 objects per slab, and no more than 1/8 of
+// the page lost to the header, bit-set, alignment and the tail (the largest
+// class loses its first 256 KiB slot to the header: exactly 1/8).
+TEST(SlabMetadataTest, ClassesHaveUsableLayouts) {
+  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+    const SizeClass c(static_cast<std::uint8_t>(i));
+    const SlabMetadata m =
+        ComputeMetadata(ClassSize(c), ClassPageSize(c), 0.3, ClassPageSize(c));
+    SCOPED_TRACE(ClassSize(c));
+    ASSERT_TRUE(m.valid());
+    EXPECT_EQ(m.object_size, ClassSize(c));
+    EXPECT_EQ(m.object_alignment, ClassAlignment(c));
+    EXPECT_GE(m.n_objects, 7u);
+    EXPECT_LE(ClassPageSize(c) - m.n_objects * m.object_size,
+              ClassPageSize(c) / 8);
+    CheckInvariants(m, ClassSize(c));
   }
 }
 

@@ -2,7 +2,6 @@
 #include "elfmalloc/thread_cache.h"
 
 #include <pthread.h>
-#include <sched.h>
 
 #include <atomic>
 #include <cstddef>
@@ -10,6 +9,7 @@
 
 #include "absl/base/attributes.h"
 #include "bsalloc/bsalloc.h"
+#include "elfmalloc/platform.h"
 #include "elfmalloc/spin_lock.h"
 
 namespace elfmalloc {
@@ -39,21 +39,10 @@ ABSL_CONST_INIT std::size_t g_pool_size = 0;
 ABSL_CONST_INIT std::atomic<std::size_t> g_pooled{0};  // g_pool_size, for stats
 
 // The pool's bound: the CPU count (threads that can run at once, hence the
-// replacement heaps a churning program needs), between 2 and 8. Computed
-// once; sched_getaffinity fills a stack set (no allocation).
+// replacement heaps a churning program needs), between 2 and 8.
 std::size_t PoolLimit() {
-  static std::atomic<std::size_t> limit{0};
-  std::size_t n = limit.load(std::memory_order_relaxed);
-  if (n != 0) return n;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  n = 2;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    n = static_cast<std::size_t>(CPU_COUNT(&set));
-  }
-  n = n < 2 ? 2 : (n > 8 ? 8 : n);
-  limit.store(n, std::memory_order_relaxed);
-  return n;
+  const std::size_t n = AvailableCpus();
+  return n < 2 ? 2 : (n > 8 ? 8 : n);
 }
 
 }  // namespace
