@@ -1,21 +1,41 @@
 #!/usr/bin/python3
 """Runs the allocator workloads side by side: every program of
-//tools/workloads under elfc, glibc, jemalloc, tcmalloc and mimalloc
+//tools/workloads, and real programs from Debian (sqlite3, python3, perl)
+with fixed inputs, under elfc, glibc, jemalloc, tcmalloc and mimalloc
 (LD_PRELOAD), interleaved and repeated, and prints throughput and peak RSS
-tables with elfc's ratios and whether the performance targets are met.
+tables with elfc's ratios, whether the performance targets are met, and a
+one-line summary.
 
   bazel build //elfc:libelfc.so //tools/workloads:all     (./run.sh does this)
   /usr/bin/python3 tools/harness.py --bin_dir=bazel-bin [--full] [...]
 
 Modes:
-  quick (default)  threads 1 and 2, 3 repetitions, 0.5 s runs (~2 minutes)
-  --full           threads 1, 2, 4, ... and nproc, 5 repetitions, 1 s runs;
-                   writes info/performance.md and info/perf_*.png
-Filters and overrides: --workloads=threadtest-small,larson (names or program
+  quick (default)  threads 1 and 2, 3 repetitions, 0.5 s runs, short inputs
+                   for the real programs (~4 minutes)
+  --full           threads 1, 2, 4, ... and nproc, 5 repetitions, 1 s runs,
+                   full inputs; writes info/performance.md, the summary plot
+                   info/perf_summary.png and one plot per workload
+  --instructions   instead of timing, counts instructions per op of the
+                   single-thread rows (and the malloc/free pair) under
+                   valgrind --tool=callgrind with a fixed op count: the
+                   difference between a run of N and one of 2N ops, divided
+                   by N, so start-up and warm-up cancel. The count does not
+                   depend on the machine's load, so a change can be judged
+                   on a busy machine. With --full: both, in one report.
+Filters and overrides: --workloads=threadtest-small,larson (row or program
 names), --allocators=elfc,glibc, --reps=N, --seconds=S, --threads=1,2,
 --report_dir=DIR (write the report in any mode). --extra=NAME=LIB runs a
 further build under LD_PRELOAD (./run.sh --checked passes elfc's checked
-build as elfc-checked) and reports its throughput against elfc's.
+build as elfc-checked) and reports its throughput against elfc's;
+--label=NAME=TEXT says in the report how it was built (the report never
+names a machine path).
+
+A verdict that holds: the report names the commit and refuses to be written
+into the work tree (info/performance.md) from a tree with uncommitted
+changes or a HEAD that moved during the run (--allow_dirty overrides for
+local use and says so in the report). When the load average exceeds half
+the CPUs before or after the run, it warns on stderr, in the output and in
+the report: the figures then measure the machine as much as the allocators.
 
 Peers are Debian's packages (libjemalloc2, libtcmalloc-minimal4,
 libmimalloc2.0); a missing one is skipped with a note. glibc is the process
@@ -23,17 +43,21 @@ without LD_PRELOAD. Each repetition runs every (workload, threads) with every
 allocator, in an order rotated from one run to the next, so drift on a busy
 machine hits all allocators alike; medians over the repetitions are reported
 with their spread. Throughput is each program's own RESULT line (ops_per_sec,
-timed inside the program); peak RSS is the process's ru_maxrss from wait4,
-measured from outside (by //tools/workloads:peak_rss, which starts each
-program).
+timed inside the program), or for a real program its fixed op count over its
+wall time; peak RSS is the process's ru_maxrss from wait4, measured from
+outside (by //tools/workloads:peak_rss, which starts each program). A real
+program's output must equal its output under glibc, or the run fails.
 """
 import argparse
+import collections
 import datetime
+import hashlib
 import math
 import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -50,36 +74,203 @@ PEERS = [
      "libtcmalloc-minimal4"),
     ("mimalloc", os.path.join(LIBDIR, "libmimalloc.so.2"), "libmimalloc2.0"),
 ]
+# How the builds passed with --extra were made, when --label does not say.
+DEFAULT_LABELS = {
+    "elfc-checked": "//elfc:libelfc.so built with --config=checked",
+}
 
-# (name, program, arguments, single_thread). Threads and duration are added
-# per run. See tools/workloads/README.md for what each does and what an op
-# is.
+# A row of the tables: a program of //tools/workloads (kind "workload":
+# threads and duration are added per run) or a real program (kind
+# "program": fixed input, see PROGRAMS). threads: "all" (every thread count
+# of the mode), "single" (1 only) or "multi" (every count >= 2: rows whose
+# point is blocks crossing threads). icount: the --iterations of one run in
+# --instructions mode (None: not counted; a row must be single-thread to
+# be counted; bigblock is not: its cost is mmap, page faults and munmap in
+# the kernel, which callgrind does not see). See tools/workloads/README.md for what each does and what an
+# op is.
+Row = collections.namedtuple("Row", "name program args threads icount kind")
+
+
+def W(name, program, args, threads="all", icount=None):
+    return Row(name, program, args, threads, icount, "workload")
+
+
 WORKLOADS = [
-    ("threadtest-small", "threadtest", ["--size=64", "--objects=10000"], False),
-    ("threadtest-medium", "threadtest", ["--size=2048", "--objects=10000"],
-     False),
-    ("shbench-small", "shbench",
-     ["--min_size=8", "--max_size=64", "--slots=1000"], False),
-    ("shbench-medium", "shbench",
-     ["--min_size=64", "--max_size=4096", "--slots=1000"], False),
-    ("prodcons", "prodcons",
-     ["--min_size=16", "--max_size=256", "--batch=64", "--queue=64"], False),
-    ("larson", "larson",
-     ["--min_size=8", "--max_size=1000", "--slots=5000", "--rounds=20"],
-     False),
-    ("pair_latency", "pair_latency", ["--sizes=16,64,256,1024,4096"], True),
+    W("threadtest-small", "threadtest", ["--size=64", "--objects=10000"],
+      icount=10),
+    W("threadtest-medium", "threadtest", ["--size=2048", "--objects=10000"],
+      icount=10),
+    W("shbench-small", "shbench",
+      ["--min_size=8", "--max_size=64", "--slots=1000"], icount=50),
+    W("shbench-medium", "shbench",
+      ["--min_size=64", "--max_size=4096", "--slots=1000"], icount=50),
+    W("prodcons", "prodcons",
+      ["--min_size=16", "--max_size=256", "--batch=64", "--queue=64"]),
+    W("larson", "larson",
+      ["--min_size=8", "--max_size=1000", "--slots=5000", "--rounds=20"]),
+    W("pair_latency", "pair_latency", ["--sizes=16,64,256,1024,4096"],
+      threads="single", icount=20000),
+    W("bigblock", "bigblock",
+      ["--min_size=1048576", "--max_size=16777216", "--slots=4"]),
+    W("realloc_growth", "realloc_growth",
+      ["--min_size=16", "--max_size=4194304", "--buffers=4"], icount=20000),
+    W("xthread_churn", "xthread_churn",
+      ["--min_size=16", "--max_size=16384", "--slots=2000"],
+      threads="multi"),
+    W("glibc_thread", "glibc_thread",
+      ["--min_size=4", "--max_size=32768", "--slots=1024"], icount=50000),
+    W("mstress", "mstress",
+      ["--min_size=8", "--max_size=2048", "--slots=20000"], threads="multi"),
+    W("server", "server",
+      ["--min_size=8", "--max_size=65536", "--mean_life=20000"],
+      icount=50000),
+    W("dbsim", "dbsim",
+      ["--pages=2000", "--page_size=4360", "--rows=100000"],
+      threads="single", icount=50000),
+    Row("sqlite3", "/usr/bin/sqlite3", [], "single", None, "program"),
+    Row("python3", "/usr/bin/python3", [], "single", None, "program"),
+    Row("perl", "/usr/bin/perl", [], "single", None, "program"),
 ]
 
-# The targets of the issue, checked at the end of every run.
-TARGET_BEST_GMEAN = 1.0   # elfc / best peer throughput, geometric mean
-TARGET_BEST_FLOOR = 0.8   # ... and no row below this
-TARGET_RSS_GMEAN = 1.15   # elfc / glibc peak RSS, geometric mean, at most
+# The targets of the issues, checked at the end of every run.
+TARGET_BEST_GMEAN = 1.10  # elfc / best peer throughput, geometric mean
+TARGET_BEST_FLOOR = 0.85  # ... and no row below this
+TARGET_RSS_GMEAN = 1.05   # elfc / glibc peak RSS, geometric mean, at most
+TARGET_RSS_CAP = 1.30     # ... and no row above this
 
 RESULT_RE = re.compile(r"^RESULT (.*)$", re.M)
 
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Real programs. Each gets a deterministic input written by the harness into
+# a scratch directory, which is the program's working directory, so its
+# command line names no path. ops is the fixed amount of work the input
+# does; throughput is ops / wall time.
+
+SQLITE_COLUMNS = "id INTEGER PRIMARY KEY, category INTEGER, name TEXT, " \
+    "price REAL, payload TEXT"
+
+
+def sqlite_script(rows):
+    """An in-memory database: rows inserted in multi-row INSERTs (as a
+    loader would), an index, GROUP BY queries, an update that grows rows, a
+    delete, and queries again. Contents from a fixed LCG: the same script
+    every time."""
+    x = 4141
+    out = ["CREATE TABLE items(%s);" % SQLITE_COLUMNS, "BEGIN;"]
+    values = []
+    for i in range(1, rows + 1):
+        x = (x * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        cat = (x >> 33) % 97
+        name = "item-%x-%s" % (x >> 40, "abcdefghij"[: (x >> 20) % 10 + 1])
+        price = ((x >> 12) % 100000) / 100.0
+        payload = "p" * ((x >> 50) % 200)
+        values.append("(%d,%d,'%s',%.2f,'%s')" % (i, cat, name, price,
+                                                  payload))
+        if len(values) == 500 or i == rows:
+            out.append("INSERT INTO items VALUES %s;" % ",".join(values))
+            values = []
+    out += [
+        "COMMIT;",
+        "CREATE INDEX items_by_category ON items(category, price);",
+        "SELECT category, count(*), round(sum(price), 2), "
+        "max(length(payload)) FROM items GROUP BY category "
+        "ORDER BY category;",
+        "SELECT substr(name, 6, 2) AS p, count(*) FROM items GROUP BY p "
+        "ORDER BY count(*) DESC, p LIMIT 20;",
+        "UPDATE items SET payload = payload || name || name "
+        "WHERE id % 7 = 0;",
+        "DELETE FROM items WHERE id % 5 = 0;",
+        "SELECT count(*), sum(length(payload)) FROM items;",
+        "SELECT category, round(avg(price), 2) FROM items "
+        "WHERE price > 500 GROUP BY category ORDER BY category;",
+        "SELECT a.category, count(*) FROM items a JOIN items b "
+        "ON a.id = b.id + 1 AND a.category = b.category "
+        "GROUP BY a.category ORDER BY a.category;",
+    ]
+    return "\n".join(out) + "\n"
+
+
+PYTHON_SCRIPT = r'''
+import sys
+n = int(sys.argv[1])
+d = {}
+total = 0
+for i in range(n):
+    d["key-%d-%s" % (i, "x" * (i % 37))] = [i, str(i) * (i % 5 + 1), (i, -i)]
+    if i % 3 == 0:
+        j = i // 2
+        d.pop("key-%d-%s" % (j, "x" * (j % 37)), None)
+    if i % 500 == 499:
+        buf = bytearray()
+        for k in range(300):
+            buf += b"y" * (k * 13 % 4096)
+        total += len(buf)
+        words = " ".join(sorted(list(d)[-300:])).split()
+        total += len(words) + len(bytearray(1100000))
+pairs = sorted(d.items(), key=lambda kv: (len(kv[0]), kv[0]))
+print(len(d), total, sum(len(v[1]) for _, v in pairs), pairs[len(pairs) // 2][0])
+'''
+
+PERL_SCRIPT = r'''
+my $n = shift;
+my (%h, @a);
+my $total = 0;
+for my $i (0 .. $n - 1) {
+    $h{"k$i" . ("x" x ($i % 29))} = [$i, "v" x ($i % 50)];
+    push @a, "k$i" if $i % 4 == 0;
+    if ($i % 3 == 0) {
+        my $j = int($i / 2);
+        delete $h{"k$j" . ("x" x ($j % 29))};
+    }
+    if ($i % 1000 == 999) {
+        my $s = "";
+        $s .= "y" x ($_ % 300) for 1 .. 500;
+        $total += length($s);
+        @a = sort @a;
+        splice(@a, 0, 100);
+    }
+}
+my $sum = 0;
+$sum += length($_->[1]) for values %h;
+print scalar(keys %h), " $total $sum ", scalar(@a), "\n";
+'''
+
+
+def program_setup(name, full, workdir):
+    """Writes the input of real-program row `name` into workdir; returns
+    (argv after the program, extra environment, ops, description)."""
+    if name == "sqlite3":
+        rows = 200000 if full else 25000
+        with open(os.path.join(workdir, "items.sql"), "w") as f:
+            f.write(sqlite_script(rows))
+        return ([":memory:", ".read items.sql"], {}, rows,
+                "in-memory database: %d rows inserted, an index, GROUP BY "
+                "queries, update, delete (script generated by "
+                "tools/harness.py; ops = rows)" % rows)
+    if name == "python3":
+        n = 400000 if full else 50000
+        with open(os.path.join(workdir, "work.py"), "w") as f:
+            f.write(PYTHON_SCRIPT)
+        return (["work.py", str(n)], {"PYTHONMALLOC": "malloc"}, n,
+                "PYTHONMALLOC=malloc (every object through malloc): dicts, "
+                "lists, strings, bytearray growth and 1.1 MB bytearrays "
+                "(script in tools/harness.py; ops = loop iterations)")
+    if name == "perl":
+        n = 600000 if full else 120000
+        with open(os.path.join(workdir, "work.pl"), "w") as f:
+            f.write(PERL_SCRIPT)
+        return (["work.pl", str(n)], {}, n,
+                "hashes, arrays, string growth, sorting (script in "
+                "tools/harness.py; ops = loop iterations)")
+    raise ValueError(name)
+
+
+# ---------------------------------------------------------------------------
 
 
 def thread_counts(full, override):
@@ -97,9 +288,18 @@ def thread_counts(full, override):
     return counts
 
 
-def run_one(launcher, binary, args, preload, timeout):
-    """Runs one program through the peak_rss launcher; returns (fields of its
-    RESULT line, peak RSS in KiB) or raises RuntimeError with the reason.
+def row_threads(row, threads):
+    if row.threads == "single":
+        return [1]
+    if row.threads == "multi":
+        return [t for t in threads if t >= 2]
+    return threads
+
+
+def run_one(launcher, argv, preload, timeout, extra_env=None, cwd=None):
+    """Runs one program through the peak_rss launcher; returns (its stdout
+    without the launcher's lines, peak RSS in KiB, wall seconds) or raises
+    RuntimeError with the reason.
 
     Peak RSS is the program's ru_maxrss from wait4, taken by peak_rss (a small
     C++ process) rather than here: Linux keeps a process's peak RSS across
@@ -107,12 +307,13 @@ def run_one(launcher, binary, args, preload, timeout):
     least Python's own footprint (~14 MiB)."""
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
-    cmd = [launcher] + (["--preload=" + preload] if preload else []) + \
-        [binary] + args
+    env.pop("PYTHONMALLOC", None)
+    env.update(extra_env or {})
+    cmd = [launcher] + (["--preload=" + preload] if preload else []) + argv
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         # Own session, so a hung run is killed with everything it started.
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, cwd=cwd,
                                 start_new_session=True)
         try:
             proc.wait(timeout=timeout)
@@ -129,14 +330,20 @@ def run_one(launcher, binary, args, preload, timeout):
     if proc.returncode != 0:
         raise RuntimeError("exit status %d: %s" %
                            (proc.returncode, stderr.strip()[-300:]))
+    rss = re.search(r"^PEAK_RSS_KIB=(\d+)\n", stdout, re.M)
+    wall = re.search(r"^WALL_SECONDS=([0-9.]+)\n", stdout, re.M)
+    if not rss or not wall:
+        raise RuntimeError("no PEAK_RSS_KIB/WALL_SECONDS line from peak_rss")
+    body = stdout[:wall.start()] + stdout[wall.end():rss.start()] + \
+        stdout[rss.end():]
+    return body, int(rss.group(1)), float(wall.group(1))
+
+
+def result_fields(stdout):
     lines = RESULT_RE.findall(stdout)
     if len(lines) != 1:
         raise RuntimeError("expected one RESULT line, got %d" % len(lines))
-    rss = re.search(r"^PEAK_RSS_KIB=(\d+)$", stdout, re.M)
-    if not rss:
-        raise RuntimeError("no PEAK_RSS_KIB line from peak_rss")
-    fields = dict(kv.split("=", 1) for kv in lines[0].split())
-    return fields, int(rss.group(1))
+    return dict(kv.split("=", 1) for kv in lines[0].split())
 
 
 def check_plain_build(binary):
@@ -176,7 +383,12 @@ def gmean(xs):
 
 
 def fmt_rate(x):
-    return "%.2f" % (x / 1e6) if x < 1e7 else "%.1f" % (x / 1e6)
+    """ops/s with an SI suffix, 3 significant digits (rates span 10 to
+    10^8: a multi-MiB block churn to a malloc/free pair)."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return "%.3g%s" % (x / div, suffix)
+    return "%.3g" % x
 
 
 class Results:
@@ -189,6 +401,7 @@ class Results:
         self.rate = {}          # key -> [ops/s]
         self.rss = {}           # key -> [KiB]
         self.errors = {}        # key -> [message]
+        self.outputs = {}       # key -> [(rep, digest)] of real programs
 
     def add(self, key, rate, rss):
         self.rate.setdefault(key, []).append(rate)
@@ -197,6 +410,9 @@ class Results:
     def median(self, table, w, t, a):
         xs = table.get((w, t, a))
         return median_spread(xs) if xs else None
+
+    def fail(self, key, message):
+        self.errors.setdefault(key, []).append(message)
 
 
 def ratio_rows(res):
@@ -218,6 +434,7 @@ def ratio_rows(res):
         out.append({
             "row": (w, t),
             "vs_glibc": e[0] / g[0] if g else None,
+            "vs_glibc_spread": e[1] + g[1] if g else None,
             "vs_best": e[0] / best[1] if best else None,
             "best": best[0] if best else None,
             "rss_vs_glibc": er[0] / gr[0] if (er and gr) else None,
@@ -228,7 +445,7 @@ def ratio_rows(res):
 def throughput_table(res, ratios):
     by_row = {r["row"]: r for r in ratios}
     cols = res.allocs
-    head = "%-18s %3s" % ("M ops/s", "thr") + "".join(
+    head = "%-18s %3s" % ("ops/s", "thr") + "".join(
         "%15s" % a for a in cols) + "%11s%11s  %s" % ("elfc/glibc", "elfc/best",
                                                       "best peer")
     lines = [head, "-" * len(head)]
@@ -237,8 +454,8 @@ def throughput_table(res, ratios):
         for a in cols:
             m = res.median(res.rate, w, t, a)
             if m:
-                cells.append("%15s" % ("%s +-%2.0f%%" % (fmt_rate(m[0]),
-                                                          m[1] * 100)))
+                cells.append("%15s" % ("%s +-%.0f%%" % (fmt_rate(m[0]),
+                                                         m[1] * 100)))
             else:
                 cells.append("%15s" % ("FAIL" if (w, t, a) in res.errors
                                        else "-"))
@@ -270,6 +487,7 @@ def memory_table(res, ratios):
     return "\n".join(lines)
 
 
+
 def verdicts(res, ratios):
     """Plain-words summary of the targets; returns a list of lines."""
     if "elfc" not in res.allocs:
@@ -289,15 +507,15 @@ def verdicts(res, ratios):
                if r["vs_best"] and r["vs_best"] < TARGET_BEST_FLOOR]
         if low:
             out.append(
-                "elfc throughput / best peer below %.1fx on %d of %d rows "
-                "-> target 'no workload below %.1fx' MISSED: %s." % (
+                "elfc throughput / best peer below %.2fx on %d of %d rows "
+                "-> target 'no row below %.2fx' MISSED: %s." % (
                     TARGET_BEST_FLOOR, len(low), len(best), TARGET_BEST_FLOOR,
                     ", ".join("%s t=%d %.2fx (best %s)" % (
                         r["row"][0], r["row"][1], r["vs_best"], r["best"])
                         for r in low)))
         else:
             out.append("elfc throughput / best peer: lowest %.2fx -> target "
-                       "'no workload below %.1fx' MET." %
+                       "'no row below %.2fx' MET." %
                        (min(best), TARGET_BEST_FLOOR))
     else:
         out.append("no peer was measured: throughput targets not checked.")
@@ -327,16 +545,230 @@ def verdicts(res, ratios):
             "target <= %.2fx %s." % (
                 g, len(rss), TARGET_RSS_GMEAN,
                 "MET" if g <= TARGET_RSS_GMEAN else "MISSED"))
+        high = [r for r in ratios
+                if r["rss_vs_glibc"] and r["rss_vs_glibc"] > TARGET_RSS_CAP]
+        out.append(
+            "elfc peak RSS / glibc above %.2fx on %d of %d rows -> target "
+            "'no row above %.2fx' %s%s." % (
+                TARGET_RSS_CAP, len(high), len(rss), TARGET_RSS_CAP,
+                "MISSED: " if high else "MET",
+                ", ".join("%s t=%d %.2fx" % (r["row"][0], r["row"][1],
+                                             r["rss_vs_glibc"])
+                          for r in high)))
     else:
-        out.append("glibc was not measured: memory target not checked.")
+        out.append("glibc was not measured: memory targets not checked.")
     return out
+
+
+def summary_line(res, ratios, load_note):
+    """The one line every timed run ends with: the issues' four targets."""
+    best = [r for r in ratios if r["vs_best"]]
+    rss = [r for r in ratios if r["rss_vs_glibc"]]
+    parts = []
+    if best:
+        low = [r for r in best if r["vs_best"] < TARGET_BEST_FLOOR]
+        parts.append("elfc/best peer %.2fx geomean over %d rows (target "
+                     ">= %.2f), %d rows below %.2fx%s" % (
+                         gmean([r["vs_best"] for r in best]), len(best),
+                         TARGET_BEST_GMEAN, len(low), TARGET_BEST_FLOOR,
+                         " (%s)" % ", ".join("%s/%d" % r["row"] for r in low)
+                         if low else ""))
+    else:
+        parts.append("elfc/best peer: not measured")
+    if rss:
+        high = [r for r in rss if r["rss_vs_glibc"] > TARGET_RSS_CAP]
+        parts.append("peak RSS vs glibc %.2fx geomean (target <= %.2f), "
+                     "%d rows above %.2fx%s" % (
+                         gmean([r["rss_vs_glibc"] for r in rss]),
+                         TARGET_RSS_GMEAN, len(high), TARGET_RSS_CAP,
+                         " (%s)" % ", ".join("%s/%d" % r["row"] for r in high)
+                         if high else ""))
+    else:
+        parts.append("peak RSS vs glibc: not measured")
+    return "SUMMARY: " + "; ".join(parts) + "; " + load_note
 
 
 def command_line(program, args):
     return " ".join(shlex.quote(x) for x in [program] + args)
 
 
-def machine_description():
+def shown_command(argv):
+    """This run's command line for the report, without machine paths: the
+    build and report directories are left out, --extra libraries named by
+    their NAME only."""
+    shown = ["tools/harness.py"]
+    for a in argv:
+        if a.startswith(("--bin_dir", "--report_dir")):
+            continue
+        if a.startswith("--extra="):
+            a = "--extra=%s=..." % a[len("--extra="):].partition("=")[0]
+        shown.append(shlex.quote(a))
+    return " ".join(shown)
+
+
+# ---------------------------------------------------------------------------
+# Instruction counts.
+
+
+def callgrind_ir(argv, preload, timeout):
+    """Instructions executed inside workloads::RunBody (the workers' timed
+    work) by one run of argv under callgrind; also returns the RESULT
+    fields."""
+    with tempfile.TemporaryDirectory(prefix="harness-cg-") as tmp:
+        env = dict(os.environ)
+        env.pop("LD_PRELOAD", None)
+        if preload:
+            # valgrind keeps the client's LD_PRELOAD (and adds its own).
+            env["LD_PRELOAD"] = preload
+        cmd = ["valgrind", "--tool=callgrind",
+               "--callgrind-out-file=" + os.path.join(tmp, "out"),
+               "--collect-atstart=no",
+               "--toggle-collect=workloads::RunBody*"] + argv
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True,
+                                  text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("timed out under callgrind after %.0f s" %
+                               timeout)
+    if proc.returncode != 0:
+        raise RuntimeError("exit status %d under callgrind: %s" % (
+            proc.returncode, proc.stderr.strip()[-300:]))
+    m = re.search(r"Collected : (\d+)", proc.stderr)
+    if not m:
+        raise RuntimeError("no 'Collected' line from callgrind")
+    return int(m.group(1)), result_fields(proc.stdout)
+
+
+def count_instructions(rows, allocs, bin_dir):
+    """(row name, allocator) -> instructions per op, or an error string.
+
+    Each row runs twice with --iterations N and 2N; (Ir(2N) - Ir(N)) /
+    (ops(2N) - ops(N)) is the steady-state cost of one op: the allocator's
+    first-touch set-up and the workload's own set-up cancel."""
+    out = {}
+    total = len(rows) * len(allocs)
+    done = 0
+    for row in rows:
+        binary = os.path.join(bin_dir, "tools/workloads", row.program)
+        for alloc, lib in allocs:
+            done += 1
+            try:
+                counts = []
+                for n in (row.icount, 2 * row.icount):
+                    ir, fields = callgrind_ir(
+                        [binary] + row.args +
+                        ["--threads=1", "--iterations=%d" % n], lib, 600)
+                    counts.append((ir, int(fields["ops"])))
+                (ir1, ops1), (ir2, ops2) = counts
+                if ops2 <= ops1:
+                    raise RuntimeError("op counts %d, %d" % (ops1, ops2))
+                out[(row.name, alloc)] = (ir2 - ir1) / (ops2 - ops1)
+                status = "%.0f instructions/op" % out[(row.name, alloc)]
+            except (RuntimeError, KeyError, ValueError) as e:
+                out[(row.name, alloc)] = str(e)
+                status = "FAILED: %s" % e
+            log("[%d/%d] instructions %s %s: %s" % (done, total, row.name,
+                                                   alloc, status))
+    return out
+
+
+def instruction_table(rows, allocs, counts):
+    names = [a for a, _ in allocs]
+    peers = [a for a in names if a in {p for p, _, _ in PEERS} or
+             a == "glibc"]
+    head = "%-18s" % "instructions/op" + "".join("%11s" % a for a in names) + \
+        "%12s%12s  %s" % ("elfc/glibc", "elfc/best", "best peer")
+    lines = [head, "-" * len(head)]
+    ratios = []
+    for row in rows:
+        cells = []
+        for a in names:
+            v = counts.get((row.name, a))
+            cells.append("%11s" % ("%.0f" % v if isinstance(v, float)
+                                   else ("FAIL" if v else "-")))
+        e = counts.get((row.name, "elfc"))
+        g = counts.get((row.name, "glibc"))
+        best = min(((counts[(row.name, a)], a) for a in peers
+                    if isinstance(counts.get((row.name, a)), float)),
+                   default=None)
+        rg = "%11.2fx" % (e / g) if isinstance(e, float) and \
+            isinstance(g, float) else "%12s" % "-"
+        rb = "%11.2fx" % (e / best[0]) if isinstance(e, float) and best \
+            else "%12s" % "-"
+        if isinstance(e, float) and best:
+            ratios.append(e / best[0])
+        lines.append("%-18s" % row.name + "".join(cells) + rg + rb + "  " +
+                     (best[1] if best else ""))
+    return "\n".join(lines), ratios
+
+
+def instruction_verdicts(counts, ratios):
+    out = []
+    if ratios:
+        out.append("elfc instructions / fewest of the peers: geometric mean "
+                   "%.2fx over %d single-thread rows (lower is better)." % (
+                       gmean(ratios), len(ratios)))
+    e = counts.get(("pair_latency", "elfc"))
+    t = counts.get(("pair_latency", "tcmalloc"))
+    if isinstance(e, float) and isinstance(t, float):
+        out.append("malloc/free pair (pair_latency, incl. the loop): elfc "
+                   "%.0f instructions, tcmalloc %.0f -> target 'fewer than "
+                   "tcmalloc' %s." % (e, t, "MET" if e < t else "MISSED"))
+    else:
+        out.append("malloc/free pair: elfc or tcmalloc not counted; target "
+                   "not checked.")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The machine, the tree and the load.
+
+
+def git(*args):
+    """git's output in the work tree (trailing newline removed), or None."""
+    try:
+        return subprocess.run(["git", "-C", ROOT] + list(args),
+                              capture_output=True, text=True,
+                              check=True).stdout.rstrip("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def tree_state():
+    """(commit, list of changed paths) of the work tree; commit None when
+    this is not a git checkout."""
+    commit = git("rev-parse", "--short=12", "HEAD")
+    status = git("status", "--porcelain")
+    changed = [l[3:] for l in (status or "").splitlines() if l.strip()]
+    return commit, changed
+
+
+def load_check(when, timed=True):
+    """Returns (load average, warning or None): a 1-minute load above half
+    the CPUs means other work competes with the timed runs (instruction
+    counts do not depend on it)."""
+    load = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
+    if load > cpus / 2 and not timed:
+        log("note: load average %.2f %s the run (instruction counts do not "
+            "depend on it)" % (load, when))
+    elif load > cpus / 2:
+        return load, ("load average %.2f %s the run exceeds half of the %d "
+                      "CPUs: other work competes with the allocators, "
+                      "figures are noisy and not a verdict" % (
+                          load, when, cpus))
+    return load, None
+
+
+def warn(msg):
+    log("")
+    log("!" * 78)
+    log("WARNING: " + msg)
+    log("!" * 78)
+
+
+def machine_description(commit_note):
     def read(path):
         try:
             with open(path) as f:
@@ -345,6 +777,7 @@ def machine_description():
             return ""
     cpu = re.search(r"^model name\s*:\s*(.*)$", read("/proc/cpuinfo"), re.M)
     mem = re.search(r"^MemTotal:\s*(\d+) kB", read("/proc/meminfo"), re.M)
+
     def pkg_version(pkg):
         try:
             return subprocess.run(
@@ -352,13 +785,6 @@ def machine_description():
                 capture_output=True, text=True, check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return "not installed"
-    def git(*args):
-        try:
-            return subprocess.run(["git", "-C", ROOT] + list(args),
-                                  capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "?"
     return {
         "cpu": cpu.group(1).strip() if cpu else platform.processor() or "?",
         "cpus": os.cpu_count(),
@@ -372,26 +798,37 @@ def machine_description():
         "elfc": read(os.path.join(ROOT, "elfc/VERSION")).strip(),
         "peers": ", ".join("%s %s (%s)" % (n, pkg_version(p), p)
                            for n, _, p in PEERS),
-        "commit": git("rev-parse", "--short", "HEAD") +
-                  (" (with uncommitted changes)"
-                   if git("status", "--porcelain") not in ("", "?") else ""),
+        "programs": ", ".join("%s %s" % (p, pkg_version(p))
+                              for p in ("sqlite3", "python3", "perl")),
+        "commit": commit_note,
     }
 
 
-def make_plots(res, report_dir):
-    """One PNG per workload: throughput and peak RSS against threads, one
-    line per allocator. Returns the file names written."""
+# ---------------------------------------------------------------------------
+# Plots and the report.
+
+
+def import_pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        return plt
     except ImportError:
         log("note: matplotlib not installed (Debian: python3-matplotlib); "
             "no plots")
-        return []
+        return None
+
+
+def make_plots(plt, res, report_dir):
+    """One PNG per workload with more than one thread count: throughput and
+    peak RSS against threads, one line per allocator. Returns the file
+    names written."""
     names = []
     for w in dict.fromkeys(w for w, _ in res.rows):
         threads = [t for ww, t in res.rows if ww == w]
+        if len(threads) < 2:
+            continue
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
         for a in res.allocs:
             pts = [(t, res.median(res.rate, w, t, a),
@@ -401,11 +838,10 @@ def make_plots(res, report_dir):
                 continue
             style = dict(marker="o", linewidth=2.5 if a == "elfc" else 1.2,
                          label=a)
-            ax1.plot([p[0] for p in pts], [p[1][0] / 1e6 for p in pts],
-                     **style)
+            ax1.plot([p[0] for p in pts], [p[1][0] for p in pts], **style)
             ax2.plot([p[0] for p in pts], [p[2][0] / 1024 for p in pts],
                      **style)
-        for ax, title in ((ax1, "throughput (M ops/s, higher is better)"),
+        for ax, title in ((ax1, "throughput (ops/s, higher is better)"),
                           (ax2, "peak RSS (MiB, lower is better)")):
             ax.set_title("%s: %s" % (w, title), fontsize=9)
             ax.set_xlabel("threads" if w != "prodcons"
@@ -422,10 +858,80 @@ def make_plots(res, report_dir):
     return names
 
 
+def summary_plot(plt, res, report_dir):
+    """perf_summary.png: per row, elfc and each peer relative to glibc
+    (throughput and peak RSS, log scale), with the spread as error bars: the
+    two medians' spreads added, a bound on the ratio's. Returns the file
+    name, or None."""
+    if "glibc" not in res.allocs:
+        return None
+    others = [a for a in res.allocs if a != "glibc"]
+    rows = list(res.rows)
+    if not rows or not others:
+        return None
+    height = 0.8 / len(others)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * len(rows) + 1.8),
+                             sharey=True)
+    for ax, table, title in (
+            (axes[0], res.rate, "throughput / glibc (higher is better)"),
+            (axes[1], res.rss, "peak RSS / glibc (lower is better)")):
+        for k, a in enumerate(others):
+            ys, xs, errs = [], [], []
+            for i, (w, t) in enumerate(rows):
+                g = res.median(table, w, t, "glibc")
+                m = res.median(table, w, t, a)
+                if g and m and g[0] > 0 and m[0] > 0:
+                    ratio = m[0] / g[0]
+                    spread = m[1] + g[1]
+                    ys.append(i + (k - (len(others) - 1) / 2) * height)
+                    xs.append(ratio)
+                    errs.append([ratio - ratio / (1 + spread),
+                                 ratio * spread])
+            if not xs:
+                continue
+            # Bars grow from 1 (glibc) to the ratio, left when worse.
+            ax.barh(ys, [x - 1 for x in xs], height=height, left=1,
+                    label=a, edgecolor="black" if a == "elfc" else "none",
+                    linewidth=0.8)
+            ax.errorbar(xs, ys, xerr=list(zip(*errs)), fmt="none",
+                        ecolor="black", elinewidth=0.8, capsize=1.5)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3, which="both")
+    axes[0].set_yticks(range(len(rows)))
+    axes[0].set_yticklabels(["%s t=%d" % r for r in rows], fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    name = "perf_summary.png"
+    fig.savefig(os.path.join(report_dir, name), dpi=90)
+    plt.close(fig)
+    return name
+
+
+def scrub(text, bin_dir):
+    """The report speaks of the repository only: the build directory reads
+    bazel-bin, the work tree `.`; any other path of this machine's scratch
+    or home directories is an error (a report that leaks one would be
+    committed)."""
+    text = text.replace(os.path.abspath(bin_dir), "bazel-bin")
+    text = text.replace(ROOT + "/", "").replace(ROOT, ".")
+    for bad in {tempfile.gettempdir(), "/tmp/", os.path.expanduser("~")}:
+        if bad and bad != "/" and bad in text:
+            raise RuntimeError("the report would name the machine path %s" %
+                               bad)
+    return text
+
+
 def write_report(res, ratios, report_dir, mode, commands, machine, load,
-                 elapsed, notes):
+                 elapsed, notes, warnings, icount_text, bin_dir):
     os.makedirs(report_dir, exist_ok=True)
-    plots = make_plots(res, report_dir)
+    plt = import_pyplot()
+    plots, summary = [], None
+    if plt and res.rows:
+        summary = summary_plot(plt, res, report_dir)
+        plots = make_plots(plt, res, report_dir)
     lines = [
         "# Performance: elfc against glibc, jemalloc, tcmalloc and mimalloc",
         "",
@@ -433,6 +939,10 @@ def write_report(res, ratios, report_dir, mode, commands, machine, load,
         "that run's output. Do not edit by hand: rerun it." % (
             mode["command"], datetime.date.today().isoformat()),
         "",
+    ]
+    if warnings:
+        lines += ["**Warning:** %s." % w for w in warnings] + [""]
+    lines += [
         "## Machine",
         "",
         "| | |",
@@ -444,58 +954,81 @@ def write_report(res, ratios, report_dir, mode, commands, machine, load,
         "| compiler | %s, Bazel `-c opt` |" % machine["compiler"],
         "| elfc | %s, commit %s |" % (machine["elfc"], machine["commit"]),
         "| peers | %s |" % machine["peers"],
-        "| load average | %s at the start, %s at the end (other work on the "
-        "machine shows as spread) |" % load,
-        "",
-        "## How it was measured",
-        "",
-        "%s: threads %s, %d interleaved repetitions, %g s per run; %d runs "
-        "in %.0f s. Each repetition runs every (workload, threads) under every "
-        "allocator in a rotated order. Throughput is the program's own "
-        "`ops_per_sec` (ops per workload: see `tools/workloads/README.md`); "
-        "peak RSS is `ru_maxrss` of the process (wait4, taken by "
-        "`tools/workloads/peak_rss`, which starts each program). Cells are medians; "
-        "`+-N%%` is the larger distance from the median to the fastest or "
-        "slowest run. Peers are Debian's packages, preloaded; glibc is the "
-        "process without `LD_PRELOAD`." % (
-            mode["name"], ",".join(str(t) for t in mode["threads"]),
-            mode["reps"], mode["seconds"], mode["runs"], elapsed),
-        "",
-        "Commands (each run with `LD_PRELOAD` set to the allocator's library, "
-        "or unset for glibc; `T` = threads):",
-        "",
-        "```sh",
-    ]
-    lines += commands
-    lines += [
-        "```",
-        "",
-        "## Throughput",
-        "",
-        "```",
-        throughput_table(res, ratios),
-        "```",
-        "",
-        "## Peak memory",
-        "",
-        "```",
-        memory_table(res, ratios),
-        "```",
-        "",
-        "## Targets",
+        "| real programs | %s |" % machine["programs"],
+        "| load average | %s at the start, %s at the end, %d CPUs |" % (
+            load[0], load[1], machine["cpus"]),
         "",
     ]
-    lines += ["* " + v for v in verdicts(res, ratios)]
+    if res.rows:
+        lines += [
+            "## How it was measured",
+            "",
+            "%s: threads %s, %d interleaved repetitions, %g s per run; %d "
+            "runs in %.0f s. Each repetition runs every (workload, threads) "
+            "under every allocator in a rotated order. Throughput is the "
+            "program's own `ops_per_sec` (ops per workload: see "
+            "`tools/workloads/README.md`), or for a real program its fixed "
+            "op count over its wall time; a real program's output must "
+            "equal its output under glibc. Peak RSS is `ru_maxrss` of the "
+            "process (wait4, taken by `tools/workloads/peak_rss`, which "
+            "starts each program). Cells are medians; `+-N%%` is the larger "
+            "distance from the median to the fastest or slowest run. Peers "
+            "are Debian's packages, preloaded; glibc is the process without "
+            "`LD_PRELOAD`." % (
+                mode["name"], ",".join(str(t) for t in mode["threads"]),
+                mode["reps"], mode["seconds"], mode["runs"], elapsed),
+            "",
+            "Commands (each run with `LD_PRELOAD` set to the allocator's "
+            "library, or unset for glibc; `T` = threads):",
+            "",
+            "```sh",
+        ]
+        lines += commands
+        lines += [
+            "```",
+            "",
+            "## Summary",
+            "",
+            mode["summary"],
+            "",
+        ]
+        if summary:
+            lines += ["![elfc and the peers relative to glibc](%s)" % summary,
+                      ""]
+        lines += [
+            "## Throughput",
+            "",
+            "```",
+            throughput_table(res, ratios),
+            "```",
+            "",
+            "## Peak memory",
+            "",
+            "```",
+            memory_table(res, ratios),
+            "```",
+            "",
+            "## Targets",
+            "",
+        ]
+        lines += ["* " + v for v in verdicts(res, ratios)]
+    if icount_text:
+        lines += ["", "## Instructions per op", "", icount_text]
     if notes:
         lines += ["", "## Notes", ""] + ["* " + n for n in notes]
     if plots:
         lines += ["", "## Plots", ""]
         for p in plots:
             lines += ["![%s](%s)" % (p[:-4], p), ""]
+    text = scrub("\n".join(lines).rstrip() + "\n", bin_dir)
     with open(os.path.join(report_dir, "performance.md"), "w") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
-    log("wrote %s (and %d plots)" %
-        (os.path.join(report_dir, "performance.md"), len(plots)))
+        f.write(text)
+    log("wrote %s (and %d plots)" % (
+        os.path.join(report_dir, "performance.md"),
+        len(plots) + (1 if summary else 0)))
+
+
+# ---------------------------------------------------------------------------
 
 
 def main():
@@ -507,17 +1040,30 @@ def main():
                     help="bazel-bin: holds tools/workloads/* and "
                          "elfc/libelfc.so")
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions per op of the single-thread "
+                         "rows under callgrind (alone, or with --full after "
+                         "the timed runs)")
     ap.add_argument("--workloads", default="")
     ap.add_argument("--allocators", default="")
     ap.add_argument("--reps", type=int, default=0)
     ap.add_argument("--seconds", type=float, default=0)
     ap.add_argument("--threads", default="")
     ap.add_argument("--report_dir", default="")
+    ap.add_argument("--allow_dirty", action="store_true",
+                    help="write the report into the work tree even with "
+                         "uncommitted changes (local use; the report says "
+                         "so)")
     ap.add_argument("--extra", action="append", default=[],
                     metavar="NAME=LIB",
                     help="also run every workload with LD_PRELOAD=LIB under "
                          "the name NAME (e.g. a checked build of elfc); "
                          "reported against elfc, never counted as a peer")
+    ap.add_argument("--label", action="append", default=[],
+                    metavar="NAME=TEXT",
+                    help="how the --extra build NAME was made, for the "
+                         "report (default for elfc-checked: the checked "
+                         "build's label)")
     ap.add_argument("--command", default="",
                     help="how this run was started, for the report")
     args = ap.parse_args()
@@ -525,9 +1071,32 @@ def main():
     reps = args.reps or (5 if args.full else 3)
     seconds = args.seconds or (1.0 if args.full else 0.5)
     threads = thread_counts(args.full, args.threads)
-    report_dir = args.report_dir or (os.path.join(ROOT, "info")
-                                     if args.full else "")
-    notes = []
+    report_dir = os.path.abspath(args.report_dir) if args.report_dir else (
+        os.path.join(ROOT, "info") if args.full else "")
+    timed = args.full or not args.instructions
+    notes, warnings = [], []
+
+    # The verdict names its commit; in the work tree it must be that
+    # commit's, not an edited tree's.
+    commit, changed = tree_state()
+    in_tree = bool(report_dir) and (
+        report_dir == ROOT or report_dir.startswith(ROOT + os.sep))
+    if changed and in_tree and not args.allow_dirty:
+        sys.exit("harness: refusing to write %s from a work tree with "
+                 "uncommitted changes (%s%s): commit them, or pass "
+                 "--allow_dirty for a local look (the report then says "
+                 "so)" % (os.path.relpath(report_dir, ROOT) +
+                          "/performance.md", ", ".join(changed[:5]),
+                          ", ..." if len(changed) > 5 else ""))
+    if commit is None:
+        commit_note = "unknown (not a git checkout)"
+    elif changed:
+        commit_note = "%s with uncommitted changes%s" % (
+            commit, " (--allow_dirty)" if args.allow_dirty else "")
+        notes.append("built from commit %s with uncommitted changes in %s" %
+                     (commit, ", ".join(changed[:10])))
+    else:
+        commit_note = "%s (clean tree)" % commit
 
     elfc = os.path.abspath(os.path.join(args.bin_dir, "elfc/libelfc.so"))
     allocs = [("glibc", ""), ("elfc", elfc)] + [(n, p) for n, p, _ in PEERS]
@@ -537,6 +1106,12 @@ def main():
         if unknown:
             ap.error("unknown allocators: %s" % ", ".join(sorted(unknown)))
         allocs = [(a, p) for a, p in allocs if a in wanted]
+    labels = dict(DEFAULT_LABELS)
+    for x in args.label:
+        name, sep, text = x.partition("=")
+        if not sep or not name or not text:
+            ap.error("--label wants NAME=TEXT, got %r" % x)
+        labels[name] = text
     extras = []
     for x in args.extra:
         name, sep, path = x.partition("=")
@@ -549,7 +1124,9 @@ def main():
     present = []
     for name, path in allocs:
         if path and not os.path.exists(path):
-            note = "%s not installed (%s): skipped" % (name, path)
+            note = "%s not installed (%s): skipped" % (
+                name, labels.get(name, path) if name != "elfc"
+                else "bazel-bin/elfc/libelfc.so")
             log("note: " + note)
             notes.append(note)
         else:
@@ -559,12 +1136,14 @@ def main():
     workloads = WORKLOADS
     if args.workloads:
         wanted = args.workloads.split(",")
-        workloads = [w for w in WORKLOADS if w[0] in wanted or w[1] in wanted]
+        workloads = [w for w in WORKLOADS
+                     if w.name in wanted or w.program in wanted]
         if not workloads:
             ap.error("no workload matches %s" % args.workloads)
     launcher = os.path.join(args.bin_dir, "tools/workloads/peak_rss")
-    for path in [launcher] + [os.path.join(args.bin_dir, "tools/workloads", w[1])
-                              for w in workloads]:
+    for path in [launcher] + [os.path.join(args.bin_dir, "tools/workloads",
+                                           w.program)
+                              for w in workloads if w.kind == "workload"]:
         if not os.access(path, os.X_OK):
             sys.exit("harness: %s not built (bazel build //tools/workloads:all)"
                      % path)
@@ -572,89 +1151,216 @@ def main():
         if why:
             sys.exit("harness: %s %s; rebuild it with plain `bazel build "
                      "//tools/workloads:all`" % (path, why))
+    kept = []
+    for w in workloads:
+        if w.kind == "program" and not os.access(w.program, os.X_OK):
+            note = "%s not installed (Debian package %s): row skipped" % (
+                w.program, w.name)
+            log("note: " + note)
+            notes.append(note)
+        else:
+            kept.append(w)
+    workloads = kept
 
-    combos = [(w, t) for w in workloads
-              for t in ([1] if w[3] else threads)]
-    res = Results([(w[0], t) for w, t in combos], [a for a, _ in allocs],
-                  [n for n, _ in extras])
-    total = len(combos) * len(allocs) * reps
-    log("harness: %d workload rows x %d allocators x %d repetitions = %d runs "
-        "of %.1f s (threads %s)" % (len(combos), len(allocs), reps, total,
-                                    seconds, ",".join(map(str, threads))))
-    load_start = "%.2f" % os.getloadavg()[0]
-    start = time.monotonic()
-    done = 0
-    for rep in range(reps):
-        for i, ((name, program, wargs, _), t) in enumerate(combos):
-            k = (rep + i) % len(allocs)
-            for alloc, lib in allocs[k:] + allocs[:k]:
-                done += 1
-                binary = os.path.join(args.bin_dir, "tools/workloads", program)
-                run_args = wargs + ["--threads=%d" % t, "--seconds=%g" % seconds]
-                key = (name, t, alloc)
-                try:
-                    fields, rss = run_one(launcher, binary, run_args, lib,
-                                          timeout=10 * seconds + 30)
-                    rate = float(fields["ops_per_sec"])
-                    res.add(key, rate, rss)
-                    status = "%8s M/s %7.1f MiB" % (fmt_rate(rate), rss / 1024)
-                except (RuntimeError, KeyError, ValueError) as e:
-                    res.errors.setdefault(key, []).append(str(e))
-                    status = "FAILED: %s" % e
-                elapsed = time.monotonic() - start
-                eta = elapsed / done * (total - done)
-                log("[%d/%d] rep %d %s t=%d %s %s  (eta %dm%02ds)" % (
-                    done, total, rep + 1, name, t, alloc, status,
-                    eta // 60, eta % 60))
-    elapsed = time.monotonic() - start
-    load_end = "%.2f" % os.getloadavg()[0]
+    load_start, warning = load_check("at the start of", timed)
+    if warning:
+        warn(warning)
+        warnings.append(warning)
+
+    scratch = tempfile.mkdtemp(prefix="harness-")
+    try:
+        programs = {}
+        for w in workloads:
+            if w.kind == "program":
+                programs[w.name] = program_setup(w.name, args.full, scratch)
+
+        combos = [(w, t) for w in workloads for t in row_threads(w, threads)]
+        if not timed:
+            combos = []
+        res = Results([(w.name, t) for w, t in combos],
+                      [a for a, _ in allocs], [n for n, _ in extras])
+        total = len(combos) * len(allocs) * reps
+        if combos:
+            log("harness: %d rows x %d allocators x %d repetitions = %d runs "
+                "of %.1f s (threads %s; real programs run their fixed "
+                "input)" % (len(combos), len(allocs), reps, total, seconds,
+                            ",".join(map(str, threads))))
+        start = time.monotonic()
+        done = 0
+        for rep in range(reps if combos else 0):
+            for i, (w, t) in enumerate(combos):
+                k = (rep + i) % len(allocs)
+                for alloc, lib in allocs[k:] + allocs[:k]:
+                    done += 1
+                    key = (w.name, t, alloc)
+                    try:
+                        if w.kind == "program":
+                            wargs, env, ops, _ = programs[w.name]
+                            out, rss, wall = run_one(
+                                launcher, [w.program] + wargs, lib, 300,
+                                env, scratch)
+                            res.outputs.setdefault(key, []).append(
+                                hashlib.sha256(out.encode()).hexdigest())
+                            rate = ops / wall
+                        else:
+                            out, rss, _ = run_one(
+                                launcher,
+                                [os.path.join(args.bin_dir, "tools/workloads",
+                                              w.program)] + w.args +
+                                ["--threads=%d" % t, "--seconds=%g" % seconds],
+                                lib, 10 * seconds + 30)
+                            rate = float(result_fields(out)["ops_per_sec"])
+                        res.add(key, rate, rss)
+                        status = "%8s ops/s %7.1f MiB" % (fmt_rate(rate),
+                                                          rss / 1024)
+                    except (RuntimeError, KeyError, ValueError) as e:
+                        res.fail(key, str(e))
+                        status = "FAILED: %s" % e
+                    elapsed = time.monotonic() - start
+                    eta = elapsed / done * (total - done)
+                    log("[%d/%d] rep %d %s t=%d %s %s  (eta %dm%02ds)" % (
+                        done, total, rep + 1, w.name, t, alloc, status,
+                        eta // 60, eta % 60))
+        elapsed = time.monotonic() - start
+
+        # A real program must do the same work under every allocator: its
+        # output under each must equal its output under glibc.
+        for (name, t, alloc), digests in sorted(res.outputs.items()):
+            ref = res.outputs.get((name, t, "glibc"))
+            if ref and alloc != "glibc" and any(d != ref[0] for d in digests):
+                res.fail((name, t, alloc),
+                         "output differs from the output under glibc")
+                res.rate.pop((name, t, alloc), None)
+                res.rss.pop((name, t, alloc), None)
+            elif ref and len(set(ref)) > 1 and alloc == "glibc":
+                res.fail((name, t, alloc), "output differs between runs")
+
+        icount_text = ""
+        if args.instructions:
+            if shutil.which("valgrind") is None:
+                sys.exit("harness: --instructions needs valgrind "
+                         "(Debian: valgrind)")
+            rows = [w for w in workloads if w.icount]
+            if not rows:
+                ap.error("--instructions: none of the chosen rows is "
+                         "counted (single-thread workload rows only)")
+            log("harness: instruction counts, %d rows x %d allocators x 2 "
+                "runs under callgrind" % (len(rows), len(allocs)))
+            counts = count_instructions(rows, allocs, args.bin_dir)
+            table, iratios = instruction_table(rows, allocs, counts)
+            iverdicts = instruction_verdicts(counts, iratios)
+            icount_text = "\n".join(
+                ["Instructions executed per op inside the workers "
+                 "(`valgrind --tool=callgrind --collect-atstart=no "
+                 "--toggle-collect=workloads::RunBody*`), the difference "
+                 "between runs of N and 2N ops (`--threads=1 "
+                 "--iterations=N`: %s) divided by N. Includes the "
+                 "workload's own loop, PRNG and tag checks, the same under "
+                 "every allocator." % ", ".join(
+                     "%s %d" % (w.name, w.icount) for w in rows),
+                 "", "```", table, "```", ""] +
+                ["* " + v for v in iverdicts])
+            print()
+            print("Instructions per op (callgrind, single thread; lower is "
+                  "better)")
+            print(table)
+            print()
+            for v in iverdicts:
+                print(v)
+            for key, v in sorted(counts.items()):
+                if isinstance(v, str):
+                    notes.append("instructions %s under %s failed (%s)" % (
+                        key[0], key[1], v))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    load_end, warning = load_check("at the end of", timed)
+    if warning:
+        warn(warning)
+        warnings.append(warning)
+    cpus = os.cpu_count() or 1
+    load_note = "load %.2f -> %.2f on %d CPUs%s" % (
+        load_start, load_end, cpus,
+        " (WARNING: above half the CPUs; not a verdict)" if warnings else "")
 
     ratios = ratio_rows(res)
-    print()
-    print("Throughput (millions of ops/s, median of %d interleaved runs of "
-          "%g s; +-N%% = spread to the min/max run; best = the fastest "
-          "other allocator, glibc included; prodcons threads = "
-          "producer/consumer pairs)" % (reps, seconds))
-    print(throughput_table(res, ratios))
-    print()
-    print("Peak RSS (MiB, median; ru_maxrss of the process)")
-    print(memory_table(res, ratios))
-    print()
-    for v in verdicts(res, ratios):
-        print(v)
-    if res.errors:
+    summary = ""
+    if combos:
         print()
-        print("Failed runs:")
-        for (w, t, a), errs in sorted(res.errors.items()):
-            print("  %s t=%d %s: %d failed, e.g. %s" % (w, t, a, len(errs),
-                                                       errs[0]))
-            notes.append("%s t=%d under %s: %d of %d runs failed (%s)" % (
-                w, t, a, len(errs), reps, errs[0]))
-    print()
-    print("%d runs in %.0f s; load average %s at the start, %s at the end "
-          "(%d CPUs)" % (total, elapsed, load_start, load_end,
-                         os.cpu_count() or 0))
+        print("Throughput (ops/s, median of %d interleaved runs of %g s; "
+              "+-N%% = spread to the min/max run; best = the fastest other "
+              "allocator, glibc included; prodcons threads = "
+              "producer/consumer pairs)" % (reps, seconds))
+        print(throughput_table(res, ratios))
+        print()
+        print("Peak RSS (MiB, median; ru_maxrss of the process)")
+        print(memory_table(res, ratios))
+        print()
+        for v in verdicts(res, ratios):
+            print(v)
+        if res.errors:
+            print()
+            print("Failed runs:")
+            for (w, t, a), errs in sorted(res.errors.items()):
+                print("  %s t=%d %s: %d failed, e.g. %s" % (
+                    w, t, a, len(errs), errs[0]))
+                notes.append("%s t=%d under %s: %d of %d runs failed (%s)" % (
+                    w, t, a, len(errs), reps, errs[0]))
+        print()
+        print("%d runs in %.0f s; load average %.2f at the start, %.2f at "
+              "the end (%d CPUs)" % (total, elapsed, load_start, load_end,
+                                     cpus))
+        summary = summary_line(res, ratios, load_note)
+    else:
+        summary = "SUMMARY: instruction counts only (no timed runs); " + \
+            load_note
+    for w in warnings:
+        print("WARNING: " + w)
+    print(summary)
 
     if report_dir:
+        # HEAD must not have moved, nor the tree changed, while the
+        # allocators ran: the report names one commit.
+        end_commit, end_changed = tree_state()
+        if in_tree and not args.allow_dirty and (
+                end_commit != commit or end_changed):
+            sys.exit("harness: the work tree changed during the run (%s); "
+                     "not writing the report" % (
+                         "HEAD %s -> %s" % (commit, end_commit)
+                         if end_commit != commit
+                         else ", ".join(end_changed[:5])))
         commands = []
-        for name, program, wargs, single in workloads:
+        for w in workloads:
+            if w.kind == "program":
+                wargs, env, _, desc = programs[w.name]
+                commands.append("%s%s  # %s: %s" % (
+                    "".join("%s=%s " % kv for kv in sorted(env.items())),
+                    command_line(w.program, wargs), w.name, desc))
+                continue
+            ts = row_threads(w, threads)
+            if not ts:
+                continue
             commands.append("bazel-bin/tools/workloads/%s  # %s, T = %s" % (
-                command_line(program, wargs + [
-                    "--threads=%s" % ("1" if single else "T"),
+                command_line(w.program, w.args + [
+                    "--threads=%s" % ("1" if ts == [1] else "T"),
                     "--seconds=%g" % seconds]),
-                name, "1" if single else ",".join(map(str, threads))))
+                w.name, ",".join(map(str, ts))))
         for a, lib in allocs:
             if a == "elfc":
                 lib = "bazel-bin/elfc/libelfc.so"
+            elif a in {n for n, _ in extras}:
+                lib = "<%s>" % labels.get(
+                    a, "an extra build, %s" % os.path.basename(lib))
             commands.append("# %s: %s" % (
                 a, "LD_PRELOAD=" + lib if lib else "no LD_PRELOAD"))
         mode = {"name": "full mode" if args.full else "quick mode",
-                "command": args.command or " ".join(
-                    ["tools/harness.py"] + sys.argv[1:]), "threads": threads, "reps": reps,
-                "seconds": seconds, "runs": total}
+                "command": args.command or shown_command(sys.argv[1:]),
+                "threads": threads, "reps": reps,
+                "seconds": seconds, "runs": total, "summary": summary}
         write_report(res, ratios, report_dir, mode, commands,
-                     machine_description(), (load_start, load_end), elapsed,
-                     notes)
+                     machine_description(commit_note),
+                     ("%.2f" % load_start, "%.2f" % load_end), elapsed,
+                     notes, warnings, icount_text, args.bin_dir)
     return 1 if res.errors else 0
 
 

@@ -5,7 +5,9 @@
 //
 // The command inherits stdin/stdout/stderr; when it has exited, peak_rss
 // prints `PEAK_RSS_KIB=<n>` on stdout and exits with the command's status
-// (128 + signal if it was killed). --preload sets LD_PRELOAD for the command
+// (128 + signal if it was killed), after a `WALL_SECONDS=<s>` line: the
+// command's wall time from fork to exit, which is the throughput measure of
+// the harness's real-program rows (sqlite3, python3, perl). --preload sets LD_PRELOAD for the command
 // only (peak_rss itself runs with the environment it was given, and the
 // variable is removed for the command when --preload is absent).
 //
@@ -20,6 +22,8 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <time.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -37,6 +41,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: peak_rss [--preload=LIB] PROGRAM [ARGS...]\n");
     return 2;
   }
+  struct timespec start, end;
+  clock_gettime(CLOCK_MONOTONIC, &start);
   pid_t pid = fork();
   if (pid < 0) {
     std::perror("peak_rss: fork");
@@ -63,6 +69,10 @@ int main(int argc, char** argv) {
     std::perror("peak_rss: wait4");
     return 2;
   }
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  std::printf("WALL_SECONDS=%.6f\n",
+              static_cast<double>(end.tv_sec - start.tv_sec) +
+                  static_cast<double>(end.tv_nsec - start.tv_nsec) * 1e-9);
   std::printf("PEAK_RSS_KIB=%ld\n", usage.ru_maxrss);
   std::fflush(stdout);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);

@@ -21,7 +21,6 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "tools/workloads/workload_util.h"
@@ -39,9 +38,18 @@ using workloads::Counter;
 // tail + 1; the consumer's acquire load of tail makes the slot's contents
 // (and the blocks' tags) visible. The consumer frees the blocks and hands the
 // slot back with a release store of head + 1, which the producer acquires
-// before refilling it. `finished` is set (release) by the producer after its
-// last publish, so a consumer that sees it and then an unchanged tail knows
-// the ring is drained for good.
+// before refilling it. After its last publish the producer sets kFinished in
+// `tail` (release), so a consumer that sees the bit and has drained up to
+// the count below it is done for good.
+//
+// The hand-off blocks instead of spinning: a producer facing a full ring
+// waits on `head` and a consumer facing an empty one waits on `tail`
+// (std::atomic::wait, a futex on Linux after a short spin), and each side
+// notifies after its store. With 2N threads on fewer CPUs a spinning side
+// would burn the time slice its partner needs; blocking makes the rows
+// measure the allocator rather than the scheduler.
+constexpr uint64_t kFinished = uint64_t{1} << 63;
+
 struct Ring {
   Ring(size_t capacity_batches, size_t batch_blocks)
       : capacity(capacity_batches), batch(batch_blocks),
@@ -50,20 +58,21 @@ struct Ring {
 
   alignas(64) std::atomic<uint64_t> tail{0};
   alignas(64) std::atomic<uint64_t> head{0};
-  alignas(64) std::atomic<bool> finished{false};
-  const size_t capacity;
+  alignas(64) const size_t capacity;
   const size_t batch;
   std::vector<char*> ptrs;
   std::vector<uint32_t> sizes;
 };
 
-// Waits until slot `tail` is free; false if the run was stopped meanwhile.
+// Waits until slot `tail` is free; false if the run was stopped meanwhile
+// (the consumer keeps draining, so a blocked producer always wakes).
 bool WaitForRoom(const Ring& ring, uint64_t tail, const Budget& budget) {
-  while (tail - ring.head.load(std::memory_order_acquire) >= ring.capacity) {
+  for (;;) {
+    uint64_t head = ring.head.load(std::memory_order_acquire);
+    if (tail - head < ring.capacity) return true;
     if (budget.timed() && budget.stopped()) return false;
-    std::this_thread::yield();
+    ring.head.wait(head, std::memory_order_acquire);
   }
-  return true;
 }
 
 void Produce(Ring& ring, const Budget& budget, workloads::Rng& rng,
@@ -81,22 +90,20 @@ void Produce(Ring& ring, const Budget& budget, workloads::Rng& rng,
       ring.sizes[base + i] = static_cast<uint32_t>(size);
     }
     ring.tail.store(++tail, std::memory_order_release);
+    ring.tail.notify_one();
   }
-  ring.finished.store(true, std::memory_order_release);
+  ring.tail.store(tail | kFinished, std::memory_order_release);
+  ring.tail.notify_one();
 }
 
 uint64_t Consume(Ring& ring) {
   uint64_t head = ring.head.load(std::memory_order_relaxed);
   uint64_t freed = 0;
   for (;;) {
-    if (head == ring.tail.load(std::memory_order_acquire)) {
-      // Read `finished` before re-reading tail: the producer's last publish
-      // happens before finished is set, so this tail is final.
-      if (ring.finished.load(std::memory_order_acquire) &&
-          head == ring.tail.load(std::memory_order_acquire)) {
-        return freed;
-      }
-      std::this_thread::yield();
+    uint64_t tail = ring.tail.load(std::memory_order_acquire);
+    if (head == (tail & ~kFinished)) {
+      if (tail & kFinished) return freed;
+      ring.tail.wait(tail, std::memory_order_acquire);
       continue;
     }
     size_t base = (head % ring.capacity) * ring.batch;
@@ -108,6 +115,7 @@ uint64_t Consume(Ring& ring) {
     }
     freed += ring.batch;
     ring.head.store(++head, std::memory_order_release);
+    ring.head.notify_one();
   }
 }
 

@@ -201,6 +201,8 @@ uint64_t ReadSeed(Flags& flags) {
       flags.Int("seed", 4141, "PRNG seed (each thread takes its own stream)"));
 }
 
+void RunBody(const std::function<void(int)>& body, int i) { body(i); }
+
 double RunThreads(int n, Budget& budget, const std::function<void(int)>& body,
                   const std::function<void()>& wait_more) {
   // Every worker announces itself, then spins until the release, so thread
@@ -213,7 +215,7 @@ double RunThreads(int n, Budget& budget, const std::function<void(int)>& body,
     threads.emplace_back([&, i] {
       ready.fetch_add(1, std::memory_order_acq_rel);
       while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
-      body(i);
+      RunBody(body, i);
     });
   }
   while (ready.load(std::memory_order_acquire) < n) std::this_thread::yield();

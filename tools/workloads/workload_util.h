@@ -153,6 +153,14 @@ uint64_t ReadSeed(Flags& flags);
 double RunThreads(int n, Budget& budget, const std::function<void(int)>& body,
                   const std::function<void()>& wait_more = nullptr);
 
+// Runs body(i): every worker's timed work happens inside this call, and only
+// there, so `valgrind --tool=callgrind --collect-atstart=no
+// --toggle-collect=workloads::RunBody*` (tools/harness.py --instructions)
+// counts the workload's instructions without thread start-up or the
+// spinning release.
+__attribute__((noinline)) void RunBody(const std::function<void(int)>& body,
+                                       int i);
+
 // A per-thread counter on its own cache line (no false sharing in the
 // timed loops).
 struct alignas(64) Counter {
