@@ -5,7 +5,8 @@
 #   * pkg-config elfc (libelfc.so: NEEDED libelfc.so.0, found through rpath)
 #   * pkg-config elfc-static, and plainly `cc prog.c libelfc.a -lpthread`
 #     (no libelfc and no C++ runtime at run time), also with -static
-#   * CMake find_package(elfc): elfc::elfc (shared) and elfc::elfc_static
+#   * CMake find_package(elfc): elfc::elfc (shared; static with
+#     ELFC_USE_STATIC_LIBS=ON) and elfc::elfc_static; versions it must refuse
 #   * libelfc_checked.so preloaded over the shared program: "(checked)"
 #
 #   install_test.sh DIR_WITH_INSTALL_FILES
@@ -60,6 +61,22 @@ cmake -S "$src" -B "$tmp/cmake" -DCMAKE_PREFIX_PATH="$prefix" >"$tmp/cmake.log" 
 [[ " $(needed "$tmp/cmake/prog_shared")" == *" libelfc.so.0 "* ]] || fail "CMake elfc::elfc: no NEEDED libelfc.so.0"
 run "cmake elfc::elfc" "$tmp/cmake/prog_shared"
 run "cmake elfc::elfc_static" "$tmp/cmake/prog_static"
+
+# ELFC_USE_STATIC_LIBS=ON: elfc::elfc is the archive.
+cmake -S "$src" -B "$tmp/cmake_static" -DCMAKE_PREFIX_PATH="$prefix" -DELFC_USE_STATIC_LIBS=ON \
+  >"$tmp/cmake.log" 2>&1 &&
+  cmake --build "$tmp/cmake_static" >>"$tmp/cmake.log" 2>&1 || { cat "$tmp/cmake.log"; fail "CMake, static"; }
+[[ " $(needed "$tmp/cmake_static/prog_shared")" == *libelfc* ]] && fail "ELFC_USE_STATIC_LIBS=ON: still NEEDED libelfc"
+run "cmake elfc::elfc, ELFC_USE_STATIC_LIBS=ON" "$tmp/cmake_static/prog_shared"
+
+# Versions the installed package must refuse (before 1.0, another minor).
+for want in 0.2 1.0 99; do
+  if cmake -S "$src" -B "$tmp/cmake_v$want" -DCMAKE_PREFIX_PATH="$prefix" \
+      -DELFC_TEST_VERSION="$want" >"$tmp/cmake.log" 2>&1; then
+    fail "find_package(elfc $want) accepted elfc $version"
+  fi
+done
+echo "find_package(elfc 0.2 / 1.0 / 99): refused"
 
 out=$(LD_PRELOAD="$prefix/lib/libelfc_checked.so" "$tmp/pc_shared") || fail "under libelfc_checked.so: $out"
 [ "$out" = "install_prog: PASS (elfc $version (checked))" ] || fail "under libelfc_checked.so: $out"
