@@ -31,7 +31,7 @@ for arg in "$@"; do
   case "$arg" in
     --prefix=*) prefix="${arg#--prefix=}" ;;
     --from=*) from="${arg#--from=}" ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
 done
