@@ -343,7 +343,7 @@ __attribute__((constructor)) void StartUp() {
   elfmalloc::LoadOptions();  // the warnings, if the first malloc has not yet
   if (GetOption(OptionId::kVerbose) != 0) {
     Writer w(STDERR_FILENO);
-    w.Printf("elfc: elfc %s (%s build)\n", elfc::kVersion, kBuildKind);
+    w.Printf("elfc: version %s, %s build\n", elfc::kVersion, kBuildKind);
     w.Flush();
     elfmalloc::WriteOptions(STDERR_FILENO);
   }

@@ -48,14 +48,14 @@ cat "$tmp/2.err"
 grep -qxF 'elfc: ELFMALLOC_DECAY_MS=-5: not an unsigned decimal number; using the default 1000 ms' "$tmp/2.err" || die "decay warning"
 grep -qxF 'elfc: ELFMALLOC_MAX_DIRTY_MB=99999999999999999999999: above the maximum 1048576 MiB; using 1048576 MiB' "$tmp/2.err" || die "saturation warning"
 grep -qxF 'elfc: ELFMALLOC_PRINT_STATS=maybe: not a boolean (1/0, true/false, yes/no, on/off); using the default false' "$tmp/2.err" || die "boolean warning"
-grep -qF 'elfc: ELFMALLOC_DECAY=5: unknown option; ignored' "$tmp/2.err" || die "unknown-name warning"
+grep -qxF 'elfc: ELFMALLOC_DECAY=5: unknown option; ignored (did you mean ELFMALLOC_DECAY_MS?)' "$tmp/2.err" || die "unknown-name warning"
 grep -q 'RAW:' "$tmp/2.err" && die "internal log prefix in a warning"
 grep -q 'statistics' "$tmp/2.err" && die "PRINT_STATS=maybe printed statistics"
 
 echo "== 3. ELFMALLOC_VERBOSE=1"
 run "$tmp/3.out" "$tmp/3.err" ELFMALLOC_VERBOSE=1 ELFMALLOC_DECAY_MS=250 -- --noop || die "exit status"
 cat "$tmp/3.err"
-grep -qE '^elfc: elfc [0-9]+\.[0-9]+\.[0-9]+.* \((default|checked) build\)$' "$tmp/3.err" || die "version line"
+grep -qE '^elfc: version [0-9]+\.[0-9]+\.[0-9]+.*, (default|checked) build$' "$tmp/3.err" || die "version line"
 for opt in decay_ms max_dirty_small_mb max_dirty_mid_mb max_dirty_medium_mb max_dirty_mb verbose print_stats stats_json stats_file; do
   grep -q "^elfc: option $opt " "$tmp/3.err" || die "option $opt not listed"
 done

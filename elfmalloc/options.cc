@@ -82,6 +82,42 @@ void Warn(int fd, const char* entry, const char* problem, const char* instead) {
   }
 }
 
+// Edit distance between a[0, n) and b (Levenshtein, one row on the
+// stack); names longer than 63 bytes count as far from everything.
+std::size_t Distance(const char* a, std::size_t n, const char* b) {
+  const std::size_t m = std::strlen(b);
+  if (n > 63 || m > 63) return SIZE_MAX;
+  std::size_t row[64];
+  for (std::size_t j = 0; j <= m; ++j) row[j] = j;
+  for (std::size_t i = 1; i <= n; ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= m; ++j) {
+      const std::size_t up = row[j];
+      const std::size_t sub = diag + (Lower(a[i - 1]) == Lower(b[j - 1]) ? 0 : 1);
+      std::size_t best = up + 1 < row[j - 1] + 1 ? up + 1 : row[j - 1] + 1;
+      if (sub < best) best = sub;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[m];
+}
+
+// The option variable nearest to a misspelled name, if it is close.
+const char* Suggest(const char* name, std::size_t len) {
+  const char* best = nullptr;
+  std::size_t best_distance = 4;  // at most 3 edits away
+  for (const OptionSpec& s : kOptionSpecs) {
+    const std::size_t d = Distance(name, len, s.env);
+    if (d < best_distance) {
+      best = s.env;
+      best_distance = d;
+    }
+  }
+  return best;
+}
+
 void SetDefaults(OptionValues* out) {
   for (std::size_t i = 0; i < kNumOptions; ++i) {
     out->value[i] = kOptionSpecs[i].default_value;
@@ -240,8 +276,15 @@ int ParseEnvironment(const char* const* envp, int warn_fd,
       // A later duplicate of an unknown name warns again: it is a separate
       // mistake only in a malformed environment, and stays one line each.
       if (!not_option) {
-        Warn(warn_fd, entry, "unknown option",
-             "ignored (ELFMALLOC_VERBOSE=1 lists the options)");
+        char instead[128];
+        if (const char* near = Suggest(entry, len)) {
+          std::snprintf(instead, sizeof(instead), "ignored (did you mean %s?)",
+                        near);
+        } else {
+          std::snprintf(instead, sizeof(instead),
+                        "ignored (ELFMALLOC_VERBOSE=1 lists the options)");
+        }
+        Warn(warn_fd, entry, "unknown option", instead);
         ++warnings;
       }
       continue;
@@ -351,10 +394,10 @@ void SetOptionsApplyHook(void (*hook)()) noexcept {
 
 void WriteOptions(int fd) noexcept {
   for (const OptionSpec& s : kOptionSpecs) {
-    char value[128];
+    char value[160];
     if (s.type == OptionType::kPath) {
       const char* p = StatsFile();
-      std::snprintf(value, sizeof(value), "%s%.48s%s", *p ? "\"" : "",
+      std::snprintf(value, sizeof(value), "%s%.120s%s", *p ? "\"" : "",
                     *p ? p : "(unset)", *p ? "\"" : "");
     } else if (s.alias) {
       std::uint64_t v = 0;
@@ -367,7 +410,7 @@ void WriteOptions(int fd) noexcept {
       FormatValue(s, GetOption(s.id), value, sizeof(value));
     }
     const OptionSource src = GetOptionSource(s.id);
-    char line[256];
+    char line[320];
     const int n = std::snprintf(
         line, sizeof(line), "elfc: option %-20s = %s (%s; %s)\n", s.name,
         value,

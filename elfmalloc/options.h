@@ -15,7 +15,8 @@
 //     the nearest bound (never wraps);
 //   * booleans are 1/0, true/false, yes/no, on/off, any case;
 //   * an empty value is invalid (the default is used);
-//   * an unknown ELFMALLOC_ name is ignored.
+//   * an unknown ELFMALLOC_ name is ignored (the warning names the nearest
+//     option if it is at most three edits away: a misspelling).
 // Each of these produces exactly one warning line on stderr, naming the
 // variable, its value and what is used instead:
 //   elfc: ELFMALLOC_DECAY_MS=-5: not an unsigned decimal number; using the default 1000

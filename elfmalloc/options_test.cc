@@ -161,12 +161,27 @@ TEST(ParseEnvironmentTest, UnknownNamesWarnOnceEach) {
                           "ELFMALLOC_decay_ms=5", "NOT_OURS=1"});
   EXPECT_EQ(p.warnings, 3);
   EXPECT_EQ(Lines(p.text), 3) << p.text;
-  EXPECT_NE(p.text.find("elfc: ELFMALLOC_DECAY=5: unknown option; ignored"),
+  EXPECT_NE(p.text.find("elfc: ELFMALLOC_DECAY=5: unknown option; ignored "
+                        "(did you mean ELFMALLOC_DECAY_MS?)\n"),
+            std::string::npos)
+      << p.text;
+  // Case differences are a mistake too, and close to the real name.
+  EXPECT_NE(p.text.find("elfc: ELFMALLOC_decay_ms=5: unknown option; ignored "
+                        "(did you mean ELFMALLOC_DECAY_MS?)\n"),
             std::string::npos)
       << p.text;
   EXPECT_NE(p.text.find("ELFMALLOC_PRINTSTATS=1"), std::string::npos);
   EXPECT_EQ(p.text.find("NOT_OURS"), std::string::npos);
   EXPECT_EQ(Value(p, OptionId::kDecayMs), 1000u);
+}
+
+TEST(ParseEnvironmentTest, FarFromEveryNameGetsNoSuggestion) {
+  const Parsed p = Parse({"ELFMALLOC_SOMETHING_ELSE_ENTIRELY=1"});
+  EXPECT_EQ(p.warnings, 1);
+  EXPECT_NE(p.text.find("unknown option; ignored (ELFMALLOC_VERBOSE=1 lists "
+                        "the options)\n"),
+            std::string::npos)
+      << p.text;
 }
 
 TEST(ParseEnvironmentTest, FirstOccurrenceWinsLikeGetenv) {
