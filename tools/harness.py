@@ -11,7 +11,7 @@ one-line summary.
 
 Modes:
   quick (default)  threads 1 and 2, 3 repetitions, 0.5 s runs, short inputs
-                   for the real programs (~4 minutes)
+                   for the real programs (27 rows, ~4-5 minutes)
   --full           threads 1, 2, 4, ... and nproc, 5 repetitions, 1 s runs,
                    full inputs; writes info/performance.md, the summary plot
                    info/perf_summary.png and one plot per workload
@@ -21,7 +21,8 @@ Modes:
                    difference between a run of N and one of 2N ops, divided
                    by N, so start-up and warm-up cancel. The count does not
                    depend on the machine's load, so a change can be judged
-                   on a busy machine. With --full: both, in one report.
+                   on a busy machine (~3 minutes for the five allocators on
+                   a quiet 2-CPU machine). With --full: both, in one report.
 Filters and overrides: --workloads=threadtest-small,larson (row or program
 names), --allocators=elfc,glibc, --reps=N, --seconds=S, --threads=1,2,
 --report_dir=DIR (write the report in any mode). --extra=NAME=LIB runs a
@@ -1020,7 +1021,8 @@ def write_report(res, ratios, report_dir, mode, commands, machine, load,
         lines += ["", "## Plots", ""]
         for p in plots:
             lines += ["![%s](%s)" % (p[:-4], p), ""]
-    text = scrub("\n".join(lines).rstrip() + "\n", bin_dir)
+    text = re.sub(r"\n{3,}", "\n\n",
+                  scrub("\n".join(lines).rstrip() + "\n", bin_dir))
     with open(os.path.join(report_dir, "performance.md"), "w") as f:
         f.write(text)
     log("wrote %s (and %d plots)" % (
