@@ -6,6 +6,8 @@
    And the C++ operators libelfc.so exports must still behave when no C++
    runtime exists: the nothrow forms return NULL, the throwing forms, which
    have nothing to throw with, print a message and abort instead of crashing.
+   Then C++ code dlopen()ed by the program (no_cxx_runtime_plugin.cc) brings
+   libstdc++ late, and its std::bad_alloc and new-handler must work.
 
    Written in C and linked with --as-needed, so that the program itself needs
    only libc; it checks on its own that malloc resolves into the preload
@@ -108,7 +110,7 @@ static int StatusOfChild(NewFn fn, size_t size) {
   return status;
 }
 
-int main(void) {
+int main(int argc, char** argv) {
   CheckPreload();
 
   /* What the preload must not have brought in. */
@@ -148,6 +150,26 @@ int main(void) {
     CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
           "operator new of an absurd size: wait status 0x%x, not SIGABRT",
           status);
+  }
+
+  /* C++ code dlopen()ed now (argv[1]) brings libstdc++ after libelfc.so's
+     weak references were bound: operator new must find it late. */
+  if (argc > 1) {
+    void* plugin = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    CHECK(plugin != NULL, "dlopen(%s): %s", argv[1], dlerror());
+    if (plugin != NULL) {
+      CHECK(Mapped("libstdc++.so"), "the plugin did not bring libstdc++");
+      int (*check)(void) =
+          (int (*)(void))dlsym(plugin, "NoCxxRuntimePluginCheck");
+      CHECK(check != NULL, "no NoCxxRuntimePluginCheck in %s", argv[1]);
+      if (check != NULL) {
+        const int failed = check();
+        CHECK(failed == 0,
+              "late C++ runtime: failed checks 0x%x (1: bad_alloc, 2: "
+              "new-handler, 4: nothrow, 8: plain new)",
+              failed);
+      }
+    }
   }
 
   if (failures != 0) {

@@ -8,6 +8,7 @@
 // libelfc.so load test checks that none comes from elsewhere either.
 #include "malloc_bind/cxx_runtime.h"
 
+#include <dlfcn.h>
 #include <unwind.h>
 
 #include <cstddef>
@@ -40,6 +41,11 @@ extern const void* const kBadAllocVtable[] __asm__("_ZTVSt9bad_alloc")
     __attribute__((weak));
 void WeakBadAllocDestructor(void* self) noexcept
     __asm__("_ZNSt9bad_allocD1Ev") __attribute__((weak));
+
+// What the catch (...) below calls; only to test that they are bound.
+void* WeakCxaBeginCatch(void* exception) noexcept
+    __asm__("__cxa_begin_catch") __attribute__((weak));
+void WeakCxaEndCatch() __asm__("__cxa_end_catch") __attribute__((weak));
 
 // The object ThrowBadAlloc builds by hand is a bare vtable pointer.
 static_assert(sizeof(std::bad_alloc) == sizeof(void*),
@@ -97,24 +103,92 @@ _Unwind_Reason_Code __wrap___gxx_personality_v0(
 namespace malloc_bind {
 namespace internal {
 
-std::new_handler GetNewHandler() noexcept {
-  return WeakGetNewHandler != nullptr ? WeakGetNewHandler() : nullptr;
+namespace {
+
+// The entry points of one C++ runtime.
+struct Runtime {
+  std::new_handler (*get_new_handler)() noexcept = nullptr;
+  void* (*allocate_exception)(std::size_t) noexcept = nullptr;
+  void (*throw_exception)(void*, void*, void (*)(void*)) = nullptr;
+  const char* bad_alloc_type_info = nullptr;
+  const void* const* bad_alloc_vtable = nullptr;
+  void (*bad_alloc_destructor)(void*) noexcept = nullptr;
+
+  bool CanThrow() const {
+    return allocate_exception != nullptr && throw_exception != nullptr &&
+           bad_alloc_type_info != nullptr && bad_alloc_vtable != nullptr;
+  }
+};
+
+// A C++ runtime that was not there when the weak references were bound: a C
+// program that dlopen()ed C++ code (a Python extension module, a plugin),
+// often RTLD_LOCAL, so only a handle to the runtime itself finds it. Looked
+// up afresh on every (cold) call: RTLD_NOLOAD never loads anything, the
+// reference it takes is dropped at once, and a runtime unloaded later is
+// never called through a stale pointer.
+Runtime LateRuntime() noexcept {
+  Runtime rt;
+  for (const char* name : {"libstdc++.so.6", "libc++.so.1"}) {
+    void* handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
+    if (handle == nullptr) continue;
+    auto get = [handle](const char* symbol) { return dlsym(handle, symbol); };
+    rt.get_new_handler = reinterpret_cast<std::new_handler (*)() noexcept>(
+        get("_ZSt15get_new_handlerv"));
+    rt.allocate_exception =
+        reinterpret_cast<void* (*)(std::size_t) noexcept>(
+            get("__cxa_allocate_exception"));
+    rt.throw_exception =
+        reinterpret_cast<void (*)(void*, void*, void (*)(void*))>(
+            get("__cxa_throw"));
+    rt.bad_alloc_type_info =
+        static_cast<const char*>(get("_ZTISt9bad_alloc"));
+    rt.bad_alloc_vtable =
+        static_cast<const void* const*>(get("_ZTVSt9bad_alloc"));
+    rt.bad_alloc_destructor = reinterpret_cast<void (*)(void*) noexcept>(
+        get("_ZNSt9bad_allocD1Ev"));
+    dlclose(handle);
+    if (rt.get_new_handler != nullptr) return rt;
+    rt = Runtime();
+  }
+  return rt;
 }
 
-bool CanThrowBadAlloc() noexcept {
-  return WeakCxaAllocateException != nullptr && WeakCxaThrow != nullptr &&
-         kBadAllocTypeInfo != nullptr && kBadAllocVtable != nullptr;
+// The process's C++ runtime: the one bound at load time, else a late one,
+// else none (all null).
+Runtime FindRuntime() noexcept {
+  if (WeakGetNewHandler == nullptr) return LateRuntime();
+  Runtime rt;
+  rt.get_new_handler = &WeakGetNewHandler;
+  if (WeakCxaAllocateException != nullptr) {
+    rt.allocate_exception = &WeakCxaAllocateException;
+  }
+  if (WeakCxaThrow != nullptr) rt.throw_exception = &WeakCxaThrow;
+  rt.bad_alloc_type_info = kBadAllocTypeInfo;
+  rt.bad_alloc_vtable = kBadAllocVtable;
+  if (WeakBadAllocDestructor != nullptr) {
+    rt.bad_alloc_destructor = &WeakBadAllocDestructor;
+  }
+  return rt;
 }
+
+}  // namespace
+
+std::new_handler GetNewHandler() noexcept {
+  const Runtime rt = FindRuntime();
+  return rt.get_new_handler != nullptr ? rt.get_new_handler() : nullptr;
+}
+
+bool CanThrowBadAlloc() noexcept { return FindRuntime().CanThrow(); }
 
 void ThrowBadAlloc() {
-  if (CanThrowBadAlloc()) {
-    void* e = WeakCxaAllocateException(sizeof(std::bad_alloc));
+  const Runtime rt = FindRuntime();
+  if (rt.CanThrow()) {
+    void* e = rt.allocate_exception(sizeof(std::bad_alloc));
     // What std::bad_alloc's constructor does: point the object at the
     // vtable's address point, past the offset-to-top and typeinfo slots.
-    *static_cast<const void* const**>(e) = kBadAllocVtable + 2;
-    WeakCxaThrow(
-        e, const_cast<char*>(kBadAllocTypeInfo),
-        WeakBadAllocDestructor != nullptr ? &WeakBadAllocDestructor : nullptr);
+    *static_cast<const void* const**>(e) = rt.bad_alloc_vtable + 2;
+    rt.throw_exception(e, const_cast<char*>(rt.bad_alloc_type_info),
+                       rt.bad_alloc_destructor);
   }
   ABSL_RAW_LOG(FATAL,
                "operator new: out of memory, and no C++ runtime is loaded "
@@ -124,6 +198,13 @@ void ThrowBadAlloc() {
 
 bool CallNewHandlerNothrow(std::new_handler handler) noexcept {
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+  // The catch below runs through the weak references bound at load time; a
+  // handler of a late runtime (LateRuntime) could throw into a landing pad
+  // that has no __cxa_begin_catch. Not calling it is what the nothrow forms
+  // would end with if it threw: nullptr.
+  if (WeakCxaBeginCatch == nullptr || WeakCxaEndCatch == nullptr) {
+    return false;
+  }
   try {
     handler();
   } catch (...) {

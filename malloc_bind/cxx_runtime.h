@@ -16,10 +16,15 @@
 // When no C++ runtime is loaded nothing can have installed a handler and
 // nothing can catch an exception: the throwing operator new forms then print
 // a message and abort (what libstdc++'s operator new does when built without
-// exceptions), the nothrow forms return nullptr. The runtime must be loaded
-// when the allocator is (linked into the program or one of its start-up
-// libraries): weak references are bound once, so a C++ runtime that a C
-// program dlopen()s later is not seen by the operator new forms.
+// exceptions), the nothrow forms return nullptr. Weak references are bound
+// once, at load time; a C++ runtime that a C program dlopen()s later (a
+// Python extension module written in C++) is found on the failure path by
+// name instead (libstdc++.so.6, libc++.so.1, with RTLD_NOLOAD), so its
+// handler is called and its std::bad_alloc thrown. The one thing that needs
+// the load-time runtime is catching a handler's exception in the nothrow
+// forms (the compiler's landing pad calls __cxa_begin_catch through the
+// weak reference): with a late runtime they return nullptr without calling
+// the handler.
 //
 // Exceptions are raised through the Itanium C++ ABI
 // (https://itanium-cxx-abi.github.io/cxx-abi/abi-eh.html), which both
