@@ -287,6 +287,23 @@ void ApplyRuntimeOptions() {
   ConfigureLargeCache();
 }
 
+// A page refill could not map memory (PageAlloc::SetPressureHook): return
+// what every cache holds, so that the refill's second try can use it.
+// Pooled thread heaps are left alone (their release takes the registry
+// lock, which the refilling thread may hold).
+void OnMemoryPressure() {
+  LargeCacheRelease();
+  Heap* heap = g_heap.load(std::memory_order_acquire);
+  if (heap == nullptr) return;
+  for (PageAlloc* pa : {&heap->small(), &heap->mid(), &heap->medium()}) {
+    PageAlloc::Handle h = pa->NewHandle();
+    if (h.valid()) {
+      h.ReleaseDirty(SIZE_MAX);
+      h.UnmapFreeRegions();
+    }
+  }
+}
+
 ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
   SpinLockHolder l(&g_init_lock);
   Heap* h = g_heap.load(std::memory_order_acquire);
@@ -304,6 +321,7 @@ ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
     return nullptr;
   }
   ConfigureLargeCache();
+  PageAlloc::SetPressureHook(&OnMemoryPressure);
   g_heap.store(h, std::memory_order_release);
   SetOptionsApplyHook(&ApplyRuntimeOptions);
   return h;
@@ -468,7 +486,13 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
     errno = ENOMEM;
     return nullptr;
   }
-  return zero ? LargeAllocZeroed(n) : LargeAlloc(n, align);
+  void* p = zero ? LargeAllocZeroed(n) : LargeAlloc(n, align);
+  if (ABSL_PREDICT_FALSE(p == nullptr) && errno == ENOMEM) {
+    // Free slab regions may be exactly the address space that is missing.
+    OnMemoryPressure();
+    p = zero ? LargeAllocZeroed(n) : LargeAlloc(n, align);
+  }
+  return p;
 }
 
 }  // namespace
@@ -568,7 +592,10 @@ std::size_t ReleaseFreeMemory() noexcept {
   for (PageAlloc* pa : {&heap->small(), &heap->mid(), &heap->medium()}) {
     // A temporary handle (bagpipe handles are cheap, bsalloc-backed).
     PageAlloc::Handle h = pa->NewHandle();
-    if (h.valid()) bytes += h.ReleaseDirty(SIZE_MAX) * pa->page_size();
+    if (h.valid()) {
+      bytes += h.ReleaseDirty(SIZE_MAX) * pa->page_size();
+      h.UnmapFreeRegions();
+    }
   }
   return bytes;
 }
@@ -579,7 +606,8 @@ Stats GetStats() noexcept {
   s.large_bytes = large.mapped_bytes;
   s.large_allocations = large.allocations;
   s.thread_heaps = LiveThreadHeaps();
-  s.mapped_bytes = large.mapped_bytes;
+  s.mapped_bytes = large.mapped_bytes + large.cached_bytes;
+  s.large_cached_bytes = large.cached_bytes;
   s.active_bytes = large.mapped_bytes;
   s.allocated_bytes = large.mapped_bytes;
   Heap* heap = g_heap.load(std::memory_order_acquire);

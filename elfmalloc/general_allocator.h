@@ -126,8 +126,9 @@ struct Stats {
   // (per-thread counters of objects taken from and given back to the slabs,
   // minus what the magazines cache, summed here).
   std::size_t allocated_bytes = 0;
-  // Bytes mapped from the OS: slab pages carved by the page allocators (they
-  // are reused, never unmapped) plus live large mappings.
+  // Bytes mapped from the OS: slab regions carved by the page allocators and
+  // not yet given back (page_alloc.h, "Unmapping"), live large mappings and
+  // the large-block cache.
   std::size_t mapped_bytes = 0;
   // Bytes of slab pages currently holding a slab (claimed, listed or
   // floating) plus live large mappings: the "active" footprint.
@@ -140,6 +141,9 @@ struct Stats {
   std::size_t returned_bytes = 0;
   std::size_t large_bytes = 0;         // mapped for live large allocations
   std::size_t large_allocations = 0;   // live large allocations
+  // Freed large blocks kept mapped for reuse (large_alloc.h, "Reuse");
+  // counted in mapped_bytes, not in large_bytes.
+  std::size_t large_cached_bytes = 0;
   std::size_t thread_heaps = 0;        // live per-thread front-end sets
   // Slab pages in use per class.
   std::size_t class_pages_in_use[kNumSizeClasses] = {};

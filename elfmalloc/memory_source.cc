@@ -27,6 +27,9 @@ void* MmapSource::Carve(std::size_t npages) noexcept {
   }
   mmap_alloc::MapOptions options;
   options.align = page_size_;
+  // Slab regions are used piecemeal: reserve them without charging the
+  // whole region to the commit charge (touched pages still count).
+  options.noreserve = true;
   return mmap_alloc::Map(npages * page_size_, options);
 }
 

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 
 #include "elfmalloc/platform.h"
@@ -73,7 +74,16 @@ PageAlloc::Stats PageAlloc::GetStats() const noexcept {
           dirty_pages_.load(std::memory_order_relaxed),
           clean_pages_.load(std::memory_order_relaxed),
           uncommits_.load(std::memory_order_relaxed),
-          decay_uncommits_.load(std::memory_order_relaxed)};
+          decay_uncommits_.load(std::memory_order_relaxed),
+          unmapped_bytes_.load(std::memory_order_relaxed)};
+}
+
+namespace {
+ABSL_CONST_INIT std::atomic<void (*)()> g_pressure_hook{nullptr};
+}  // namespace
+
+void PageAlloc::SetPressureHook(void (*hook)()) noexcept {
+  g_pressure_hook.store(hook, std::memory_order_release);
 }
 
 std::uint64_t PageAlloc::NowMs() const noexcept {
@@ -193,12 +203,87 @@ void PageAlloc::Handle::MaybeDecay() noexcept {
   }
   o.period_min_.store(o.dirty_pages_.load(std::memory_order_relaxed),
                       std::memory_order_relaxed);
+  // Once per period (not at the start of the first): give back the regions
+  // that became wholly free, if pages were uncommitted since the last sweep.
+  if (end != 0 && o.clean_pages_.load(std::memory_order_relaxed) >
+                      o.swept_clean_.load(std::memory_order_relaxed)) {
+    UnmapFreeRegions();
+  }
+}
+
+std::size_t PageAlloc::Handle::UnmapFreeRegions() noexcept {
+  PageAlloc& o = *owner_;
+  const std::size_t group = o.page_size_ >= kStampAlignment
+                                ? 1
+                                : kStampAlignment / o.page_size_;
+  if (o.clean_pages_.load(std::memory_order_relaxed) < group) return 0;
+  if (o.sweeping_.exchange(true, std::memory_order_acquire)) return 0;
+  // Scratch for the page pointers: a temporary mapping (no malloc here),
+  // bounded so that one sweep stays short; what does not fit waits for the
+  // next sweep.
+  constexpr std::size_t kMaxPages = std::size_t{1} << 17;  // 8 GiB of 64 KiB
+  std::size_t want = o.clean_pages_.load(std::memory_order_relaxed) + 64;
+  if (want > kMaxPages) want = kMaxPages;
+  auto** pages =
+      static_cast<void**>(mmap_alloc::Map(want * sizeof(void*)));
+  std::size_t unmapped = 0;
+  if (pages != nullptr) {
+    std::size_t n = 0;
+    while (n < want && clean_.Pop(&pages[n])) ++n;
+    o.clean_pages_.fetch_sub(n, std::memory_order_relaxed);
+    std::sort(pages, pages + n, [](void* a, void* b) {
+      return reinterpret_cast<std::uintptr_t>(a) <
+             reinterpret_cast<std::uintptr_t>(b);
+    });
+    // Compact the survivors to the front while unmapping complete regions.
+    std::size_t keep = 0;
+    for (std::size_t i = 0; i < n;) {
+      const std::uintptr_t region =
+          reinterpret_cast<std::uintptr_t>(pages[i]) & ~(kStampAlignment - 1);
+      std::size_t j = i;
+      while (j < n && (reinterpret_cast<std::uintptr_t>(pages[j]) &
+                       ~(kStampAlignment - 1)) == region) {
+        ++j;
+      }
+      const std::size_t bytes = group * o.page_size_;
+      if (j - i == group &&
+          mmap_alloc::Unmap(reinterpret_cast<void*>(region), bytes)) {
+        unmapped += bytes;
+      } else {
+        for (std::size_t k = i; k < j; ++k) pages[keep++] = pages[k];
+      }
+      i = j;
+    }
+    for (std::size_t i = 0; i < keep; i += 16) {
+      const std::size_t k = keep - i < 16 ? keep - i : 16;
+      if (clean_.BulkAdd(pages + i, k)) {
+        o.clean_pages_.fetch_add(k, std::memory_order_relaxed);
+      }
+      // else OOM in the bag: those pages stay mapped, lost to reuse.
+    }
+    mmap_alloc::Unmap(pages, want * sizeof(void*));
+    o.mapped_bytes_.fetch_sub(unmapped, std::memory_order_relaxed);
+    o.unmapped_bytes_.fetch_add(unmapped, std::memory_order_relaxed);
+  }
+  o.swept_clean_.store(o.clean_pages_.load(std::memory_order_relaxed),
+                       std::memory_order_relaxed);
+  o.sweeping_.store(false, std::memory_order_release);
+  return unmapped;
 }
 
 void* PageAlloc::Handle::Refill() noexcept {
   PageAlloc& o = *owner_;
   char* region = static_cast<char*>(o.source_.Carve(o.refill_units_));
-  if (region == nullptr) return nullptr;
+  if (region == nullptr) {
+    // Out of address space or memory: free regions of this and the other
+    // page sizes, and cached large blocks, may be exactly what is missing.
+    UnmapFreeRegions();
+    if (void (*hook)() = g_pressure_hook.load(std::memory_order_acquire)) {
+      hook();
+    }
+    region = static_cast<char*>(o.source_.Carve(o.refill_units_));
+    if (region == nullptr) return nullptr;
+  }
   const std::size_t bytes = o.refill_units_ * o.source_.page_size();
   o.mapped_bytes_.fetch_add(bytes, std::memory_order_relaxed);
   // The region is aligned to max(page_size, 2 MiB): stamp every 2 MiB

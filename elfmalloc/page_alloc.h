@@ -52,9 +52,23 @@
 // PageAlloc's stamp, which classifies the pointers of the whole group, so
 // users must leave it as it is (a Slab's header starts with the same
 // AllocType); other pages' first word may read 0 until Slab::Init writes
-// the type. Slab::Init overwrites everything else it needs. Pages are never unmapped while the PageAlloc lives; destroying it
-// unmaps the pages still cached (pages handed out and not returned stay
-// mapped: their owner is responsible for them).
+// the type. Slab::Init overwrites everything else it needs.
+// Unmapping: a page is never unmapped on its own (a group's first page
+// carries its siblings' stamp), but a whole 2 MiB region is, once every
+// one of its pages is free and uncommitted: UnmapFreeRegions sorts the
+// clean pages it takes out of the bag and unmaps each region it holds
+// entirely (a region's pages are exactly the pages_per_group pages
+// inside it, each in the clean bag at most once, so holding all of them
+// proves nobody else can reach the region). The decay rule sweeps after
+// each purge that left a region's worth of clean pages; ReleaseDirty
+// callers (malloc_trim) and a refill that cannot map memory sweep too.
+// So address space once carved for one page size serves another page
+// size or a large block later (under RLIMIT_AS, or after a phase of many
+// small blocks), and free slab regions stop counting as mapped. Regions are
+// mapped MAP_NORESERVE (memory_source.h): untouched slab pages do not count
+// against the commit charge. Destroying a PageAlloc unmaps the pages still
+// cached (pages handed out and not returned stay mapped: their owner is
+// responsible for them).
 //
 // Threads: PageAlloc is shared; each thread uses its own Handle (bagpipe
 // handles are per-thread). Handles must not outlive their PageAlloc.
@@ -125,13 +139,19 @@ class PageAlloc {
     return decay_ms_.load(std::memory_order_relaxed);
   }
 
+  // Called when a refill cannot map memory, before it tries once more
+  // (the general allocator releases its caches and free regions there).
+  // Process-wide; nullptr: none.
+  static void SetPressureHook(void (*hook)()) noexcept;
+
   struct Stats {
-    std::size_t mapped_bytes;   // carved from the source so far
+    std::size_t mapped_bytes;   // carved from the source and still mapped
     std::size_t dirty_pages;    // cached committed pages
     std::size_t clean_pages;    // cached pages not backed by memory (fresh
                                 // or uncommitted)
     std::size_t uncommits;      // pages uncommitted so far (any rule)
     std::size_t decay_uncommits;  // of which by the decay rule
+    std::size_t unmapped_bytes;   // regions given back by UnmapFreeRegions
   };
   Stats GetStats() const noexcept;
 
@@ -159,6 +179,12 @@ class PageAlloc {
     // a program whose slabs circulate without reaching the page allocator
     // still returns the pages freed by an earlier burst.
     void Tick() noexcept { MaybeDecay(); }
+    // Gives the address space of wholly free 2 MiB regions back to the OS
+    // (see "Unmapping" above): takes the clean pages out of their bag,
+    // unmaps every region all of whose pages are among them, and puts the
+    // others back. Returns the bytes unmapped. One sweep at a time (others
+    // return 0 at once).
+    std::size_t UnmapFreeRegions() noexcept;
     bool valid() const noexcept { return owner_ != nullptr; }
 
    private:
@@ -215,6 +241,13 @@ class PageAlloc {
   std::atomic<std::size_t> mapped_bytes_{0};
   std::atomic<std::size_t> uncommits_{0};
   std::atomic<std::size_t> decay_uncommits_{0};
+  std::atomic<std::size_t> unmapped_bytes_{0};
+  // Sweeps (UnmapFreeRegions): one at a time; swept_clean_ is the clean
+  // count a sweep left behind, so the decay rule sweeps again only when
+  // pages were uncommitted since (a clean bag of fragments is not rescanned
+  // every period).
+  std::atomic<bool> sweeping_{false};
+  std::atomic<std::size_t> swept_clean_{0};
   // Decay state. period_end_ is the deadline of the current period (0: not
   // started); the thread whose CAS moves it forward owns the purge of that
   // period. period_min_ is the low-water mark of dirty_pages_ in the period.

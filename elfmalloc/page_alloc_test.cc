@@ -274,13 +274,70 @@ TEST(PageAllocTest, DecayReturnsPagesUnusedForAPeriod) {
   h.Free(h.Alloc());
   EXPECT_EQ(pa.GetStats().decay_uncommits, 15u);
   EXPECT_EQ(pa.GetStats().dirty_pages, 1u);
+  // The group whose 8 pages are all clean now went back to the OS whole
+  // (the sweep after the purge); the other keeps its dirty page.
+  EXPECT_EQ(pa.GetStats().unmapped_bytes, kStampAlignment);
+  EXPECT_EQ(pa.GetStats().mapped_bytes, kStampAlignment);
+  void* dirty = h.Alloc();  // the dirty page comes first
+  const std::uintptr_t live =
+      reinterpret_cast<std::uintptr_t>(dirty) & ~(kStampAlignment - 1);
   std::size_t resident = 0;
-  for (void* p : pages) resident += Resident(p, kPage);
-  // One dirty page plus the kept stamp OS page of the group(s).
+  for (void* p : pages) {
+    if ((reinterpret_cast<std::uintptr_t>(p) & ~(kStampAlignment - 1)) !=
+        live) {
+      continue;  // unmapped with its group
+    }
+    resident += Resident(p, kPage);
+    // Pages stay usable and stamped after the decay.
+    EXPECT_EQ(ReadAllocType(static_cast<char*>(p) + 1), AllocType::kSmallSlab);
+  }
+  // One dirty page plus the kept stamp OS page of the group.
   EXPECT_LE(resident, kPage / OsPage() + 2);
-  // Pages stay usable and stamped after the decay.
-  for (void* p : pages) EXPECT_EQ(ReadAllocType(static_cast<char*>(p) + 1),
-                                  AllocType::kSmallSlab);
+  h.Free(dirty);
+}
+
+// A group whose pages are all free and uncommitted is unmapped by a sweep;
+// groups with a page in use or dirty are not, and their pages stay
+// usable. The address space comes back (a new refill maps afresh).
+TEST(PageAllocTest, SweepUnmapsWhollyFreeGroupsOnly) {
+  PageAlloc::Options o = TestSmallPages();
+  o.max_dirty_bytes = 0;  // every freed page is uncommitted at once
+  o.dirty_active_shift = 0;
+  o.decay_ms = 0;
+  PageAlloc pa(o);
+  auto h = pa.NewHandle();
+  std::vector<void*> pages;
+  for (int i = 0; i < 24; ++i) pages.push_back(h.Alloc());  // 3 groups
+  ASSERT_EQ(pa.GetStats().mapped_bytes, 3 * kStampAlignment);
+  // Free all of the first two groups' pages but one page of the second.
+  std::sort(pages.begin(), pages.end());
+  void* kept = pages[9];  // not a group leader (those carry the stamp)
+  for (int i = 0; i < 16; ++i) {
+    if (pages[i] != kept) h.Free(pages[i]);
+  }
+  EXPECT_EQ(h.UnmapFreeRegions(), kStampAlignment);
+  EXPECT_EQ(pa.GetStats().mapped_bytes, 2 * kStampAlignment);
+  EXPECT_EQ(pa.GetStats().unmapped_bytes, kStampAlignment);
+  EXPECT_EQ(pa.GetStats().clean_pages, 7u);  // the second group's free pages
+  EXPECT_EQ(h.UnmapFreeRegions(), 0u);       // nothing new
+  // The kept page and the third group are intact.
+  std::memset(kept, 0x3c, kPage);
+  EXPECT_EQ(ReadAllocType(static_cast<char*>(kept) + 1), AllocType::kSmallSlab);
+  for (int i = 16; i < 24; ++i) {
+    EXPECT_EQ(ReadAllocType(static_cast<char*>(pages[i]) + 1),
+              AllocType::kSmallSlab);
+  }
+  // Freeing the kept page completes the second group.
+  h.Free(kept);
+  EXPECT_EQ(h.UnmapFreeRegions(), kStampAlignment);
+  EXPECT_EQ(pa.GetStats().clean_pages, 0u);
+  // Allocation still works: a fresh group is mapped.
+  void* again = h.Alloc();
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(ReadAllocType(static_cast<char*>(again) + 1),
+            AllocType::kSmallSlab);
+  h.Free(again);
+  for (int i = 16; i < 24; ++i) h.Free(pages[i]);
 }
 
 // A steady churn keeps its working set: each period reuses every dirty page,

@@ -175,7 +175,8 @@ void* Map(std::size_t size, const MapOptions& options) noexcept {
   // populating. With huge pages requested, populating must wait until after
   // the MADV_HUGEPAGE hint, or the region would be faulted in with small pages.
   const bool fast = extra == 0 && !(options.populate && options.huge_pages);
-  const int flags = kMapFlags | (fast && options.populate ? MAP_POPULATE : 0);
+  const int flags = kMapFlags | (fast && options.populate ? MAP_POPULATE : 0) |
+                    (options.noreserve ? MAP_NORESERVE : 0);
   void* raw = mmap(nullptr, len + extra, prot, flags, -1, 0);
   if (ABSL_PREDICT_FALSE(raw == MAP_FAILED)) {
     guard.Fail(errno);

@@ -82,6 +82,11 @@ struct MapOptions {
   // if the kernel has no THP support. Combine with align = 2 MiB so that the
   // region can actually be backed by huge pages.
   bool huge_pages = false;
+  // MAP_NORESERVE: with vm.overcommit_memory 0 or 1 (the defaults) the
+  // region is left out of the commit charge (Committed_AS); touched pages
+  // still cost memory. Strict accounting (mode 2) ignores the flag. For
+  // large regions whose pages are used piecemeal (slab regions).
+  bool noreserve = false;
   // 0 = page size. Larger powers of two: the region is over-mapped by
   // (align - page size) bytes and the misaligned head and tail are unmapped,
   // so no address space is wasted once Map returns.
