@@ -34,25 +34,37 @@ using workloads::Counter;
 // `head` only by the consumer. Slot index s (taken mod capacity) is the
 // producer's to fill when s == tail and tail - head < capacity, and the
 // consumer's to drain when head == s < tail; no slot is ever both. The
-// producer fills slot `tail`, then publishes it with a release store of
-// tail + 1; the consumer's acquire load of tail makes the slot's contents
-// (and the blocks' tags) visible. The consumer frees the blocks and hands the
-// slot back with a release store of head + 1, which the producer acquires
-// before refilling it. After its last publish the producer sets kFinished in
-// `tail` (release), so a consumer that sees the bit and has drained up to
-// the count below it is done for good.
+// producer fills slot `tail`, then publishes it with a store of tail + 1;
+// the consumer's load of tail makes the slot's contents (and the blocks'
+// tags) visible. The consumer frees the blocks and hands the slot back with
+// a store of head + 1, which the producer loads before refilling it. After
+// its last publish the producer sets kFinished in `tail` (release), so a
+// consumer that sees the bit and has drained up to the count below it is
+// done for good.
 //
 // The hand-off blocks instead of spinning: a producer facing a full ring
 // waits on `head` and a consumer facing an empty one waits on `tail`
-// (std::atomic::wait, a futex on Linux after a short spin), and each side
-// notifies after its store. With 2N threads on fewer CPUs a spinning side
-// would burn the time slice its partner needs; blocking makes the rows
-// measure the allocator rather than the scheduler.
+// (std::atomic::wait, a futex on Linux after a short spin). With 2N threads
+// on fewer CPUs a spinning side would burn the time slice its partner needs;
+// blocking makes the rows measure the allocator rather than the scheduler.
+// Wake-ups are batched so that the futex system calls stay off the
+// per-block cost: the producer wakes its consumer when the ring has filled
+// to `wake_fill` batches, the consumer wakes its producer when it has
+// drained to `wake_drain` (half the ring each way). Each side stores its
+// index and then loads the other's to compute the fill level, all seq_cst:
+// as in Dekker's algorithm the two cannot both miss the other's store, so
+// once a side has seen the ring full (or empty) and gone to sleep, every
+// later computation of its partner sees the sleeper's final index and moves
+// the level by exactly one per step, reaching the threshold and notifying.
+// A side that registers its wait after the value moved returns at once
+// (std::atomic::wait compares first). The last publish always notifies.
 constexpr uint64_t kFinished = uint64_t{1} << 63;
 
 struct Ring {
   Ring(size_t capacity_batches, size_t batch_blocks)
       : capacity(capacity_batches), batch(batch_blocks),
+        wake_fill(capacity_batches / 2 > 0 ? capacity_batches / 2 : 1),
+        wake_drain(capacity_batches - wake_fill),
         ptrs(capacity_batches * batch_blocks),
         sizes(capacity_batches * batch_blocks) {}
 
@@ -60,6 +72,8 @@ struct Ring {
   alignas(64) std::atomic<uint64_t> head{0};
   alignas(64) const size_t capacity;
   const size_t batch;
+  const size_t wake_fill;   // batches in the ring when a consumer is woken
+  const size_t wake_drain;  // batches in the ring when a producer is woken
   std::vector<char*> ptrs;
   std::vector<uint32_t> sizes;
 };
@@ -68,7 +82,7 @@ struct Ring {
 // (the consumer keeps draining, so a blocked producer always wakes).
 bool WaitForRoom(const Ring& ring, uint64_t tail, const Budget& budget) {
   for (;;) {
-    uint64_t head = ring.head.load(std::memory_order_acquire);
+    uint64_t head = ring.head.load(std::memory_order_seq_cst);
     if (tail - head < ring.capacity) return true;
     if (budget.timed() && budget.stopped()) return false;
     ring.head.wait(head, std::memory_order_acquire);
@@ -89,8 +103,10 @@ void Produce(Ring& ring, const Budget& budget, workloads::Rng& rng,
       ring.ptrs[base + i] = p;
       ring.sizes[base + i] = static_cast<uint32_t>(size);
     }
-    ring.tail.store(++tail, std::memory_order_release);
-    ring.tail.notify_one();
+    ring.tail.store(++tail, std::memory_order_seq_cst);
+    if (tail - ring.head.load(std::memory_order_seq_cst) == ring.wake_fill) {
+      ring.tail.notify_one();
+    }
   }
   ring.tail.store(tail | kFinished, std::memory_order_release);
   ring.tail.notify_one();
@@ -100,7 +116,7 @@ uint64_t Consume(Ring& ring) {
   uint64_t head = ring.head.load(std::memory_order_relaxed);
   uint64_t freed = 0;
   for (;;) {
-    uint64_t tail = ring.tail.load(std::memory_order_acquire);
+    uint64_t tail = ring.tail.load(std::memory_order_seq_cst);
     if (head == (tail & ~kFinished)) {
       if (tail & kFinished) return freed;
       ring.tail.wait(tail, std::memory_order_acquire);
@@ -114,8 +130,9 @@ uint64_t Consume(Ring& ring) {
       std::free(p);
     }
     freed += ring.batch;
-    ring.head.store(++head, std::memory_order_release);
-    ring.head.notify_one();
+    ring.head.store(++head, std::memory_order_seq_cst);
+    tail = ring.tail.load(std::memory_order_seq_cst) & ~kFinished;
+    if (tail - head == ring.wake_drain) ring.head.notify_one();
   }
 }
 
