@@ -165,7 +165,7 @@ class InputsTest(unittest.TestCase):
                          harness.sqlite_script(1200))
         script = harness.sqlite_script(1200)
         self.assertEqual(script.count("INSERT INTO items VALUES"), 3)
-        for name in ("sqlite3", "python3", "perl"):
+        for name in ("sqlite3", "python3", "python3-pymalloc", "perl"):
             a, b = tempfile.mkdtemp(), tempfile.mkdtemp()
             try:
                 args_a = harness.program_setup(name, False, a)
