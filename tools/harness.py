@@ -1231,6 +1231,10 @@ def main():
                         done, total, rep + 1, w.name, t, alloc, status,
                         eta // 60, eta % 60))
         elapsed = time.monotonic() - start
+        if timed:
+            # The timed runs' load, before any instruction counting (which
+            # runs one process at a time and would lower it).
+            load_end, end_warning = load_check("at the end of", timed)
 
         # A real program must do the same work under every allocator: its
         # output under each must equal its output under glibc.
@@ -1245,6 +1249,7 @@ def main():
                 res.fail((name, t, alloc), "output differs between runs")
 
         icount_text = ""
+        icount_note = ""
         if args.instructions:
             if shutil.which("valgrind") is None:
                 sys.exit("harness: --instructions needs valgrind "
@@ -1258,6 +1263,13 @@ def main():
             counts = count_instructions(rows, allocs, args.bin_dir)
             table, iratios = instruction_table(rows, allocs, counts)
             iverdicts = instruction_verdicts(counts, iratios)
+            icount_note = "instructions/op elfc vs fewest peer %s" % (
+                "%.2fx geomean" % gmean(iratios) if iratios else "-")
+            pair = [counts.get(("pair_latency", a))
+                    for a in ("elfc", "tcmalloc")]
+            if all(isinstance(x, float) for x in pair):
+                icount_note += ", malloc/free pair elfc %.0f vs tcmalloc " \
+                    "%.0f" % tuple(pair)
             icount_text = "\n".join(
                 ["Instructions executed per op inside the workers "
                  "(`valgrind --tool=callgrind --collect-atstart=no "
@@ -1283,7 +1295,9 @@ def main():
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    load_end, warning = load_check("at the end of", timed)
+    if not timed:
+        load_end, end_warning = load_check("at the end of", timed)
+    warning = end_warning
     if warning:
         warn(warning)
         warnings.append(warning)
@@ -1320,9 +1334,10 @@ def main():
               "the end (%d CPUs)" % (total, elapsed, load_start, load_end,
                                      cpus))
         summary = summary_line(res, ratios, load_note)
+        if icount_note:
+            summary += "; " + icount_note
     else:
-        summary = "SUMMARY: instruction counts only (no timed runs); " + \
-            load_note
+        summary = "SUMMARY: no timed runs; %s; %s" % (icount_note, load_note)
     for w in warnings:
         print("WARNING: " + w)
     print(summary)
