@@ -63,6 +63,28 @@ class SummaryTest(unittest.TestCase):
         self.assertIn("'no row above 1.30x' MET", text)
 
 
+class OutputsTest(unittest.TestCase):
+
+    def test_a_program_whose_output_differs_fails(self):
+        res = results({"sqlite3": (1.0, 2.0, 3.0)},
+                      {"sqlite3": (10, 10, 10)})
+        res.outputs = {("sqlite3", 1, "glibc"): ["a", "a"],
+                       ("sqlite3", 1, "elfc"): ["a", "b"],
+                       ("sqlite3", 1, "tcmalloc"): ["a", "a"]}
+        harness.check_outputs(res)
+        self.assertEqual(list(res.errors), [("sqlite3", 1, "elfc")])
+        self.assertNotIn(("sqlite3", 1, "elfc"), res.rate)
+        self.assertIn(("sqlite3", 1, "tcmalloc"), res.rate)
+        # The row no longer counts elfc.
+        self.assertEqual(harness.ratio_rows(res), [])
+
+    def test_unstable_reference_fails(self):
+        res = results({"perl": (1.0, 1.0, 1.0)}, {"perl": (1, 1, 1)})
+        res.outputs = {("perl", 1, "glibc"): ["a", "b"]}
+        harness.check_outputs(res)
+        self.assertEqual(list(res.errors), [("perl", 1, "glibc")])
+
+
 class LoadTest(unittest.TestCase):
 
     def test_warns_above_half_the_cpus(self):

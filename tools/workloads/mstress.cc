@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
       flags.Int("large_size", 65536, "largest of the large blocks, bytes");
   const uint64_t seed = workloads::ReadSeed(flags);
   workloads::Budget budget =
-      workloads::ReadBudget(flags, 5000000, "exchanges per thread");
+      workloads::ReadBudget(flags, 1000000, "exchanges per thread");
   flags.Done();
   if (slots < 1 || large_every < 0 || sizes.min < 8 ||
       large_size < static_cast<int64_t>(sizes.max)) {

@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
       flags.Int("batch", 32, "blocks handed over at a time");
   const uint64_t seed = workloads::ReadSeed(flags);
   workloads::Budget budget =
-      workloads::ReadBudget(flags, 3000000, "blocks allocated per thread");
+      workloads::ReadBudget(flags, 1000000, "blocks allocated per thread");
   flags.Done();
   if (slots < 1 || batch < 1 || cross < 0 || cross > 100) {
     workloads::Usage("need --slots, --batch >= 1, 0 <= --cross_percent <= 100");
