@@ -1,10 +1,13 @@
 #!/usr/bin/python3
-"""Runs the allocator workloads side by side: every program of
-//tools/workloads, and real programs from Debian (sqlite3, python3, perl)
-with fixed inputs, under elfc, glibc, jemalloc, tcmalloc and mimalloc
-(LD_PRELOAD), interleaved and repeated, and prints throughput and peak RSS
-tables with elfc's ratios, whether the performance targets are met, and a
-one-line summary.
+"""Runs the allocator workloads under elfc and its peers, side by side.
+
+Every program of //tools/workloads, and real programs from Debian (sqlite3,
+python3, perl) with fixed inputs, run under elfc, glibc, jemalloc, tcmalloc
+and mimalloc (LD_PRELOAD), interleaved and repeated. Prints throughput and
+peak RSS tables with elfc's ratios, whether the performance targets are
+met, and in every mode one line starting `SUMMARY:` (elfc / best peer
+geometric mean, rows below 0.85x, peak RSS geometric mean against glibc,
+rows above 1.30x, the load average).
 
   bazel build //elfc:libelfc.so //tools/workloads:all     (./run.sh does this)
   /usr/bin/python3 tools/harness.py --bin_dir=bazel-bin [--full] [...]
