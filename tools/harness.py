@@ -36,8 +36,8 @@ names a machine path).
 
 A verdict that holds: the report names the commit and refuses to be written
 into the work tree (info/performance.md) from a tree with uncommitted
-changes or a HEAD that moved during the run (--allow_dirty overrides for
-local use and says so in the report). When the load average exceeds half
+changes (--allow_dirty overrides for local use and says so in the report);
+a commit or an edit made while it runs is recorded in its notes. When the load average exceeds half
 the CPUs before or after the run, it warns on stderr, in the output and in
 the report: the figures then measure the machine as much as the allocators.
 
@@ -1354,16 +1354,19 @@ def main():
     print(summary)
 
     if report_dir:
-        # HEAD must not have moved, nor the tree changed, while the
-        # allocators ran: the report names one commit.
+        # The binaries were built from the tree as it was at the start; if
+        # HEAD moved or files changed since, the figures are still the
+        # start commit's, and the report says what changed.
         end_commit, end_changed = tree_state()
-        if in_tree and not args.allow_dirty and (
-                end_commit != commit or end_changed):
-            sys.exit("harness: the work tree changed during the run (%s); "
-                     "not writing the report" % (
-                         "HEAD %s -> %s" % (commit, end_commit)
-                         if end_commit != commit
-                         else ", ".join(end_changed[:5])))
+        if end_commit != commit:
+            notes.append("HEAD moved from %s to %s during the run; the "
+                         "figures are %s's (built before the run)" % (
+                             commit, end_commit, commit))
+        elif set(end_changed) - set(changed):
+            notes.append("files changed during the run (%s); the figures "
+                         "are from the tree as it was at the start" %
+                         ", ".join(sorted(set(end_changed) -
+                                          set(changed))[:5]))
         commands = []
         for w in workloads:
             if w.kind == "program":
