@@ -926,6 +926,15 @@ def summary_plot(plt, res, report_dir):
                         ecolor="black", elinewidth=0.8, capsize=1.5)
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
+        # Ratios read as 0.5x, 1x, 2x rather than powers of ten.
+        lo, hi = ax.get_xlim()
+        ticks = [2.0 ** k for k in range(-12, 13) if lo <= 2.0 ** k <= hi]
+        if len(ticks) < 4:
+            ticks = [x for x in (0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.1, 1.25, 1.5,
+                                 1.75, 2, 2.5, 3) if lo <= x <= hi]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["%gx" % x for x in ticks], fontsize=8)
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3, which="both")
     axes[0].set_yticks(range(len(rows)))
