@@ -40,6 +40,8 @@ changes (--allow_dirty overrides for local use and says so in the report);
 a commit or an edit made while it runs is recorded in its notes. When the load average exceeds half
 the CPUs before or after the run, it warns on stderr, in the output and in
 the report: the figures then measure the machine as much as the allocators.
+It first waits up to --settle_seconds (90) for the load to fall, since the
+build just before a run raises the one-minute average for about 40 s.
 
 Peers are Debian's packages (libjemalloc2, libtcmalloc-minimal4,
 libmimalloc2.0); a missing one is skipped with a note. glibc is the process
@@ -790,6 +792,23 @@ def load_check(when, timed=True):
     return load, None
 
 
+def settle(max_seconds, poll=5.0):
+    """Waits up to max_seconds for the 1-minute load average to fall below
+    half the CPUs: it decays with a one-minute time constant, so the build
+    ./run.sh does just before the harness (2 CPUs busy: load ~2) reads as
+    competing work for about 40 s after it ends. Returns load_check's
+    result once it is quiet or the time is up."""
+    deadline = time.monotonic() + max_seconds
+    load, warning = load_check("at the start of")
+    if warning and max_seconds > 0:
+        log("harness: load average %.2f on %d CPUs; waiting up to %.0f s for "
+            "it to settle" % (load, os.cpu_count() or 1, max_seconds))
+    while warning and time.monotonic() < deadline:
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        load, warning = load_check("at the start of")
+    return load, warning
+
+
 def warn(msg):
     log("")
     log("!" * 78)
@@ -1089,6 +1108,11 @@ def main():
     ap.add_argument("--seconds", type=float, default=0)
     ap.add_argument("--threads", default="")
     ap.add_argument("--report_dir", default="")
+    ap.add_argument("--settle_seconds", type=float, default=90,
+                    help="before timing, wait up to this long for the load "
+                         "average to fall below half the CPUs (a build just "
+                         "before the run raises it for a minute); then warn "
+                         "if it has not")
     ap.add_argument("--allow_dirty", action="store_true",
                     help="write the report into the work tree even with "
                          "uncommitted changes (local use; the report says "
@@ -1201,7 +1225,7 @@ def main():
             kept.append(w)
     workloads = kept
 
-    load_start, warning = load_check("at the start of", timed)
+    load_start, warning = settle(args.settle_seconds if timed else 0)
     if warning:
         warn(warning)
         warnings.append(warning)

@@ -104,6 +104,24 @@ class LoadTest(unittest.TestCase):
                 self.assertIsNone(harness.load_check("at", timed=False)[1])
 
 
+    def test_settle_waits_for_the_load_to_fall(self):
+        loads = iter([3.0, 2.0, 0.5])
+        with mock.patch.object(os, "cpu_count", return_value=2), \
+                mock.patch.object(os, "getloadavg",
+                                  side_effect=lambda: (next(loads), 0, 0)), \
+                mock.patch.object(harness.time, "sleep"):
+            load, warning = harness.settle(60, poll=0)
+        self.assertEqual(load, 0.5)
+        self.assertIsNone(warning)
+        # Never quiet: gives up at the deadline and warns.
+        with mock.patch.object(os, "cpu_count", return_value=2), \
+                mock.patch.object(os, "getloadavg",
+                                  return_value=(4.0, 0, 0)):
+            load, warning = harness.settle(0.05, poll=0.01)
+        self.assertEqual(load, 4.0)
+        self.assertIn("exceeds half", warning)
+
+
 class PathsTest(unittest.TestCase):
 
     def test_scrub_names_builds_by_label(self):
