@@ -25,6 +25,12 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
   map_ = m;
   map_bytes_ = bytes;
   capacity_ = static_cast<std::uint32_t>(capacity);
+  max_capacity_ = capacity_;
+  const std::size_t size = cls->metadata().object_size;
+  std::size_t min = (std::size_t{8} << 10) / (size == 0 ? 1 : size);
+  if (min < 8) min = 8;
+  if (min > capacity) min = capacity;
+  min_capacity_ = static_cast<std::uint32_t>(min);
   char* p = static_cast<char*>(m);
   stack_ = reinterpret_cast<void**>(p);
   p += capacity * sizeof(void*);
@@ -49,6 +55,9 @@ MagazineCache::MagazineCache(MagazineCache&& o) noexcept
     : stack_(std::exchange(o.stack_, nullptr)),
       top_(o.top_.exchange(0, std::memory_order_relaxed)),
       capacity_(std::exchange(o.capacity_, 0)),
+      max_capacity_(std::exchange(o.max_capacity_, 0)),
+      min_capacity_(std::exchange(o.min_capacity_, 0)),
+      refills_(std::exchange(o.refills_, 0)),
       from_slabs_(o.from_slabs_.exchange(0, std::memory_order_relaxed)),
       to_slabs_(o.to_slabs_.exchange(0, std::memory_order_relaxed)),
       slabs_(std::move(o.slabs_)),
@@ -65,6 +74,9 @@ MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
     top_.store(o.top_.exchange(0, std::memory_order_relaxed),
                std::memory_order_relaxed);
     capacity_ = std::exchange(o.capacity_, 0);
+    max_capacity_ = std::exchange(o.max_capacity_, 0);
+    min_capacity_ = std::exchange(o.min_capacity_, 0);
+    refills_ = std::exchange(o.refills_, 0);
     from_slabs_.store(o.from_slabs_.exchange(0, std::memory_order_relaxed),
                       std::memory_order_relaxed);
     to_slabs_.store(o.to_slabs_.exchange(0, std::memory_order_relaxed),
@@ -84,6 +96,10 @@ void* MagazineCache::AllocSlow() noexcept {
   // slab iterator hands out a bit-set word's objects without atomics), so
   // a run of allocations past an empty stack costs a pop each instead of a
   // call chain each. With capacity 0, one object.
+  // A refill means this thread reuses the class: back to the full
+  // magazine at once.
+  ++refills_;
+  capacity_ = max_capacity_;
   const std::size_t want = capacity_ / 4 > 0 ? capacity_ / 4 : 1;
   void* one;
   void** out = capacity_ != 0 ? stack_ : &one;
@@ -109,6 +125,11 @@ void MagazineCache::FreeSlow(void* p) noexcept {
     slabs_.Free(p);
     return;
   }
+  if (refills_ == 0 && capacity_ > min_capacity_) {
+    // Free-only since the last overflow: hold less.
+    capacity_ = capacity_ / 2 > min_capacity_ ? capacity_ / 2 : min_capacity_;
+  }
+  refills_ = 0;
   Flush(capacity_ / 2);
   const bool cached = TryFree(p);
   ABSL_ASSERT(cached);

@@ -74,6 +74,38 @@ TEST(MagazineCacheTest, CapacitiesAreTheIntendedOnes) {
   EXPECT_EQ(c.capacity(), 64u);
 }
 
+// A cache that only frees (a consumer) halves its capacity at each overflow
+// down to the minimum; a refill restores the maximum.
+TEST(MagazineCacheTest, FreeOnlyCacheShrinksAndRefillsRegrow) {
+  Env e(64);
+  SlabAllocator producer(&e.cls);
+  MagazineCache consumer(&e.cls);
+  const std::size_t max = consumer.max_capacity();
+  ASSERT_EQ(max, 1024u);
+  std::vector<void*> objs;
+  for (int i = 0; i < 8000; ++i) {
+    objs.push_back(producer.Alloc());
+    ASSERT_NE(objs.back(), nullptr);
+  }
+  for (void* p : objs) {
+    consumer.Free(p);
+    EXPECT_LE(consumer.cached(), consumer.capacity());
+  }
+  // 8 KiB / 64 B: the consumer now holds at most 128 objects.
+  EXPECT_EQ(consumer.capacity(), 128u);
+  EXPECT_LE(consumer.cached(), 128u);
+  // Allocating again: the first refill restores the full magazine.
+  std::vector<void*> again;
+  for (int i = 0; i < 4000; ++i) {
+    again.push_back(consumer.Alloc());
+    ASSERT_NE(again.back(), nullptr);
+  }
+  EXPECT_EQ(consumer.capacity(), max);
+  for (void* p : again) consumer.Free(p);
+  consumer.FlushAll();
+  producer.Release();
+}
+
 TEST(MagazineCacheTest, FreeThenAllocIsLifo) {
   Env e(64);
   MagazineCache c(&e.cls);
