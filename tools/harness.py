@@ -38,10 +38,13 @@ A verdict that holds: the report names the commit and refuses to be written
 into the work tree (info/performance.md) from a tree with uncommitted
 changes (--allow_dirty overrides for local use and says so in the report);
 a commit or an edit made while it runs is recorded in its notes. When the load average exceeds half
-the CPUs before or after the run, it warns on stderr, in the output and in
-the report: the figures then measure the machine as much as the allocators.
-It first waits up to --settle_seconds (90) for the load to fall, since the
-build just before a run raises the one-minute average for about 40 s.
+the CPUs before the run, or other work used more than half the CPUs during
+it (busy CPU time from /proc/stat less the harness's own and its children's:
+the load average after the run counts the harness's own threads), it warns
+on stderr, in the output and in the report: the figures then measure the
+machine as much as the allocators. It first waits up to --settle_seconds
+(90) for the load to fall, since the build just before a run raises the
+one-minute average for about 40 s.
 
 Peers are Debian's packages (libjemalloc2, libtcmalloc-minimal4,
 libmimalloc2.0); a missing one is skipped with a note. glibc is the process
@@ -62,6 +65,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -792,6 +796,51 @@ def load_check(when, timed=True):
     return load, None
 
 
+class OtherWork:
+    """How many CPUs other work used while the harness ran: the machine's
+    busy CPU time (/proc/stat) less this process's and its children's
+    (getrusage), over the wall time. The load average after a run cannot
+    say this: the harness's own runs (up to 4 threads) are in it."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        busy = None
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+            # user nice system idle iowait irq softirq steal ...
+            busy = (sum(fields[0:3]) + sum(fields[5:8])) / \
+                os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+        ours = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            r = resource.getrusage(who)
+            ours += r.ru_utime + r.ru_stime
+        return time.monotonic(), busy, ours
+
+    def cpus(self):
+        """Average CPUs used by other work since construction, or None."""
+        t0, busy0, ours0 = self.start
+        t1, busy1, ours1 = self._sample()
+        if busy0 is None or busy1 is None or t1 <= t0:
+            return None
+        return max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / (t1 - t0))
+
+
+def other_work_check(other):
+    """A warning when other work used more than half the CPUs, or None."""
+    cpus = os.cpu_count() or 1
+    if other is not None and other > cpus / 2:
+        return ("other work used %.2f of the %d CPUs on average during the "
+                "run (busy CPU time less the harness's own): the figures are "
+                "noisy and not a verdict" % (other, cpus))
+    return None
+
+
 def settle(max_seconds, poll=5.0):
     """Waits up to max_seconds for the 1-minute load average to fall below
     half the CPUs: it decays with a one-minute time constant, so the build
@@ -1012,8 +1061,10 @@ def write_report(res, ratios, report_dir, mode, commands, machine, load,
         "| elfc | %s, commit %s |" % (machine["elfc"], machine["commit"]),
         "| peers | %s |" % machine["peers"],
         "| real programs | %s |" % machine["programs"],
-        "| load average | %s at the start, %s at the end, %d CPUs |" % (
-            load[0], load[1], machine["cpus"]),
+        "| load | load average %s at the start, %s at the end (with the "
+        "harness's own runs); other work used %s CPUs on average during "
+        "the runs; %d CPUs |" % (load[0], load[1], load[2],
+                                 machine["cpus"]),
         "",
     ]
     if res.rows:
@@ -1249,6 +1300,7 @@ def main():
                 "input)" % (len(combos), len(allocs), reps, total, seconds,
                             ",".join(map(str, threads))))
         start = time.monotonic()
+        meter = OtherWork()
         done = 0
         for rep in range(reps if combos else 0):
             for i, (w, t) in enumerate(combos):
@@ -1285,10 +1337,10 @@ def main():
                         done, total, rep + 1, w.name, t, alloc, status,
                         eta // 60, eta % 60))
         elapsed = time.monotonic() - start
-        if timed:
-            # The timed runs' load, before any instruction counting (which
-            # runs one process at a time and would lower it).
-            load_end, end_warning = load_check("at the end of", timed)
+        # The timed runs' competing work and load, before any instruction
+        # counting (one process at a time under callgrind).
+        other = meter.cpus() if timed else None
+        load_end = os.getloadavg()[0]
 
         check_outputs(res)
 
@@ -1339,16 +1391,15 @@ def main():
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    if not timed:
-        load_end, end_warning = load_check("at the end of", timed)
-    warning = end_warning
+    warning = other_work_check(other)
     if warning:
         warn(warning)
         warnings.append(warning)
     cpus = os.cpu_count() or 1
-    load_note = "load %.2f -> %.2f on %d CPUs%s" % (
-        load_start, load_end, cpus,
-        " (WARNING: above half the CPUs; not a verdict)" if warnings else "")
+    load_note = "load %.2f at the start, other work %s CPUs during the run, " \
+        "%d CPUs%s" % (
+            load_start, "%.2f" % other if other is not None else "?", cpus,
+            " (WARNING: busy machine; not a verdict)" if warnings else "")
 
     ratios = ratio_rows(res)
     summary = ""
@@ -1375,8 +1426,10 @@ def main():
                     w, t, a, len(errs), reps, errs[0]))
         print()
         print("%d runs in %.0f s; load average %.2f at the start, %.2f at "
-              "the end (%d CPUs)" % (total, elapsed, load_start, load_end,
-                                     cpus))
+              "the end (with the harness's own runs); other work used %s "
+              "CPUs on average during the run (%d CPUs)" % (
+                  total, elapsed, load_start, load_end,
+                  "%.2f" % other if other is not None else "?", cpus))
         summary = summary_line(res, ratios, load_note)
         if icount_note:
             summary += "; " + icount_note
@@ -1430,7 +1483,8 @@ def main():
                 "seconds": seconds, "runs": total, "summary": summary}
         write_report(res, ratios, report_dir, mode, commands,
                      machine_description(commit_note),
-                     ("%.2f" % load_start, "%.2f" % load_end), elapsed,
+                     ("%.2f" % load_start, "%.2f" % load_end,
+                      "%.2f" % other if other is not None else "?"), elapsed,
                      notes, warnings, icount_text, args.bin_dir)
     return 1 if res.errors else 0
 

@@ -104,6 +104,28 @@ class LoadTest(unittest.TestCase):
                 self.assertIsNone(harness.load_check("at", timed=False)[1])
 
 
+    def test_other_work(self):
+        with mock.patch.object(os, "cpu_count", return_value=2):
+            self.assertIsNone(harness.other_work_check(0.9))
+            self.assertIsNone(harness.other_work_check(None))
+            self.assertIn("other work used 1.50 of the 2 CPUs",
+                          harness.other_work_check(1.5))
+        # Busy CPU time 10 s over 4 s of wall time, 6 s of it ours: other
+        # work used 1 CPU.
+        samples = iter([(100.0, 50.0, 1.0), (104.0, 60.0, 7.0)])
+        with mock.patch.object(harness.OtherWork, "_sample",
+                               side_effect=lambda: next(samples)):
+            self.assertAlmostEqual(harness.OtherWork().cpus(), 1.0)
+        # A busy child counts as ours (it is waited for).
+        before = harness.OtherWork._sample()
+        subprocess.run([sys.executable, "-c",
+                        "import time\nt = time.process_time()\n"
+                        "while time.process_time() - t < 0.3: pass"],
+                       check=True)
+        after = harness.OtherWork._sample()
+        self.assertGreaterEqual(after[2] - before[2], 0.29)
+        self.assertIsNotNone(after[1])
+
     def test_settle_waits_for_the_load_to_fall(self):
         loads = iter([3.0, 2.0, 0.5])
         with mock.patch.object(os, "cpu_count", return_value=2), \
