@@ -1276,7 +1276,10 @@ def main():
             kept.append(w)
     workloads = kept
 
-    load_start, warning = settle(args.settle_seconds if timed else 0)
+    if timed:
+        load_start, warning = settle(args.settle_seconds)
+    else:
+        load_start, warning = load_check("at the start of", timed=False)
     if warning:
         warn(warning)
         warnings.append(warning)
