@@ -1399,10 +1399,10 @@ def main():
         warn(warning)
         warnings.append(warning)
     cpus = os.cpu_count() or 1
-    load_note = "load %.2f at the start, other work %s CPUs during the run, " \
-        "%d CPUs%s" % (
-            load_start, "%.2f" % other if other is not None else "?", cpus,
-            " (WARNING: busy machine; not a verdict)" if warnings else "")
+    load_note = "load %.2f at the start, %s%d CPUs%s" % (
+        load_start, "other work %.2f CPUs during the run, " % other
+        if other is not None else "", cpus,
+        " (WARNING: busy machine; not a verdict)" if warnings else "")
 
     ratios = ratio_rows(res)
     summary = ""
