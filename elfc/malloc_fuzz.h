@@ -99,8 +99,9 @@ struct MallocApi {
   // for glibc or a peer in --process mode):
   // pvalloc(0) gives a whole page (glibc 2.36 gives less).
   bool pvalloc_zero_is_page = true;
-  // memalign / aligned_alloc round a non-power-of-two alignment up (glibc
-  // 2.36); false also accepts NULL with EINVAL (glibc >= 2.38, jemalloc).
+  // memalign rounds a non-power-of-two alignment up (glibc); false also
+  // accepts NULL with EINVAL (jemalloc). aligned_alloc may always fail
+  // there with EINVAL (glibc >= 2.38, malloc_bind: C17 DR 460).
   bool nonpow2_alignment_rounds_up = true;
   // Aligned operator new of an impossible size throws (libstdc++'s own
   // rounds the size up to the alignment without an overflow check and may

@@ -607,25 +607,34 @@ TEST_P(CApiConformanceTest, AlignedAllocAlignsAllPowersOfTwo) {
   }
 }
 
-// glibc <= 2.37 rounds a non-power-of-two alignment up (like memalign);
-// glibc >= 2.38 fails with EINVAL. Either is conforming C17; both are
-// accepted here. (malloc_bind follows 2.36: see malloc_bind_test.)
-TEST_P(CApiConformanceTest, AlignedAllocNonPowerOfTwoRoundsUpOrFails) {
+// An alignment that is not a power of two fails with EINVAL (C17 DR 460,
+// glibc >= 2.38: aligned_alloc(65, 64) is NULL). glibc <= 2.37 rounds it up
+// like memalign; with aligned_alloc_rejects_non_power_of_two cleared, that
+// is accepted too.
+TEST_P(CApiConformanceTest, AlignedAllocRejectsNonPowerOfTwoAlignments) {
   const CApi& api = GetParam();
   for (std::size_t align : {std::size_t{3}, std::size_t{24}, std::size_t{48},
-                            std::size_t{100}, std::size_t{5000},
-                            kMiB + 1}) {
-    auto [p, e] = Call([&] { return api.aligned_alloc(align, 10); });
-    if (p == nullptr) {
-      EXPECT_EQ(e, EINVAL) << "aligned_alloc(" << align << ", 10)";
-    } else {
-      EXPECT_EQ(e, kSentinel);
-      ExpectUsableBlock(api, p, 10, std::bit_ceil(align), "aligned_alloc");
-      api.free(p);
+                            std::size_t{65}, std::size_t{100},
+                            std::size_t{5000}, kMiB + 1}) {
+    for (std::size_t n : {std::size_t{10}, std::size_t{64}}) {
+      auto [p, e] = Call([&] { return api.aligned_alloc(align, n); });
+      if (api.aligned_alloc_rejects_non_power_of_two) {
+        EXPECT_EQ(p, nullptr) << "aligned_alloc(" << align << ", " << n << ")";
+      }
+      if (p == nullptr) {
+        EXPECT_EQ(e, EINVAL) << "aligned_alloc(" << align << ", " << n << ")";
+      } else {
+        EXPECT_EQ(e, kSentinel);
+        ExpectUsableBlock(api, p, n, std::bit_ceil(align), "aligned_alloc");
+        api.free(p);
+      }
     }
   }
   // Zero: glibc <= 2.37 treats it as "no requirement", 2.38 as EINVAL.
   auto [p, e] = Call([&] { return api.aligned_alloc(0, 10); });
+  if (api.aligned_alloc_rejects_non_power_of_two) {
+    EXPECT_EQ(p, nullptr) << "aligned_alloc(0, 10)";
+  }
   if (p == nullptr) {
     EXPECT_EQ(e, EINVAL);
   } else {

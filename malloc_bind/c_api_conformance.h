@@ -13,9 +13,9 @@
 //                                             malloc_bind::ProcessCApi());
 //
 // The same checks pass on glibc itself (malloc_bind's glibc_control_test),
-// so a failure means the implementation, not the check, is wrong; the one
-// place where malloc_bind deliberately differs from glibc 2.36 is a CApi
-// flag (pvalloc_zero_is_page).
+// so a failure means the implementation, not the check, is wrong; the
+// places where malloc_bind deliberately differs from glibc 2.36 are CApi
+// flags (pvalloc_zero_is_page, aligned_alloc_rejects_non_power_of_two).
 //
 // What is checked, for every entry point: results usable to their full
 // malloc_usable_size and distinct from each other; alignment (8 B .. 4 MiB for
@@ -69,6 +69,10 @@ struct CApi {
   // -(pagesize - 1) instead of -pagesize, so pvalloc(0) asks for 1 byte
   // (malloc_usable_size 24) and pvalloc(4096) for 4097; set false for it.
   bool pvalloc_zero_is_page = true;
+  // aligned_alloc with an alignment that is not a power of two (0 included)
+  // fails with EINVAL (C17 DR 460; glibc 2.38 and later). glibc up to 2.37
+  // rounds it up like memalign; set false for it (either is then accepted).
+  bool aligned_alloc_rejects_non_power_of_two = true;
 };
 
 // gtest prints parameters in failure messages; a CApi prints as its name.

@@ -1,13 +1,27 @@
 // The control: both conformance suites over the process's own allocator,
 // i.e. glibc 2.36's malloc and libstdc++'s operators. Every check that
-// passes for malloc_bind must pass here too, except the two deliberate
+// passes for malloc_bind must pass here too, except the deliberate
 // deviations named by the CApi / CxxApi flags cleared below; a check that
 // fails here is a wrong check, not a glibc bug.
+#include <gnu/libc-version.h>
+
+#include <cstdio>
+
 #include "gtest/gtest.h"
 #include "malloc_bind/c_api_conformance.h"
 #include "malloc_bind/cxx_api_conformance.h"
 
 namespace {
+
+// True if the running glibc is at least major.minor.
+bool GlibcAtLeast(int major, int minor) {
+  int have_major = 0, have_minor = 0;
+  if (std::sscanf(gnu_get_libc_version(), "%d.%d", &have_major,
+                  &have_minor) != 2) {
+    return false;
+  }
+  return have_major > major || (have_major == major && have_minor >= minor);
+}
 
 malloc_bind::CApi Glibc() {
   malloc_bind::CApi api = malloc_bind::ProcessCApi();
@@ -15,6 +29,9 @@ malloc_bind::CApi Glibc() {
   // glibc 2.36's pvalloc rounds with -(pagesize - 1): pvalloc(0) is a 1-byte
   // (24 usable) block. malloc_bind returns a page.
   api.pvalloc_zero_is_page = false;
+  // glibc up to 2.37 rounds aligned_alloc's non-power-of-two alignments up
+  // (like memalign); 2.38 fails them with EINVAL, as malloc_bind does.
+  api.aligned_alloc_rejects_non_power_of_two = GlibcAtLeast(2, 38);
   return api;
 }
 

@@ -18,8 +18,9 @@
 //  * posix_memalign returns EINVAL (touching neither errno nor *memptr)
 //    unless the alignment is a power-of-two multiple of sizeof(void*), and
 //    ENOMEM (errno = ENOMEM too, as glibc) with *memptr untouched.
-//  * memalign / aligned_alloc round a non-power-of-two alignment up (glibc
-//    before 2.38) and fail with EINVAL for alignments above SIZE_MAX / 2 + 1.
+//  * aligned_alloc fails with EINVAL unless the alignment is a power of two
+//    (C17 DR 460, glibc 2.38); memalign rounds a non-power-of-two alignment
+//    up (all glibc versions) and fails with EINVAL above SIZE_MAX / 2 + 1.
 //  * A successful call never changes errno; a failing one sets exactly the
 //    errno documented for it.
 //  * operator new loops on std::get_new_handler() and then throws
@@ -278,10 +279,16 @@ class Api {
     return AllocAligned(n, absl::bit_ceil(align));
   }
 
-  // aligned_alloc: exactly memalign, as in glibc up to 2.37 (C17 allows any
-  // size; glibc 2.38 started rejecting non-power-of-two alignments, a choice
-  // C17 permits but does not require).
+  // aligned_alloc: NULL + EINVAL unless align is a power of two (0 is not);
+  // otherwise memalign (any size: C17 dropped C11's multiple-of-the-alignment
+  // rule). C17's DR 460 makes an unsupported alignment a failure, not
+  // undefined behaviour, and glibc 2.38 rejects exactly these; a program that
+  // passes 24 almost certainly computed the alignment wrongly, and failing
+  // says so where rounding up would hide it.
   static void* AlignedAlloc(std::size_t align, std::size_t n) noexcept {
+    if (ABSL_PREDICT_FALSE(!absl::has_single_bit(align))) {
+      return internal::FailWithErrno(EINVAL);
+    }
     return Memalign(align, n);
   }
 
@@ -321,7 +328,8 @@ class Api {
                                std::size_t n) noexcept {
     if (p == nullptr) return;
     // aligned_alloc served align <= kDefaultAlignment by Allocate(n), and
-    // rounded any other alignment up to a power of two.
+    // any other (power-of-two) alignment by AllocateAligned(n, align); a
+    // wrong, non-power-of-two align is rounded up as memalign would.
     if (align <= kDefaultAlignment) {
       FreeSized(p, n);
     } else if constexpr (HasDeallocateAlignedSized<B>) {
