@@ -416,6 +416,9 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassSlow(SizeClass c) {
 
 // The magazine of class c is empty.
 ABSL_ATTRIBUTE_NOINLINE void* AllocClassRefill(ThreadHeap* th, SizeClass c) {
+  // Large blocks cached for a whole period go back even when the program
+  // now allocates only small ones (large_alloc.h, "Reuse").
+  LargeCacheDecay();
   void* p = th->AllocSlow(c);
   if (ABSL_PREDICT_FALSE(p == nullptr)) errno = ENOMEM;
   return Handout(p);

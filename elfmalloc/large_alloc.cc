@@ -92,6 +92,23 @@ ABSL_CONST_INIT std::atomic<std::size_t> g_cache_max_bytes{
 ABSL_CONST_INIT std::atomic<std::uint64_t> g_cache_decay_ms{
     kDefaultLargeCacheDecayMs};
 ABSL_CONST_INIT std::atomic<std::size_t> g_reuses{0};
+// The earliest time a cached region expires (UINT64_MAX: none can), so that
+// LargeCacheDecay is a clock read and a compare until then. Written under
+// the lock whenever the cache changes; read without it.
+ABSL_CONST_INIT std::atomic<std::uint64_t> g_next_expiry_ms{UINT64_MAX};
+
+// Under the lock: recomputes g_next_expiry_ms.
+void UpdateExpiryLocked() {
+  const std::uint64_t decay = g_cache_decay_ms.load(std::memory_order_relaxed);
+  std::uint64_t next = UINT64_MAX;
+  if (decay != 0) {
+    for (std::size_t i = 0; i < g_cached; ++i) {
+      const std::uint64_t t = g_cache[i].freed_ms + decay;
+      if (t < next) next = t;
+    }
+  }
+  g_next_expiry_ms.store(next, std::memory_order_relaxed);
+}
 
 // Regions removed under the lock, unmapped after it.
 struct Evicted {
@@ -156,6 +173,7 @@ void* TakeCached(std::size_t need, std::size_t* region_out) {
     const std::size_t pick =
         fit != kCacheSlots ? fit : (bigger != kCacheSlots ? bigger : smaller);
     if (pick != kCacheSlots) got = RemoveLocked(pick);
+    UpdateExpiryLocked();
   }
   expired.UnmapAll();
   if (got.base == nullptr) return nullptr;
@@ -205,6 +223,7 @@ void PutCached(char* base, std::size_t region) {
     g_cache[g_cached++] = {base, region, now};
     g_cached_bytes.store(g_cached_bytes.load(std::memory_order_relaxed) + region,
                          std::memory_order_relaxed);
+    UpdateExpiryLocked();
   }
   evicted.UnmapAll();
 }
@@ -329,6 +348,8 @@ void SetLargeCacheLimits(std::size_t max_bytes,
   if (g_cached_bytes.load(std::memory_order_relaxed) > max_bytes) {
     LargeCacheRelease();
   }
+  SpinLockHolder l(&g_cache_lock);
+  UpdateExpiryLocked();
 }
 
 std::size_t LargeCacheRelease() noexcept {
@@ -336,6 +357,7 @@ std::size_t LargeCacheRelease() noexcept {
   {
     SpinLockHolder l(&g_cache_lock);
     while (g_cached != 0) all.r[all.n++] = RemoveLocked(g_cached - 1);
+    UpdateExpiryLocked();
   }
   std::size_t bytes = 0;
   for (std::size_t i = 0; i < all.n; ++i) bytes += all.r[i].region;
@@ -345,10 +367,13 @@ std::size_t LargeCacheRelease() noexcept {
 
 std::size_t LargeCacheDecay() noexcept {
   if (g_cached_bytes.load(std::memory_order_relaxed) == 0) return 0;
+  const std::uint64_t now = CoarseMonotonicMs();
+  if (now < g_next_expiry_ms.load(std::memory_order_relaxed)) return 0;
   Evicted expired;
   {
     SpinLockHolder l(&g_cache_lock);
-    ExpireLocked(CoarseMonotonicMs(), &expired);
+    ExpireLocked(now, &expired);
+    UpdateExpiryLocked();
   }
   std::size_t bytes = 0;
   for (std::size_t i = 0; i < expired.n; ++i) bytes += expired.r[i].region;

@@ -41,8 +41,8 @@
 // dirty pages (page_alloc.h, "Memory return"): a cap (the oldest regions
 // are unmapped to make room; a block above the cap is never cached) and a
 // decay period (a region nobody reused for a whole period is unmapped at
-// the next large-block operation, LargeCacheDecay(), or malloc_trim's
-// LargeCacheRelease()). Regions are unmapped, not only uncommitted, so the
+// the next large-block operation or magazine refill, LargeCacheDecay(), or
+// by malloc_trim's LargeCacheRelease()). Regions are unmapped, not only uncommitted, so the
 // address space comes back too. A failed mapping releases the cache and
 // tries once more (under RLIMIT_AS the cache may hold exactly what is
 // missing).
@@ -115,7 +115,10 @@ void SetLargeCacheLimits(std::size_t max_bytes,
 // Unmaps every cached region; returns the bytes unmapped (malloc_trim).
 std::size_t LargeCacheRelease() noexcept;
 // Unmaps the regions cached for a whole decay period; returns the bytes.
-// Cheap when the cache is empty (one relaxed load).
+// Cheap until a region expires (one relaxed load when the cache is empty,
+// a vDSO clock read and a compare otherwise): the general allocator calls
+// it on every magazine refill, so that a program that stops using large
+// blocks gets their memory back while it keeps allocating small ones.
 std::size_t LargeCacheDecay() noexcept;
 // fork(): the cache lock is held across it (pthread_atfork handlers of the
 // general allocator) so that the child never inherits it locked.

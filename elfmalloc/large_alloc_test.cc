@@ -245,6 +245,27 @@ TEST_F(LargeCacheTest, UnusedRegionsDecay) {
   EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
 }
 
+// LargeCacheDecay is a no-op until the oldest region has been cached for a
+// whole period, then returns exactly the expired regions.
+TEST_F(LargeCacheTest, DecayWaitsForTheOldestRegion) {
+  SetLargeCacheLimits(kDefaultLargeCacheBytes, 100);
+  void* a = LargeAlloc(3 * kMiB);
+  ASSERT_NE(a, nullptr);
+  LargeFree(a);
+  SleepMs(60);
+  void* b = LargeAlloc(5 * kMiB);  // grows a, or maps afresh
+  ASSERT_NE(b, nullptr);
+  void* c = LargeAlloc(2 * kMiB);
+  ASSERT_NE(c, nullptr);
+  LargeFree(c);  // cached at t = 60 ms
+  EXPECT_EQ(LargeCacheDecay(), 0u);
+  SleepMs(150);
+  EXPECT_GE(LargeCacheDecay(), 2 * kMiB);
+  EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
+  LargeFree(b);
+  EXPECT_EQ(LargeCacheDecay(), 0u);  // b was just cached
+}
+
 TEST_F(LargeCacheTest, ReleaseUnmapsEverything) {
   void* a = LargeAlloc(3 * kMiB);
   void* b = LargeAlloc(5 * kMiB);

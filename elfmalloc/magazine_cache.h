@@ -10,8 +10,13 @@
 //
 // Capacity by object size (MagazineCapacity, a constexpr function):
 //   <= 64 B        kSmallMagazineCapacity = 1024 objects
-//   65 B - 32 KiB  kMagazineBytes (64 KiB) / size, at least 16  (1008 .. 16)
-//   > 32 KiB       max(1, 1 MiB / size)  (16 .. 1)
+//   65 B - 8 KiB   kMagazineBytes (64 KiB) / size, at least 16  (1008 .. 16)
+//   > 8 KiB        max(1, kLargeMagazineBytes (256 KiB) / size)  (25 .. 1)
+// The last rule was 1 MiB / size above 32 KiB (16 above 8 KiB): a thread
+// could then cache 1 MiB of every class from 32 KiB up, and idle threads
+// that had freed blocks of 8 KiB..1 MiB held ~8x glibc's memory; blocks
+// that big are cheap to take from a slab (one bit-set update per block,
+// against a memory touch of kilobytes), so a small budget costs little.
 // The middle rule was 512 KiB / size (1024 objects up to 512 B): a thread
 // that only frees (a consumer) then held up to 1024 objects of every class,
 // up to 256 KiB per class, which kept their slabs below the reuse cutoff;
@@ -71,15 +76,16 @@ namespace elfmalloc {
 
 inline constexpr std::size_t kSmallMagazineCapacity = 1024;
 inline constexpr std::size_t kMagazineBytes = std::size_t{64} << 10;
+inline constexpr std::size_t kLargeMagazineBytes = std::size_t{256} << 10;
 
 // Stack capacity for objects of object_size bytes (see the file comment).
 constexpr std::size_t MagazineCapacity(std::size_t object_size) noexcept {
-  if (object_size <= (std::size_t{32} << 10)) {
+  if (object_size <= (std::size_t{8} << 10)) {
     const std::size_t n = kMagazineBytes / object_size;
     return n > kSmallMagazineCapacity ? kSmallMagazineCapacity
                                       : (n < 16 ? 16 : n);
   }
-  const std::size_t n = (std::size_t{1} << 20) / object_size;
+  const std::size_t n = kLargeMagazineBytes / object_size;
   return n == 0 ? 1 : n;
 }
 

@@ -54,19 +54,21 @@ TEST(MagazineCacheTest, CapacitiesAreTheIntendedOnes) {
   EXPECT_EQ(MagazineCapacity(1), 1024u);
   EXPECT_EQ(MagazineCapacity(8), 1024u);
   EXPECT_EQ(MagazineCapacity(64), 1024u);
-  // 65 B .. 32 KiB: 64 KiB / size, at least 16 (the reference meant
+  // 65 B .. 8 KiB: 64 KiB / size, at least 16 (the reference meant
   // 512 KiB / size but computed 512 << (10 / size) = 512 for all of these).
   EXPECT_EQ(MagazineCapacity(65), (64 * K) / 65);
   EXPECT_EQ(MagazineCapacity(512), 128u);
   EXPECT_EQ(MagazineCapacity(1024), 64u);
   EXPECT_EQ(MagazineCapacity(4 * K), 16u);
-  EXPECT_EQ(MagazineCapacity(32 * K), 16u);
-  // > 32 KiB: max(1, 1 MiB / size) (the reference computed 1 << (20 / size)
-  // = 1).
-  EXPECT_EQ(MagazineCapacity(32 * K + 1), 31u);
-  EXPECT_EQ(MagazineCapacity(64 * K), 16u);
-  EXPECT_EQ(MagazineCapacity(512 * K), 2u);
-  EXPECT_EQ(MagazineCapacity(1024 * K), 1u);
+  EXPECT_EQ(MagazineCapacity(8 * K), 16u);
+  // > 8 KiB: max(1, 256 KiB / size) (the reference meant 1 MiB / size above
+  // 32 KiB and computed 1 << (20 / size) = 1).
+  EXPECT_EQ(MagazineCapacity(10 * K), 25u);
+  EXPECT_EQ(MagazineCapacity(32 * K), 8u);
+  EXPECT_EQ(MagazineCapacity(32 * K + 1), 7u);
+  EXPECT_EQ(MagazineCapacity(64 * K), 4u);
+  EXPECT_EQ(MagazineCapacity(256 * K), 1u);
+  EXPECT_EQ(MagazineCapacity(512 * K), 1u);
   EXPECT_EQ(MagazineCapacity(4096 * K), 1u);
   // The cache uses it.
   Env e(1 * K, 256 * K);
