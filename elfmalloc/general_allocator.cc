@@ -235,15 +235,17 @@ class Heap {
   // and released after it in both processes, so that the child never
   // inherits a lock held by a thread that does not exist there. Order:
   // the init lock, the thread-heap registry, then the fallback locks in
-  // class order (no path holds two of them at once except this one).
+  // class order (no path holds two of them at once except this one). A
+  // lock the forking thread itself holds (fork from a signal handler that
+  // interrupted its section) is left to that section (spin_lock.h).
   void LockAll() noexcept {
     for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
-      fallback(SizeClass(static_cast<std::uint8_t>(i))).lock.Lock();
+      fallback(SizeClass(static_cast<std::uint8_t>(i))).lock.LockForFork();
     }
   }
   void UnlockAll() noexcept {
     for (std::size_t i = kNumSizeClasses; i-- > 0;) {
-      fallback(SizeClass(static_cast<std::uint8_t>(i))).lock.Unlock();
+      fallback(SizeClass(static_cast<std::uint8_t>(i))).lock.UnlockAfterFork();
     }
   }
 
@@ -327,8 +329,15 @@ ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
   return h;
 }
 
+// The handlers may run in a signal handler that interrupted this thread
+// inside any of the sections these locks guard: each lock is taken only if
+// this thread does not hold it, and released only by the fork that took it
+// (SpinLock::LockForFork). A section left locked that way is the
+// interrupted code's, in both processes: it finishes and unlocks if the
+// signal handler returns.
 void PreFork() {
-  g_init_lock.Lock();
+  EnterForkHandlers();
+  g_init_lock.LockForFork();
   ThreadCachePreFork();
   if (Heap* h = g_heap.load(std::memory_order_acquire)) h->LockAll();
   LargeCachePreFork();
@@ -338,7 +347,8 @@ void PostForkParent() {
   LargeCachePostFork();
   if (Heap* h = g_heap.load(std::memory_order_acquire)) h->UnlockAll();
   ThreadCachePostForkParent();
-  g_init_lock.Unlock();
+  g_init_lock.UnlockAfterFork();
+  LeaveForkHandlers();
 }
 
 // Lock-free structures need no repair in the child: an operation cut short
@@ -350,7 +360,8 @@ void PostForkChild() {
   LargeCachePostFork();
   if (Heap* h = g_heap.load(std::memory_order_acquire)) h->UnlockAll();
   ThreadCachePostForkChild();
-  g_init_lock.Unlock();
+  g_init_lock.UnlockAfterFork();
+  LeaveForkHandlers();
 }
 
 // Registered once, by the thread that built the heap, after publishing it

@@ -381,8 +381,10 @@ std::size_t LargeCacheDecay() noexcept {
   return bytes;
 }
 
-void LargeCachePreFork() noexcept { g_cache_lock.Lock(); }
-void LargeCachePostFork() noexcept { g_cache_lock.Unlock(); }
+// Not taken again when the forking thread holds it (fork from a signal
+// handler: spin_lock.h).
+void LargeCachePreFork() noexcept { g_cache_lock.LockForFork(); }
+void LargeCachePostFork() noexcept { g_cache_lock.UnlockAfterFork(); }
 
 LargeStats GetLargeStats() noexcept {
   return {g_mapped_bytes.load(std::memory_order_relaxed),

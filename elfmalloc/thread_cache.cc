@@ -296,15 +296,21 @@ void WithRegistryLockHeldForTesting(void (*fn)(void*), void* arg) noexcept {
   fn(arg);
 }
 
-void ThreadCachePreFork() noexcept { g_key_lock.Lock(); }
+// When the forking thread already holds the lock (fork from a signal
+// handler that interrupted a registry update), the prepare handler leaves it
+// alone, and so does the child: the list may be half-linked, so the dead
+// threads' heaps stay in it (they count as live in the statistics; nothing
+// else reads them) and the lock stays with the interrupted update.
+void ThreadCachePreFork() noexcept { g_key_lock.LockForFork(); }
 
-void ThreadCachePostForkParent() noexcept { g_key_lock.Unlock(); }
+void ThreadCachePostForkParent() noexcept { g_key_lock.UnlockAfterFork(); }
 
 void ThreadCachePostForkChild() noexcept {
+  if (!g_key_lock.TakenForFork()) return;
   // Single-threaded here; the lock is still held from PreFork.
   g_live_heaps.store(HeapRegistry::KeepOnlyLocked(tls_heap),
                      std::memory_order_relaxed);
-  g_key_lock.Unlock();
+  g_key_lock.UnlockAfterFork();
 }
 
 }  // namespace elfmalloc

@@ -189,7 +189,9 @@ void AddCachedObjects(std::size_t out[kNumSizeClasses]) noexcept;
 // but its own thread's from the registry (their threads do not exist in the
 // child; their objects stay counted as destroyed heaps' and their cached
 // objects and claimed slabs are leaked, bounded by what they held at the
-// fork).
+// fork). A fork from a signal handler that interrupted this thread's own
+// registry update neither takes nor resets the lock (SpinLock::LockForFork):
+// the update keeps it, and the child keeps every heap in the registry.
 void ThreadCachePreFork() noexcept;
 void ThreadCachePostForkParent() noexcept;
 void ThreadCachePostForkChild() noexcept;
