@@ -107,13 +107,10 @@ void* MagazineCache::AllocSlow() noexcept {
   if (got == 0) return nullptr;
   Add(from_slabs_, static_cast<std::int64_t>(got));
   if (capacity_ == 0) return one;
-  // The iterator yields objects in address order; reverse them so that the
-  // pops do too (sequential allocations get ascending addresses).
-  for (std::size_t i = 0, j = got - 1; i < j; ++i, --j) {
-    void* t = stack_[i];
-    stack_[i] = stack_[j];
-    stack_[j] = t;
-  }
+  // The iterator yields objects in address order, so pops hand them out in
+  // descending order (a run of allocations walks down through a bit-set
+  // word and its cache lines; reversing the batch for ascending order cost
+  // 4 instructions per object, 3% of a small-burst workload).
   // The stack was empty: it now holds got objects; hand out the top.
   top_.store(static_cast<std::uint32_t>(got - 1), std::memory_order_relaxed);
   return stack_[got - 1];
