@@ -5,38 +5,51 @@
 # ratios to glibc and to the best peer, and whether the targets are met.
 #
 #   ./run.sh                   quick: threads 1 and 2, 3 interleaved runs of
-#                              0.5 s per allocator (~2 min)
+#                              0.5 s per allocator, 28 rows (~4-5 min)
 #   ./run.sh --full            threads 1, 2, 4, ... and nproc, 5 runs of 1 s;
 #                              rewrites info/performance.md and its plots
-#                              (installs python3-matplotlib if missing)
+#                              (installs python3-matplotlib if missing; needs
+#                              a committed tree, see --allow_dirty; ~20 min)
+#   ./run.sh --instructions    instructions per op of the single-thread rows
+#                              and the malloc/free pair under callgrind
+#                              (independent of the machine's load; with
+#                              --full, both in one report)
 #   ./run.sh --reps=5 --seconds=0.5 --threads=1,4 --workloads=larson,prodcons
-#            --allocators=elfc,glibc    overrides, passed to the harness
+#            --allocators=elfc,glibc --settle_seconds=30 --allow_dirty
+#            --extra=NAME=LIB --label=NAME=TEXT
+#                              overrides, passed to the harness (--extra runs
+#                              another build, e.g. the previous commit's
+#                              libelfc.so, side by side with elfc)
 #   ./run.sh --matrix          afterwards, also the Google Benchmark matrix
 #                              (//elfc:malloc_benchmark: pairs, 64K ring,
 #                              producer-consumer x 16 B..256 KiB) under each
 #                              allocator (elfc/compare_mallocs.py); with
 #                              --filter=REGEX, --min_time=S
-#   ./run.sh --checked         also elfc's checked build (--config=checked:
-#                              double free, interior and foreign pointers
-#                              abort) as a sixth allocator, reported as
-#                              elfc-checked / elfc (target: at most 5% slower)
+#   ./run.sh --checked         also elfc's checked build
+#                              (//elfc:libelfc_checked.so: double free,
+#                              interior and foreign pointers abort) as a sixth
+#                              allocator, reported as elfc-checked / elfc
+#                              (target: at most 5% slower)
 #   ./run.sh --packages        afterwards, also every package's own Google
 #                              Benchmark binary (bsalloc vs malloc, bagpipe vs
 #                              moodycamel, slab_alloc vs new/delete, ...)
 #
 # The workloads (tools/workloads/README.md): threadtest (Hoard), shbench
 # (SmartHeap-style), prodcons (blocks freed by another thread), larson (server
-# churn with thread replacement) and pair_latency, each a plain program run
-# with LD_PRELOAD. Installs missing Debian packages first, including the peers
-# (libjemalloc2, libtcmalloc-minimal4, libmimalloc2.0); a missing peer is
-# skipped with a note. Bazel options from the environment, if set:
+# churn with thread replacement), pair_latency, large-block churn, realloc
+# growth, random-size cross-thread churn (rpmalloc), glibc's thread benchmark
+# pattern, mixed-size stress, a long-running server, a database-like mix, and
+# real programs from Debian with fixed inputs (sqlite3, python3, perl), each
+# run with LD_PRELOAD. Installs missing Debian packages first, including the
+# peers (libjemalloc2, libtcmalloc-minimal4, libmimalloc2.0); a missing peer
+# is skipped with a note. Bazel options from the environment, if set:
 # BAZEL_STARTUP_OPTS (e.g. --output_base=DIR), BAZEL_BUILD_OPTS (e.g.
 # --local_cpu_resources=1).
 set -euo pipefail
 cd "$(dirname "$0")"
 # --help prints the text above and installs nothing.
 for arg in "$@"; do
-  case "$arg" in -h|--help) sed -n '2,34p' "$0"; exit 0 ;; esac
+  case "$arg" in -h|--help) sed -n '2,47p' "$0"; exit 0 ;; esac
 done
 # shellcheck source=tools/setup.sh
 source tools/setup.sh
@@ -55,6 +68,7 @@ for arg in "$@"; do
   case "$arg" in
     --full) full=1; harness_args+=(--full) ;;
     --reps=*|--seconds=*|--threads=*|--workloads=*|--allocators=*) harness_args+=("$arg") ;;
+    --instructions|--allow_dirty|--settle_seconds=*|--extra=*|--label=*) harness_args+=("$arg") ;;
     --matrix) matrix=1 ;;
     --filter=*) filter="${arg#--filter=}" ;;
     --min_time=*) min_time="${arg#--min_time=}" ;;
@@ -84,23 +98,15 @@ if [ "$full" = 1 ]; then
     echo "run.sh: python3-matplotlib not installed; the report will have no plots" >&2
 fi
 
-if [ "$checked" = 1 ]; then
-  # The checked build lands in the same bazel-bin path: build it first and
-  # keep a copy, then the normal build below replaces it.
-  echo "=== building the checked libelfc.so (--config=checked)"
-  bazel_build --config=checked //elfc:libelfc.so
-  checked_dir=$(mktemp -d -t allocators-checked.XXXXXX)
-  cp "$(bazel "${startup[@]}" info --config=checked "${build_opts[@]}" bazel-bin 2>/dev/null)/elfc/libelfc.so" \
-    "$checked_dir/libelfc-checked.so"
-  harness_args+=(--extra="elfc-checked=$checked_dir/libelfc-checked.so")
-fi
-
 echo "=== building libelfc.so and the workloads"
 targets=(//elfc:libelfc.so //tools/workloads:all)
+[ "$checked" = 1 ] && targets+=(//elfc:libelfc_checked.so)
 [ "$matrix" = 1 ] && targets+=(//elfc:malloc_benchmark)
 bazel_build "${targets[@]}"
 bin_dir=$(bazel "${startup[@]}" info "${build_opts[@]}" bazel-bin 2>/dev/null)
-
+if [ "$checked" = 1 ]; then
+  harness_args+=(--extra="elfc-checked=$bin_dir/elfc/libelfc_checked.so")
+fi
 echo "=== workloads under each allocator, $(nproc) CPUs (progress on stderr)"
 status=0
 /usr/bin/python3 tools/harness.py --bin_dir="$bin_dir" \
