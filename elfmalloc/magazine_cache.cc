@@ -15,9 +15,11 @@ namespace elfmalloc {
 MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
     : slabs_(cls) {
   if (capacity == 0) capacity = MagazineCapacity(cls->metadata().object_size);
-  const std::size_t table = absl::bit_ceil(2 * capacity);
+  std::size_t table = absl::bit_ceil(2 * capacity);
+  if (table > kMaxCoalescerCells) table = kMaxCoalescerCells;
+  // touched_ holds at most one index per cell.
   const std::size_t bytes = capacity * sizeof(void*) + table * sizeof(Cell) +
-                            capacity * sizeof(std::uint32_t);
+                            table * sizeof(std::uint32_t);
   // Fresh mappings are zero: every cell starts empty. The kernel commits the
   // pages on first touch, so an idle cache costs address space only.
   void* m = mmap_alloc::Map(bytes);

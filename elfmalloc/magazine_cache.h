@@ -28,19 +28,24 @@
 // (MagazineCacheTest.CapacitiesAreTheIntendedOnes), with the smaller byte
 // budget above. For small objects the reference's 65536 is replaced by
 // 1024 (64 KiB of 64-byte objects, where the middle rule takes over
-// continuously): the stack is 8 KiB and the coalescer table 48 KiB of
+// continuously): the stack is 8 KiB and the coalescer table 12 KiB of
 // virtual memory per class per thread, committed on first use. (65536
 // meant a 512 KiB stack plus a 3 MiB coalescer per class per thread.) The
 // 16-object floor lets the 8..32 KiB classes cache 128..512 KiB. Flushing
 // half a magazine of 512 objects still batches well: objects freed close
 // together in time mostly share bit-set words.
 //
-// The Coalescer: an open hash table of bit_ceil(2 * capacity) cells keyed by
-// (slab, bit-set word), each accumulating the mask of objects to free in that
-// word. An entry whose cell holds a different word is freed at once (no
-// probing: the table is at least twice the batch, so collisions are rare,
-// and a collision only costs a single free). The touched cells are then
-// bulk-freed and cleared. The table relies on fresh mmap memory being zero.
+// The Coalescer: an open hash table of min(bit_ceil(2 * capacity), 512)
+// cells keyed by (slab, bit-set word), each accumulating the mask of objects
+// to free in that word. An entry whose cell holds a different word is freed
+// at once (no probing: a collision only costs a single free). The touched
+// cells are then bulk-freed and cleared. The table relies on fresh mmap
+// memory being zero. Its cells are touched where the hash sends them, so
+// the whole table becomes resident after a few flushes: at 2048 cells
+// (48 KiB) per class per thread, a consumer thread freeing 17 small classes
+// held ~0.8 MiB of tables alone. 512 cells (12 KiB) suffice because runs of
+// objects in one bit-set word are merged before they reach the table (the
+// common case: objects freed in about the order they were allocated).
 //
 // Adaptive capacity: a thread that only frees objects of a class (the
 // consumer of a producer-consumer pair, a thread draining a queue) never
@@ -77,6 +82,8 @@ namespace elfmalloc {
 inline constexpr std::size_t kSmallMagazineCapacity = 1024;
 inline constexpr std::size_t kMagazineBytes = std::size_t{64} << 10;
 inline constexpr std::size_t kLargeMagazineBytes = std::size_t{256} << 10;
+// The coalescer's largest table (see "The Coalescer").
+inline constexpr std::size_t kMaxCoalescerCells = 512;
 
 // Stack capacity for objects of object_size bytes (see the file comment).
 constexpr std::size_t MagazineCapacity(std::size_t object_size) noexcept {
