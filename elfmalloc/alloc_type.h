@@ -33,6 +33,9 @@ enum class AllocType : std::uint64_t {
   kSmallSlab = 1,  // a slab on a 64 KiB page
   kMediumSlab = 2,  // a slab on a 2 MiB page
   kLarge = 3,      // an individually mapped large allocation
+  // A freed large block kept mapped in the large-block cache
+  // (large_alloc.h): freeing it again is a double free, reported as such.
+  kFreedLarge = 4,
 };
 
 inline constexpr std::size_t kStampAlignment = std::size_t{2} << 20;  // 2 MiB

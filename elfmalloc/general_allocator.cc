@@ -92,9 +92,10 @@ void ConfigureLargeCache() {
 // It reads nothing but the class's metadata and the block's first word (an
 // earlier version also checked the tag against the slab header's metadata:
 // a second cache line per free).
-// Not detected: a double free of a large block (its mapping is gone, so the
-// second free faults reading the header), and two frees of one block racing
-// each other on different threads.
+// Not detected: a double free of a large block once its region was reused
+// or unmapped (while it waits in the large-block cache, every build reports
+// it: AllocType::kFreedLarge), and two frees of one block racing each other
+// on different threads.
 #if defined(ELFMALLOC_CHECKED)
 constexpr bool kChecked = true;
 #else
@@ -447,6 +448,12 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* AllocClass(SizeClass c) {
 
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieNotOurs(
     const void* p) {
+  if (ReadAllocType(p) == AllocType::kFreedLarge) {
+    ABSL_RAW_LOG(FATAL,
+                 "elfmalloc: double free of %p (a large block, already freed "
+                 "and cached for reuse)",
+                 p);
+  }
   ABSL_RAW_LOG(FATAL, "elfmalloc: %p was not allocated by elfmalloc", p);
   std::abort();  // not reached: FATAL aborts
 }
@@ -537,7 +544,7 @@ void* Allocate(std::size_t n, std::size_t align) noexcept {
     const SizeClass c = SizeToClass(n);
     if (ClassAlignment(c) >= align) return AllocClass(c);
     const std::size_t m = absl::bit_ceil(n > align ? n : align);
-    // Every power of two from 16 to 1 MiB is a class aligned to its size.
+    // Every power of two from 16 to 256 KiB is a class aligned to its size.
     if (IsSlabSize(m)) return AllocClass(SizeToClass(m));
   }
   return AllocLarge(n, align, false);
@@ -583,7 +590,7 @@ void* Reallocate(void* p, std::size_t n) noexcept {
   } else {
     if (t != AllocType::kLarge) DieNotOurs(p);
     // Large: a size that fits a class moves to a slab (a whole mapping for
-    // <= 1 MiB is wasteful); otherwise mremap, which grows or shrinks.
+    // <= 256 KiB is wasteful); otherwise mremap, which grows or shrinks.
     if (!IsSlabSize(n)) return LargeRealloc(p, n);
   }
   void* q = Allocate(n);

@@ -291,6 +291,10 @@ void LargeFree(void* p) noexcept {
   g_mapped_bytes.fetch_sub(region, std::memory_order_relaxed);
   g_allocations.fetch_sub(1, std::memory_order_relaxed);
   if (cacheable) {
+    // The header stays mapped while cached: a second free of p finds this
+    // stamp and is reported as a double free (alloc_type.h) instead of
+    // caching the region twice and handing it to two owners later.
+    hdr->type.store(AllocType::kFreedLarge, std::memory_order_relaxed);
     PutCached(base, region);
   } else {
     UnmapKeepErrno(base, region);
