@@ -29,11 +29,19 @@
 //
 // Reuse: a freed block with the default layout (alignment up to a page) is
 // not unmapped but kept, whole and committed, in a small cache (32 regions,
-// at most kDefaultLargeCacheBytes in all: SetLargeCacheLimits). An
+// at most max(the configured cap, twice the bytes of live large blocks) in
+// all: SetLargeCacheLimits; the general allocator sets it from the options
+// table, ELFMALLOC_LARGE_CACHE_MB, when its heap is built, and until then
+// the cache is off). An
 // allocation first looks there: a region within an eighth above the size
-// needed is used as it is; a larger one is cut to size (munmap of its
+// needed is used as it is; a larger one is split at the next 2 MiB
+// boundary past the size, the remainder staying cached with its committed
+// pages (or, if less than 2 MiB would remain, cut to size by a munmap of its
 // tail); a smaller one is grown by mremap (its pages come along, only the
-// new part faults in). In steady state a program that allocates and frees
+// new part faults in). Splitting instead of cutting matters to programs
+// whose block sizes vary: with cuts, every region shrank to the last size
+// asked of it and the next bigger request faulted its pages in again (blocks
+// of 1-16 MiB, every page written: 400 operations/s, tcmalloc 28,000). In steady state a program that allocates and frees
 // blocks of a few MiB makes no system call and takes no page fault (each
 // block used to cost an aligned mmap, a fault per page and a munmap: a
 // Python loop building 1.1 MB bytearrays ran 60x slower than under glibc,
@@ -104,11 +112,9 @@ inline LargeHeader* LargeHeaderOf(const void* p) noexcept {
       (reinterpret_cast<std::uintptr_t>(p) - 1) & ~(kStampAlignment - 1));
 }
 
-inline constexpr std::size_t kDefaultLargeCacheBytes = std::size_t{64} << 20;
-inline constexpr std::uint64_t kDefaultLargeCacheDecayMs = 1000;
-
-// The cache's cap in bytes (0 disables caching) and decay period in
-// milliseconds (0: regions stay until evicted by the cap or released).
+// The cache's cap in bytes (0, the initial value, disables caching) and
+// decay period in milliseconds (0: regions stay until evicted by the cap or
+// released).
 // Lowering the cap below what is cached releases the cache.
 void SetLargeCacheLimits(std::size_t max_bytes,
                          std::uint64_t decay_ms) noexcept;

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include <sys/mman.h>
 #include <time.h>
 
 #include "elfmalloc/alloc_type.h"
@@ -142,6 +143,10 @@ void SleepMs(long ms) {
   nanosleep(&ts, nullptr);
 }
 
+// The general allocator's defaults (options.h).
+constexpr std::size_t kDefaultLargeCacheBytes = std::size_t{128} << 20;
+constexpr std::uint64_t kDefaultLargeCacheDecayMs = 1000;
+
 // Each cache test starts from an empty cache with the default limits.
 class LargeCacheTest : public ::testing::Test {
  protected:
@@ -174,17 +179,56 @@ TEST_F(LargeCacheTest, FreedBlockIsReusedWithoutMapping) {
   LargeFree(q);
 }
 
-TEST_F(LargeCacheTest, LargerRegionIsCutToSize) {
+TEST_F(LargeCacheTest, LargerRegionIsSplitAndTheRestStaysCached) {
+  const std::size_t page = mmap_alloc::PageSize();
   void* p = LargeAlloc(8 * kMiB);
   ASSERT_NE(p, nullptr);
+  Fill(p, 8 * kMiB, 3);
   LargeFree(p);
+  // 2 MiB + a header page: split at the 4 MiB boundary of the region; the
+  // head (4 MiB) is the block.
   void* q = LargeAlloc(2 * kMiB);
   ASSERT_NE(q, nullptr);
   EXPECT_EQ(q, p);
-  EXPECT_LT(LargeUsableSize(q), 2 * kMiB + 2 * mmap_alloc::PageSize());
+  EXPECT_EQ(LargeUsableSize(q), 4 * kMiB - page);
+  EXPECT_EQ(GetLargeStats().cached_bytes, 4 * kMiB + page);
+  Fill(q, 2 * kMiB, 4);
+  EXPECT_TRUE(Check(q, 2 * kMiB, 4));
+  // The remainder serves the next request, without disturbing q.
+  char* const base = static_cast<char*>(LargeHeaderOf(q)->base);
+  void* r = LargeAlloc(3 * kMiB);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(static_cast<char*>(r), base + 4 * kMiB + page);
+  EXPECT_EQ(ReadAllocType(r), AllocType::kLarge);
+  Fill(r, 3 * kMiB, 5);
+  EXPECT_TRUE(Check(q, 2 * kMiB, 4));
+  EXPECT_TRUE(Check(r, 3 * kMiB, 5));
+  // (r took 3 MiB of the 4 MiB remainder: too little would have remained
+  // for another split, so its tail went back to the OS.) Freed, the two
+  // halves merge again: one region serves 6.5 MiB in place.
+  LargeFree(r);
+  LargeFree(q);
+  EXPECT_EQ(GetLargeStats().cached_bytes, 7 * kMiB + page);
+  void* whole = LargeAlloc(6 * kMiB + kMiB / 2);
+  ASSERT_NE(whole, nullptr);
+  EXPECT_EQ(whole, p);
+  Fill(whole, 6 * kMiB + kMiB / 2, 6);
+  EXPECT_TRUE(Check(whole, 6 * kMiB + kMiB / 2, 6));
+  LargeFree(whole);
+}
+
+// Less than 2 MiB would remain past the split point: the tail is cut.
+TEST_F(LargeCacheTest, LargerRegionIsCutWhenLittleWouldRemain) {
+  void* p = LargeAlloc(5 * kMiB);
+  ASSERT_NE(p, nullptr);
+  LargeFree(p);
+  void* q = LargeAlloc(3 * kMiB);  // split point 4 MiB: 1 MiB would remain
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q, p);
+  EXPECT_LT(LargeUsableSize(q), 3 * kMiB + 2 * mmap_alloc::PageSize());
   EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
-  Fill(q, 2 * kMiB, 3);
-  EXPECT_TRUE(Check(q, 2 * kMiB, 3));
+  Fill(q, 3 * kMiB, 6);
+  EXPECT_TRUE(Check(q, 3 * kMiB, 6));
   LargeFree(q);
 }
 
@@ -206,6 +250,68 @@ TEST_F(LargeCacheTest, SmallerRegionIsGrown) {
   LargeFree(q);
 }
 
+// A block freed between two cached neighbours merges with both.
+TEST_F(LargeCacheTest, FreedBlockMergesWithBothNeighbours) {
+  const std::size_t page = mmap_alloc::PageSize();
+  void* whole = LargeAlloc(12 * kMiB);
+  ASSERT_NE(whole, nullptr);
+  LargeFree(whole);
+  // Three pieces split off the same region, back to back.
+  void* a = LargeAlloc(2 * kMiB);  // head: 4 MiB
+  void* b = LargeAlloc(2 * kMiB);  // next 4 MiB
+  void* c = LargeAlloc(3 * kMiB);  // the rest
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(static_cast<char*>(b), static_cast<char*>(a) + 4 * kMiB);
+  EXPECT_EQ(static_cast<char*>(c), static_cast<char*>(a) + 8 * kMiB);
+  LargeFree(a);
+  LargeFree(c);
+  const std::size_t cached = GetLargeStats().cached_bytes;
+  LargeFree(b);  // joins a's and c's regions into one
+  EXPECT_EQ(GetLargeStats().cached_bytes, cached + 4 * kMiB);
+  void* again = LargeAlloc(10 * kMiB);  // one region serves it in place
+  EXPECT_EQ(again, a);
+  Fill(again, 10 * kMiB, 7);
+  EXPECT_TRUE(Check(again, 10 * kMiB, 7));
+  LargeFree(again);
+  (void)page;
+}
+
+// No cached region is big enough, but two are together: their pages are
+// gathered into one region (moved, not copied or faulted in again).
+TEST_F(LargeCacheTest, RegionsAreGatheredWhenNoneIsBigEnough) {
+  const std::size_t page = mmap_alloc::PageSize();
+  void* a = LargeAlloc(3 * kMiB);
+  void* spacer = LargeAlloc(3 * kMiB);  // keeps a and b from merging
+  void* b = LargeAlloc(4 * kMiB);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(spacer, nullptr);
+  ASSERT_NE(b, nullptr);
+  std::memset(a, 0x11, 3 * kMiB);
+  std::memset(b, 0x22, 4 * kMiB);
+  LargeFree(a);
+  LargeFree(b);
+  ASSERT_EQ(GetLargeStats().cached_bytes, 7 * kMiB + 2 * page);
+  const std::size_t reuses = GetLargeStats().reuses;
+  auto* g = static_cast<unsigned char*>(LargeAlloc(6 * kMiB));
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(GetLargeStats().reuses, reuses + 1);
+  EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
+  EXPECT_GE(LargeUsableSize(g), 6 * kMiB);
+  EXPECT_EQ(ReadAllocType(g), AllocType::kLarge);
+  // Every page of the block is already resident: nothing faults in.
+  std::vector<unsigned char> vec(6 * kMiB / page);
+  ASSERT_EQ(mincore(g, 6 * kMiB, vec.data()), 0);
+  std::size_t resident = 0;
+  for (unsigned char v : vec) resident += v & 1;
+  EXPECT_EQ(resident, vec.size());
+  Fill(g, 6 * kMiB, 9);
+  EXPECT_TRUE(Check(g, 6 * kMiB, 9));
+  LargeFree(g);
+  LargeFree(spacer);
+}
+
 TEST_F(LargeCacheTest, CapBoundsCachedBytes) {
   SetLargeCacheLimits(8 * kMiB, 0);
   std::vector<void*> blocks;
@@ -213,10 +319,15 @@ TEST_F(LargeCacheTest, CapBoundsCachedBytes) {
     blocks.push_back(LargeAlloc(3 * kMiB));
     ASSERT_NE(blocks.back(), nullptr);
   }
+  // The cap is max(8 MiB, twice the bytes of live large blocks).
   for (void* p : blocks) {
     LargeFree(p);
-    EXPECT_LE(GetLargeStats().cached_bytes, 8 * kMiB);
+    const LargeStats st = GetLargeStats();
+    EXPECT_LE(st.cached_bytes, st.mapped_bytes > 4 * kMiB
+                                   ? 2 * st.mapped_bytes
+                                   : 8 * kMiB);
   }
+  EXPECT_LE(GetLargeStats().cached_bytes, 8 * kMiB);
   EXPECT_GT(GetLargeStats().cached_bytes, 0u);
   // A block above the cap is never cached.
   void* big = LargeAlloc(9 * kMiB);

@@ -330,6 +330,23 @@ void* Remap(void* p, std::size_t old_size, std::size_t new_size,
   return q;
 }
 
+bool MoveTo(void* p, std::size_t size, void* to) noexcept {
+  ErrnoGuard guard;
+  std::size_t len;
+  if (!CheckRange(guard, p, size, &len)) return false;
+  if (ABSL_PREDICT_FALSE((reinterpret_cast<std::uintptr_t>(to) &
+                          (PageSize() - 1)) != 0)) {
+    guard.Fail(EINVAL);
+    return false;
+  }
+  if (ABSL_PREDICT_FALSE(mremap(p, len, len, MREMAP_MAYMOVE | MREMAP_FIXED,
+                                to) == MAP_FAILED)) {
+    guard.Fail(errno);
+    return false;
+  }
+  return true;
+}
+
 bool GrowInPlace(void* p, std::size_t old_size, std::size_t new_size) noexcept {
   ErrnoGuard guard;
   std::size_t old_len;

@@ -151,6 +151,15 @@ bool Protect(void* p, std::size_t size, Perm perm) noexcept;
 void* Remap(void* p, std::size_t old_size, std::size_t new_size,
             std::size_t align = 0) noexcept;
 
+// Moves the pages of [p, p + size) to [to, to + size) (mremap with
+// MREMAP_FIXED: page tables move, contents are not copied, committed pages
+// stay committed), replacing whatever was mapped at the target; the source
+// range is unmapped afterwards. p and to page-aligned. false with errno set
+// (EFAULT: the source is not one mapping with uniform attributes), in which
+// case neither range changed. For gathering several regions into one
+// reservation made by Map (elfmalloc's large-block cache).
+bool MoveTo(void* p, std::size_t size, void* to) noexcept;
+
 // Grows [p, p + old_size) to new_size without moving it. false with ENOMEM if
 // the pages after the region are in use (or the kernel cannot supply them),
 // EINVAL if new_size < old_size (after rounding) or p is unaligned. Growing to

@@ -472,6 +472,37 @@ TEST(MmapAllocTest, RemapKeepsContentsAndPermissions) {
 
 // Remap with an alignment above a page keeps the alignment even when the
 // block must move (plain mremap would only guarantee a page).
+// MoveTo gathers two separate regions into one reservation, keeping their
+// contents and their committed pages; the sources are gone.
+TEST(MmapAllocTest, MoveToGathersRegionsIntoAReservation) {
+  const std::size_t page = PageSize();
+  char* a = static_cast<char*>(Map(4 * page));
+  char* b = static_cast<char*>(Map(2 * page));
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  std::memset(a, 0x11, 4 * page);
+  std::memset(b, 0x22, 2 * page);
+  MapOptions reserve;
+  reserve.perm = Perm::kNone;
+  char* t = static_cast<char*>(Map(6 * page, reserve));
+  ASSERT_NE(t, nullptr);
+  ASSERT_TRUE(MoveTo(a, 4 * page, t));
+  ASSERT_TRUE(MoveTo(b, 2 * page, t + 4 * page));
+  EXPECT_EQ(t[0], 0x11);
+  EXPECT_EQ(t[4 * page - 1], 0x11);
+  EXPECT_EQ(t[4 * page], 0x22);
+  EXPECT_EQ(t[6 * page - 1], 0x22);
+  t[0] = 1;  // writable: the moved pages keep their protection
+  unsigned char vec[6] = {};
+  ASSERT_EQ(mincore(t, 6 * page, vec), 0);
+  for (unsigned char v : vec) EXPECT_EQ(v & 1, 1);  // still resident
+  // The sources are unmapped.
+  EXPECT_NE(mincore(a, page, vec), 0);
+  EXPECT_NE(mincore(b, page, vec), 0);
+  EXPECT_FALSE(MoveTo(t + 1, page, t));  // unaligned
+  EXPECT_TRUE(Unmap(t, 6 * page));
+}
+
 TEST(MmapAllocTest, RemapKeepsLargeAlignment) {
   const std::size_t align = std::size_t{2} << 20;
   const std::size_t len = align;
