@@ -54,7 +54,7 @@ namespace {
 constexpr double kCutoff = 0.3;
 std::size_t AvailableQueues() {
   const std::size_t cpus = AvailableCpus();
-  std::size_t q = absl::bit_ceil(cpus);
+  std::size_t q = absl::bit_ceil(2 * cpus);
   return q < 2 ? 2 : (q > 16 ? 16 : q);
 }
 
