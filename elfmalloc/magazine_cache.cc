@@ -29,9 +29,13 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
   capacity_ = static_cast<std::uint32_t>(capacity);
   max_capacity_ = capacity_;
   const std::size_t size = cls->metadata().object_size;
-  std::size_t min = (std::size_t{8} << 10) / (size == 0 ? 1 : size);
-  if (min < 8) min = 8;
-  if (min > capacity) min = capacity;
+  // Adaptive only up to kAdaptiveMaxSize (see magazine_cache.h).
+  std::size_t min = capacity;
+  if (size <= kAdaptiveMaxSize) {
+    min = (std::size_t{8} << 10) / (size == 0 ? 1 : size);
+    if (min < 8) min = 8;
+    if (min > capacity) min = capacity;
+  }
   min_capacity_ = static_cast<std::uint32_t>(min);
   char* p = static_cast<char*>(m);
   stack_ = reinterpret_cast<void**>(p);

@@ -57,7 +57,12 @@
 // min(max, max(8, 8 KiB / size)) objects); a refill restores the maximum
 // above at once. A thread that allocates and frees keeps the full
 // magazine; a free-only thread settles at the minimum within a few
-// flushes.
+// flushes. Only classes up to kAdaptiveMaxSize (256 B) adapt: a thread
+// that frees a batch it allocated itself looks free-only too, and with
+// 2 KiB blocks (32 per magazine, flushed 4 at a time once shrunk) such
+// bursts cost 21% more instructions (threadtest 2 KiB), where a 64-byte
+// class pays 4% (flushes of 64 objects); small classes are also where a
+// consumer held the most (up to 64 KiB in each of 17 classes).
 //
 // Memory: the stack and the coalescer come from one mmap_alloc mapping,
 // committed lazily by the kernel; never malloc. If the mapping fails the cache
@@ -82,6 +87,9 @@ namespace elfmalloc {
 inline constexpr std::size_t kSmallMagazineCapacity = 1024;
 inline constexpr std::size_t kMagazineBytes = std::size_t{64} << 10;
 inline constexpr std::size_t kLargeMagazineBytes = std::size_t{256} << 10;
+// The largest object size whose magazine capacity adapts (see "Adaptive
+// capacity").
+inline constexpr std::size_t kAdaptiveMaxSize = 256;
 // The coalescer's largest table (see "The Coalescer").
 inline constexpr std::size_t kMaxCoalescerCells = 512;
 
