@@ -149,13 +149,15 @@ std::size_t FreeFakeChunk() {
   return 32;
 }
 
-std::size_t ReallocFreed(std::size_t n) {
+std::size_t ReallocFreedTo(std::size_t n, std::size_t to) {
   void* p = Malloc(n);
   Free(p);
-  void* q = realloc(Launder(p), n * 2);
+  void* q = realloc(Launder(p), to);
   (void)q;
   return n;
 }
+
+std::size_t ReallocFreed(std::size_t n) { return ReallocFreedTo(n, n * 2); }
 
 // realloc moved the block; the program frees the old pointer.
 std::size_t FreeAfterRealloc() {
@@ -249,6 +251,8 @@ const Scenario kScenarios[] = {
     {"free_fake_chunk", "a forged chunk in a static buffer", &FreeFakeChunk},
     {"realloc_freed_small", "24 B", [] { return ReallocFreed(kSmall); }},
     {"realloc_freed_huge", "2 MiB", [] { return ReallocFreed(kHuge); }},
+    {"realloc_freed_same_size", "24 B, to 20 B: kept in place",
+     [] { return ReallocFreedTo(kSmall, 20); }},
     {"realloc_interior", "p + 64 of 3000 B", &ReallocInterior},
     {"realloc_stack", "a stack buffer", &ReallocStack},
     {"overflow_small", "8 B past the usable end of 24 B",

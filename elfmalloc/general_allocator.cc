@@ -549,20 +549,27 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void PushFreed(SizeClass c,
   if (ABSL_PREDICT_FALSE(!th->TryFree(c, p))) return th->FreeSlow(c, p);
 }
 
+// The first word of p is p's free mark: aborts with "elfmalloc: <what>
+// <p> (size class ...)" if p is an object start of class c (the mark is
+// ours: the block is free), else returns.
+ABSL_ATTRIBUTE_NOINLINE void DieIfMarkIsOurs(const char* what, SizeClass c,
+                                             const void* p) noexcept {
+  Heap* heap = g_heap.load(std::memory_order_acquire);
+  if (heap == nullptr || IsObjectStart(p, c, heap->cls(c).metadata())) {
+    ABSL_RAW_LOG(FATAL,
+                 "elfmalloc: %s %p (size class %u: %zu-byte blocks); the "
+                 "block was freed before and not allocated since",
+                 what, p, static_cast<unsigned>(c.index()), ClassSize(c));
+  }
+}
+
 // A free found p's free mark in its first word. Aborts (naming the error,
 // the pointer and the size class) unless p is no object start of its class,
 // in which case the word is not a mark of ours and the free goes on. Not
 // [[noreturn]], so that the fast path reaches it by a jump and keeps no
 // registers across it.
 ABSL_ATTRIBUTE_NOINLINE void FreeMarked(SizeClass c, void* p) noexcept {
-  Heap* heap = g_heap.load(std::memory_order_acquire);
-  if (heap == nullptr || IsObjectStart(p, c, heap->cls(c).metadata())) {
-    ABSL_RAW_LOG(FATAL,
-                 "elfmalloc: double free of %p (size class %u: %zu-byte "
-                 "blocks); the block was freed before and not allocated "
-                 "since",
-                 p, static_cast<unsigned>(c.index()), ClassSize(c));
-  }
+  DieIfMarkIsOurs("double free of", c, p);
   PushFreed(c, p);
 }
 
@@ -662,7 +669,14 @@ void* Reallocate(void* p, std::size_t n) noexcept {
   if (p == nullptr) return Allocate(n);
   const AllocType t = ReadAllocType(p);
   if (IsSlabType(t)) {
-    const std::size_t old = ClassSize(TagClass(p));
+    const SizeClass c = TagClass(p);
+    // A freed block (its free mark, see FreeMark): the same report as a
+    // double free, also when the block would be kept in place.
+    if (ABSL_PREDICT_FALSE(*static_cast<const std::uint64_t*>(p) ==
+                           FreeMark(p))) {
+      DieIfMarkIsOurs("realloc of freed block", c, p);
+    }
+    const std::size_t old = ClassSize(c);
     if (n <= old) {
       // Shrink only when it saves at least half the block.
       const std::size_t now = ClassSize(SizeToClass(n));
