@@ -109,8 +109,8 @@ void ConfigureLargeCache() {
 //     inverse: no division) and of a large block (p == base + header).
 //   * Foreign pointers: a stamp that is not elfmalloc's already aborts in
 //     every build, and so does a slab tag that is not one of our classes.
-// It reads nothing but the class's metadata and the block's first word (an
-// earlier version also checked the tag against the slab header's metadata:
+// It reads nothing but the class's metadata and the block's first word
+// (checking the tag against the slab header's metadata as well would read
 // a second cache line per free).
 // Not detected: a double free of a large block once its region was reused
 // or unmapped (while it waits in the large-block cache, every build reports
