@@ -58,6 +58,19 @@ void WriteAll(const char* s) {
   }
 }
 
+void WriteNumber(int n) {
+  char buf[16];
+  char* e = buf + sizeof(buf) - 1;
+  *e = '\0';
+  char* b = e;
+  unsigned u = n < 0 ? 0u : static_cast<unsigned>(n);
+  do {
+    *--b = static_cast<char>('0' + u % 10);
+    u /= 10;
+  } while (u != 0 && b > buf);
+  WriteAll(b);
+}
+
 // Only async-signal-safe calls, apart from the child's malloc/free: those
 // are what the test is about.
 void OnSignal(int) {
@@ -87,11 +100,16 @@ void OnSignal(int) {
     r = waitpid(pid, &status, 0);
   } while (r < 0 && errno == EINTR);
   if (r != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    WriteAll(WIFEXITED(status) && WEXITSTATUS(status) == 124
-                 ? "FAILED: a child forked from a signal handler hung (its "
-                   "watchdog fired)\n"
-                 : "FAILED: a child forked from a signal handler did not "
-                   "exit 0\n");
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 124) {
+      WriteAll("FAILED: a child forked from a signal handler hung (its "
+               "watchdog fired)\n");
+    } else {
+      WriteAll("FAILED: a child forked from a signal handler ");
+      WriteAll(WIFSIGNALED(status) ? "died of signal " : "exited with status ");
+      WriteNumber(WIFSIGNALED(status) ? WTERMSIG(status)
+                                      : WEXITSTATUS(status));
+      WriteAll("\n");
+    }
     g_failures.fetch_add(1);
   }
   g_forks.fetch_add(1);

@@ -538,11 +538,14 @@ std::size_t LargeCacheDecay() noexcept {
   const std::uint64_t now = CoarseMonotonicMs();
   if (now < g_next_expiry_ms.load(std::memory_order_relaxed)) return 0;
   Evicted expired;
-  {
-    SpinLockHolder l(&g_cache_lock);
-    ExpireLocked(now, &expired);
-    UpdateExpiryLocked();
-  }
+  // Opportunistic (it runs on magazine refills): a busy lock means another
+  // large-block operation, which expires regions itself, or a section this
+  // thread's signal handler interrupted (a fork child of that handler must
+  // not wait for it).
+  if (!g_cache_lock.TryLock()) return 0;
+  ExpireLocked(now, &expired);
+  UpdateExpiryLocked();
+  g_cache_lock.Unlock();
   std::size_t bytes = 0;
   for (std::size_t i = 0; i < expired.n; ++i) bytes += expired.r[i].region;
   expired.UnmapAll();

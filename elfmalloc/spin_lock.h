@@ -110,6 +110,18 @@ class SpinLock {
     LockSlow(me);
   }
 
+  // Takes the lock if it is free, else returns false at once (also when
+  // this thread holds it): for work that may be skipped, such as a decay
+  // purge on an allocation path, which must not wait for another thread nor
+  // for a section this thread's signal handler interrupted.
+  bool TryLock() noexcept {
+    std::uint32_t expected = 0;
+    return state_.compare_exchange_strong(expected,
+                                          internal::ThreadId() << 1,
+                                          std::memory_order_acquire,
+                                          std::memory_order_relaxed);
+  }
+
   void Unlock() noexcept {
     if (ABSL_PREDICT_FALSE(
             (state_.exchange(0, std::memory_order_release) & 1) != 0)) {
