@@ -398,6 +398,10 @@ bool DefaultLayout(std::size_t h, std::size_t m) {
 }
 
 void* AllocImpl(std::size_t size, std::size_t align, bool zero) {
+  // Success leaves errno as it was (the malloc binding's contract): a cache
+  // path the kernel refused (mremap of a region merged from two mappings:
+  // EFAULT) may set it before a fresh mapping succeeds.
+  const int saved_errno = errno;
   if (align != 0 && !IsPow2(align)) {
     errno = EINVAL;
     return nullptr;
@@ -433,6 +437,7 @@ void* AllocImpl(std::size_t size, std::size_t align, bool zero) {
   }
   g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
   g_allocations.fetch_add(1, std::memory_order_relaxed);
+  errno = saved_errno;
   return Publish(base, region, size, h, m);
 }
 
@@ -475,6 +480,10 @@ std::size_t LargeRequestedSize(const void* p) noexcept {
 }
 
 void* LargeRealloc(void* p, std::size_t new_size) noexcept {
+  // Success leaves errno as it was (see AllocImpl): a refused mremap (a
+  // region merged from two mappings spans two VMAs: EFAULT) falls back to
+  // copying.
+  const int saved_errno = errno;
   LargeHeader* hdr = LargeHeaderOf(p);
   const std::size_t h = hdr->header_space;
   const std::size_t m = hdr->map_align;
@@ -500,6 +509,7 @@ void* LargeRealloc(void* p, std::size_t new_size) noexcept {
     g_mapped_bytes.fetch_sub(old_region, std::memory_order_relaxed);
     return Publish(base, region, new_size, h, m);
   }
+  errno = saved_errno;
   // The kernel refused to move the mapping: copy.
   void* q = LargeAlloc(new_size, h > mmap_alloc::PageSize() ? h : 0);
   if (q == nullptr) return nullptr;

@@ -312,6 +312,29 @@ TEST_F(LargeCacheTest, RegionsAreGatheredWhenNoneIsBigEnough) {
   LargeFree(spacer);
 }
 
+// Every successful allocation leaves errno alone, whatever cache path it
+// took (a refused mremap inside one of them sets errno before a fresh
+// mapping succeeds; the malloc fuzzer found that).
+TEST_F(LargeCacheTest, SuccessLeavesErrnoAlone) {
+  std::mt19937 rng(12345);
+  std::vector<void*> live;
+  for (int i = 0; i < 400; ++i) {
+    if (live.size() < 6 && (rng() % 3 != 0)) {
+      errno = 1234;
+      const std::size_t n = (1 + rng() % 24) * kMiB / 2 + rng() % 8192;
+      void* p = LargeAlloc(n);
+      ASSERT_NE(p, nullptr);
+      ASSERT_EQ(errno, 1234) << "after LargeAlloc(" << n << ")";
+      live.push_back(p);
+    } else if (!live.empty()) {
+      const std::size_t k = rng() % live.size();
+      LargeFree(live[k]);
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(k));
+    }
+  }
+  for (void* p : live) LargeFree(p);
+}
+
 TEST_F(LargeCacheTest, CapBoundsCachedBytes) {
   SetLargeCacheLimits(8 * kMiB, 0);
   std::vector<void*> blocks;

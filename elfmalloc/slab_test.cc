@@ -197,14 +197,14 @@ TEST(SlabTest, TagsLiveInTheLeaderAndBelongToEachSlab) {
   EXPECT_EQ(Slab::TagOf(base + 4096), 2);
 
   // A 256 KiB slab writes the four bytes it covers, no others.
-  const SlabMetadata mid =
-      ComputeMetadata(2 * K, kMidPageSize, 0.6, kMidPageSize);
-  Slab* d = Slab::Init(base + kMidPageSize, &mid, AllocType::kSmallSlab, 77);
+  constexpr std::size_t kPage256 = 256 * K;
+  const SlabMetadata mid = ComputeMetadata(2 * K, kPage256, 0.6, kPage256);
+  Slab* d = Slab::Init(base + kPage256, &mid, AllocType::kSmallSlab, 77);
   for (std::size_t i = 0; i < mid.n_objects; ++i) {
     EXPECT_EQ(Slab::TagOf(d->ObjectAt(i)), 77) << i;
   }
-  EXPECT_EQ(Slab::TagOf(base + kMidPageSize - 64), 10 + 3);
-  EXPECT_EQ(Slab::TagOf(base + 2 * kMidPageSize + 64), 10 + 8);
+  EXPECT_EQ(Slab::TagOf(base + kPage256 - 64), 10 + 3);
+  EXPECT_EQ(Slab::TagOf(base + 2 * kPage256 + 64), 10 + 8);
 
   // A 2 MiB slab writes the whole table.
   const SlabMetadata medium =
