@@ -97,7 +97,7 @@ void ConfigureLargeCache() {
 // compare and a store on the block's first cache line per free, a store
 // per allocation (the program is about to write that line anyway): 4
 // instructions per malloc/free pair with the frameless free below
-// (callgrind: pair_latency 84 -> 88 per pair, +1.7% over the
+// (callgrind: pair_latency 84 -> 88 per pair, +1.8% over the
 // single-thread harness rows).
 // glibc's tcache key is the same idea (in the second word; its free lists
 // live in the blocks).
