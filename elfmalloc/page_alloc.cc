@@ -28,7 +28,7 @@ PageAlloc::Options PageAlloc::MidPages() noexcept {
   Options o;
   o.page_size = kMidPageSize;
   o.type = AllocType::kSmallSlab;  // the tags, not the stamp, tell classes
-  o.pages_per_refill = kStampAlignment / kMidPageSize;  // one group of 16
+  o.pages_per_refill = kStampAlignment / kMidPageSize;  // one group of 8
   return o;
 }
 

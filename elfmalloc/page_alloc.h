@@ -1,5 +1,5 @@
 // PageAlloc: the per-page-size cache of slab pages (the reference's PageAlloc,
-// a "CoarseAllocator"). elfmalloc has three: 64 KiB small pages, 128 KiB
+// a "CoarseAllocator"). elfmalloc has three: 64 KiB small pages, 256 KiB
 // mid pages and 2 MiB medium pages; every size class's slabs come from one
 // of them.
 //
@@ -112,7 +112,7 @@ class PageAlloc {
   };
   // Elfmalloc's two configurations.
   static Options SmallPages() noexcept;   // 64 KiB, kSmallSlab, groups of 32
-  static Options MidPages() noexcept;     // 128 KiB, kSmallSlab, groups of 16
+  static Options MidPages() noexcept;     // 256 KiB, kSmallSlab, groups of 8
   static Options MediumPages() noexcept;  // 2 MiB, kMediumSlab, 2 per refill
 
   explicit PageAlloc(const Options& options) noexcept;

@@ -19,16 +19,16 @@
 // and a thread's magazine of such a class would cache megabytes.
 //
 // Classes up to 512 B live on 64 KiB "small" pages, 640 B .. 14 KiB on
-// 128 KiB "mid" pages, 16 KiB and up on 2 MiB "medium" pages (at least 7
+// 256 KiB "mid" pages, 16 KiB and up on 2 MiB "medium" pages (at least 7
 // objects per slab: 2 MiB holds 7 of 256 KiB after its header's aligned
-// slot; 128 KiB holds 9 of 14 KiB). A class in use touches about one to
-// three of its slabs, so the slab size sets the fixed cost of every class
-// in use: with 4 classes per doubling, 256 KiB mid pages left programs with
-// many medium sizes at 1.55-1.71x glibc's peak RSS (shbench 64 B-4 KiB),
-// 128 KiB at 1.40-1.54x, for 3% more instructions on 2 KiB bursts (slab
-// turnover). 64 KiB would be leaner still, but a 2 KiB slab then holds 31
-// objects, and two threads allocating and freeing 2 KiB blocks spent their
-// time taking and returning pages, at less than half the speed.
+// slot). A class in use touches about one to three of its slabs, so the
+// slab size sets the fixed cost of every class in use. Mid pages stay at
+// 256 KiB: 128 KiB ones cut the peak RSS of programs with many medium sizes
+// by about a tenth (shbench 64 B-4 KiB: 1.55 -> 1.40x glibc's), but two
+// threads allocating and freeing 2 KiB blocks then take and return pages
+// so often that they run a third slower (threadtest 2 KiB, 2 threads:
+// 70 -> 46 M ops/s), and on 64 KiB pages (31 objects of 2 KiB) at less
+// than half the speed.
 //
 // The table is a literal constexpr array (tcmalloc size_classes.cc style) so
 // that its contents are reviewable at a glance; static_asserts below check the
@@ -47,7 +47,7 @@
 namespace elfmalloc {
 
 inline constexpr std::size_t kSmallPageSize = std::size_t{64} << 10;    // 64 KiB
-inline constexpr std::size_t kMidPageSize = std::size_t{128} << 10;    // 128 KiB
+inline constexpr std::size_t kMidPageSize = std::size_t{256} << 10;    // 256 KiB
 inline constexpr std::size_t kMediumPageSize = std::size_t{2} << 20;    // 2 MiB
 // Objects up to this size live on small pages.
 inline constexpr std::size_t kSmallClassMax = 512;

@@ -33,7 +33,7 @@ TEST(SizeClassesTest, PageSizes) {
     if (ClassSize(c) <= 512) {
       EXPECT_EQ(ClassPageSize(c), 64u * 1024) << ClassSize(c);
     } else if (ClassSize(c) < 16 * 1024) {
-      EXPECT_EQ(ClassPageSize(c), 128u * 1024) << ClassSize(c);
+      EXPECT_EQ(ClassPageSize(c), 256u * 1024) << ClassSize(c);
     } else {
       EXPECT_EQ(ClassPageSize(c), 2u * 1024 * 1024) << ClassSize(c);
     }
