@@ -73,7 +73,7 @@ run_leg() {
 
 # A check that cannot be a Bazel test (it runs Bazel itself): one (step) test.
 run_step() {
-  local name=$1 log="$logdir/$1.log"
+  local name=$1 log="$logdir/${1//\//_}.log"  # a name with slashes: one file
   shift
   echo "=== [step] $name: $*"
   if "$@" >"$log" 2>&1; then
