@@ -194,15 +194,15 @@ int ClampInt(std::size_t v) {
   return v > static_cast<std::size_t>(INT_MAX) ? INT_MAX : static_cast<int>(v);
 }
 
-void PrintText(Writer& w) {
-  elfc_detailed_stats d;
-  Snapshot(&d);
+// The totals both printers show, named once (text and JSON keys alike).
+struct NamedTotal {
+  const char* name;
+  std::size_t value;
+};
+constexpr std::size_t kNumTotals = 13;
+void Totals(const elfc_detailed_stats& d, NamedTotal (&out)[kNumTotals]) {
   const elfc_stats& t = d.totals;
-  w.Printf("elfc %s statistics:\n", elfc::kVersion);
-  const struct {
-    const char* name;
-    std::size_t value;
-  } lines[] = {
+  const NamedTotal all[kNumTotals] = {
       {"allocated_bytes", t.allocated_bytes},
       {"active_bytes", t.active_bytes},
       {"mapped_bytes", t.mapped_bytes},
@@ -217,6 +217,15 @@ void PrintText(Writer& w) {
       {"resident_bytes", d.resident_bytes},
       {"peak_resident_bytes", d.peak_resident_bytes},
   };
+  for (std::size_t i = 0; i < kNumTotals; ++i) out[i] = all[i];
+}
+
+void PrintText(Writer& w) {
+  elfc_detailed_stats d;
+  Snapshot(&d);
+  w.Printf("elfc %s statistics:\n", elfc::kVersion);
+  NamedTotal lines[kNumTotals];
+  Totals(d, lines);
   for (const auto& l : lines) w.Printf("%-20s %zu\n", l.name, l.value);
   w.Printf("%10s %10s %12s %10s %8s\n", "class_size", "page_size",
            "allocated", "cached", "pages");
@@ -233,27 +242,10 @@ void PrintText(Writer& w) {
 void PrintJson(Writer& w) {
   elfc_detailed_stats d;
   Snapshot(&d);
-  const elfc_stats& t = d.totals;
   w.Printf("{\"version\": \"%s\", \"build\": \"%s\"", elfc::kVersion,
            kBuildKind);
-  const struct {
-    const char* name;
-    std::size_t value;
-  } fields[] = {
-      {"allocated_bytes", t.allocated_bytes},
-      {"active_bytes", t.active_bytes},
-      {"mapped_bytes", t.mapped_bytes},
-      {"dirty_bytes", t.dirty_bytes},
-      {"returned_bytes", t.returned_bytes},
-      {"large_bytes", t.large_bytes},
-      {"large_allocations", t.large_allocations},
-      {"thread_heaps", t.thread_heaps},
-      {"pooled_thread_heaps", d.pooled_thread_heaps},
-      {"cached_bytes", d.cached_bytes},
-      {"metadata_bytes", d.metadata_bytes},
-      {"resident_bytes", d.resident_bytes},
-      {"peak_resident_bytes", d.peak_resident_bytes},
-  };
+  NamedTotal fields[kNumTotals];
+  Totals(d, fields);
   for (const auto& f : fields) w.Printf(", \"%s\": %zu", f.name, f.value);
   w.Printf(", \"classes\": [");
   for (std::size_t i = 0; i < d.num_classes; ++i) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reliability battery's longer tier (issue 9), one command:
+# The reliability battery's longer tier, one command:
 #
 #   tools/reliability_long.sh [--out DIR] [--fuzz-seconds N] [--fork-runs N]
 #                             [--only STEP]... [--skip STEP]...
