@@ -33,7 +33,7 @@ enum class AllocType : std::uint64_t {
   kSmallSlab = 1,  // a slab on a 64 KiB page
   kMediumSlab = 2,  // a slab on a 2 MiB page
   kLarge = 3,      // an individually mapped large allocation
-  // A freed large block kept mapped in the large-block cache
+  // A freed large block whose units are free in the large-block heap
   // (large_alloc.h): freeing it again is a double free, reported as such.
   kFreedLarge = 4,
 };

@@ -69,8 +69,9 @@ PageAlloc::Options Configure(PageAlloc::Options o, OptionId max_dirty_mib) {
   return o;
 }
 
-// The large-block cache's cap and decay period (large_alloc.h, "Reuse"):
-// the same decay period as the slab pages.
+// The large-block heap's cap on resident free units and its decay period
+// (large_alloc.h, "Memory return"): the same decay period as the slab
+// pages.
 void ConfigureLargeCache() {
   // <= kMaxDirtyMiB (2^20): the shift cannot overflow.
   SetLargeCacheLimits(
@@ -112,9 +113,9 @@ void ConfigureLargeCache() {
 // It reads nothing but the class's metadata and the block's first word
 // (checking the tag against the slab header's metadata as well would read
 // a second cache line per free).
-// Not detected: a double free of a large block once its region was reused
-// or unmapped (while it waits in the large-block cache, every build reports
-// it: AllocType::kFreedLarge), and two frees of one block racing each other
+// Not detected: a double free of a large block once its units were reused
+// or purged (while they are free and resident, every build reports it:
+// AllocType::kFreedLarge), and two frees of one block racing each other
 // on different threads.
 #if defined(ELFMALLOC_CHECKED)
 constexpr bool kChecked = true;
@@ -467,8 +468,8 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassSlow(SizeClass c) {
 
 // The magazine of class c is empty.
 ABSL_ATTRIBUTE_NOINLINE void* AllocClassRefill(ThreadHeap* th, SizeClass c) {
-  // Large blocks cached for a whole period go back even when the program
-  // now allocates only small ones (large_alloc.h, "Reuse").
+  // Free large units unused for a whole period go back even when the
+  // program now allocates only small ones (large_alloc.h, "Memory return").
   LargeCacheDecay();
   void* p = th->AllocSlow(c);
   if (ABSL_PREDICT_FALSE(p == nullptr)) errno = ENOMEM;
@@ -489,8 +490,8 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* AllocClass(SizeClass c) {
     const void* p) {
   if (ReadAllocType(p) == AllocType::kFreedLarge) {
     ABSL_RAW_LOG(FATAL,
-                 "elfmalloc: double free of %p (a large block, already freed "
-                 "and cached for reuse)",
+                 "elfmalloc: double free of %p (a large block, already "
+                 "freed)",
                  p);
   }
   ABSL_RAW_LOG(FATAL, "elfmalloc: %p was not allocated by elfmalloc", p);
@@ -580,19 +581,36 @@ ABSL_ATTRIBUTE_NOINLINE void FreeNotOurs(const void* p) noexcept {
 
 bool IsPow2(std::size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
+// What a large block is for: calloc's (zeroed), realloc's move from a slab
+// (a block being grown: placed with room to grow, large_alloc.h), or
+// anything else.
+enum class LargeKind { kPlain, kZeroed, kGrowth };
+
+void* LargeAllocOfKind(std::size_t n, std::size_t align, LargeKind kind) {
+  switch (kind) {
+    case LargeKind::kZeroed:
+      return LargeAllocZeroed(n);
+    case LargeKind::kGrowth:
+      return LargeAllocForGrowth(n);
+    case LargeKind::kPlain:
+      break;
+  }
+  return LargeAlloc(n, align);
+}
+
 // Large blocks. The heap is built first, as for every other allocation, so
-// that the options (the large cache's limits among them) are in force.
+// that the options (the large heap's limits among them) are in force.
 ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
-                                         bool zero) {
+                                         LargeKind kind) {
   if (ABSL_PREDICT_FALSE(GetHeap() == nullptr)) {
     errno = ENOMEM;
     return nullptr;
   }
-  void* p = zero ? LargeAllocZeroed(n) : LargeAlloc(n, align);
+  void* p = LargeAllocOfKind(n, align, kind);
   if (ABSL_PREDICT_FALSE(p == nullptr) && errno == ENOMEM) {
     // Free slab regions may be exactly the address space that is missing.
     OnMemoryPressure();
-    p = zero ? LargeAllocZeroed(n) : LargeAlloc(n, align);
+    p = LargeAllocOfKind(n, align, kind);
   }
   return p;
 }
@@ -601,7 +619,7 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
 
 void* Allocate(std::size_t n) noexcept {
   if (ABSL_PREDICT_TRUE(IsSlabSize(n))) return AllocClass(SizeToClass(n));
-  return AllocLarge(n, 0, false);
+  return AllocLarge(n, 0, LargeKind::kPlain);
 }
 
 void* AllocateZeroed(std::size_t n) noexcept {
@@ -612,7 +630,7 @@ void* AllocateZeroed(std::size_t n) noexcept {
   }
   // Fresh large mappings are not written: sparse calloc arrays cost only
   // the pages the program touches.
-  return AllocLarge(n, 0, true);
+  return AllocLarge(n, 0, LargeKind::kZeroed);
 }
 
 void* Allocate(std::size_t n, std::size_t align) noexcept {
@@ -628,7 +646,7 @@ void* Allocate(std::size_t n, std::size_t align) noexcept {
     // Every power of two from 16 to 256 KiB is a class aligned to its size.
     if (IsSlabSize(m)) return AllocClass(SizeToClass(m));
   }
-  return AllocLarge(n, align, false);
+  return AllocLarge(n, align, LargeKind::kPlain);
 }
 
 void Deallocate(void* p) noexcept {
@@ -688,7 +706,8 @@ void* Reallocate(void* p, std::size_t n) noexcept {
     // <= 256 KiB is wasteful); otherwise mremap, which grows or shrinks.
     if (!IsSlabSize(n)) return LargeRealloc(p, n);
   }
-  void* q = Allocate(n);
+  // A slab block grown past the slab limit is likely to grow again.
+  void* q = IsSlabSize(n) ? Allocate(n) : AllocLarge(n, 0, LargeKind::kGrowth);
   if (q == nullptr) return nullptr;
   const std::size_t old_usable = UsableSize(p);
   std::memcpy(q, p, old_usable < n ? old_usable : n);

@@ -24,7 +24,7 @@
 // round_down(p - 1, 2 MiB): its AllocType stamp (slab or large) and, for a
 // slab, its region's tag table, whose byte for p's 64 KiB granule is p's
 // class + 1 (slab.h, "Tags") -> this thread's front end for that class;
-// large -> the large-block cache or unmap.
+// large -> its units back to the large-block heap (or unmap: direct blocks).
 //
 // Reallocate(p, n): grows by moving (slab) or mremap (large), shrinks a slab
 // block to a smaller class when the new class is at most half the old one, a
@@ -127,8 +127,8 @@ struct Stats {
   // minus what the magazines cache, summed here).
   std::size_t allocated_bytes = 0;
   // Bytes mapped from the OS: slab regions carved by the page allocators and
-  // not yet given back (page_alloc.h, "Unmapping"), live large mappings and
-  // the large-block cache.
+  // not yet given back (page_alloc.h, "Unmapping"), live large blocks and
+  // the resident bytes of free large units.
   std::size_t mapped_bytes = 0;
   // Bytes of slab pages currently holding a slab (claimed, listed or
   // floating) plus live large mappings: the "active" footprint.

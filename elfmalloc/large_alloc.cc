@@ -1,5 +1,5 @@
-// Large allocations by mmap_alloc with a stamped header, and the cache of
-// freed large regions. See large_alloc.h.
+// Large allocations: the heap of 2 MiB units in arenas, and direct mappings
+// for what the arenas do not take. See large_alloc.h.
 #include "elfmalloc/large_alloc.h"
 
 #include <atomic>
@@ -10,17 +10,86 @@
 #include <limits>
 
 #include "absl/base/attributes.h"
+#include "absl/base/internal/raw_logging.h"
 #include "absl/base/optimization.h"
+#include "absl/numeric/bits.h"
 #include "elfmalloc/platform.h"
 #include "elfmalloc/spin_lock.h"
 #include "mmap_alloc/mmap_alloc.h"
 
 namespace elfmalloc {
+
 namespace {
 
-// Live large allocations (regions handed out, headers included).
+constexpr std::size_t kUnit = kStampAlignment;  // 2 MiB
+// 1 GiB: a block that needs more is direct. The bit sets below are sized for
+// it.
+constexpr std::size_t kMaxArenaUnits = 512;
+// 64 MiB: the first arena (a program with a few large blocks reserves this
+// much address space, none of it committed).
+constexpr std::size_t kMinArenaUnits = 32;
+constexpr std::size_t kMaxArenas = 64;
+constexpr std::size_t kWords = kMaxArenaUnits / 64;
+// A block placed on a unit whose resident prefix reaches more than this, and
+// more than the block's own region, past the block's end gives the excess
+// back at once. So a live block holds at most max(1 MiB, its region) of
+// resident memory it does not use (the tail of its last unit), and churn
+// through blocks of a few MiB does not pay a madvise and refaults per
+// operation (purging every tail above 1 MiB: 647 madvises and 280k page
+// faults in 2000 operations on 1-16 MiB blocks).
+constexpr std::size_t kTailPurgeBytes = std::size_t{1} << 20;
+
+}  // namespace
+
+// One arena: `units` units of address space from `base`, and what the heap
+// knows of each unit. Invariants, all under g_lock:
+//   * a unit is free (its bit in free_bits set), in a live block, or being
+//     purged (bit clear, no block: PurgeList below); free_units counts the
+//     set bits;
+//   * resident[i] (a page multiple, at most kUnit): no page of unit i at or
+//     past base + i * kUnit + resident[i] has been touched since it was
+//     mapped or last purged, so it is resident-free and reads as zero. A
+//     block covering a unit raises it to the block's extent there when the
+//     block is placed; a purge sets it to 0;
+//   * freed_ms[i]: when free unit i was last freed; last_free_ms: the
+//     latest of them (an arena whose units are all free is unmapped a decay
+//     period after it).
+// The structure is mapped with mmap_alloc (never malloc) and unmapped with
+// its arena, which happens only while every unit is free.
+struct LargeArena {
+  char* base;
+  std::size_t units;
+  std::size_t free_units;
+  std::uint64_t last_free_ms;
+  std::uint64_t free_bits[kWords];
+  std::uint32_t resident[kMaxArenaUnits];
+  std::uint64_t freed_ms[kMaxArenaUnits];
+};
+
+namespace {
+
+// Live large blocks (regions, headers included).
 ABSL_CONST_INIT std::atomic<std::size_t> g_mapped_bytes{0};
 ABSL_CONST_INIT std::atomic<std::size_t> g_allocations{0};
+
+// The heap. Everything below is written under g_lock; the atomics are
+// relaxed so that statistics and the decay check read them without it.
+ABSL_CONST_INIT SpinLock g_lock;
+ABSL_CONST_INIT LargeArena* g_arenas[kMaxArenas] = {};
+ABSL_CONST_INIT std::size_t g_narenas = 0;
+ABSL_CONST_INIT std::atomic<std::size_t> g_arena_count{0};  // g_narenas
+ABSL_CONST_INIT std::atomic<std::size_t> g_reserved_units{0};
+// Sum of resident[i] over the free units.
+ABSL_CONST_INIT std::atomic<std::size_t> g_cached_bytes{0};
+ABSL_CONST_INIT std::atomic<std::size_t> g_reuses{0};
+ABSL_CONST_INIT std::atomic<std::size_t> g_cache_max_bytes{0};
+ABSL_CONST_INIT std::atomic<std::uint64_t> g_cache_decay_ms{0};
+// No free unit with resident pages and no wholly free arena expires before
+// this (UINT64_MAX: nothing pending), so that LargeCacheDecay is one load
+// while nothing is pending and a clock read and a compare until something
+// expires. Lowered (to now + decay) on every free; recomputed exactly by
+// each decay pass.
+ABSL_CONST_INIT std::atomic<std::uint64_t> g_next_expiry_ms{UINT64_MAX};
 
 bool IsPow2(std::size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
@@ -35,90 +104,182 @@ bool PageRound(std::size_t size, std::size_t* out) {
   return true;
 }
 
+std::size_t UnitsFor(std::size_t bytes) { return (bytes + kUnit - 1) / kUnit; }
+
+void AddRelaxed(std::atomic<std::size_t>* a, std::size_t d) {
+  a->store(a->load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
+}
+void SubRelaxed(std::atomic<std::size_t>* a, std::size_t d) {
+  a->store(a->load(std::memory_order_relaxed) - d, std::memory_order_relaxed);
+}
+
 // The offset of the header from the mapping's start, for header space h.
 std::size_t HeaderOffset(std::size_t h) {
   return (h - 1) & ~(kStampAlignment - 1);
 }
 
 void* Publish(void* base, std::size_t region, std::size_t requested,
-              std::size_t h, std::size_t m) {
+              std::size_t h, std::size_t m, LargeArena* arena) {
   char* u = static_cast<char*>(base) + h;
-  LargeHeader* hdr =
-      reinterpret_cast<LargeHeader*>(static_cast<char*>(base) + HeaderOffset(h));
+  LargeHeader* hdr = reinterpret_cast<LargeHeader*>(static_cast<char*>(base) +
+                                                    HeaderOffset(h));
   hdr->base = base;
   hdr->region_size = region;
   hdr->requested = requested;
   hdr->header_space = h;
   hdr->map_align = m;
+  hdr->arena = arena;
   hdr->type.store(AllocType::kLarge, std::memory_order_relaxed);
   return u;
 }
 
-void UnmapKeepErrno(void* base, std::size_t region) {
+void UnmapKeepErrno(void* base, std::size_t bytes) {
   const int saved = errno;
-  mmap_alloc::Unmap(base, region);
+  mmap_alloc::Unmap(base, bytes);
   errno = saved;
 }
 
 // ---------------------------------------------------------------------------
-// The cache of free regions (see "Reuse" in large_alloc.h).
-//
-// Invariants, all under g_cache_lock: g_cache[0 .. g_cached) are distinct
-// default-layout regions (header space one OS page, mapping aligned to
-// kStampAlignment) that nobody references: each was a whole large block
-// whose free moved it here; g_cached_bytes is the sum of their sizes and
-// never exceeds the cap in force when the last one was inserted. A region
-// leaves the cache (taken for reuse, evicted, expired, released) only under
-// the lock, and its system calls (munmap, mremap) happen after the lock is
-// dropped, on a region nobody else can see: the lock is never held across a
-// system call.
-// ---------------------------------------------------------------------------
-struct CachedRegion {
-  char* base;
-  std::size_t region;
-  std::uint64_t freed_ms;  // CoarseMonotonicMs() at the free
-};
+// Bit sets of units.
 
-constexpr std::size_t kCacheSlots = 32;
-
-ABSL_CONST_INIT SpinLock g_cache_lock;
-ABSL_CONST_INIT CachedRegion g_cache[kCacheSlots] = {};
-ABSL_CONST_INIT std::size_t g_cached = 0;
-// g_cached_bytes: written under the lock; relaxed atomic so that statistics
-// read it without the lock.
-ABSL_CONST_INIT std::atomic<std::size_t> g_cached_bytes{0};
-// Off until SetLargeCacheLimits (the general allocator configures them from
-// its options table).
-ABSL_CONST_INIT std::atomic<std::size_t> g_cache_max_bytes{0};
-ABSL_CONST_INIT std::atomic<std::uint64_t> g_cache_decay_ms{0};
-ABSL_CONST_INIT std::atomic<std::size_t> g_reuses{0};
-// The earliest time a cached region expires (UINT64_MAX: none can), so that
-// LargeCacheDecay is a clock read and a compare until then. Written under
-// the lock whenever the cache changes; read without it.
-ABSL_CONST_INIT std::atomic<std::uint64_t> g_next_expiry_ms{UINT64_MAX};
-
-// Under the lock: recomputes g_next_expiry_ms.
-void UpdateExpiryLocked() {
-  const std::uint64_t decay = g_cache_decay_ms.load(std::memory_order_relaxed);
-  std::uint64_t next = UINT64_MAX;
-  if (decay != 0) {
-    for (std::size_t i = 0; i < g_cached; ++i) {
-      const std::uint64_t t = g_cache[i].freed_ms + decay;
-      if (t < next) next = t;
-    }
+bool TestBit(const std::uint64_t* w, std::size_t i) {
+  return ((w[i / 64] >> (i % 64)) & 1) != 0;
+}
+void SetBits(std::uint64_t* w, std::size_t i, std::size_t n) {
+  for (std::size_t j = i; j < i + n; ++j) w[j / 64] |= std::uint64_t{1} << (j % 64);
+}
+void ClearBits(std::uint64_t* w, std::size_t i, std::size_t n) {
+  for (std::size_t j = i; j < i + n; ++j) {
+    w[j / 64] &= ~(std::uint64_t{1} << (j % 64));
   }
-  g_next_expiry_ms.store(next, std::memory_order_relaxed);
+}
+// The first index in [from, end) whose bit is `value`, or end.
+std::size_t NextWithBit(const std::uint64_t* w, std::size_t from,
+                        std::size_t end, bool value) {
+  while (from < end) {
+    std::uint64_t word = value ? w[from / 64] : ~w[from / 64];
+    word &= ~std::uint64_t{0} << (from % 64);
+    if (word != 0) {
+      const std::size_t i = (from & ~std::size_t{63}) +
+                            static_cast<std::size_t>(absl::countr_zero(word));
+      return i < end ? i : end;
+    }
+    from = (from & ~std::size_t{63}) + 64;
+  }
+  return end;
 }
 
-// The cap in force: the configured bytes, or twice what the live large
-// blocks hold if that is more (a proportional part, like the dirty-page
-// threshold's, page_alloc.h). A program that churns through a working set
-// of large blocks then reuses the freed ones: with a fixed 64 MiB, four
-// live blocks of 1-32 MiB evicted what they were about to need and faulted
-// 1 MiB of fresh pages per operation (108k faults in 300 operations; 69k
-// with twice the live bytes; tcmalloc, which keeps freed spans until a slow
-// release, 36k, all at warm-up). The decay period still returns the cache
-// when the program stops using it. 0 configured disables the cache.
+// ---------------------------------------------------------------------------
+// Purges: units taken out of the heap under the lock (marked in use, so no
+// allocation can reach them), madvised after it, and put back, resident-free,
+// under it again. Arenas removed from the table under the lock (only when
+// wholly free: nothing references them) are unmapped after it.
+
+struct PurgeList {
+  static constexpr std::size_t kMax = 32;
+  struct Run {
+    LargeArena* arena;
+    std::size_t first;
+    std::size_t n;
+    std::size_t bytes;  // from the first unit's start: what may be resident
+  };
+  Run runs[kMax];
+  std::size_t n_runs = 0;
+  LargeArena* dead[kMaxArenas];
+  std::size_t n_dead = 0;
+  bool full() const { return n_runs == kMax; }
+};
+
+// Under the lock: takes free units [first, first + n) of a out of the heap
+// for a purge (all are free, some resident).
+void TakeForPurgeLocked(LargeArena* a, std::size_t first, std::size_t n,
+                        PurgeList* out) {
+  ClearBits(a->free_bits, first, n);
+  a->free_units -= n;
+  std::size_t resident = 0;
+  for (std::size_t i = first; i < first + n; ++i) resident += a->resident[i];
+  SubRelaxed(&g_cached_bytes, resident);
+  out->runs[out->n_runs++] = {a, first, n,
+                              (n - 1) * kUnit + a->resident[first + n - 1]};
+}
+
+// Under the lock: removes a wholly free arena from the table.
+void RemoveArenaLocked(std::size_t index, PurgeList* out) {
+  LargeArena* a = g_arenas[index];
+  std::size_t resident = 0;
+  for (std::size_t i = 0; i < a->units; ++i) resident += a->resident[i];
+  SubRelaxed(&g_cached_bytes, resident);
+  g_reserved_units.fetch_sub(a->units, std::memory_order_relaxed);
+  g_arenas[index] = g_arenas[--g_narenas];
+  g_arenas[g_narenas] = nullptr;
+  g_arena_count.store(g_narenas, std::memory_order_relaxed);
+  out->dead[out->n_dead++] = a;
+}
+
+// Purges what TakeForPurgeLocked took and unmaps the dead arenas; returns
+// the bytes given back. Called without the lock.
+std::size_t FinishPurges(PurgeList* list) {
+  const int saved = errno;
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < list->n_runs; ++i) {
+    const PurgeList::Run& r = list->runs[i];
+    if (r.bytes != 0) {
+      mmap_alloc::Uncommit(r.arena->base + r.first * kUnit, r.bytes);
+      bytes += r.bytes;
+    }
+  }
+  if (list->n_runs != 0) {
+    SpinLockHolder l(&g_lock);
+    for (std::size_t i = 0; i < list->n_runs; ++i) {
+      const PurgeList::Run& r = list->runs[i];
+      for (std::size_t j = r.first; j < r.first + r.n; ++j) {
+        r.arena->resident[j] = 0;
+      }
+      SetBits(r.arena->free_bits, r.first, r.n);
+      r.arena->free_units += r.n;
+    }
+  }
+  for (std::size_t i = 0; i < list->n_dead; ++i) {
+    LargeArena* a = list->dead[i];
+    bytes += a->units * kUnit;
+    mmap_alloc::Unmap(a->base, a->units * kUnit);
+    mmap_alloc::Unmap(a, sizeof(LargeArena));
+  }
+  list->n_runs = 0;
+  list->n_dead = 0;
+  errno = saved;
+  return bytes;
+}
+
+// Under the lock: adds to *out the maximal runs of free resident units of a
+// that satisfy pred(unit), until out is full. Returns false if it filled up.
+template <typename Pred>
+bool CollectResidentRunsLocked(LargeArena* a, Pred pred, PurgeList* out) {
+  std::size_t i = 0;
+  while (i < a->units) {
+    i = NextWithBit(a->free_bits, i, a->units, true);
+    if (i == a->units) break;
+    if (a->resident[i] == 0 || !pred(i)) {
+      ++i;
+      continue;
+    }
+    std::size_t j = i + 1;
+    while (j < a->units && TestBit(a->free_bits, j) && a->resident[j] != 0 &&
+           pred(j)) {
+      ++j;
+    }
+    if (out->full()) return false;
+    TakeForPurgeLocked(a, i, j - i, out);
+    i = j;
+  }
+  return true;
+}
+
+// The cap on the resident bytes of free units: the configured bytes, or
+// twice what the live large blocks hold if that is more (a proportional
+// part, like the dirty-page threshold's, page_alloc.h). A program churning
+// through a working set of large blocks reuses the freed ones; the decay
+// period still returns them when it stops. 0 configured: nothing is kept.
 std::size_t CacheLimit() {
   const std::size_t max = g_cache_max_bytes.load(std::memory_order_relaxed);
   if (max == 0) return 0;
@@ -126,281 +287,271 @@ std::size_t CacheLimit() {
   return live > max / 2 ? 2 * live : max;
 }
 
-// Regions removed under the lock, unmapped after it.
-struct Evicted {
-  CachedRegion r[kCacheSlots];
-  std::size_t n = 0;
-  void UnmapAll() {
-    for (std::size_t i = 0; i < n; ++i) UnmapKeepErrno(r[i].base, r[i].region);
+// Under the lock: takes the free resident units freed longest ago until the
+// rest is within the cap (or the list is full); with the cap at 0, also
+// every wholly free arena.
+void EnforceCapLocked(PurgeList* out) {
+  const std::size_t limit = CacheLimit();
+  if (limit == 0) {
+    for (std::size_t k = g_narenas; k-- > 0;) {
+      if (g_arenas[k]->free_units == g_arenas[k]->units) {
+        RemoveArenaLocked(k, out);
+      }
+    }
   }
+  while (g_cached_bytes.load(std::memory_order_relaxed) > limit &&
+         !out->full()) {
+    // The oldest free time among resident free units; every unit freed then
+    // or before goes (units freed together share the time).
+    std::uint64_t oldest = UINT64_MAX;
+    for (std::size_t k = 0; k < g_narenas; ++k) {
+      const LargeArena* a = g_arenas[k];
+      for (std::size_t i = NextWithBit(a->free_bits, 0, a->units, true);
+           i < a->units; i = NextWithBit(a->free_bits, i + 1, a->units, true)) {
+        if (a->resident[i] != 0 && a->freed_ms[i] < oldest) {
+          oldest = a->freed_ms[i];
+        }
+      }
+    }
+    if (oldest == UINT64_MAX) break;
+    for (std::size_t k = 0; k < g_narenas; ++k) {
+      LargeArena* a = g_arenas[k];
+      if (!CollectResidentRunsLocked(
+              a, [a, oldest](std::size_t i) { return a->freed_ms[i] <= oldest; },
+              out)) {
+        break;
+      }
+    }
+  }
+}
+
+// Under the lock: units [first, first + n) of a go back to the heap.
+void FreeUnitsLocked(LargeArena* a, std::size_t first, std::size_t n,
+                     std::uint64_t now) {
+  SetBits(a->free_bits, first, n);
+  a->free_units += n;
+  a->last_free_ms = now;
+  std::size_t resident = 0;
+  for (std::size_t i = first; i < first + n; ++i) {
+    a->freed_ms[i] = now;
+    resident += a->resident[i];
+  }
+  AddRelaxed(&g_cached_bytes, resident);
+  const std::uint64_t decay = g_cache_decay_ms.load(std::memory_order_relaxed);
+  if (decay != 0 &&
+      now + decay < g_next_expiry_ms.load(std::memory_order_relaxed)) {
+    g_next_expiry_ms.store(now + decay, std::memory_order_relaxed);
+  }
+}
+
+// Under the lock: units [first, first + n) of a, all free, leave the heap
+// for a block. Returns whether any was resident (a reuse).
+bool TakeUnitsLocked(LargeArena* a, std::size_t first, std::size_t n) {
+  ClearBits(a->free_bits, first, n);
+  a->free_units -= n;
+  std::size_t resident = 0;
+  for (std::size_t i = first; i < first + n; ++i) resident += a->resident[i];
+  SubRelaxed(&g_cached_bytes, resident);
+  return resident != 0;
+}
+
+// Under the lock: a block's region [0, region) from unit `first` of a may be
+// written from now on: every unit's resident prefix covers the block's part.
+void CoverLocked(LargeArena* a, std::size_t first, std::size_t region) {
+  const std::size_t n = UnitsFor(region);
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t part =
+        k + 1 < n ? kUnit : region - (n - 1) * kUnit;
+    if (a->resident[first + k] < part) {
+      a->resident[first + k] = static_cast<std::uint32_t>(part);
+    }
+  }
+}
+
+// Under the lock: where n units go. Ordinarily the best-fitting free run
+// (the shortest run of at least n; the first among equals), from its start.
+// For a block that is growing (realloc), the longest free run, from the
+// start of its upper half when it holds twice n: the block then has room to
+// grow in place, and so do the next growing blocks placed in the halves
+// left (four buffers grown by realloc to 4 MiB side by side: each grows in
+// place instead of moving at every unit boundary). false if no run fits.
+bool FindRunLocked(std::size_t n, bool growth, LargeArena** arena,
+                   std::size_t* first) {
+  if (growth) {
+    std::size_t longest = 0;
+    for (std::size_t k = 0; k < g_narenas; ++k) {
+      LargeArena* a = g_arenas[k];
+      if (a->free_units < n || a->free_units <= longest) continue;
+      std::size_t i = 0;
+      while (i < a->units) {
+        i = NextWithBit(a->free_bits, i, a->units, true);
+        if (i == a->units) break;
+        const std::size_t j = NextWithBit(a->free_bits, i, a->units, false);
+        if (j - i >= n && j - i > longest) {
+          longest = j - i;
+          *arena = a;
+          *first = longest >= 2 * n ? i + longest / 2 : i;
+        }
+        i = j;
+      }
+    }
+    return longest != 0;
+  }
+  std::size_t best = SIZE_MAX;
+  for (std::size_t k = 0; k < g_narenas; ++k) {
+    LargeArena* a = g_arenas[k];
+    if (a->free_units < n) continue;
+    std::size_t i = 0;
+    while (i < a->units) {
+      i = NextWithBit(a->free_bits, i, a->units, true);
+      if (i == a->units) break;
+      const std::size_t j = NextWithBit(a->free_bits, i, a->units, false);
+      const std::size_t len = j - i;
+      if (len >= n && len < best) {
+        best = len;
+        *arena = a;
+        *first = i;
+        if (len == n) return true;
+      }
+      i = j;
+    }
+  }
+  return best != SIZE_MAX;
+}
+
+// A new arena for a block of n units, or nullptr (errno from mmap_alloc).
+// Mapped outside the lock; see large_alloc.h for the sizes.
+LargeArena* NewArena(std::size_t n) {
+  std::size_t want = g_reserved_units.load(std::memory_order_relaxed);
+  if (want < kMinArenaUnits) want = kMinArenaUnits;
+  if (want > kMaxArenaUnits) want = kMaxArenaUnits;
+  if (want < n) want = n;
+  mmap_alloc::MapOptions o;
+  o.align = kUnit;
+  o.noreserve = true;
+  char* base = static_cast<char*>(mmap_alloc::Map(want * kUnit, o));
+  if (base == nullptr && want > n) {
+    want = n;  // e.g. RLIMIT_AS: exactly what this block needs
+    base = static_cast<char*>(mmap_alloc::Map(want * kUnit, o));
+  }
+  if (base == nullptr) return nullptr;
+  auto* a = static_cast<LargeArena*>(mmap_alloc::Map(sizeof(LargeArena)));
+  if (a == nullptr) {
+    UnmapKeepErrno(base, want * kUnit);
+    return nullptr;
+  }
+  // Fresh mappings are zero: resident, freed_ms and the bits start at 0.
+  a->base = base;
+  a->units = want;
+  a->free_units = want;
+  a->last_free_ms = CoarseMonotonicMs();
+  SetBits(a->free_bits, 0, want);
+  return a;
+}
+
+// Where a block of `region` bytes goes, with the resident prefixes its units
+// had before (for calloc).
+struct Placed {
+  LargeArena* arena = nullptr;
+  std::size_t first = 0;
+  std::size_t n = 0;
+  std::uint32_t old_resident[kMaxArenaUnits];
 };
 
-// Under the lock: moves slot i out of the cache (swap with the last).
-CachedRegion RemoveLocked(std::size_t i) {
-  const CachedRegion r = g_cache[i];
-  g_cache[i] = g_cache[--g_cached];
-  g_cached_bytes.store(g_cached_bytes.load(std::memory_order_relaxed) - r.region,
-                       std::memory_order_relaxed);
-  return r;
-}
-
-// Under the lock: every region cached for a whole decay period goes.
-void ExpireLocked(std::uint64_t now, Evicted* out) {
-  const std::uint64_t decay = g_cache_decay_ms.load(std::memory_order_relaxed);
-  if (decay == 0) return;
-  for (std::size_t i = 0; i < g_cached;) {
-    if (now - g_cache[i].freed_ms >= decay) {
-      out->r[out->n++] = RemoveLocked(i);
-    } else {
-      ++i;
+// Places a block of `region` bytes (n = UnitsFor(region) <= kMaxArenaUnits
+// units) in an arena, mapping a new one if no free run fits. false (errno
+// set) if no arena could be mapped or the table is full.
+bool PlaceInArena(std::size_t region, bool want_old_resident, bool growth,
+                  Placed* out) {
+  const std::size_t n = UnitsFor(region);
+  LargeArena* fresh = nullptr;
+  char* tail = nullptr;  // a resident tail past the block, given back
+  std::size_t tail_bytes = 0;
+  bool placed = false;
+  for (int attempt = 0; attempt < 2 && !placed; ++attempt) {
+    {
+      SpinLockHolder l(&g_lock);
+      if (fresh != nullptr) {
+        if (g_narenas == kMaxArenas) break;  // fresh is unmapped below
+        g_arenas[g_narenas++] = fresh;
+        g_arena_count.store(g_narenas, std::memory_order_relaxed);
+        g_reserved_units.fetch_add(fresh->units, std::memory_order_relaxed);
+        fresh = nullptr;
+      }
+      LargeArena* a = nullptr;
+      std::size_t first = 0;
+      if (FindRunLocked(n, growth, &a, &first)) {
+        if (want_old_resident) {
+          for (std::size_t k = 0; k < n; ++k) {
+            out->old_resident[k] = a->resident[first + k];
+          }
+        }
+        if (TakeUnitsLocked(a, first, n)) {
+          g_reuses.fetch_add(1, std::memory_order_relaxed);
+        }
+        CoverLocked(a, first, region);
+        // A resident tail reaching far past the block goes back now (it is
+        // the block's address space: nobody else touches it meanwhile).
+        const std::size_t last = first + n - 1;
+        const std::size_t part = region - (n - 1) * kUnit;
+        const std::size_t tail_resident =
+            a->resident[last] > part ? a->resident[last] - part : 0;
+        if (tail_resident > kTailPurgeBytes && tail_resident > region) {
+          tail = a->base + last * kUnit + part;
+          tail_bytes = a->resident[last] - part;
+          a->resident[last] = static_cast<std::uint32_t>(part);
+        }
+        out->arena = a;
+        out->first = first;
+        out->n = n;
+        placed = true;
+      }
+    }
+    if (!placed && attempt == 0) {
+      fresh = NewArena(n);
+      if (fresh == nullptr) return false;
     }
   }
+  if (fresh != nullptr) {  // the table was full
+    UnmapKeepErrno(fresh->base, fresh->units * kUnit);
+    UnmapKeepErrno(fresh, sizeof(LargeArena));
+  }
+  if (tail != nullptr) {
+    // madvise only: the unit stays the block's.
+    const int saved = errno;
+    mmap_alloc::Uncommit(tail, tail_bytes);
+    errno = saved;
+  }
+  if (!placed) errno = ENOMEM;
+  return placed;
 }
 
-void PutCached(char* base, std::size_t region);
-
-// Moves the pages of the regions in *parts (removed from the cache) into one
-// new 2 MiB-aligned region, in order, and returns it (its size in *total),
-// or nullptr with every part unmapped. Page tables move; contents are not
-// copied and committed pages stay committed, so a block gathered from the
-// cache takes no page fault where a region grown by mremap faults in every
-// page it adds (blocks of 1-16 MiB with every page written: the difference
-// between gathering and growing is most of the time). A part the kernel
-// cannot move (a region merged from two mappings, EFAULT) is unmapped and
-// its place in the new region made writable instead (fresh zero pages).
-char* GatherRegions(Evicted* parts, std::size_t* total) {
-  std::size_t sum = 0;
-  for (std::size_t i = 0; i < parts->n; ++i) sum += parts->r[i].region;
-  mmap_alloc::MapOptions reserve;
-  reserve.perm = mmap_alloc::Perm::kNone;  // no commit charge until moved
-  reserve.align = kStampAlignment;
-  char* target = static_cast<char*>(mmap_alloc::Map(sum, reserve));
-  if (target == nullptr) {
-    parts->UnmapAll();
-    return nullptr;
+// Clears [u, u + size) where an arena block's units may hold old data.
+void ZeroResident(const Placed& pl, const char* u, std::size_t size) {
+  const char* end = u + size;
+  for (std::size_t k = 0; k < pl.n; ++k) {
+    char* unit = pl.arena->base + (pl.first + k) * kUnit;
+    const char* lo = unit > u ? unit : u;
+    const char* hi = unit + pl.old_resident[k];
+    if (hi > end) hi = end;
+    if (lo < hi) std::memset(const_cast<char*>(lo), 0, static_cast<std::size_t>(hi - lo));
   }
-  std::size_t off = 0;
-  bool ok = true;
-  for (std::size_t i = 0; i < parts->n; ++i) {
-    const CachedRegion& r = parts->r[i];
-    if (!mmap_alloc::MoveTo(r.base, r.region, target + off)) {
-      UnmapKeepErrno(r.base, r.region);
-      ok = ok && mmap_alloc::Protect(target + off, r.region,
-                                     mmap_alloc::Perm::kRead |
-                                         mmap_alloc::Perm::kWrite);
-    }
-    off += r.region;
-  }
-  if (!ok) {
-    UnmapKeepErrno(target, sum);
-    return nullptr;
-  }
-  *total = sum;
-  return target;
 }
 
-// A cached region resized to exactly `need` bytes (default layout), or
-// nullptr. The choice, in order of preference:
-//   1. the smallest region within need + need / 8: used as it is (the slack
-//      becomes usable size; no system call);
-//   2. the smallest larger region: for a need of 2 MiB or more, if at least
-//      2 MiB remain past round_up(need, 2 MiB), it is split there (no system
-//      call): the head, up to the split point, is the block, and the
-//      remainder (a 2 MiB-aligned region, committed pages and all) stays
-//      cached, so that a later, bigger request need not fault its pages in
-//      again, and the two merge again when the block is freed (PutCached).
-//      Otherwise its tail is unmapped (one munmap: keeping a tail of up to
-//      half the block with it faulted more pages in later, 123k against 111k
-//      in 300 operations on 1-32 MiB blocks);
-//   3. when the cached regions together hold need bytes: the largest ones,
-//      gathered into one region (GatherRegions), the excess split off and
-//      cached again;
-//   4. the largest smaller region: grown by mremap, in place or moved to an
-//      aligned reservation (its committed pages come along; only the new
-//      part faults in).
-// A reused region holds its previous contents (callers that need zeroes
-// clear them).
-void* TakeCached(std::size_t need, std::size_t* region_out) {
-  if (g_cached_bytes.load(std::memory_order_relaxed) == 0) return nullptr;
-  Evicted expired;
-  Evicted gather;  // regions to gather into one (see GatherRegions)
-  CachedRegion got{nullptr, 0, 0};
-  bool split = false;
+// A free of an arena block's units (or its trailing units, on a shrink):
+// back to the heap, then the cap.
+void ReleaseUnits(LargeArena* a, std::size_t first, std::size_t n) {
+  PurgeList purges;
   {
-    SpinLockHolder l(&g_cache_lock);
-    ExpireLocked(CoarseMonotonicMs(), &expired);
-    std::size_t fit = kCacheSlots, bigger = kCacheSlots, smaller = kCacheSlots;
-    const std::size_t slack = need + need / 8;
-    for (std::size_t i = 0; i < g_cached; ++i) {
-      const std::size_t r = g_cache[i].region;
-      if (r >= need && r <= slack) {
-        if (fit == kCacheSlots || r < g_cache[fit].region) fit = i;
-      } else if (r > slack) {
-        if (bigger == kCacheSlots || r < g_cache[bigger].region) bigger = i;
-      } else if (smaller == kCacheSlots || r > g_cache[smaller].region) {
-        smaller = i;
-      }
-    }
-    if (fit == kCacheSlots && bigger == kCacheSlots && g_cached >= 2 &&
-        g_cached_bytes.load(std::memory_order_relaxed) >= need) {
-      // No region is big enough, but together they are: gather the largest
-      // ones (below, outside the lock) instead of growing one region with
-      // freshly faulted pages.
-      std::size_t sum = 0;
-      while (sum < need) {
-        std::size_t largest = 0;
-        for (std::size_t i = 1; i < g_cached; ++i) {
-          if (g_cache[i].region > g_cache[largest].region) largest = i;
-        }
-        gather.r[gather.n] = RemoveLocked(largest);
-        sum += gather.r[gather.n++].region;
-      }
-      UpdateExpiryLocked();
-    }
-    const std::size_t pick =
-        gather.n != 0
-            ? kCacheSlots
-            : (fit != kCacheSlots ? fit
-                                  : (bigger != kCacheSlots ? bigger : smaller));
-    if (pick != kCacheSlots) got = RemoveLocked(pick);
-    if (pick != kCacheSlots && pick == bigger && need >= kStampAlignment) {
-      const std::size_t cut =
-          (need + kStampAlignment - 1) & ~(kStampAlignment - 1);
-      if (got.region >= cut + kStampAlignment) {
-        // Room: RemoveLocked freed a slot.
-        g_cache[g_cached++] = {got.base + cut, got.region - cut, got.freed_ms};
-        g_cached_bytes.store(
-            g_cached_bytes.load(std::memory_order_relaxed) + got.region - cut,
-            std::memory_order_relaxed);
-        got.region = cut;
-        split = true;
-      }
-    }
-    UpdateExpiryLocked();
+    SpinLockHolder l(&g_lock);
+    FreeUnitsLocked(a, first, n, CoarseMonotonicMs());
+    EnforceCapLocked(&purges);
   }
-  expired.UnmapAll();
-  if (gather.n != 0) {
-    std::size_t total = 0;
-    char* q = GatherRegions(&gather, &total);
-    if (q == nullptr) return nullptr;
-    g_reuses.fetch_add(1, std::memory_order_relaxed);
-    // Keep what the block does not need cached, split at a 2 MiB boundary
-    // like a larger region (too little to split: it stays with the block).
-    const std::size_t cut =
-        (need + kStampAlignment - 1) & ~(kStampAlignment - 1);
-    if (total >= cut + kStampAlignment) {
-      PutCached(q + cut, total - cut);
-      total = cut;
-    }
-    *region_out = total;
-    return q;
-  }
-  if (got.base == nullptr) return nullptr;
-  g_reuses.fetch_add(1, std::memory_order_relaxed);
-  if (split) {
-    *region_out = got.region;
-    return got.base;
-  }
-  if (got.region >= need && got.region <= need + need / 8) {
-    *region_out = got.region;
-    return got.base;
-  }
-  if (got.region > need) {
-    if (mmap_alloc::ShrinkInPlace(got.base, got.region, need)) {
-      *region_out = need;
-      return got.base;
-    }
-  } else {
-    void* q = mmap_alloc::Remap(got.base, got.region, need, kStampAlignment);
-    if (q != nullptr) {
-      *region_out = need;
-      return q;
-    }
-  }
-  UnmapKeepErrno(got.base, got.region);  // the kernel refused: map afresh
-  return nullptr;
+  FinishPurges(&purges);
 }
 
-// Caches a freed default-layout region, or unmaps it (too big for the cap,
-// or the cache is off). A cached region that ends where this one starts, or
-// starts where it ends (the two halves of a split, or blocks mapped next to
-// each other), is merged with it, so that splits do not fragment the cache
-// for good. Evicts the oldest regions to make room.
-void PutCached(char* base, std::size_t region) {
-  const std::size_t max = CacheLimit();
-  if (region > max) {
-    UnmapKeepErrno(base, region);
-    return;
-  }
-  Evicted evicted;
-  bool too_big = false;
-  {
-    SpinLockHolder l(&g_cache_lock);
-    const std::uint64_t now = CoarseMonotonicMs();
-    ExpireLocked(now, &evicted);
-    // The neighbours, merged only if the run stays within the cap (a run
-    // past it would have to go back to the OS whole).
-    std::size_t before = kCacheSlots, after = kCacheSlots;
-    for (std::size_t i = 0; i < g_cached; ++i) {
-      const CachedRegion& c = g_cache[i];
-      if (c.base + c.region == base) before = i;
-      if (base + region == c.base) after = i;
-    }
-    std::size_t merged = region;
-    if (before != kCacheSlots) merged += g_cache[before].region;
-    if (after != kCacheSlots) merged += g_cache[after].region;
-    if (merged <= max) {
-      // Remove the higher index first: RemoveLocked moves the last slot
-      // into the hole.
-      CachedRegion b{nullptr, 0, 0}, a{nullptr, 0, 0};
-      if (before != kCacheSlots && after != kCacheSlots) {
-        if (before > after) {
-          b = RemoveLocked(before);
-          a = RemoveLocked(after);
-        } else {
-          a = RemoveLocked(after);
-          b = RemoveLocked(before);
-        }
-      } else if (before != kCacheSlots) {
-        b = RemoveLocked(before);
-      } else if (after != kCacheSlots) {
-        a = RemoveLocked(after);
-      }
-      if (b.base != nullptr) base = b.base;
-      region += b.region + a.region;
-    }
-    if (region > max) {
-      too_big = true;
-    } else {
-      while (g_cached != 0 &&
-             (g_cached == kCacheSlots ||
-              g_cached_bytes.load(std::memory_order_relaxed) + region > max)) {
-        std::size_t oldest = 0;
-        for (std::size_t i = 1; i < g_cached; ++i) {
-          if (g_cache[i].freed_ms < g_cache[oldest].freed_ms) oldest = i;
-        }
-        evicted.r[evicted.n++] = RemoveLocked(oldest);
-      }
-      g_cache[g_cached++] = {base, region, now};
-      g_cached_bytes.store(
-          g_cached_bytes.load(std::memory_order_relaxed) + region,
-          std::memory_order_relaxed);
-    }
-    UpdateExpiryLocked();
-  }
-  evicted.UnmapAll();
-  if (too_big) UnmapKeepErrno(base, region);
-}
-
-// The layout every cacheable region has.
-bool DefaultLayout(std::size_t h, std::size_t m) {
-  return h == mmap_alloc::PageSize() && m == kStampAlignment;
-}
-
-void* AllocImpl(std::size_t size, std::size_t align, bool zero) {
-  // Success leaves errno as it was (the malloc binding's contract): a cache
-  // path the kernel refused (mremap of a region merged from two mappings:
-  // EFAULT) may set it before a fresh mapping succeeds.
+void* AllocImpl(std::size_t size, std::size_t align, bool zero,
+                bool growth) {
   const int saved_errno = errno;
   if (align != 0 && !IsPow2(align)) {
     errno = EINVAL;
@@ -415,40 +566,172 @@ void* AllocImpl(std::size_t size, std::size_t align, bool zero) {
     errno = ENOMEM;
     return nullptr;
   }
-  std::size_t region = h + body;
-  void* base = nullptr;
-  if (DefaultLayout(h, m)) {
-    base = TakeCached(region, &region);
-    if (base != nullptr && zero) {
-      std::memset(static_cast<char*>(base) + h, 0, size);
-    }
-  }
-  if (base == nullptr) {
-    mmap_alloc::MapOptions o;
-    o.align = m;
-    base = mmap_alloc::Map(region, o);  // fresh mappings are zero
-    if (base == nullptr && g_cached_bytes.load(std::memory_order_relaxed) != 0) {
-      // Out of address space (RLIMIT_AS) or memory: what the cache holds
-      // may be exactly what is missing.
+  const std::size_t region = h + body;
+  if (h <= kUnit && UnitsFor(region) <= kMaxArenaUnits) {
+    Placed pl;
+    bool ok = PlaceInArena(region, zero, growth, &pl);
+    if (!ok && g_cached_bytes.load(std::memory_order_relaxed) +
+                       g_reserved_units.load(std::memory_order_relaxed) !=
+                   0) {
+      // Out of address space (RLIMIT_AS) or memory: free arenas may be
+      // exactly what is missing.
       LargeCacheRelease();
-      base = mmap_alloc::Map(region, o);
+      ok = PlaceInArena(region, zero, growth, &pl);
     }
+    if (ok) {
+      char* base = pl.arena->base + pl.first * kUnit;
+      if (zero) ZeroResident(pl, base + h, size);
+      g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
+      g_allocations.fetch_add(1, std::memory_order_relaxed);
+      errno = saved_errno;
+      return Publish(base, region, size, h, kUnit, pl.arena);
+    }
+    if (errno != ENOMEM) return nullptr;
+    // The table is full (or the arenas' rounding is what does not fit):
+    // a mapping of its own.
+  }
+  mmap_alloc::MapOptions o;
+  o.align = m;
+  void* base = mmap_alloc::Map(region, o);  // fresh mappings are zero
+  if (base == nullptr) {
+    LargeCacheRelease();
+    base = mmap_alloc::Map(region, o);
     if (base == nullptr) return nullptr;  // errno from mmap_alloc
   }
   g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
   g_allocations.fetch_add(1, std::memory_order_relaxed);
   errno = saved_errno;
-  return Publish(base, region, size, h, m);
+  return Publish(base, region, size, h, m, nullptr);
+}
+
+// Under no lock: the decay pass. Takes what expired (see large_alloc.h) and
+// recomputes g_next_expiry_ms; `all` releases everything free regardless of
+// time (malloc_trim). Returns the bytes given back.
+std::size_t PurgePass(bool all, bool try_lock) {
+  std::size_t bytes = 0;
+  for (;;) {
+    PurgeList purges;
+    bool more = false;
+    {
+      if (try_lock) {
+        if (!g_lock.TryLock()) return bytes;
+      } else {
+        g_lock.Lock();
+      }
+      const std::uint64_t now = CoarseMonotonicMs();
+      const std::uint64_t decay =
+          g_cache_decay_ms.load(std::memory_order_relaxed);
+      auto expired = [&](std::uint64_t t) {
+        return all || (decay != 0 && now - t >= decay);
+      };
+      for (std::size_t k = g_narenas; k-- > 0;) {
+        LargeArena* a = g_arenas[k];
+        if (a->free_units == a->units && expired(a->last_free_ms)) {
+          if (purges.n_dead == kMaxArenas) {
+            more = true;
+            break;
+          }
+          RemoveArenaLocked(k, &purges);
+          continue;
+        }
+        if (!CollectResidentRunsLocked(
+                a, [&](std::size_t i) { return expired(a->freed_ms[i]); },
+                &purges)) {
+          more = true;
+          break;
+        }
+      }
+      std::uint64_t next = UINT64_MAX;
+      if (decay != 0) {
+        for (std::size_t k = 0; k < g_narenas; ++k) {
+          const LargeArena* a = g_arenas[k];
+          if (a->free_units == a->units && a->last_free_ms + decay < next) {
+            next = a->last_free_ms + decay;
+          }
+          for (std::size_t i = NextWithBit(a->free_bits, 0, a->units, true);
+               i < a->units;
+               i = NextWithBit(a->free_bits, i + 1, a->units, true)) {
+            if (a->resident[i] != 0 && a->freed_ms[i] + decay < next) {
+              next = a->freed_ms[i] + decay;
+            }
+          }
+        }
+      }
+      g_next_expiry_ms.store(more ? now : next, std::memory_order_relaxed);
+      g_lock.Unlock();
+    }
+    bytes += FinishPurges(&purges);
+    if (!more) return bytes;
+    try_lock = false;
+  }
+}
+
+// Growth of an arena block that cannot grow in place: its pages move, not
+// copied, to a mapping of its own (a direct block from then on), grown by
+// mremap there and later. The arena's range stays mapped and empty
+// (mmap_alloc::MoveTo with keep_source), so no other mapping can take the
+// hole, and its units go back to the heap without resident pages. A buffer
+// grown by realloc to a few MiB thus costs one move and a few mremaps, not
+// a copy and a fault per page at every unit boundary (copying: 100k
+// operations/s on buffers grown to 4 MiB; moving: 1.9M). nullptr (errno
+// set) if the kernel refuses (before Linux 5.7, MREMAP_DONTUNMAP is
+// unknown): then the block is as it was and the caller copies.
+void* MoveOutAndGrow(void* p, std::size_t region, std::size_t new_size) {
+  LargeHeader* hdr = LargeHeaderOf(p);
+  LargeArena* a = hdr->arena;
+  char* base = static_cast<char*>(hdr->base);
+  const std::size_t h = hdr->header_space;
+  const std::size_t old_region = hdr->region_size;
+  mmap_alloc::MapOptions reserve;
+  reserve.perm = mmap_alloc::Perm::kNone;
+  reserve.align = kUnit;
+  char* target = static_cast<char*>(mmap_alloc::Map(old_region, reserve));
+  if (target == nullptr) return nullptr;
+  if (!mmap_alloc::MoveTo(base, old_region, target, /*keep_source=*/true)) {
+    UnmapKeepErrno(target, old_region);
+    return nullptr;
+  }
+  void* grown = mmap_alloc::Remap(target, old_region, region, kUnit);
+  if (grown == nullptr) {
+    // Back where it was (replacing the empty range, which is ours).
+    if (!mmap_alloc::MoveTo(target, old_region, base)) {
+      ABSL_RAW_LOG(FATAL, "elfmalloc: realloc(%p): cannot move a large block "
+                   "back into its arena (errno %d)", p, errno);
+    }
+    return nullptr;
+  }
+  const std::size_t first = static_cast<std::size_t>(base - a->base) / kUnit;
+  const std::size_t n = UnitsFor(old_region);
+  PurgeList purges;
+  {
+    SpinLockHolder l(&g_lock);
+    // The moved pages left nothing resident behind; a resident tail past
+    // the block in its last unit stays.
+    for (std::size_t k = 0; k + 1 < n; ++k) a->resident[first + k] = 0;
+    if (a->resident[first + n - 1] <= old_region - (n - 1) * kUnit) {
+      a->resident[first + n - 1] = 0;
+    }
+    FreeUnitsLocked(a, first, n, CoarseMonotonicMs());
+    EnforceCapLocked(&purges);
+  }
+  FinishPurges(&purges);
+  g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
+  g_mapped_bytes.fetch_sub(old_region, std::memory_order_relaxed);
+  return Publish(grown, region, new_size, h, kUnit, nullptr);
 }
 
 }  // namespace
 
 void* LargeAlloc(std::size_t size, std::size_t align) noexcept {
-  return AllocImpl(size, align, false);
+  return AllocImpl(size, align, false, false);
 }
 
 void* LargeAllocZeroed(std::size_t size) noexcept {
-  return AllocImpl(size, 0, true);
+  return AllocImpl(size, 0, true, false);
+}
+
+void* LargeAllocForGrowth(std::size_t size) noexcept {
+  return AllocImpl(size, 0, false, true);
 }
 
 void LargeFree(void* p) noexcept {
@@ -456,18 +739,21 @@ void LargeFree(void* p) noexcept {
   LargeHeader* hdr = LargeHeaderOf(p);
   char* base = static_cast<char*>(hdr->base);
   const std::size_t region = hdr->region_size;
-  const bool cacheable = DefaultLayout(hdr->header_space, hdr->map_align);
+  LargeArena* a = hdr->arena;
   g_mapped_bytes.fetch_sub(region, std::memory_order_relaxed);
   g_allocations.fetch_sub(1, std::memory_order_relaxed);
-  if (cacheable) {
-    // The header stays mapped while cached: a second free of p finds this
-    // stamp and is reported as a double free (alloc_type.h) instead of
-    // caching the region twice and handing it to two owners later.
-    hdr->type.store(AllocType::kFreedLarge, std::memory_order_relaxed);
-    PutCached(base, region);
-  } else {
+  if (a == nullptr) {
     UnmapKeepErrno(base, region);
+    return;
   }
+  // The header stays mapped while its unit is free: a second free of p
+  // finds this stamp and is reported as a double free (alloc_type.h)
+  // instead of freeing the units twice. (A purge zeroes it: then the
+  // second free reads an unstamped region and is reported as a foreign
+  // pointer.)
+  hdr->type.store(AllocType::kFreedLarge, std::memory_order_relaxed);
+  ReleaseUnits(a, static_cast<std::size_t>(base - a->base) / kUnit,
+               UnitsFor(region));
 }
 
 std::size_t LargeUsableSize(const void* p) noexcept {
@@ -480,13 +766,10 @@ std::size_t LargeRequestedSize(const void* p) noexcept {
 }
 
 void* LargeRealloc(void* p, std::size_t new_size) noexcept {
-  // Success leaves errno as it was (see AllocImpl): a refused mremap (a
-  // region merged from two mappings spans two VMAs: EFAULT) falls back to
-  // copying.
+  // Success leaves errno as it was (a refused mremap falls back to a copy).
   const int saved_errno = errno;
   LargeHeader* hdr = LargeHeaderOf(p);
   const std::size_t h = hdr->header_space;
-  const std::size_t m = hdr->map_align;
   const std::size_t old_region = hdr->region_size;
   std::size_t body;
   if (!PageRound(new_size, &body) ||
@@ -495,27 +778,63 @@ void* LargeRealloc(void* p, std::size_t new_size) noexcept {
     return nullptr;
   }
   const std::size_t region = h + body;
-  if (region == old_region ||
-      (region < old_region && region >= old_region - old_region / 8)) {
-    // Same pages, or a shrink by less than an eighth: keep the block as it
-    // is (glibc keeps small shrinks too); the slack stays usable.
-    hdr->requested = new_size;
-    return p;
+  if (LargeArena* a = hdr->arena) {
+    char* base = static_cast<char*>(hdr->base);
+    const std::size_t first = static_cast<std::size_t>(base - a->base) / kUnit;
+    const std::size_t n_old = UnitsFor(old_region);
+    const std::size_t n_new = UnitsFor(region);
+    bool in_place = n_new <= n_old;
+    if (n_new < n_old) {
+      ReleaseUnits(a, first + n_new, n_old - n_new);
+    }
+    {
+      SpinLockHolder l(&g_lock);
+      if (n_new > n_old && first + n_new <= a->units &&
+          NextWithBit(a->free_bits, first + n_old, first + n_new, false) ==
+              first + n_new) {
+        // The units after the block are free: taken.
+        TakeUnitsLocked(a, first + n_old, n_new - n_old);
+        in_place = true;
+      }
+      if (in_place) CoverLocked(a, first, region);
+    }
+    if (in_place) {
+      hdr->region_size = region;
+      hdr->requested = new_size;
+      g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
+      g_mapped_bytes.fetch_sub(old_region, std::memory_order_relaxed);
+      return p;
+    }
+    if (void* q = MoveOutAndGrow(p, region, new_size)) {
+      errno = saved_errno;
+      return q;
+    }
+    errno = saved_errno;
+  } else {
+    const std::size_t m = hdr->map_align;
+    if (region == old_region ||
+        (region < old_region && region >= old_region - old_region / 8)) {
+      // Same pages, or a shrink by less than an eighth: keep the block as
+      // it is (glibc keeps small shrinks too); the slack stays usable.
+      hdr->requested = new_size;
+      return p;
+    }
+    void* base = mmap_alloc::Remap(hdr->base, old_region, region, m);
+    if (base != nullptr) {
+      // The header moved with its page; rewrite what changed.
+      g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
+      g_mapped_bytes.fetch_sub(old_region, std::memory_order_relaxed);
+      return Publish(base, region, new_size, h, m, nullptr);
+    }
+    errno = saved_errno;
   }
-  void* base = mmap_alloc::Remap(hdr->base, old_region, region, m);
-  if (base != nullptr) {
-    // The header moved with its page; rewrite what changed.
-    g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
-    g_mapped_bytes.fetch_sub(old_region, std::memory_order_relaxed);
-    return Publish(base, region, new_size, h, m);
-  }
-  errno = saved_errno;
-  // The kernel refused to move the mapping: copy.
+  // A new block and a copy.
   void* q = LargeAlloc(new_size, h > mmap_alloc::PageSize() ? h : 0);
   if (q == nullptr) return nullptr;
   const std::size_t old_usable = old_region - h;
   std::memcpy(q, p, old_usable < body ? old_usable : body);
   LargeFree(p);
+  errno = saved_errno;
   return q;
 }
 
@@ -523,55 +842,42 @@ void SetLargeCacheLimits(std::size_t max_bytes,
                          std::uint64_t decay_ms) noexcept {
   g_cache_max_bytes.store(max_bytes, std::memory_order_relaxed);
   g_cache_decay_ms.store(decay_ms, std::memory_order_relaxed);
-  if (g_cached_bytes.load(std::memory_order_relaxed) > max_bytes) {
-    LargeCacheRelease();
+  PurgeList purges;
+  {
+    SpinLockHolder l(&g_lock);
+    EnforceCapLocked(&purges);
+    // The next decay pass recomputes the expiry under the new period.
+    g_next_expiry_ms.store(decay_ms != 0 ? 0 : UINT64_MAX,
+                           std::memory_order_relaxed);
   }
-  SpinLockHolder l(&g_cache_lock);
-  UpdateExpiryLocked();
+  FinishPurges(&purges);
 }
 
-std::size_t LargeCacheRelease() noexcept {
-  Evicted all;
-  {
-    SpinLockHolder l(&g_cache_lock);
-    while (g_cached != 0) all.r[all.n++] = RemoveLocked(g_cached - 1);
-    UpdateExpiryLocked();
-  }
-  std::size_t bytes = 0;
-  for (std::size_t i = 0; i < all.n; ++i) bytes += all.r[i].region;
-  all.UnmapAll();
-  return bytes;
-}
+std::size_t LargeCacheRelease() noexcept { return PurgePass(true, false); }
 
 std::size_t LargeCacheDecay() noexcept {
-  if (g_cached_bytes.load(std::memory_order_relaxed) == 0) return 0;
-  const std::uint64_t now = CoarseMonotonicMs();
-  if (now < g_next_expiry_ms.load(std::memory_order_relaxed)) return 0;
-  Evicted expired;
+  const std::uint64_t next = g_next_expiry_ms.load(std::memory_order_relaxed);
+  if (next == UINT64_MAX || CoarseMonotonicMs() < next) return 0;
   // Opportunistic (it runs on magazine refills): a busy lock means another
-  // large-block operation, which expires regions itself, or a section this
-  // thread's signal handler interrupted (a fork child of that handler must
-  // not wait for it).
-  if (!g_cache_lock.TryLock()) return 0;
-  ExpireLocked(now, &expired);
-  UpdateExpiryLocked();
-  g_cache_lock.Unlock();
-  std::size_t bytes = 0;
-  for (std::size_t i = 0; i < expired.n; ++i) bytes += expired.r[i].region;
-  expired.UnmapAll();
-  return bytes;
+  // large-block operation, or a section this thread's signal handler
+  // interrupted (a fork child of that handler must not wait for it).
+  return PurgePass(false, true);
 }
 
 // Not taken again when the forking thread holds it (fork from a signal
 // handler: spin_lock.h).
-void LargeCachePreFork() noexcept { g_cache_lock.LockForFork(); }
-void LargeCachePostFork() noexcept { g_cache_lock.UnlockAfterFork(); }
+void LargeCachePreFork() noexcept { g_lock.LockForFork(); }
+void LargeCachePostFork() noexcept { g_lock.UnlockAfterFork(); }
 
 LargeStats GetLargeStats() noexcept {
-  return {g_mapped_bytes.load(std::memory_order_relaxed),
-          g_allocations.load(std::memory_order_relaxed),
-          g_cached_bytes.load(std::memory_order_relaxed),
-          g_reuses.load(std::memory_order_relaxed)};
+  LargeStats s;
+  s.mapped_bytes = g_mapped_bytes.load(std::memory_order_relaxed);
+  s.allocations = g_allocations.load(std::memory_order_relaxed);
+  s.cached_bytes = g_cached_bytes.load(std::memory_order_relaxed);
+  s.reuses = g_reuses.load(std::memory_order_relaxed);
+  s.reserved_bytes = g_reserved_units.load(std::memory_order_relaxed) * kUnit;
+  s.arenas = g_arena_count.load(std::memory_order_relaxed);
+  return s;
 }
 
 }  // namespace elfmalloc

@@ -1,64 +1,73 @@
-// Large allocations: requests above the largest size class (256 KiB), each
-// in its own mmap_alloc mapping (the reference's large_alloc, allocators-rs
-// elfmalloc general.rs), classifiable by the AllocType stamp like every other
-// elfmalloc pointer, and a cache of freed mappings for reuse.
+// Large allocations: requests above the largest size class (256 KiB), the
+// reference's large_alloc (allocators-rs elfmalloc general.rs,
+// https://github.com/ezrosent/allocators-rs), served from a heap of 2 MiB
+// units instead of a mapping each, and classifiable by the AllocType stamp
+// like every other elfmalloc pointer.
 //
-// Layout of one large allocation with alignment A (A <= page means "page"):
+// Layout. Address space is reserved in arenas (mmap_alloc, MAP_NORESERVE, so
+// only touched pages count; 2 MiB-aligned; 64 MiB first, each new arena as
+// large as all before it, up to 1 GiB; exactly the size needed when a
+// reservation that large fails, e.g. under RLIMIT_AS) and cut into units of
+// kStampAlignment (2 MiB). A block occupies a run of whole units. With
+// alignment A <= 2 MiB and H = max(page, A):
 //
-//   base                      user pointer u = base + H
-//   |<----- H header space ---->|<------ round_up(size, page) ------>|
-//   [LargeHeader at round_down(u - 1, 2 MiB)]
+//   base (a unit boundary)   user pointer u = base + H
+//   |<-- H header space -->|<---- round_up(size, page) ---->|<- unused tail ->|
+//   [LargeHeader at base]                                    (rest of the last unit)
 //
-// where H = max(page, A) and the mapping itself is aligned to M = max(A,
-// 2 MiB). Then u is A-aligned, and round_down(u - 1, 2 MiB) is base when
-// A <= 2 MiB and u - 2 MiB otherwise (A a multiple of 2 MiB): in both cases
-// a header address inside the header space, so ReadAllocType(u) reads
-// AllocType::kLarge and free classifies u without a global map. Only the
-// header's OS page is ever touched; the rest of the header space costs
-// address space, not memory. (The reference always added 2 MiB and mapped at
-// 64 KiB alignment; for the common A <= page case we waste one page instead.)
+// so round_down(u - 1, 2 MiB) = base holds the stamp (alloc_type.h) and free
+// classifies u without a global map. The block's region is H + round_up(size,
+// page), its usable size that minus H; the rest of its last unit is address
+// space it owns but never uses. Blocks that need more than 1 GiB, an
+// alignment above 2 MiB, or arrive when the arena table is full get a
+// mapping of their own ("direct" blocks: the header 2 MiB before u when
+// A > 2 MiB, unmapped at free, resized by mremap).
 //
-// QUIRK fixed: the reference did not round the mapping to the page size (its
-// TODO); here the region is H + round_up(size, page) and the usable size is
-// the page-rounded size, which callers may use in full.
+// Reuse. A freed run of units stays mapped with whatever pages it has
+// resident; free runs coalesce with their neighbours by construction (one
+// bit per unit); an allocation takes the best-fitting free run (the shortest
+// that fits, the first among equals); a block that realloc is growing takes
+// the upper half of the longest run, so that it can go on growing in place. A program that allocates and frees
+// blocks of a few MiB therefore runs without a system call or a page fault
+// in steady state (the reference mapped and unmapped every block: 1-16 MiB
+// blocks with every page written ran at 1,900 operations/s, like glibc's
+// mmap'd chunks; a bounded cache of whole mappings, split and gathered with
+// mremap, still faulted ~1 MiB per operation; mimalloc, whose segments keep
+// freed spans, runs at 26,000).
+// Residency is tracked per unit (the bytes from the unit's start that may be
+// resident), so calloc clears only pages that may hold old data (a fresh
+// unit is zero and stays untouched), and a block placed on a unit whose
+// resident prefix reaches past the block's end by more than 1 MiB and more
+// than the block's own size gives that tail back at once (a live block
+// holds at most max(1 MiB, its size) of resident memory it does not use).
 //
-// Reallocation keeps contents and the alignment: mmap_alloc::Remap (mremap)
-// grows or shrinks the mapping, moving pages rather than copying them, with
-// the mapping alignment M; if the kernel refuses, a new region is mapped and
-// the contents copied.
+// Memory return, the page allocators' policy for dirty pages (page_alloc.h,
+// "Memory return"): a cap on the resident bytes of free units, max(the
+// configured bytes, twice the bytes of live large blocks), beyond which the
+// units freed longest ago are purged (madvise DONTNEED: the address space
+// stays, the memory goes back); a decay period after which a free unit's
+// pages are purged and an arena wholly free for a period is unmapped
+// (checked on large-block operations and on magazine refills,
+// LargeCacheDecay()); malloc_trim and a failed mapping purge every free unit
+// and unmap every wholly free arena (LargeCacheRelease()). SetLargeCacheLimits
+// sets the cap and period (the general allocator, from its options table,
+// ELFMALLOC_LARGE_CACHE_MB and ELFMALLOC_DECAY_MS); until then the cap is 0:
+// freed units are purged at once and free arenas unmapped.
 //
-// Reuse: a freed block with the default layout (alignment up to a page) is
-// not unmapped but kept, whole and committed, in a small cache (32 regions,
-// at most max(the configured cap, twice the bytes of live large blocks) in
-// all: SetLargeCacheLimits; the general allocator sets it from the options
-// table, ELFMALLOC_LARGE_CACHE_MB, when its heap is built, and until then
-// the cache is off). An
-// allocation first looks there: a region within an eighth above the size
-// needed is used as it is; a larger one is split at the next 2 MiB
-// boundary past the size, the remainder staying cached with its committed
-// pages (or, if less than 2 MiB would remain, cut to size by a munmap of its
-// tail); a smaller one is grown by mremap (its pages come along, only the
-// new part faults in). Splitting instead of cutting matters to programs
-// whose block sizes vary: with cuts, every region shrank to the last size
-// asked of it and the next bigger request faulted its pages in again (blocks
-// of 1-16 MiB, every page written: 400 operations/s, tcmalloc 28,000). In steady state a program that allocates and frees
-// blocks of a few MiB makes no system call and takes no page fault (each
-// block used to cost an aligned mmap, a fault per page and a munmap: a
-// Python loop building 1.1 MB bytearrays ran 60x slower than under glibc,
-// whose heap keeps such blocks). Policy, the same as the page allocators'
-// dirty pages (page_alloc.h, "Memory return"): a cap (the oldest regions
-// are unmapped to make room; a block above the cap is never cached) and a
-// decay period (a region nobody reused for a whole period is unmapped at
-// the next large-block operation or magazine refill, LargeCacheDecay(), or
-// by malloc_trim's LargeCacheRelease()). Regions are unmapped, not only uncommitted, so the
-// address space comes back too. A failed mapping releases the cache and
-// tries once more (under RLIMIT_AS the cache may hold exactly what is
-// missing).
+// Reallocation keeps contents and alignment: in place when the new region
+// fits the block's units or the units after it are free (taken; a shrink
+// frees the units it no longer needs); otherwise the block's pages move
+// (mremap, no copy) to a mapping of its own, and it is a direct block from
+// then on; a copy only if the kernel refuses. Direct blocks grow and shrink
+// by mremap.
 //
-// Threads: every function is thread-safe. The cache is guarded by a
-// SpinLock never held across a system call; the rest is statistics
-// counters. Failure is a value: nullptr with errno = ENOMEM (EINVAL for an
-// alignment that is not a power of two). Never calls malloc.
+// Threads: every function is thread-safe. The heap is guarded by a SpinLock
+// never held across a system call (units being purged are marked in use
+// while their madvise runs, so no allocation can take them meanwhile); the
+// rest is statistics counters. Failure is a value: nullptr with errno =
+// ENOMEM (EINVAL for an alignment that is not a power of two); success
+// leaves errno alone. Never calls malloc: arena metadata is mapped with
+// mmap_alloc.
 #ifndef ELFMALLOC_LARGE_ALLOC_H_
 #define ELFMALLOC_LARGE_ALLOC_H_
 
@@ -78,7 +87,9 @@ struct LargeHeader {
   std::size_t region_size;      // bytes mapped (page multiple)
   std::size_t requested;        // the size the caller asked for
   std::size_t header_space;     // H: u - base
-  std::size_t map_align;        // M: the mapping's alignment
+  std::size_t map_align;        // direct blocks: the mapping's alignment
+  // The arena the block's units belong to; nullptr for a direct block.
+  struct LargeArena* arena;
 };
 
 // A block of at least `size` bytes aligned to max(align, OS page), or nullptr
@@ -87,13 +98,18 @@ struct LargeHeader {
 // the alignment demands it).
 void* LargeAlloc(std::size_t size, std::size_t align = 0) noexcept;
 
-// As LargeAlloc(size) with the first `size` bytes zero: a fresh mapping is
-// not written (the kernel's pages are zero and stay untouched until used);
-// only a reused region is cleared. calloc's large path.
+// As LargeAlloc(size) with the first `size` bytes zero: pages never touched
+// since they were mapped or purged are not written (they are zero and stay
+// untouched until used); only pages that may be resident are cleared.
+// calloc's large path.
 void* LargeAllocZeroed(std::size_t size) noexcept;
 
-// Frees a block from LargeAlloc / LargeRealloc: cached for reuse or
-// unmapped (see "Reuse"). nullptr is a no-op.
+// As LargeAlloc(size), for a block that is being grown by realloc (from a
+// slab block): placed where it has room to grow in place ("Reuse").
+void* LargeAllocForGrowth(std::size_t size) noexcept;
+
+// Frees a block from LargeAlloc / LargeRealloc: its units go back to the
+// heap (see "Reuse"; a direct block is unmapped). nullptr is a no-op.
 void LargeFree(void* p) noexcept;
 
 // The bytes usable at p (the requested size rounded up to the OS page).
@@ -112,30 +128,35 @@ inline LargeHeader* LargeHeaderOf(const void* p) noexcept {
       (reinterpret_cast<std::uintptr_t>(p) - 1) & ~(kStampAlignment - 1));
 }
 
-// The cache's cap in bytes (0, the initial value, disables caching) and
-// decay period in milliseconds (0: regions stay until evicted by the cap or
-// released).
-// Lowering the cap below what is cached releases the cache.
+// The cap on the resident bytes of free units (0, the initial value: purge
+// at once) and the decay period in milliseconds (0: free units keep their
+// pages until the cap or a release takes them). Lowering the cap below what
+// free units hold releases them.
 void SetLargeCacheLimits(std::size_t max_bytes,
                          std::uint64_t decay_ms) noexcept;
-// Unmaps every cached region; returns the bytes unmapped (malloc_trim).
+// Purges every free unit and unmaps every wholly free arena; returns the
+// bytes given back (resident bytes purged plus arena bytes unmapped).
+// malloc_trim, and the retry after a failed mapping.
 std::size_t LargeCacheRelease() noexcept;
-// Unmaps the regions cached for a whole decay period; returns the bytes.
-// Cheap until a region expires (one relaxed load when the cache is empty,
-// a vDSO clock read and a compare otherwise): the general allocator calls
-// it on every magazine refill, so that a program that stops using large
-// blocks gets their memory back while it keeps allocating small ones.
+// Purges the free units freed a whole decay period ago and unmaps the arenas
+// wholly free for a period; returns the bytes given back. One relaxed load
+// while nothing is pending, a vDSO clock read and a compare until something
+// expires: the general allocator calls it on every magazine refill, so that
+// a program that stops using large blocks gets their memory back while it
+// keeps allocating small ones.
 std::size_t LargeCacheDecay() noexcept;
-// fork(): the cache lock is held across it (pthread_atfork handlers of the
+// fork(): the heap lock is held across it (pthread_atfork handlers of the
 // general allocator) so that the child never inherits it locked.
 void LargeCachePreFork() noexcept;
 void LargeCachePostFork() noexcept;
 
 struct LargeStats {
-  std::size_t mapped_bytes;  // live large blocks' regions, headers included
-  std::size_t allocations;   // live large allocations
-  std::size_t cached_bytes;  // free regions kept for reuse (committed)
-  std::size_t reuses;        // allocations served from the cache so far
+  std::size_t mapped_bytes;    // live large blocks' regions, headers included
+  std::size_t allocations;     // live large allocations
+  std::size_t cached_bytes;    // resident bytes of free units
+  std::size_t reuses;          // allocations placed on resident free units
+  std::size_t reserved_bytes;  // address space of the arenas
+  std::size_t arenas;          // arenas mapped
 };
 LargeStats GetLargeStats() noexcept;
 

@@ -1,7 +1,7 @@
 // Tests for large_alloc: stamping/classification, alignment, usable size
-// (page-rounded), remap keeping contents and alignment, statistics, and the
-// cache of freed regions (reuse, cut, growth, cap, decay, release, zeroing,
-// threads).
+// (page-rounded), realloc keeping contents and alignment, statistics, and the
+// heap of units (reuse, placement, coalescing, in-place realloc, residency,
+// cap, decay, release, zeroing, threads, bounds).
 #include "elfmalloc/large_alloc.h"
 
 #include <cerrno>
@@ -160,156 +160,193 @@ class LargeCacheTest : public ::testing::Test {
   }
 };
 
+std::size_t ResidentPages(const void* p, std::size_t n) {
+  const std::size_t page = mmap_alloc::PageSize();
+  std::vector<unsigned char> vec((n + page - 1) / page);
+  if (mincore(const_cast<void*>(p), n, vec.data()) != 0) return SIZE_MAX;
+  std::size_t resident = 0;
+  for (unsigned char v : vec) resident += v & 1;
+  return resident;
+}
+
+char* UnitOf(const void* p) {
+  return static_cast<char*>(LargeHeaderOf(p)->base);
+}
+
 TEST_F(LargeCacheTest, FreedBlockIsReusedWithoutMapping) {
   void* p = LargeAlloc(3 * kMiB);
   ASSERT_NE(p, nullptr);
   Fill(p, 3 * kMiB, 1);
+  const LargeStats before = GetLargeStats();
   LargeFree(p);
   EXPECT_GE(GetLargeStats().cached_bytes, 3 * kMiB);
-  const std::size_t reuses = GetLargeStats().reuses;
   void* q = LargeAlloc(3 * kMiB);
   ASSERT_NE(q, nullptr);
-  EXPECT_EQ(q, p);  // the same region, no new mapping
-  EXPECT_EQ(GetLargeStats().reuses, reuses + 1);
+  EXPECT_EQ(q, p);  // the same units, no new mapping
+  EXPECT_EQ(GetLargeStats().reuses, before.reuses + 1);
   EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
+  EXPECT_EQ(GetLargeStats().arenas, before.arenas);
   EXPECT_EQ(ReadAllocType(q), AllocType::kLarge);
   EXPECT_EQ(LargeRequestedSize(q), 3 * kMiB);
+  // Its pages are still resident: nothing faults in.
+  EXPECT_EQ(ResidentPages(q, 3 * kMiB), 3 * kMiB / mmap_alloc::PageSize());
   Fill(q, 3 * kMiB, 2);
   EXPECT_TRUE(Check(q, 3 * kMiB, 2));
   LargeFree(q);
 }
 
-TEST_F(LargeCacheTest, LargerRegionIsSplitAndTheRestStaysCached) {
+TEST_F(LargeCacheTest, BlocksSitOnUnitBoundaries) {
   const std::size_t page = mmap_alloc::PageSize();
-  void* p = LargeAlloc(8 * kMiB);
-  ASSERT_NE(p, nullptr);
-  Fill(p, 8 * kMiB, 3);
-  LargeFree(p);
-  // 2 MiB + a header page: split at the 4 MiB boundary of the region; the
-  // head (4 MiB) is the block.
-  void* q = LargeAlloc(2 * kMiB);
-  ASSERT_NE(q, nullptr);
-  EXPECT_EQ(q, p);
-  EXPECT_EQ(LargeUsableSize(q), 4 * kMiB - page);
-  EXPECT_EQ(GetLargeStats().cached_bytes, 4 * kMiB + page);
-  Fill(q, 2 * kMiB, 4);
-  EXPECT_TRUE(Check(q, 2 * kMiB, 4));
-  // The remainder serves the next request, without disturbing q.
-  char* const base = static_cast<char*>(LargeHeaderOf(q)->base);
-  void* r = LargeAlloc(3 * kMiB);
-  ASSERT_NE(r, nullptr);
-  EXPECT_EQ(static_cast<char*>(r), base + 4 * kMiB + page);
-  EXPECT_EQ(ReadAllocType(r), AllocType::kLarge);
-  Fill(r, 3 * kMiB, 5);
-  EXPECT_TRUE(Check(q, 2 * kMiB, 4));
-  EXPECT_TRUE(Check(r, 3 * kMiB, 5));
-  // (r took 3 MiB of the 4 MiB remainder: too little would have remained
-  // for another split, so its tail went back to the OS.) Freed, the two
-  // halves merge again: one region serves 6.5 MiB in place.
-  LargeFree(r);
-  LargeFree(q);
-  EXPECT_EQ(GetLargeStats().cached_bytes, 7 * kMiB + page);
-  void* whole = LargeAlloc(6 * kMiB + kMiB / 2);
-  ASSERT_NE(whole, nullptr);
-  EXPECT_EQ(whole, p);
-  Fill(whole, 6 * kMiB + kMiB / 2, 6);
-  EXPECT_TRUE(Check(whole, 6 * kMiB + kMiB / 2, 6));
-  LargeFree(whole);
+  void* a = LargeAlloc(300 * 1024);
+  void* b = LargeAlloc(3 * kMiB);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  for (void* p : {a, b}) {
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(UnitOf(p)) % kStampAlignment,
+              0u);
+    EXPECT_EQ(static_cast<char*>(p), UnitOf(p) + page);
+  }
+  // A fresh arena: the blocks are placed one after the other.
+  EXPECT_EQ(UnitOf(b), UnitOf(a) + kStampAlignment);
+  LargeFree(a);
+  LargeFree(b);
 }
 
-// Less than 2 MiB would remain past the split point: the tail is cut.
-TEST_F(LargeCacheTest, LargerRegionIsCutWhenLittleWouldRemain) {
-  void* p = LargeAlloc(5 * kMiB);
-  ASSERT_NE(p, nullptr);
-  LargeFree(p);
-  void* q = LargeAlloc(3 * kMiB);  // split point 4 MiB: 1 MiB would remain
-  ASSERT_NE(q, nullptr);
-  EXPECT_EQ(q, p);
-  EXPECT_LT(LargeUsableSize(q), 3 * kMiB + 2 * mmap_alloc::PageSize());
-  EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
-  Fill(q, 3 * kMiB, 6);
-  EXPECT_TRUE(Check(q, 3 * kMiB, 6));
-  LargeFree(q);
-}
-
-TEST_F(LargeCacheTest, SmallerRegionIsGrown) {
-  void* p = LargeAlloc(2 * kMiB);
-  ASSERT_NE(p, nullptr);
-  Fill(p, 2 * kMiB, 4);
-  LargeFree(p);
-  void* q = LargeAlloc(7 * kMiB);
-  ASSERT_NE(q, nullptr);
-  EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
-  EXPECT_GE(LargeUsableSize(q), 7 * kMiB);
-  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(LargeHeaderOf(q)) %
-                kStampAlignment,
-            0u);
-  EXPECT_EQ(ReadAllocType(q), AllocType::kLarge);
-  Fill(q, 7 * kMiB, 5);
-  EXPECT_TRUE(Check(q, 7 * kMiB, 5));
-  LargeFree(q);
-}
-
-// A block freed between two cached neighbours merges with both.
-TEST_F(LargeCacheTest, FreedBlockMergesWithBothNeighbours) {
-  const std::size_t page = mmap_alloc::PageSize();
-  void* whole = LargeAlloc(12 * kMiB);
-  ASSERT_NE(whole, nullptr);
-  LargeFree(whole);
-  // Three pieces split off the same region, back to back.
-  void* a = LargeAlloc(2 * kMiB);  // head: 4 MiB
-  void* b = LargeAlloc(2 * kMiB);  // next 4 MiB
-  void* c = LargeAlloc(3 * kMiB);  // the rest
+// Free neighbours coalesce: two freed blocks serve one that needs both.
+TEST_F(LargeCacheTest, FreeNeighboursCoalesce) {
+  void* a = LargeAlloc(3 * kMiB);  // units 0-1
+  void* b = LargeAlloc(3 * kMiB);  // units 2-3
+  void* c = LargeAlloc(3 * kMiB);  // units 4-5, keeps the run closed
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
   ASSERT_NE(c, nullptr);
-  EXPECT_EQ(static_cast<char*>(b), static_cast<char*>(a) + 4 * kMiB);
-  EXPECT_EQ(static_cast<char*>(c), static_cast<char*>(a) + 8 * kMiB);
+  ASSERT_EQ(UnitOf(b), UnitOf(a) + 2 * kStampAlignment);
+  LargeFree(b);
   LargeFree(a);
+  void* whole = LargeAlloc(7 * kMiB);  // four units: exactly the hole
+  ASSERT_NE(whole, nullptr);
+  EXPECT_EQ(whole, a);
+  Fill(whole, 7 * kMiB, 3);
+  EXPECT_TRUE(Check(whole, 7 * kMiB, 3));
+  LargeFree(whole);
   LargeFree(c);
-  const std::size_t cached = GetLargeStats().cached_bytes;
-  LargeFree(b);  // joins a's and c's regions into one
-  EXPECT_EQ(GetLargeStats().cached_bytes, cached + 4 * kMiB);
-  void* again = LargeAlloc(10 * kMiB);  // one region serves it in place
-  EXPECT_EQ(again, a);
-  Fill(again, 10 * kMiB, 7);
-  EXPECT_TRUE(Check(again, 10 * kMiB, 7));
-  LargeFree(again);
-  (void)page;
 }
 
-// No cached region is big enough, but two are together: their pages are
-// gathered into one region (moved, not copied or faulted in again).
-TEST_F(LargeCacheTest, RegionsAreGatheredWhenNoneIsBigEnough) {
-  const std::size_t page = mmap_alloc::PageSize();
+// The shortest free run that fits is taken, not the first.
+TEST_F(LargeCacheTest, BestFittingRunIsTaken) {
+  void* big_hole = LargeAlloc(5 * kMiB);  // 3 units
+  void* wall1 = LargeAlloc(kMiB);
+  void* small_hole = LargeAlloc(kMiB);  // 1 unit
+  void* wall2 = LargeAlloc(kMiB);
+  ASSERT_NE(big_hole, nullptr);
+  ASSERT_NE(wall1, nullptr);
+  ASSERT_NE(small_hole, nullptr);
+  ASSERT_NE(wall2, nullptr);
+  void* const small_at = small_hole;
+  LargeFree(big_hole);
+  LargeFree(small_hole);
+  void* p = LargeAlloc(kMiB + 12345);
+  EXPECT_EQ(p, small_at);
+  void* q = LargeAlloc(4 * kMiB);
+  EXPECT_EQ(q, big_hole);
+  LargeFree(p);
+  LargeFree(q);
+  LargeFree(wall1);
+  LargeFree(wall2);
+}
+
+TEST_F(LargeCacheTest, ReallocGrowsIntoFreeUnitsInPlace) {
   void* a = LargeAlloc(3 * kMiB);
-  void* spacer = LargeAlloc(3 * kMiB);  // keeps a and b from merging
-  void* b = LargeAlloc(4 * kMiB);
+  void* b = LargeAlloc(3 * kMiB);
+  void* wall = LargeAlloc(kMiB);
   ASSERT_NE(a, nullptr);
-  ASSERT_NE(spacer, nullptr);
   ASSERT_NE(b, nullptr);
-  std::memset(a, 0x11, 3 * kMiB);
-  std::memset(b, 0x22, 4 * kMiB);
-  LargeFree(a);
+  ASSERT_NE(wall, nullptr);
+  Fill(a, 3 * kMiB, 4);
   LargeFree(b);
-  ASSERT_EQ(GetLargeStats().cached_bytes, 7 * kMiB + 2 * page);
-  const std::size_t reuses = GetLargeStats().reuses;
-  auto* g = static_cast<unsigned char*>(LargeAlloc(6 * kMiB));
-  ASSERT_NE(g, nullptr);
-  EXPECT_EQ(GetLargeStats().reuses, reuses + 1);
-  EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
-  EXPECT_GE(LargeUsableSize(g), 6 * kMiB);
-  EXPECT_EQ(ReadAllocType(g), AllocType::kLarge);
-  // Every page of the block is already resident: nothing faults in.
-  std::vector<unsigned char> vec(6 * kMiB / page);
-  ASSERT_EQ(mincore(g, 6 * kMiB, vec.data()), 0);
-  std::size_t resident = 0;
-  for (unsigned char v : vec) resident += v & 1;
-  EXPECT_EQ(resident, vec.size());
-  Fill(g, 6 * kMiB, 9);
-  EXPECT_TRUE(Check(g, 6 * kMiB, 9));
-  LargeFree(g);
-  LargeFree(spacer);
+  void* g = LargeRealloc(a, 7 * kMiB);
+  ASSERT_EQ(g, a);  // took b's units
+  EXPECT_TRUE(Check(g, 3 * kMiB, 4));
+  EXPECT_GE(LargeUsableSize(g), 7 * kMiB);
+  Fill(g, 7 * kMiB, 5);
+  // No room after it any more: its pages move (no copy, nothing faults) to
+  // a mapping of its own, and its units go back to the heap empty.
+  const std::size_t arenas = GetLargeStats().arenas;
+  const std::size_t cached = GetLargeStats().cached_bytes;
+  void* m = LargeRealloc(g, 9 * kMiB);
+  ASSERT_NE(m, nullptr);
+  EXPECT_NE(m, g);
+  EXPECT_EQ(LargeHeaderOf(m)->arena, nullptr);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(LargeHeaderOf(m)) %
+                kStampAlignment,
+            0u);
+  EXPECT_EQ(ReadAllocType(m), AllocType::kLarge);
+  EXPECT_EQ(ResidentPages(m, 7 * kMiB), 7 * kMiB / mmap_alloc::PageSize());
+  EXPECT_TRUE(Check(m, 7 * kMiB, 5));
+  EXPECT_EQ(GetLargeStats().arenas, arenas);
+  EXPECT_LE(GetLargeStats().cached_bytes, cached + kStampAlignment);
+  EXPECT_EQ(ResidentPages(g, 7 * kMiB), 0u);  // the old units: empty
+  // Direct from now on: grown by mremap.
+  void* m2 = LargeRealloc(m, 20 * kMiB);
+  ASSERT_NE(m2, nullptr);
+  EXPECT_TRUE(Check(m2, 7 * kMiB, 5));
+  LargeFree(m2);
+  LargeFree(wall);
+}
+
+// Blocks that realloc is growing are placed with room after them: several
+// grown side by side each grow in place (placed one after the other, each
+// would have to move at its first unit boundary).
+TEST_F(LargeCacheTest, GrowingBlocksHaveRoomToGrowInPlace) {
+  std::vector<void*> blocks;
+  for (int i = 0; i < 4; ++i) {
+    blocks.push_back(LargeAllocForGrowth(300 * 1024));
+    ASSERT_NE(blocks.back(), nullptr);
+    Fill(blocks.back(), 300 * 1024, static_cast<unsigned>(i));
+  }
+  for (std::size_t step = 1; step <= 8; ++step) {
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      void* q = LargeRealloc(blocks[i], step * kMiB / 2 + 300 * 1024);
+      ASSERT_EQ(q, blocks[i]) << "block " << i << " moved at step " << step;
+    }
+  }
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    EXPECT_TRUE(Check(blocks[i], 300 * 1024, static_cast<unsigned>(i)));
+    LargeFree(blocks[i]);
+  }
+}
+
+TEST_F(LargeCacheTest, ReallocShrinkFreesTrailingUnits) {
+  void* a = LargeAlloc(9 * kMiB);  // 5 units
+  ASSERT_NE(a, nullptr);
+  Fill(a, kMiB, 6);
+  const std::size_t mapped = GetLargeStats().mapped_bytes;
+  void* s = LargeRealloc(a, kMiB);
+  ASSERT_EQ(s, a);
+  EXPECT_TRUE(Check(s, kMiB, 6));
+  EXPECT_LT(LargeUsableSize(s), kMiB + 2 * mmap_alloc::PageSize());
+  EXPECT_LE(GetLargeStats().mapped_bytes + 7 * kMiB, mapped);
+  void* next = LargeAlloc(6 * kMiB);  // the four units the shrink freed
+  ASSERT_NE(next, nullptr);
+  EXPECT_EQ(UnitOf(next), UnitOf(s) + kStampAlignment);
+  LargeFree(next);
+  LargeFree(s);
+}
+
+// A unit whose pages are resident far past a small block's end gives the
+// tail back when the block is placed (the block would hold it for nothing).
+TEST_F(LargeCacheTest, ResidentTailPastASmallBlockIsPurged) {
+  const std::size_t page = mmap_alloc::PageSize();
+  void* p = LargeAlloc(kStampAlignment - page);  // exactly one unit
+  ASSERT_NE(p, nullptr);
+  std::memset(p, 1, kStampAlignment - page);
+  char* unit = UnitOf(p);
+  LargeFree(p);
+  void* q = LargeAlloc(300 * 1024);
+  ASSERT_EQ(UnitOf(q), unit);
+  const std::size_t end = page + ((300 * 1024 + page - 1) & ~(page - 1));
+  EXPECT_EQ(ResidentPages(unit + end, kStampAlignment - end), 0u);
+  LargeFree(q);
 }
 
 // Every successful allocation leaves errno alone, whatever cache path it
@@ -352,52 +389,55 @@ TEST_F(LargeCacheTest, CapBoundsCachedBytes) {
   }
   EXPECT_LE(GetLargeStats().cached_bytes, 8 * kMiB);
   EXPECT_GT(GetLargeStats().cached_bytes, 0u);
-  // A block above the cap is never cached.
-  void* big = LargeAlloc(9 * kMiB);
-  ASSERT_NE(big, nullptr);
-  const std::size_t cached = GetLargeStats().cached_bytes;
-  LargeFree(big);
-  EXPECT_EQ(GetLargeStats().cached_bytes, cached);
-  // Cap 0: no caching at all.
+  // The units freed longest ago were purged: the last block's are resident.
+  EXPECT_EQ(ResidentPages(blocks[0], 3 * kMiB), 0u);
+  // Cap 0: nothing kept, and wholly free arenas go at once.
   SetLargeCacheLimits(0, 0);
   EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
+  EXPECT_EQ(GetLargeStats().arenas, 0u);
   void* p = LargeAlloc(3 * kMiB);
   ASSERT_NE(p, nullptr);
   LargeFree(p);
   EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
+  EXPECT_EQ(GetLargeStats().arenas, 0u);
 }
 
-TEST_F(LargeCacheTest, UnusedRegionsDecay) {
+TEST_F(LargeCacheTest, UnusedUnitsAndArenasDecay) {
   SetLargeCacheLimits(kDefaultLargeCacheBytes, 50);
   void* p = LargeAlloc(3 * kMiB);
   ASSERT_NE(p, nullptr);
   LargeFree(p);
   EXPECT_GE(GetLargeStats().cached_bytes, 3 * kMiB);
+  EXPECT_EQ(GetLargeStats().arenas, 1u);
   EXPECT_EQ(LargeCacheDecay(), 0u);  // not a whole period yet
   SleepMs(120);
   EXPECT_GE(LargeCacheDecay(), 3 * kMiB);
   EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
+  EXPECT_EQ(GetLargeStats().arenas, 0u);  // wholly free: unmapped
+  EXPECT_EQ(GetLargeStats().reserved_bytes, 0u);
 }
 
-// LargeCacheDecay is a no-op until the oldest region has been cached for a
-// whole period, then returns exactly the expired regions.
-TEST_F(LargeCacheTest, DecayWaitsForTheOldestRegion) {
+// LargeCacheDecay is a no-op until the oldest free unit has been free for
+// a whole period, then purges exactly the expired ones; an arena with a
+// live block stays.
+TEST_F(LargeCacheTest, DecayWaitsForTheOldestUnit) {
   SetLargeCacheLimits(kDefaultLargeCacheBytes, 100);
   void* a = LargeAlloc(3 * kMiB);
   ASSERT_NE(a, nullptr);
   LargeFree(a);
   SleepMs(60);
-  void* b = LargeAlloc(5 * kMiB);  // grows a, or maps afresh
+  void* b = LargeAlloc(5 * kMiB);  // a's units and one more
   ASSERT_NE(b, nullptr);
   void* c = LargeAlloc(2 * kMiB);
   ASSERT_NE(c, nullptr);
-  LargeFree(c);  // cached at t = 60 ms
+  LargeFree(c);  // free at t = 60 ms
   EXPECT_EQ(LargeCacheDecay(), 0u);
   SleepMs(150);
   EXPECT_GE(LargeCacheDecay(), 2 * kMiB);
   EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
+  EXPECT_EQ(GetLargeStats().arenas, 1u);
   LargeFree(b);
-  EXPECT_EQ(LargeCacheDecay(), 0u);  // b was just cached
+  EXPECT_EQ(LargeCacheDecay(), 0u);  // b was just freed
 }
 
 TEST_F(LargeCacheTest, ReleaseUnmapsEverything) {
@@ -409,10 +449,27 @@ TEST_F(LargeCacheTest, ReleaseUnmapsEverything) {
   LargeFree(b);
   EXPECT_GE(LargeCacheRelease(), 8 * kMiB);
   EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
+  EXPECT_EQ(GetLargeStats().arenas, 0u);
   EXPECT_EQ(LargeCacheRelease(), 0u);
 }
 
-TEST_F(LargeCacheTest, ZeroedAllocationClearsReusedRegion) {
+// With a block live, release purges the free units' pages and keeps the
+// arena.
+TEST_F(LargeCacheTest, ReleasePurgesFreeUnitsOfALiveArena) {
+  void* a = LargeAlloc(3 * kMiB);
+  void* b = LargeAlloc(5 * kMiB);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  std::memset(b, 7, 5 * kMiB);
+  LargeFree(b);
+  EXPECT_GE(LargeCacheRelease(), 5 * kMiB);
+  EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
+  EXPECT_EQ(GetLargeStats().arenas, 1u);
+  EXPECT_EQ(ResidentPages(b, 5 * kMiB), 0u);
+  LargeFree(a);
+}
+
+TEST_F(LargeCacheTest, ZeroedAllocationClearsReusedUnits) {
   void* p = LargeAlloc(4 * kMiB);
   ASSERT_NE(p, nullptr);
   std::memset(p, 0xab, 4 * kMiB);
@@ -423,20 +480,68 @@ TEST_F(LargeCacheTest, ZeroedAllocationClearsReusedRegion) {
     if (q[i] != 0) FAIL() << "byte " << i << " not zero";
   }
   LargeFree(q);
-  // Fresh: nothing cached, the kernel's zero pages.
-  LargeCacheRelease();
-  q = static_cast<unsigned char*>(LargeAllocZeroed(4 * kMiB));
+}
+
+// calloc of large blocks in fresh units writes nothing: sparse arrays stay
+// sparse (eight 200 MiB arrays cost 1600 MiB of resident memory when every
+// byte was cleared).
+TEST_F(LargeCacheTest, ZeroedAllocationOfFreshUnitsTouchesNothing) {
+  constexpr std::size_t kBig = 200 * kMiB;
+  auto* q = static_cast<unsigned char*>(LargeAllocZeroed(kBig));
   ASSERT_NE(q, nullptr);
+  EXPECT_EQ(ResidentPages(q, kBig), 0u);
+  q[kBig / 2] = 1;
   EXPECT_EQ(q[0], 0);
-  EXPECT_EQ(q[4 * kMiB - 1], 0);
+  EXPECT_EQ(q[kBig - 1], 0);
+  LargeFree(q);
+  // Reused: only the pages that were touched are cleared (and so resident).
+  q = static_cast<unsigned char*>(LargeAllocZeroed(kBig));
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q[kBig / 2], 0);
+  EXPECT_LE(ResidentPages(q, kBig), 2 * kStampAlignment / mmap_alloc::PageSize());
   LargeFree(q);
 }
 
-TEST_F(LargeCacheTest, OverAlignedBlocksAreNotCached) {
+TEST_F(LargeCacheTest, OverAlignedBlocksAreDirect) {
+  const std::size_t arenas = GetLargeStats().arenas;
   void* p = LargeAlloc(3 * kMiB, 4 * kMiB);
   ASSERT_NE(p, nullptr);
+  EXPECT_EQ(LargeHeaderOf(p)->arena, nullptr);
+  EXPECT_EQ(GetLargeStats().arenas, arenas);
   LargeFree(p);
   EXPECT_EQ(GetLargeStats().cached_bytes, 0u);
+  // Up to 2 MiB alignment stays in an arena.
+  void* q = LargeAlloc(3 * kMiB, 2 * kMiB);
+  ASSERT_NE(q, nullptr);
+  EXPECT_NE(LargeHeaderOf(q)->arena, nullptr);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(q) % (2 * kMiB), 0u);
+  LargeFree(q);
+}
+
+// Churn through random sizes keeps memory and address space bounded: free
+// resident bytes within the cap, arenas within a small multiple of the
+// live working set.
+TEST_F(LargeCacheTest, ChurnStaysBounded) {
+  std::mt19937 rng(4141);
+  std::vector<std::pair<void*, std::size_t>> live(4, {nullptr, 0});
+  std::size_t max_reserved = 0;
+  for (int i = 0; i < 2000; ++i) {
+    auto& slot = live[rng() % live.size()];
+    if (slot.first != nullptr) {
+      ASSERT_TRUE(Check(slot.first, slot.second, slot.second & 0xff));
+      LargeFree(slot.first);
+    }
+    const std::size_t n = kMiB + rng() % (15 * kMiB);
+    slot = {LargeAlloc(n), n};
+    ASSERT_NE(slot.first, nullptr);
+    Fill(slot.first, n, n & 0xff);
+    const LargeStats st = GetLargeStats();
+    EXPECT_LE(st.cached_bytes, kDefaultLargeCacheBytes);
+    if (st.reserved_bytes > max_reserved) max_reserved = st.reserved_bytes;
+  }
+  // Four live blocks of at most 16 MiB: one 64 MiB arena and a second.
+  EXPECT_LE(max_reserved, 192 * kMiB);
+  for (auto& [p, n] : live) LargeFree(p);
 }
 
 // Two threads allocate, check and free random sizes through the cache

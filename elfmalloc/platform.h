@@ -1,6 +1,6 @@
 // elfmalloc's operating-system queries that more than one component needs:
 // a coarse monotonic clock (decay periods of the page allocators and of the
-// large-block cache) and the number of CPUs the process may run on (sizing
+// large-block heap) and the number of CPUs the process may run on (sizing
 // of bags and pools). One definition each, so that every component sees the
 // same clock and the same CPU count. Mapping lives in //mmap_alloc, the
 // futex lock in spin_lock.h, thread keys and fork hooks in thread_cache.cc

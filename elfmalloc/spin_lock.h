@@ -1,6 +1,6 @@
 // SpinLock: a small allocation-free lock for elfmalloc's rare slow paths
 // (heap construction, the thread-heap registry, the per-class fallback
-// allocators, the large-block cache) that can also live inside a shared
+// allocators, the large-block heap) that can also live inside a shared
 // object, and that knows which thread holds it.
 //
 // Why not absl::base_internal::SpinLock: it is what we used, and it does the

@@ -330,7 +330,7 @@ void* Remap(void* p, std::size_t old_size, std::size_t new_size,
   return q;
 }
 
-bool MoveTo(void* p, std::size_t size, void* to) noexcept {
+bool MoveTo(void* p, std::size_t size, void* to, bool keep_source) noexcept {
   ErrnoGuard guard;
   std::size_t len;
   if (!CheckRange(guard, p, size, &len)) return false;
@@ -339,8 +339,9 @@ bool MoveTo(void* p, std::size_t size, void* to) noexcept {
     guard.Fail(EINVAL);
     return false;
   }
-  if (ABSL_PREDICT_FALSE(mremap(p, len, len, MREMAP_MAYMOVE | MREMAP_FIXED,
-                                to) == MAP_FAILED)) {
+  const int flags = MREMAP_MAYMOVE | MREMAP_FIXED |
+                    (keep_source ? MREMAP_DONTUNMAP : 0);
+  if (ABSL_PREDICT_FALSE(mremap(p, len, len, flags, to) == MAP_FAILED)) {
     guard.Fail(errno);
     return false;
   }

@@ -153,12 +153,17 @@ void* Remap(void* p, std::size_t old_size, std::size_t new_size,
 
 // Moves the pages of [p, p + size) to [to, to + size) (mremap with
 // MREMAP_FIXED: page tables move, contents are not copied, committed pages
-// stay committed), replacing whatever was mapped at the target; the source
-// range is unmapped afterwards. p and to page-aligned. false with errno set
+// stay committed), replacing whatever was mapped at the target. The source
+// range is unmapped afterwards, or, with keep_source, stays mapped and
+// empty: it reads as zero and holds no memory (MREMAP_DONTUNMAP, Linux 5.7
+// for private anonymous mappings; EINVAL before that or for other
+// mappings), so a range carved out of a larger reservation leaves no hole
+// another mapping could take. p and to page-aligned. false with errno set
 // (EFAULT: the source is not one mapping with uniform attributes), in which
 // case neither range changed. For gathering several regions into one
-// reservation made by Map (elfmalloc's large-block cache).
-bool MoveTo(void* p, std::size_t size, void* to) noexcept;
+// reservation made by Map, or moving a block out of one.
+bool MoveTo(void* p, std::size_t size, void* to,
+            bool keep_source = false) noexcept;
 
 // Grows [p, p + old_size) to new_size without moving it. false with ENOMEM if
 // the pages after the region are in use (or the kernel cannot supply them),

@@ -503,6 +503,33 @@ TEST(MmapAllocTest, MoveToGathersRegionsIntoAReservation) {
   EXPECT_TRUE(Unmap(t, 6 * page));
 }
 
+// With keep_source, the pages move out of a larger mapping and the source
+// range stays mapped, empty and writable: no hole in the reservation.
+TEST(MmapAllocTest, MoveToCanKeepTheSourceMapped) {
+  const std::size_t page = PageSize();
+  char* r = static_cast<char*>(Map(8 * page));
+  ASSERT_NE(r, nullptr);
+  std::memset(r, 0x33, 8 * page);
+  MapOptions reserve;
+  reserve.perm = Perm::kNone;
+  char* t = static_cast<char*>(Map(3 * page, reserve));
+  ASSERT_NE(t, nullptr);
+  ASSERT_TRUE(MoveTo(r + 2 * page, 3 * page, t, /*keep_source=*/true));
+  EXPECT_EQ(t[0], 0x33);
+  EXPECT_EQ(t[3 * page - 1], 0x33);
+  unsigned char vec[8] = {};
+  ASSERT_EQ(mincore(r, 8 * page, vec), 0);  // all of it still mapped
+  EXPECT_EQ(vec[1] & 1, 1);
+  EXPECT_EQ(vec[2] & 1, 0);  // moved away: nothing resident
+  EXPECT_EQ(vec[4] & 1, 0);
+  EXPECT_EQ(vec[5] & 1, 1);
+  EXPECT_EQ(r[2 * page], 0);  // reads as zero, and is writable
+  r[2 * page] = 5;
+  EXPECT_EQ(r[2 * page + 1], 0);
+  EXPECT_TRUE(Unmap(t, 3 * page));
+  EXPECT_TRUE(Unmap(r, 8 * page));
+}
+
 TEST(MmapAllocTest, RemapKeepsLargeAlignment) {
   const std::size_t align = std::size_t{2} << 20;
   const std::size_t len = align;
