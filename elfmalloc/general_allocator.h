@@ -96,6 +96,11 @@ std::size_t ReleaseFreeMemory() noexcept;
 // 16-aligned class.
 struct MallocBackend {
   static constexpr std::size_t kDefaultAlignment = 8;
+  // Deallocate(nullptr) is a no-op, and a request above PTRDIFF_MAX fails
+  // in the large allocator (its size arithmetic refuses it): malloc and free
+  // need no tests of their own.
+  static constexpr bool kDeallocatesNull = true;
+  static constexpr bool kAllocatesAnySize = true;
   static void* Allocate(std::size_t n) noexcept {
     return elfmalloc::Allocate(n);
   }

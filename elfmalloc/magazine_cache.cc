@@ -26,8 +26,8 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
   if (m == nullptr) return;  // capacity 0: frees go straight to the slabs
   map_ = m;
   map_bytes_ = bytes;
-  capacity_ = static_cast<std::uint32_t>(capacity);
-  max_capacity_ = capacity_;
+  hot_->capacity = static_cast<std::uint32_t>(capacity);
+  max_capacity_ = hot_->capacity;
   const std::size_t size = cls->metadata().object_size;
   // Adaptive only up to kAdaptiveMaxSize (see magazine_cache.h).
   std::size_t min = capacity;
@@ -38,7 +38,7 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
   }
   min_capacity_ = static_cast<std::uint32_t>(min);
   char* p = static_cast<char*>(m);
-  stack_ = reinterpret_cast<void**>(p);
+  hot_->stack = reinterpret_cast<void**>(p);
   p += capacity * sizeof(void*);
   cells_ = reinterpret_cast<Cell*>(p);
   p += table * sizeof(Cell);
@@ -54,14 +54,21 @@ void MagazineCache::Destroy() noexcept {
     mmap_alloc::Unmap(map_, map_bytes_);
     map_ = nullptr;
   }
+  // Empty again: both fast paths fail (a bound state outlives the cache).
+  hot_->stack = nullptr;
+  hot_->capacity = 0;
   slabs_.Release();
 }
 
+void MagazineCache::TakeHot(MagazineCache& o) noexcept {
+  hot_->stack = std::exchange(o.hot_->stack, nullptr);
+  hot_->top.store(o.hot_->top.exchange(0, std::memory_order_relaxed),
+                  std::memory_order_relaxed);
+  hot_->capacity = std::exchange(o.hot_->capacity, 0);
+}
+
 MagazineCache::MagazineCache(MagazineCache&& o) noexcept
-    : stack_(std::exchange(o.stack_, nullptr)),
-      top_(o.top_.exchange(0, std::memory_order_relaxed)),
-      capacity_(std::exchange(o.capacity_, 0)),
-      max_capacity_(std::exchange(o.max_capacity_, 0)),
+    : max_capacity_(std::exchange(o.max_capacity_, 0)),
       min_capacity_(std::exchange(o.min_capacity_, 0)),
       refills_(std::exchange(o.refills_, 0)),
       from_slabs_(o.from_slabs_.exchange(0, std::memory_order_relaxed)),
@@ -71,15 +78,14 @@ MagazineCache::MagazineCache(MagazineCache&& o) noexcept
       touched_(std::exchange(o.touched_, nullptr)),
       table_shift_(o.table_shift_),
       map_bytes_(std::exchange(o.map_bytes_, 0)),
-      map_(std::exchange(o.map_, nullptr)) {}
+      map_(std::exchange(o.map_, nullptr)) {
+  TakeHot(o);
+}
 
 MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
   if (this != &o) {
     Destroy();
-    stack_ = std::exchange(o.stack_, nullptr);
-    top_.store(o.top_.exchange(0, std::memory_order_relaxed),
-               std::memory_order_relaxed);
-    capacity_ = std::exchange(o.capacity_, 0);
+    TakeHot(o);
     max_capacity_ = std::exchange(o.max_capacity_, 0);
     min_capacity_ = std::exchange(o.min_capacity_, 0);
     refills_ = std::exchange(o.refills_, 0);
@@ -105,42 +111,44 @@ void* MagazineCache::AllocSlow() noexcept {
   // A refill means this thread reuses the class: back to the full
   // magazine at once.
   ++refills_;
-  capacity_ = max_capacity_;
-  const std::size_t want = capacity_ / 4 > 0 ? capacity_ / 4 : 1;
+  hot_->capacity = max_capacity_;
+  const std::size_t want = hot_->capacity / 4 > 0 ? hot_->capacity / 4 : 1;
   void* one;
-  void** out = capacity_ != 0 ? stack_ : &one;
+  void** out = hot_->capacity != 0 ? hot_->stack : &one;
   const std::size_t got = slabs_.AllocBatch(out, want);
   if (got == 0) return nullptr;
   Add(from_slabs_, static_cast<std::int64_t>(got));
-  if (capacity_ == 0) return one;
+  if (hot_->capacity == 0) return one;
   // The iterator yields objects in address order, so pops hand them out in
   // descending order (a run of allocations walks down through a bit-set
   // word and its cache lines; reversing the batch for ascending order cost
   // 4 instructions per object, 3% of a small-burst workload).
   // The stack was empty: it now holds got objects; hand out the top.
-  top_.store(static_cast<std::uint32_t>(got - 1), std::memory_order_relaxed);
-  return stack_[got - 1];
+  hot_->top.store(static_cast<std::uint32_t>(got - 1),
+                  std::memory_order_relaxed);
+  return hot_->stack[got - 1];
 }
 
 void MagazineCache::FreeSlow(void* p) noexcept {
-  if (capacity_ == 0) {
+  if (hot_->capacity == 0) {
     Add(to_slabs_, 1);
     slabs_.Free(p);
     return;
   }
-  if (refills_ == 0 && capacity_ > min_capacity_) {
+  if (refills_ == 0 && hot_->capacity > min_capacity_) {
     // Free-only since the last overflow: hold less.
-    capacity_ = capacity_ / 2 > min_capacity_ ? capacity_ / 2 : min_capacity_;
+    const std::uint32_t half = hot_->capacity / 2;
+    hot_->capacity = half > min_capacity_ ? half : min_capacity_;
   }
   refills_ = 0;
-  Flush(capacity_ / 2);
+  Flush(hot_->capacity / 2);
   const bool cached = TryFree(p);
   ABSL_ASSERT(cached);
   (void)cached;
 }
 
 void MagazineCache::Flush(std::size_t from) noexcept {
-  const std::size_t top = top_.load(std::memory_order_relaxed);
+  const std::size_t top = hot_->top.load(std::memory_order_relaxed);
   if (top <= from) return;
   Add(to_slabs_, static_cast<std::int64_t>(top - from));
   // Every cached object is of this cache's class, so the layout comes from
@@ -152,7 +160,7 @@ void MagazineCache::Flush(std::size_t from) noexcept {
   const std::size_t shift = m.granule_shift;
   // Locals, so that the loop keeps them in registers across the rare
   // collision frees.
-  void** const stack = stack_;
+  void** const stack = hot_->stack;
   Cell* const cells = cells_;
   std::uint32_t* const touched = touched_;
   const std::size_t table_shift = table_shift_;
@@ -204,7 +212,8 @@ void MagazineCache::Flush(std::size_t from) noexcept {
     slabs_.BulkFree(c.slab, c.word, c.mask);
     c = Cell{nullptr, 0, 0};
   }
-  top_.store(static_cast<std::uint32_t>(from), std::memory_order_relaxed);
+  hot_->top.store(static_cast<std::uint32_t>(from),
+                  std::memory_order_relaxed);
 }
 
 }  // namespace elfmalloc

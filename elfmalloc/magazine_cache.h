@@ -104,6 +104,37 @@ constexpr std::size_t MagazineCapacity(std::size_t object_size) noexcept {
   return n == 0 ? 1 : n;
 }
 
+// The fast-path state of one magazine: the stack, its top and its current
+// capacity, 16 bytes. It lives apart from the rest of the cache so that a
+// ThreadHeap keeps its classes' states in one dense array indexed by slab
+// tag (thread_cache.h): free finds its magazine with a shift instead of a
+// multiply by the cache's size and a range check of the tag. A state with
+// capacity 0 and top 0 (a cache not created yet, or an unused tag) fails
+// both fast paths, sending the caller to its slow path.
+struct MagazineHot {
+  void** stack = nullptr;
+  // Written by the owner only; atomic (relaxed: plain moves on x86) because
+  // statistics read it from other threads.
+  std::atomic<std::uint32_t> top{0};
+  std::uint32_t capacity = 0;
+
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryAlloc(void** p) noexcept {
+    const std::uint32_t t = top.load(std::memory_order_relaxed);
+    if (ABSL_PREDICT_FALSE(t == 0)) return false;
+    top.store(t - 1, std::memory_order_relaxed);
+    *p = stack[t - 1];
+    return true;
+  }
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryFree(void* p) noexcept {
+    const std::uint32_t t = top.load(std::memory_order_relaxed);
+    if (ABSL_PREDICT_FALSE(t >= capacity)) return false;
+    stack[t] = p;
+    top.store(t + 1, std::memory_order_relaxed);
+    return true;
+  }
+};
+static_assert(sizeof(MagazineHot) == 16);
+
 class MagazineCache {
  public:
   MagazineCache() noexcept = default;  // invalid
@@ -118,32 +149,29 @@ class MagazineCache {
 
   bool valid() const noexcept { return slabs_.valid(); }
   // The current capacity (adaptive; see above) and its maximum.
-  std::size_t capacity() const noexcept { return capacity_; }
+  std::size_t capacity() const noexcept { return hot_->capacity; }
   std::size_t max_capacity() const noexcept { return max_capacity_; }
   std::size_t cached() const noexcept {
-    return top_.load(std::memory_order_relaxed);
+    return hot_->top.load(std::memory_order_relaxed);
   }
+  // Keeps the fast-path state in *hot from now on (a ThreadHeap's array)
+  // instead of inside this object. Only on an invalid cache, before it is
+  // assigned a valid one; *hot must be empty (zero) and outlive the cache.
+  // Moving a cache moves its state into the destination's place: a cache
+  // assigned to keeps its binding.
+  void BindHot(MagazineHot* hot) noexcept { hot_ = hot; }
   const SlabMetadata& metadata() const noexcept { return slabs_.metadata(); }
 
   // The fast paths: true if they popped a cached object into *p / cached p. They
-  // touch only the first cache line of the object (stack_, top_, capacity_)
-  // and the stack slot, and count nothing: the statistics derive from the
-  // slow paths' counters and top_ (net_allocations). An invalid (default)
-  // cache has capacity 0 and an empty stack, so both fail and the caller's
-  // slow path may create it.
+  // touch only the MagazineHot state and the stack slot, and count nothing:
+  // the statistics derive from the slow paths' counters and the top
+  // (net_allocations). An invalid (default) cache has capacity 0 and an
+  // empty stack, so both fail and the caller's slow path may create it.
   ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryAlloc(void** p) noexcept {
-    const std::uint32_t t = top_.load(std::memory_order_relaxed);
-    if (ABSL_PREDICT_FALSE(t == 0)) return false;
-    top_.store(t - 1, std::memory_order_relaxed);
-    *p = stack_[t - 1];
-    return true;
+    return hot_->TryAlloc(p);
   }
   ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryFree(void* p) noexcept {
-    const std::uint32_t t = top_.load(std::memory_order_relaxed);
-    if (ABSL_PREDICT_FALSE(t >= capacity_)) return false;
-    stack_[t] = p;
-    top_.store(t + 1, std::memory_order_relaxed);
-    return true;
+    return hot_->TryFree(p);
   }
 
   void* Alloc() noexcept {
@@ -194,13 +222,13 @@ class MagazineCache {
   void Flush(std::size_t from) noexcept;
   void Destroy() noexcept;
 
-  // Hot: the fast paths read and write only these three, which come first
-  // (the ThreadHeap aligns each cache to a cache line).
-  void** stack_ = nullptr;
-  // Written by the owner only; atomic (relaxed: plain moves on x86) because
-  // statistics read it from other threads.
-  std::atomic<std::uint32_t> top_{0};
-  std::uint32_t capacity_ = 0;
+  // Moves the fast-path state of o into *hot_ and empties o's.
+  void TakeHot(MagazineCache& o) noexcept;
+
+  // The fast-path state: own_hot_, or a slot of a ThreadHeap's array
+  // (BindHot).
+  MagazineHot* hot_ = &own_hot_;
+  MagazineHot own_hot_;
   // Cold.
   // Adaptive capacity (see "Adaptive capacity" above): capacity_ moves
   // between min_capacity_ and max_capacity_ (the mapping is sized for the

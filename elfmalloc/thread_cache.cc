@@ -15,8 +15,12 @@
 namespace elfmalloc {
 
 namespace internal {
+// Never written: every state empty (see tls_hot).
+MagazineHot kNoHeapHot[kHotEntries];
 ABSL_CONST_INIT thread_local ThreadHeap* tls_heap
     __attribute__((tls_model("initial-exec"))) = nullptr;
+ABSL_CONST_INIT thread_local MagazineHot* tls_hot
+    __attribute__((tls_model("initial-exec"))) = kNoHeapHot;
 ABSL_CONST_INIT thread_local ThreadState tls_state
     __attribute__((tls_model("initial-exec"))) = ThreadState::kUninitialized;
 }  // namespace internal
@@ -25,6 +29,12 @@ namespace {
 
 using internal::tls_heap;
 using internal::tls_state;
+
+// tls_heap and tls_hot change together (thread_cache.h).
+void SetThreadHeap(ThreadHeap* h) {
+  tls_heap = h;
+  internal::tls_hot = h != nullptr ? h->hot() : internal::kNoHeapHot;
+}
 
 // The key is created once, under the lock, by the first thread that builds a
 // heap; g_key_ready publishes it (acquire/release) to the lock-free readers.
@@ -162,7 +172,7 @@ void OnThreadExit(void* value) {
   // From now on this thread's allocations take the fallback path, including
   // those made while the heap is being trimmed or destroyed.
   tls_state = ThreadState::kDropped;
-  tls_heap = nullptr;
+  SetThreadHeap(nullptr);
   ThreadHeap* h = static_cast<ThreadHeap*>(value);
   h->Trim(kRetiredKeepBytes);
   bool pooled;
@@ -245,7 +255,7 @@ ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept {
     tls_state = ThreadState::kUninitialized;
     return nullptr;
   }
-  tls_heap = h;
+  SetThreadHeap(h);
   tls_state = ThreadState::kInitialized;
   return h;
 }
@@ -255,7 +265,7 @@ void ReleaseThreadHeap() noexcept {
   if (h == nullptr) return;
   // Nested calls during destruction take the fallback path.
   tls_state = ThreadState::kInitializing;
-  tls_heap = nullptr;
+  SetThreadHeap(nullptr);
   pthread_setspecific(g_key, nullptr);  // no destructor for this heap now
   DestroyHeap(h);
   tls_state = ThreadState::kUninitialized;

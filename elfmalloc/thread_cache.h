@@ -47,7 +47,9 @@
 //   kUninitialized (the next allocation builds a fresh heap): for threads
 //   going idle, and for tests that must observe the exit path.
 //
-// The fast path is one TLS load: tls_heap is non-null exactly in kInitialized.
+// The fast path is one TLS load: tls_hot, the heap's fast-path states, or
+// empty states while the thread has no heap (tls_heap is non-null exactly in
+// kInitialized; the slow paths read it).
 // Only the owning thread reads or writes its state, so no atomics are needed;
 // the heap's objects may be freed by any thread through that thread's own
 // heap (remote frees are the slab layer's business).
@@ -67,10 +69,17 @@
 
 namespace elfmalloc {
 
+// Entries of a heap's fast-path array: one per possible slab tag byte.
+inline constexpr std::size_t kHotEntries = 256;
+
 class ThreadHeap {
  public:
   // classes: kNumSizeClasses SlabClasses that outlive the heap.
-  explicit ThreadHeap(SlabClass* classes) noexcept : classes_(classes) {}
+  explicit ThreadHeap(SlabClass* classes) noexcept : classes_(classes) {
+    for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+      caches_[i].cache.BindHot(&hot_[i + 1]);
+    }
+  }
   ThreadHeap(const ThreadHeap&) = delete;
   ThreadHeap& operator=(const ThreadHeap&) = delete;
   // The caches' destructors return their objects and slabs.
@@ -84,7 +93,7 @@ class ThreadHeap {
     return ABSL_PREDICT_TRUE(TryAlloc(c, &p)) ? p : AllocSlow(c);
   }
   ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryAlloc(SizeClass c, void** p) noexcept {
-    return caches_[c.index()].cache.TryAlloc(p);
+    return (hot_ + 1)[c.index()].TryAlloc(p);
   }
   ABSL_ATTRIBUTE_NOINLINE void* AllocSlow(SizeClass c) noexcept;
   // Frees an object of class c (allocated by any thread).
@@ -92,8 +101,14 @@ class ThreadHeap {
     if (ABSL_PREDICT_FALSE(!TryFree(c, p))) FreeSlow(c, p);
   }
   ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryFree(SizeClass c, void* p) noexcept {
-    return caches_[c.index()].cache.TryFree(p);
+    return (hot_ + 1)[c.index()].TryFree(p);
   }
+  // The fast-path states, indexed by slab tag (class + 1, Slab::TagOf):
+  // entry 0 and every entry past the last class stay empty, so a tag that
+  // names no class fails TryFree and reaches the slow path, which reports
+  // it. 4 KiB, of which the first kNumSizeClasses + 1 entries (a
+  // kilobyte) are ever touched.
+  MagazineHot* hot() noexcept { return hot_; }
   // Free when the magazine is full or not created yet.
   ABSL_ATTRIBUTE_NOINLINE void FreeSlow(SizeClass c, void* p) noexcept;
 
@@ -116,8 +131,8 @@ class ThreadHeap {
   friend class HeapRegistry;
   void CreateCache(SizeClass c) noexcept;
 
-  // Each cache on its own cache line(s): its fast-path fields come first, so
-  // an operation touches one line of the heap.
+  alignas(64) MagazineHot hot_[kHotEntries];
+  // The rest of each cache (slow paths only), on its own cache line(s).
   struct alignas(64) Slot {
     MagazineCache cache;
   };
@@ -141,6 +156,13 @@ enum class ThreadState : std::uint8_t {
 namespace internal {
 ABSL_CONST_INIT extern thread_local ThreadHeap* tls_heap
     __attribute__((tls_model("initial-exec")));
+// tls_heap->hot() while tls_heap is non-null, else kNoHeapHot: empty
+// states whose fast paths fail, so that malloc and free index it without
+// testing for a heap first (the slow paths do). Set and cleared with
+// tls_heap (SetThreadHeap).
+ABSL_CONST_INIT extern thread_local MagazineHot* tls_hot
+    __attribute__((tls_model("initial-exec")));
+extern MagazineHot kNoHeapHot[kHotEntries];
 ABSL_CONST_INIT extern thread_local ThreadState tls_state
     __attribute__((tls_model("initial-exec")));
 }  // namespace internal
@@ -149,6 +171,12 @@ ABSL_CONST_INIT extern thread_local ThreadState tls_state
 // path of every allocation and free.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline ThreadHeap* CurrentThreadHeap() noexcept {
   return internal::tls_heap;
+}
+
+// The calling thread's fast-path states (ThreadHeap::hot()), indexed by
+// slab tag: never null; all empty while the thread has no heap.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline MagazineHot* CurrentHotStates() noexcept {
+  return internal::tls_hot;
 }
 
 ThreadState CurrentThreadState() noexcept;

@@ -1,5 +1,7 @@
 // malloc_bind over elfmalloc's general allocator (ElfBackend in
 // test_backends.h, the binding //elfc uses): both conformance suites.
+#include <cerrno>
+#include <cstddef>
 #include <cstdint>
 
 #include "elfmalloc/general_allocator.h"
@@ -41,6 +43,20 @@ TEST(ElfmallocBindingTest, BlocksComeFromElfmalloc) {
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(mb_elf_malloc_usable_size(p), elfmalloc::UsableSize(p));
   mb_elf_free(p);
+}
+
+// The backend promises (kDeallocatesNull, kAllocatesAnySize) that let
+// malloc and free skip their own tests hold.
+TEST(ElfmallocBindingTest, BackendTakesNullAndOversizedRequests) {
+  using B = elfmalloc::MallocBackend;
+  static_assert(DeallocatesNull<B> && AllocatesAnySize<B>);
+  B::Deallocate(nullptr);
+  for (std::size_t n : {kMaxSize + 1, kMaxSize / 2 + 1,
+                        ~std::size_t{0} - 4096, ~std::size_t{0}}) {
+    errno = 0;
+    EXPECT_EQ(B::Allocate(n), nullptr) << n;
+    EXPECT_EQ(errno, ENOMEM) << n;
+  }
 }
 
 }  // namespace

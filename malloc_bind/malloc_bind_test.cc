@@ -163,6 +163,47 @@ TEST_F(ApiTest, SizesAbovePtrdiffMaxNeverReachTheBackend) {
   EXPECT_EQ(full().allocate.load() + full().allocate_aligned.load(), 0);
 }
 
+// A backend that takes free(NULL) and oversized requests itself: the
+// binding calls it without its own tests.
+struct TrustingBackend : backends::MinimalBackend {
+  static constexpr bool kDeallocatesNull = true;
+  static constexpr bool kAllocatesAnySize = true;
+  static inline int null_frees = 0;
+  static inline std::size_t last_request = 0;
+  static void* Allocate(std::size_t n) noexcept {
+    last_request = n;
+    if (n > kMaxSize) {
+      errno = ENOMEM;
+      return nullptr;
+    }
+    return MinimalBackend::Allocate(n);
+  }
+  static void Deallocate(void* p) noexcept {
+    if (p == nullptr) {
+      ++null_frees;
+      return;
+    }
+    MinimalBackend::Deallocate(p);
+  }
+};
+
+TEST_F(ApiTest, TrustingBackendsGetFreeOfNullAndEverySize) {
+  using Trusting = Api<TrustingBackend>;
+  static_assert(DeallocatesNull<TrustingBackend>);
+  static_assert(AllocatesAnySize<TrustingBackend>);
+  static_assert(!DeallocatesNull<FullBackend>);
+  static_assert(!AllocatesAnySize<FullBackend>);
+  Trusting::Free(nullptr);
+  EXPECT_EQ(TrustingBackend::null_frees, 1);
+  errno = kSentinel;
+  EXPECT_EQ(Trusting::Malloc(kSizeMax), nullptr);
+  EXPECT_EQ(TrustingBackend::last_request, kSizeMax);
+  EXPECT_EQ(errno, ENOMEM);
+  void* p = Trusting::Malloc(100);
+  ASSERT_NE(p, nullptr);
+  Trusting::Free(p);
+}
+
 TEST_F(ApiTest, BackendFailureIsEnomemAndNull) {
   FullBackend::FailNext(1);
   errno = kSentinel;
