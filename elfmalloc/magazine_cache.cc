@@ -14,11 +14,24 @@ namespace elfmalloc {
 
 MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
     : slabs_(cls) {
-  if (capacity == 0) capacity = MagazineCapacity(cls->metadata().object_size);
+  const std::size_t size = cls->metadata().object_size;
+  // Bursts (magazine_cache.h) for the adaptive classes at their default
+  // capacity; a capacity given by the caller is fixed.
+  std::size_t burst = capacity;
+  if (capacity == 0) {
+    capacity = MagazineCapacity(size);
+    burst = capacity;
+    if (size <= kAdaptiveMaxSize && size != 0) {
+      burst = kBurstMagazineBytes / size;
+      if (burst > kBurstMagazineCapacity) burst = kBurstMagazineCapacity;
+      if (burst < capacity) burst = capacity;
+    }
+  }
   std::size_t table = absl::bit_ceil(2 * capacity);
   if (table > kMaxCoalescerCells) table = kMaxCoalescerCells;
-  // touched_ holds at most one index per cell.
-  const std::size_t bytes = capacity * sizeof(void*) + table * sizeof(Cell) +
+  // touched_ holds at most one index per cell. The stack is sized for the
+  // burst capacity: committed only as far as it is used.
+  const std::size_t bytes = burst * sizeof(void*) + table * sizeof(Cell) +
                             table * sizeof(std::uint32_t);
   // Fresh mappings are zero: every cell starts empty. The kernel commits the
   // pages on first touch, so an idle cache costs address space only.
@@ -28,7 +41,7 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
   map_bytes_ = bytes;
   hot_->capacity = static_cast<std::uint32_t>(capacity);
   max_capacity_ = hot_->capacity;
-  const std::size_t size = cls->metadata().object_size;
+  burst_capacity_ = static_cast<std::uint32_t>(burst);
   // Adaptive only up to kAdaptiveMaxSize (see magazine_cache.h).
   std::size_t min = capacity;
   if (size <= kAdaptiveMaxSize) {
@@ -39,7 +52,7 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
   min_capacity_ = static_cast<std::uint32_t>(min);
   char* p = static_cast<char*>(m);
   hot_->stack = reinterpret_cast<void**>(p);
-  p += capacity * sizeof(void*);
+  p += burst * sizeof(void*);
   cells_ = reinterpret_cast<Cell*>(p);
   p += table * sizeof(Cell);
   touched_ = reinterpret_cast<std::uint32_t*>(p);
@@ -71,6 +84,8 @@ MagazineCache::MagazineCache(MagazineCache&& o) noexcept
     : max_capacity_(std::exchange(o.max_capacity_, 0)),
       min_capacity_(std::exchange(o.min_capacity_, 0)),
       refills_(std::exchange(o.refills_, 0)),
+      burst_capacity_(std::exchange(o.burst_capacity_, 0)),
+      activity_(std::exchange(o.activity_, 0)),
       from_slabs_(o.from_slabs_.exchange(0, std::memory_order_relaxed)),
       to_slabs_(o.to_slabs_.exchange(0, std::memory_order_relaxed)),
       slabs_(std::move(o.slabs_)),
@@ -89,6 +104,8 @@ MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
     max_capacity_ = std::exchange(o.max_capacity_, 0);
     min_capacity_ = std::exchange(o.min_capacity_, 0);
     refills_ = std::exchange(o.refills_, 0);
+    burst_capacity_ = std::exchange(o.burst_capacity_, 0);
+    activity_ = std::exchange(o.activity_, 0);
     from_slabs_.store(o.from_slabs_.exchange(0, std::memory_order_relaxed),
                       std::memory_order_relaxed);
     to_slabs_.store(o.to_slabs_.exchange(0, std::memory_order_relaxed),
@@ -111,8 +128,9 @@ void* MagazineCache::AllocSlow() noexcept {
   // A refill means this thread reuses the class: back to the full
   // magazine at once.
   ++refills_;
-  hot_->capacity = max_capacity_;
-  const std::size_t want = hot_->capacity / 4 > 0 ? hot_->capacity / 4 : 1;
+  if (hot_->capacity < max_capacity_) hot_->capacity = max_capacity_;
+  // A quarter of the default capacity, also in a magazine a burst grew.
+  const std::size_t want = max_capacity_ / 4 > 0 ? max_capacity_ / 4 : 1;
   void* one;
   void** out = hot_->capacity != 0 ? hot_->stack : &one;
   const std::size_t got = slabs_.AllocBatch(out, want);
@@ -129,16 +147,28 @@ void* MagazineCache::AllocSlow() noexcept {
   return hot_->stack[got - 1];
 }
 
+// The activity at an overflow from which the magazine grows (see "Bursts"):
+// 4 refills of a quarter magazine since the last overflows, that is a
+// whole magazine's worth allocated from the slabs.
+constexpr std::uint32_t kBurstActivity = 4;
+
 void MagazineCache::FreeSlow(void* p) noexcept {
   if (hot_->capacity == 0) {
     Add(to_slabs_, 1);
     slabs_.Free(p);
     return;
   }
-  if (refills_ == 0 && hot_->capacity > min_capacity_) {
-    // Free-only since the last overflow: hold less.
+  activity_ = activity_ / 2 + refills_;
+  if (activity_ == 0 && hot_->capacity > min_capacity_) {
+    // Free-only for a while: hold less.
     const std::uint32_t half = hot_->capacity / 2;
     hot_->capacity = half > min_capacity_ ? half : min_capacity_;
+  } else if (activity_ >= kBurstActivity &&
+             hot_->capacity < burst_capacity_) {
+    // A burst: this thread frees what it allocated in many refills. Hold
+    // more, so that the next round runs out of the magazine.
+    const std::uint32_t twice = hot_->capacity * 2;
+    hot_->capacity = twice < burst_capacity_ ? twice : burst_capacity_;
   }
   refills_ = 0;
   Flush(hot_->capacity / 2);

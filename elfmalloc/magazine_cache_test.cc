@@ -108,6 +108,38 @@ TEST(MagazineCacheTest, FreeOnlyCacheShrinksAndRefillsRegrow) {
   producer.Release();
 }
 
+// A thread that allocates many objects and then frees them all (a burst)
+// grows its magazine, so that later rounds run out of it without touching
+// the slabs; the growth is bounded by kBurstMagazineBytes.
+TEST(MagazineCacheTest, BurstsGrowTheMagazine) {
+  Env e(64);
+  MagazineCache c(&e.cls);
+  ASSERT_EQ(c.capacity(), 1024u);
+  std::vector<void*> objs(10000);
+  for (int round = 0; round < 3; ++round) {
+    for (void*& p : objs) {
+      p = c.Alloc();
+      ASSERT_NE(p, nullptr);
+    }
+    for (void* p : objs) c.Free(p);
+  }
+  EXPECT_GT(c.capacity(), 1024u);
+  EXPECT_LE(c.capacity(), kBurstMagazineBytes / 64);
+  EXPECT_GE(c.cached(), objs.size());  // the whole round stayed cached
+  c.FlushAll();
+  // Classes above kAdaptiveMaxSize keep their capacity.
+  Env big(1024);
+  MagazineCache d(&big.cls);
+  const std::size_t fixed = d.capacity();
+  std::vector<void*> more(4 * fixed);
+  for (int round = 0; round < 3; ++round) {
+    for (void*& p : more) p = d.Alloc();
+    for (void* p : more) d.Free(p);
+  }
+  EXPECT_EQ(d.capacity(), fixed);
+  d.FlushAll();
+}
+
 TEST(MagazineCacheTest, FreeThenAllocIsLifo) {
   Env e(64);
   MagazineCache c(&e.cls);
