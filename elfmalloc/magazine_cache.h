@@ -124,6 +124,11 @@ class MagazineCache {
     return top_.load(std::memory_order_relaxed);
   }
   const SlabMetadata& metadata() const noexcept { return slabs_.metadata(); }
+  // The cached objects, [0, cached()); the last is handed out first. The
+  // hardened general allocator shuffles a refill's objects here (any
+  // permutation keeps the cache valid: every entry is a free object of the
+  // class).
+  void** cached_objects() noexcept { return stack_; }
 
   // The fast paths: true if they popped a cached object into *p / cached p. They
   // touch only the first cache line of the object (stack_, top_, capacity_)
