@@ -692,13 +692,21 @@ constexpr std::uint64_t kAddressMask = (std::uint64_t{1} << kAddressBits) - 1;
 // published (no block exists before then), read-only afterwards.
 struct HardeningKeys {
   std::uint64_t trailer;   // xor'ed into canary trailers
-  std::uint64_t canary;    // the canary pattern (no zero byte)
-  std::uint64_t freed;     // the quarantine's freed pattern (no zero byte)
   std::uint64_t link;      // xor'ed into quarantine links
   std::uint64_t link_mac;  // odd multiplier of the links' check
   std::uint64_t rng;       // seeds the per-thread PRNGs
 };
 ABSL_CONST_INIT HardeningKeys g_hkeys = {};
+// The canary pattern and the quarantine's freed pattern, each a keyed
+// 64-bit word with no zero byte (so that an off-by-one string terminator
+// is caught) repeated: byte a % 8 of the word belongs at address a, so the
+// bytes for [a, a + len) are pattern[(a % 8) .. (a % 8) + len) and filling
+// or checking them is one memcpy or memcmp (glibc's vector loops: the
+// pattern costs a few instructions per 32 bytes, not per byte). Written
+// once by InitHardening.
+constexpr std::size_t kPatternBufferBytes = kMaxPatternBytes + kWord;
+alignas(64) ABSL_CONST_INIT char g_canary_pattern[kPatternBufferBytes] = {};
+alignas(64) ABSL_CONST_INIT char g_freed_pattern[kPatternBufferBytes] = {};
 // The quarantine's bounds (options.h), read once with the keys.
 ABSL_CONST_INIT std::size_t g_quarantine_max_bytes = 0;
 ABSL_CONST_INIT std::size_t g_quarantine_max_blocks = 0;
@@ -726,8 +734,12 @@ void InitHardening() {
   }
   std::uint64_t s = seed[0];
   g_hkeys.trailer = SplitMix64(&s);
-  g_hkeys.canary = NoZeroByte(SplitMix64(&s));
-  g_hkeys.freed = NoZeroByte(SplitMix64(&s));
+  const std::uint64_t canary = NoZeroByte(SplitMix64(&s));
+  const std::uint64_t freed = NoZeroByte(SplitMix64(&s));
+  for (std::size_t i = 0; i < kPatternBufferBytes; i += kWord) {
+    std::memcpy(g_canary_pattern + i, &canary, kWord);
+    std::memcpy(g_freed_pattern + i, &freed, kWord);
+  }
   g_hkeys.link = SplitMix64(&s);
   g_hkeys.link_mac = SplitMix64(&s) | 1;
   g_hkeys.rng = seed[1];
@@ -737,38 +749,25 @@ void InitHardening() {
       static_cast<std::size_t>(GetOption(OptionId::kQuarantineBlocks));
 }
 
-// ---- Patterns: byte a % 8 of the pattern word at address a ----
+// ---- Patterns (see g_canary_pattern) ----
 
-inline char PatternByte(std::uint64_t pattern, const void* a) {
-  return static_cast<char>(
-      pattern >> (8 * (reinterpret_cast<std::uintptr_t>(a) & 7)));
+// Writes `pattern` over [from, to), at most kMaxPatternBytes.
+void FillPattern(char* from, char* to, const char* pattern) {
+  std::memcpy(from, pattern + (reinterpret_cast<std::uintptr_t>(from) & 7),
+              static_cast<std::size_t>(to - from));
 }
 
-void FillPattern(char* from, char* to, std::uint64_t pattern) {
-  while (from < to && (reinterpret_cast<std::uintptr_t>(from) & 7) != 0) {
-    *from = PatternByte(pattern, from);
-    ++from;
-  }
-  for (; to - from >= 8; from += 8) std::memcpy(from, &pattern, 8);
-  for (; from < to; ++from) *from = PatternByte(pattern, from);
-}
-
-// The first byte of [from, to) that is not the pattern, or nullptr.
+// The first byte of [from, to) (at most kMaxPatternBytes) that is not
+// `pattern`, or nullptr.
 const char* FindPatternMismatch(const char* from, const char* to,
-                                std::uint64_t pattern) {
-  while (from < to && (reinterpret_cast<std::uintptr_t>(from) & 7) != 0) {
-    if (*from != PatternByte(pattern, from)) return from;
-    ++from;
+                                const char* pattern) {
+  const char* expected =
+      pattern + (reinterpret_cast<std::uintptr_t>(from) & 7);
+  const std::size_t len = static_cast<std::size_t>(to - from);
+  if (ABSL_PREDICT_TRUE(std::memcmp(from, expected, len) == 0)) return nullptr;
+  for (std::size_t i = 0;; ++i) {
+    if (from[i] != expected[i]) return from + i;
   }
-  for (; to - from >= 8; from += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, from, 8);
-    if (ABSL_PREDICT_FALSE(w != pattern)) break;
-  }
-  for (; from < to; ++from) {
-    if (*from != PatternByte(pattern, from)) return from;
-  }
-  return nullptr;
 }
 
 // ---- Canaries ----
@@ -799,7 +798,7 @@ void SetSlabCanary(void* p, SizeClass c, std::size_t n) {
   const std::size_t size = ClassSize(c);
   char* b = static_cast<char*>(p);
   char* limit = b + size - kWord;
-  FillPattern(b + n, PatternEnd(b + n, limit), g_hkeys.canary);
+  FillPattern(b + n, PatternEnd(b + n, limit), g_canary_pattern);
   std::uint64_t* t = TrailerOf(p, size);
   *t = TrailerValue(t, n);
 }
@@ -834,7 +833,7 @@ std::size_t CheckSlabCanary(const void* p, SizeClass c) {
   char* b = const_cast<char*>(static_cast<const char*>(p));
   char* user_end = b + n;
   if (const char* bad = FindPatternMismatch(
-          user_end, PatternEnd(user_end, b + size - kWord), g_hkeys.canary)) {
+          user_end, PatternEnd(user_end, b + size - kWord), g_canary_pattern)) {
     DieOverflow(p, c, n, bad);
   }
   return n;
@@ -855,7 +854,8 @@ inline char* GuardPageOf(void* p, std::size_t n) {
 // makes the page after that inaccessible.
 void GuardLarge(void* p, std::size_t n) {
   char* guard = GuardPageOf(p, n);
-  FillPattern(static_cast<char*>(p) + n, guard, g_hkeys.canary);
+  char* user_end = static_cast<char*>(p) + n;
+  FillPattern(user_end, PatternEnd(user_end, guard), g_canary_pattern);
   // A failure (the kernel's limit on mappings) leaves the block unguarded,
   // as an allocation that cannot get a guard page is better than none.
   mmap_alloc::Protect(guard, mmap_alloc::PageSize(), mmap_alloc::Perm::kNone);
@@ -866,8 +866,9 @@ void GuardLarge(void* p, std::size_t n) {
 std::size_t UnguardLarge(void* p) {
   const std::size_t n = LargeRequest(p);
   char* guard = GuardPageOf(p, n);
-  if (const char* bad = FindPatternMismatch(static_cast<char*>(p) + n, guard,
-                                            g_hkeys.canary)) {
+  char* user_end = static_cast<char*>(p) + n;
+  if (const char* bad = FindPatternMismatch(
+          user_end, PatternEnd(user_end, guard), g_canary_pattern)) {
     ABSL_RAW_LOG(FATAL,
                  "elfmalloc: heap overflow: %p (a large block) was written "
                  "past its %zu requested bytes, at offset %zu",
@@ -1028,7 +1029,7 @@ void* PopQuarantine(SizeClass* class_out) {
   void* next = GetLink(b, c);
   char* cb = static_cast<char*>(b);
   if (const char* bad = FindPatternMismatch(
-          cb + 2 * kWord, cb + QuarantineFillEnd(size), g_hkeys.freed)) {
+          cb + 2 * kWord, cb + QuarantineFillEnd(size), g_freed_pattern)) {
     DieWriteAfterFree(b, c, static_cast<std::size_t>(bad - cb));
   }
   // The list and the counts agree unless a link was forged.
@@ -1053,7 +1054,7 @@ void QuarantineFree(SizeClass c, void* p) noexcept {
   }
   HardenedThreadState& q = tls_hardened;
   char* b = static_cast<char*>(p);
-  FillPattern(b + 2 * kWord, b + QuarantineFillEnd(size), g_hkeys.freed);
+  FillPattern(b + 2 * kWord, b + QuarantineFillEnd(size), g_freed_pattern);
   SetLink(p, nullptr);
   if (q.newest != nullptr) {
     // The newest block's link must still be the end mark before it names
