@@ -236,13 +236,16 @@ std::size_t WriteAfterFreeReuse(std::size_t n) {
   return n;
 }
 
-// A forged free-list pointer (tcache poisoning): the first two words of a
-// freed block are overwritten with the address of a static buffer; then
-// blocks of the same size are allocated (and freed) 2000 times. An
-// allocator that follows the forged pointer hands out the buffer.
+// A forged free-list pointer (tcache poisoning): two blocks are freed and
+// the first two words of the second (the head of a free list) are
+// overwritten with the address of a static buffer; then blocks of the same
+// size are allocated (and freed) 2000 times. An allocator that follows the
+// forged pointer hands out the buffer.
 alignas(64) char g_target[4096];
 std::size_t ForgedFreePointer(std::size_t n) {
+  void* first = Malloc(n);
   void* p = Malloc(n);
+  Free(first);
   Free(p);
   void* target = g_target + 64;
   memcpy(Launder(p), &target, sizeof(target));
@@ -330,7 +333,7 @@ const Scenario kScenarios[] = {
      "1 B into a freed 3000 B block, then 2000 frees",
      [] { return WriteAfterFreeReuse(kMid); }},
     {"forged_free_pointer_small",
-     "a freed 24 B block's first words point to a static buffer",
+     "the last of two freed 24 B blocks points to a static buffer",
      [] { return ForgedFreePointer(kSmall); }},
 };
 
