@@ -235,5 +235,20 @@ TEST(HardenedBuildTest, ThreadExitEmptiesTheQuarantine) {
   EXPECT_EQ(GetStats().class_allocated_objects[c.index()], before);
 }
 
+TEST(HardenedBuildTest, MarkThreadIdleAndReleaseFreeMemoryEmptyTheQuarantine) {
+  const std::size_t n = 2600;  // another class of its own
+  const SizeClass c = SizeToClass(n + 8);
+  const std::size_t before = GetStats().class_allocated_objects[c.index()];
+  for (void (*release)() : {+[] { MarkThreadIdle(); },
+                            +[] { ReleaseFreeMemory(); }}) {
+    void* ps[10];
+    for (void*& p : ps) p = Allocate(n);
+    for (void* p : ps) Deallocate(p);
+    EXPECT_EQ(GetStats().class_allocated_objects[c.index()], before + 10);
+    release();
+    EXPECT_EQ(GetStats().class_allocated_objects[c.index()], before);
+  }
+}
+
 }  // namespace
 }  // namespace elfmalloc
