@@ -1,29 +1,38 @@
 #!/usr/bin/env bash
-# libelfc_checked.so against libelfc.so, both preloaded into a plain C program
-# (checked_test_program.c): the checked build's elfc_version() says
-# "(checked)" and a double free aborts with a message; the normal build's
-# version does not say so.
+# libelfc_checked.so and libelfc_hardened.so against libelfc.so, each
+# preloaded into a plain C program (checked_test_program.c): the checked
+# build's elfc_version() says "(checked)", the hardened build's
+# "(hardened)", and a double free aborts with a message under both; the
+# normal build's version says neither.
 #
-#   checked_test.sh PROGRAM LIBELFC_SO LIBELFC_CHECKED_SO VERSION_FILE
+#   checked_test.sh PROGRAM LIBELFC_SO LIBELFC_CHECKED_SO VERSION_FILE \
+#       LIBELFC_HARDENED_SO
 set -uo pipefail
 program=$1
 normal=$(realpath "$2")
 checked=$(realpath "$3")
 version=$(tr -d ' \n' <"$4")
+hardened=$(realpath "$5")
 fail() { echo "FAIL: $*"; exit 1; }
 
 out=$(LD_PRELOAD=$checked "$program" version) || fail "version under the checked build: $out"
 [ "$out" = "version: $version (checked)" ] || fail "checked build says '$out', want 'version: $version (checked)'"
 echo "checked: $out"
 
+out=$(LD_PRELOAD=$hardened "$program" version) || fail "version under the hardened build: $out"
+[ "$out" = "version: $version (hardened)" ] || fail "hardened build says '$out', want 'version: $version (hardened)'"
+echo "hardened: $out"
+
 out=$(LD_PRELOAD=$normal "$program" version) || fail "version under the normal build: $out"
 [ "$out" = "version: $version" ] || fail "normal build says '$out', want 'version: $version'"
 echo "normal: $out"
 
-LD_PRELOAD=$checked "$program" double_free >"$TEST_TMPDIR/out" 2>&1
-status=$?
-cat "$TEST_TMPDIR/out"
-# 134 = 128 + SIGABRT.
-[ "$status" -eq 134 ] || fail "double free under the checked build: exit status $status, want 134 (abort)"
-grep -qi "free" "$TEST_TMPDIR/out" || fail "the abort printed no message about the free"
+for lib in "$checked" "$hardened"; do
+  LD_PRELOAD=$lib "$program" double_free >"$TEST_TMPDIR/out" 2>&1
+  status=$?
+  cat "$TEST_TMPDIR/out"
+  # 134 = 128 + SIGABRT.
+  [ "$status" -eq 134 ] || fail "double free under $(basename "$lib"): exit status $status, want 134 (abort)"
+  grep -qi "free" "$TEST_TMPDIR/out" || fail "the abort under $(basename "$lib") printed no message about the free"
+done
 echo "checked_test: PASS"

@@ -65,7 +65,9 @@ using ElfcBackend = elfmalloc::MallocBackend;
 using elfmalloc::GetOption;
 using elfmalloc::OptionId;
 
-#if defined(ELFMALLOC_CHECKED)
+#if defined(ELFMALLOC_HARDENED)
+constexpr char kBuildKind[] = "hardened";
+#elif defined(ELFMALLOC_CHECKED)
 constexpr char kBuildKind[] = "checked";
 #else
 constexpr char kBuildKind[] = "default";

@@ -8,7 +8,9 @@
 // frees and reallocs of pointers that are not the start of a live block
 // (interior, misaligned, stack, static, mmap'd, a fake chunk, an already
 // freed block, the old pointer of a moved realloc), writes past the usable
-// size or before the start of a block, and writes into freed blocks. Then
+// size, past the requested size or before the start of a block, writes
+// into freed blocks (found at once or when the block is reused) and a
+// forged free-list pointer in a freed block. Then
 // it goes on like a program that did not notice: it allocates and frees
 // blocks of the same size and checks that no two live blocks overlap, and
 // prints "MISUSE-SURVIVED" (plus "MISUSE-CORRUPTION: ..." if it saw the heap
@@ -213,6 +215,54 @@ std::size_t WriteAfterFree(std::size_t n) {
   return n;
 }
 
+// Writes one byte (a string terminator) just past the `n` requested bytes:
+// inside the usable size of most allocators (glibc's and elfc's default
+// builds round up), past it where the requested size is kept.
+std::size_t OverflowRequested(std::size_t n) {
+  char* p = static_cast<char*>(Malloc(n));
+  static_cast<char*>(Launder(p))[n] = '\0';
+  Free(p);
+  return n;
+}
+
+// Writes one byte in the middle of a freed block, then frees and
+// allocates 2000 blocks of the same size (enough to push the block out of
+// a quarantine and to reuse it).
+std::size_t WriteAfterFreeReuse(std::size_t n) {
+  char* p = static_cast<char*>(Malloc(n));
+  Free(p);
+  static_cast<char*>(Launder(p))[n / 2 + 4] = 0x41;
+  for (int i = 0; i < 2000; ++i) Free(Malloc(n));
+  return n;
+}
+
+// A forged free-list pointer (tcache poisoning): two blocks are freed and
+// the first two words of the second (the head of a free list) are
+// overwritten with the address of a static buffer; then blocks of the same
+// size are allocated (and freed) 2000 times. An allocator that follows the
+// forged pointer hands out the buffer.
+alignas(64) char g_target[4096];
+std::size_t ForgedFreePointer(std::size_t n) {
+  void* first = Malloc(n);
+  void* p = Malloc(n);
+  Free(first);
+  Free(p);
+  void* target = g_target + 64;
+  memcpy(Launder(p), &target, sizeof(target));
+  memcpy(static_cast<char*>(Launder(p)) + sizeof(target), &target,
+         sizeof(target));
+  for (int i = 0; i < 2000; ++i) {
+    char* q = static_cast<char*>(Malloc(n));
+    if (q >= g_target && q < g_target + sizeof(g_target)) {
+      printf("MISUSE-CORRUPTION: malloc returned the forged pointer %p\n",
+             static_cast<void*>(q));
+      continue;  // not ours to free
+    }
+    Free(q);
+  }
+  return n;
+}
+
 struct Scenario {
   const char* name;
   const char* what;
@@ -263,6 +313,12 @@ const Scenario kScenarios[] = {
      [] { return Overflow(kMid, 0, 8); }},
     {"overflow_large", "8 B past the usable end of 200 KiB",
      [] { return Overflow(kLarge, 0, 8); }},
+    {"overflow_huge", "8 B past the usable end of 2 MiB",
+     [] { return Overflow(kHuge, 0, 8); }},
+    {"overflow_requested_small", "1 B past the requested 20 B",
+     [] { return OverflowRequested(20); }},
+    {"overflow_requested_huge", "1 B past the requested 2 MiB + 100 B",
+     [] { return OverflowRequested(kHuge + 100); }},
     {"underflow_small", "16 B before 24 B", [] { return Underflow(kSmall); }},
     {"write_after_free_small", "16 B into a freed 24 B block",
      [] { return WriteAfterFree(kSmall); }},
@@ -270,6 +326,15 @@ const Scenario kScenarios[] = {
      [] { return WriteAfterFree(kMid); }},
     {"write_after_free_large", "16 B into a freed 200 KiB block",
      [] { return WriteAfterFree(kLarge); }},
+    {"write_after_free_reuse_small",
+     "1 B into a freed 24 B block, then 2000 frees",
+     [] { return WriteAfterFreeReuse(kSmall); }},
+    {"write_after_free_reuse_mid",
+     "1 B into a freed 3000 B block, then 2000 frees",
+     [] { return WriteAfterFreeReuse(kMid); }},
+    {"forged_free_pointer_small",
+     "the last of two freed 24 B blocks points to a static buffer",
+     [] { return ForgedFreePointer(kSmall); }},
 };
 
 // Goes on like a program that noticed nothing: 64 blocks of size n

@@ -24,8 +24,9 @@ catching one cannot land unnoticed. Newly stopped scenarios are reported
 (add them to the file to keep them), except those listed as "varies
 SCENARIO" (outcomes that depend on the address-space layout).
 
-Used by //elfc:misuse_battery_test (libelfc.so) and
-//elfc:misuse_battery_checked_test (libelfc_checked.so); the table in
+Used by //elfc:misuse_battery_test (libelfc.so),
+//elfc:misuse_battery_checked_test (libelfc_checked.so) and
+//elfc:misuse_battery_hardened_test (libelfc_hardened.so); the table in
 info/reliability.md comes from a run against every allocator.
 """
 

@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
+#include <utility>
 
 #include "absl/base/attributes.h"
 #include "absl/base/internal/raw_logging.h"
@@ -116,7 +118,7 @@ void ConfigureLargeCache() {
 // or purged (while they are free and resident, every build reports it:
 // AllocType::kFreedLarge), and two frees of one block racing each other
 // on different threads.
-#if defined(ELFMALLOC_CHECKED)
+#if defined(ELFMALLOC_CHECKED) || defined(ELFMALLOC_HARDENED)
 constexpr bool kChecked = true;
 #else
 constexpr bool kChecked = false;
@@ -136,6 +138,13 @@ void InitFreeKey() {
   k ^= reinterpret_cast<std::uintptr_t>(&g_free_key) * 0xBF58476D1CE4E5B9ull;
   g_free_key = k | (std::uint64_t{1} << 63);
 }
+
+#if defined(ELFMALLOC_HARDENED)
+// The hardened build's secrets and its thread-heap release hook (see "The
+// hardened build" below), set up when the heap is built.
+void InitHardening();
+void DrainQuarantine(ThreadHeap* th);
+#endif
 
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline std::uint64_t FreeMark(const void* p) {
   return g_free_key ^ reinterpret_cast<std::uintptr_t>(p);
@@ -360,6 +369,10 @@ ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
   ConfigureLargeCache();
   PageAlloc::SetPressureHook(&OnMemoryPressure);
   InitFreeKey();
+#if defined(ELFMALLOC_HARDENED)
+  InitHardening();
+  SetThreadHeapReleaseHook(&DrainQuarantine);
+#endif
   g_heap.store(h, std::memory_order_release);
   SetOptionsApplyHook(&ApplyRuntimeOptions);
   return h;
@@ -635,6 +648,597 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
   return p;
 }
 
+// ---------------------------------------------------------------------------
+// The hardened build (ELFMALLOC_HARDENED: //elfc:libelfc_hardened.so,
+// //elfmalloc:general_allocator_hardened). It implies the checked build's
+// checks (kChecked) and adds the five defences below. All of it is compiled
+// only under the define: the default and checked builds' code is what it
+// was without it.
+//
+// Canaries (writes past the requested size). A request of n bytes takes the
+// class of its footprint max(n, 8) + 8: the block's last word is the
+// trailer, T = trailer key xor T's address xor n, and up to
+// kMaxPatternBytes of the bytes [n, class size - 8) hold the canary
+// pattern (byte a % 8 of a per-process word at address a; no byte of the
+// word is 0, so an off-by-one string terminator is caught). The requested
+// size therefore costs no metadata: it lives in the trailer. Free, realloc
+// and UsableSize decode n from T; a decoded n beyond the class means that
+// T itself was overwritten (a forged T passes only if it names n' <= the
+// class size, and then bytes between n' and n must still match the
+// pattern). UsableSize is n: everything past it is the canary's. Large
+// blocks need no trailer: the large allocator keeps the requested size
+// (LargeRequestedSize), the pattern fills [n, the page boundary), and the
+// guard page below catches what lands further. A difference aborts with one
+// line naming the pointer, its size class and the first bad offset.
+//
+// Randomised allocation order. A refill of a thread's magazine (a quarter
+// of its capacity from the claimed slab, in address order) is shuffled
+// with the thread's PRNG (wyrand, seeded from the per-process secret and the
+// thread's TLS address), so which block the next malloc returns cannot be
+// predicted from the previous one.
+//
+// Encoded free-list pointers. Outside the hardened build no allocator
+// structure keeps a pointer inside a freed block (magazines are stacks of
+// their own, slabs bit-sets); the quarantine below links its blocks through
+// their second word. A link is stored as (next | check << 48) xor the link
+// key xor the word's block address, where check is a keyed 16-bit hash of
+// next and the block: a write after free that forges a link without the
+// key decodes with a wrong check (or misaligned) with probability
+// 1 - 2^-19 and aborts ("corrupted free-list pointer") before the link is
+// followed.
+//
+// Quarantine (delayed reuse). A freed slab block does not go to the
+// magazine at once: it enters the thread's FIFO (at most quarantine_blocks
+// blocks and quarantine_bytes bytes, options.h), its first word the free
+// mark (double frees are still caught while it waits), its second the
+// link, the rest (up to kMaxPatternBytes) the freed pattern. When the FIFO
+// is over either bound its oldest block leaves: mark, link and pattern are
+// checked (a difference: "write after free", with the offset) and it goes
+// to the magazine. Blocks bigger than quarantine_bytes skip it. Threads
+// without a heap (initialising, exiting) skip it; at thread exit and in
+// MarkThreadIdle the thread's quarantine is emptied into its heap through
+// SetThreadHeapReleaseHook, and ReleaseFreeMemory empties the caller's. A
+// write after free is therefore caught when the block leaves the
+// quarantine, not when it happens, and only while it stays there.
+//
+// Guard pages (large blocks, above 256 KiB). A request of n bytes maps
+// n + one page through the large allocator; the page after
+// round_up(n, page) is made inaccessible (mmap_alloc::Protect, PROT_NONE)
+// and made accessible again before the block goes back to LargeFree or
+// LargeRealloc (mremap refuses ranges of mixed protections, and a cached
+// region must be whole). A write that crosses it faults at once.
+//
+// Not hardened: the large allocator's header (before the block) and the
+// fallback allocator's frees (no quarantine); the secrets are as good as
+// the kernel's random bytes (AT_RANDOM and the heap's address if
+// getrandom fails); a program that reads a freed block can learn the free
+// key of the double-free mark, which protects nothing else here.
+#if defined(ELFMALLOC_HARDENED)
+
+constexpr std::size_t kWord = sizeof(std::uint64_t);
+// The most canary pattern written after the requested size, and of freed
+// pattern in a quarantined block: overflows and writes after free start at
+// a block's edges, and patterning a whole 256 KiB block would cost 256 KiB
+// of writes and compares per allocation and per free.
+constexpr std::size_t kMaxPatternBytes = 4096;
+// Links hold user-space addresses below 2^48 (x86-64 and AArch64 with
+// 48-bit virtual addresses; Linux hands out higher ones only on request).
+constexpr unsigned kAddressBits = 48;
+constexpr std::uint64_t kAddressMask = (std::uint64_t{1} << kAddressBits) - 1;
+
+// The per-process secrets; set once by InitHardening before the heap is
+// published (no block exists before then), read-only afterwards.
+struct HardeningKeys {
+  std::uint64_t trailer;   // xor'ed into canary trailers
+  std::uint64_t link;      // xor'ed into quarantine links
+  std::uint64_t link_mac;  // odd multiplier of the links' check
+  std::uint64_t rng;       // seeds the per-thread PRNGs
+};
+ABSL_CONST_INIT HardeningKeys g_hkeys = {};
+// The canary pattern and the quarantine's freed pattern, each a keyed
+// 64-bit word with no zero byte (so that an off-by-one string terminator
+// is caught) repeated: byte a % 8 of the word belongs at address a, so the
+// bytes for [a, a + len) are pattern[(a % 8) .. (a % 8) + len) and filling
+// or checking them is one memcpy or memcmp (glibc's vector loops: the
+// pattern costs a few instructions per 32 bytes, not per byte). Written
+// once by InitHardening.
+constexpr std::size_t kPatternBufferBytes = kMaxPatternBytes + kWord;
+alignas(64) ABSL_CONST_INIT char g_canary_pattern[kPatternBufferBytes] = {};
+alignas(64) ABSL_CONST_INIT char g_freed_pattern[kPatternBufferBytes] = {};
+// The quarantine's bounds (options.h), read once with the keys.
+ABSL_CONST_INIT std::size_t g_quarantine_max_bytes = 0;
+ABSL_CONST_INIT std::size_t g_quarantine_max_blocks = 0;
+
+std::uint64_t SplitMix64(std::uint64_t* s) {
+  std::uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+std::uint64_t NoZeroByte(std::uint64_t x) {
+  for (unsigned i = 0; i < 64; i += 8) {
+    if (((x >> i) & 0xff) == 0) x |= std::uint64_t{0xA5} << i;
+  }
+  return x;
+}
+
+void InitHardening() {
+  std::uint64_t seed[2] = {};
+  if (!RandomBytes(seed, sizeof(seed))) {
+    // No getrandom: the free key (AT_RANDOM) and the clock.
+    seed[0] = g_free_key ^ reinterpret_cast<std::uintptr_t>(&seed);
+    seed[1] = CoarseMonotonicMs() ^ reinterpret_cast<std::uintptr_t>(&g_hkeys);
+  }
+  std::uint64_t s = seed[0];
+  g_hkeys.trailer = SplitMix64(&s);
+  const std::uint64_t canary = NoZeroByte(SplitMix64(&s));
+  const std::uint64_t freed = NoZeroByte(SplitMix64(&s));
+  for (std::size_t i = 0; i < kPatternBufferBytes; i += kWord) {
+    std::memcpy(g_canary_pattern + i, &canary, kWord);
+    std::memcpy(g_freed_pattern + i, &freed, kWord);
+  }
+  g_hkeys.link = SplitMix64(&s);
+  g_hkeys.link_mac = SplitMix64(&s) | 1;
+  g_hkeys.rng = seed[1];
+  g_quarantine_max_bytes =
+      static_cast<std::size_t>(GetOption(OptionId::kQuarantineBytes));
+  g_quarantine_max_blocks =
+      static_cast<std::size_t>(GetOption(OptionId::kQuarantineBlocks));
+}
+
+// ---- Patterns (see g_canary_pattern) ----
+
+// Writes `pattern` over [from, to), at most kMaxPatternBytes.
+void FillPattern(char* from, char* to, const char* pattern) {
+  std::memcpy(from, pattern + (reinterpret_cast<std::uintptr_t>(from) & 7),
+              static_cast<std::size_t>(to - from));
+}
+
+// The first byte of [from, to) (at most kMaxPatternBytes) that is not
+// `pattern`, or nullptr.
+const char* FindPatternMismatch(const char* from, const char* to,
+                                const char* pattern) {
+  const char* expected =
+      pattern + (reinterpret_cast<std::uintptr_t>(from) & 7);
+  const std::size_t len = static_cast<std::size_t>(to - from);
+  if (ABSL_PREDICT_TRUE(std::memcmp(from, expected, len) == 0)) return nullptr;
+  for (std::size_t i = 0;; ++i) {
+    if (from[i] != expected[i]) return from + i;
+  }
+}
+
+// ---- Canaries ----
+
+// A request of n bytes fits a slab block with its trailer.
+inline bool IsHardenedSlabSize(std::size_t n) {
+  return n <= kMaxSlabObjectSize - kWord;
+}
+inline std::size_t Footprint(std::size_t n) {
+  return (n < kWord ? kWord : n) + kWord;
+}
+inline std::uint64_t* TrailerOf(const void* p, std::size_t class_size) {
+  return reinterpret_cast<std::uint64_t*>(
+      const_cast<char*>(static_cast<const char*>(p)) + class_size - kWord);
+}
+inline std::uint64_t TrailerValue(const std::uint64_t* t, std::size_t n) {
+  return g_hkeys.trailer ^ reinterpret_cast<std::uintptr_t>(t) ^ n;
+}
+// The end of the canary pattern of a block whose requested size ends at
+// `user_end` and whose pattern may reach `limit`.
+inline char* PatternEnd(char* user_end, char* limit) {
+  return limit - user_end > static_cast<std::ptrdiff_t>(kMaxPatternBytes)
+             ? user_end + kMaxPatternBytes
+             : limit;
+}
+
+void SetSlabCanary(void* p, SizeClass c, std::size_t n) {
+  const std::size_t size = ClassSize(c);
+  char* b = static_cast<char*>(p);
+  char* limit = b + size - kWord;
+  FillPattern(b + n, PatternEnd(b + n, limit), g_canary_pattern);
+  std::uint64_t* t = TrailerOf(p, size);
+  *t = TrailerValue(t, n);
+}
+
+[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieOverflow(
+    const void* p, SizeClass c, std::size_t n, const char* bad) {
+  ABSL_RAW_LOG(FATAL,
+               "elfmalloc: heap overflow: %p (size class %u: %zu-byte "
+               "blocks) was written past its %zu requested bytes, at offset "
+               "%zu",
+               p, static_cast<unsigned>(c.index()), ClassSize(c), n,
+               static_cast<std::size_t>(bad - static_cast<const char*>(p)));
+  std::abort();  // not reached: FATAL aborts
+}
+
+[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void
+DieTrailerOverwritten(const void* p, SizeClass c) {
+  ABSL_RAW_LOG(FATAL,
+               "elfmalloc: heap overflow: the canary at the end of %p (size "
+               "class %u: %zu-byte blocks) was overwritten",
+               p, static_cast<unsigned>(c.index()), ClassSize(c));
+  std::abort();
+}
+
+// The requested size of live slab block p of class c, after checking its
+// canary (aborts if it was overwritten).
+std::size_t CheckSlabCanary(const void* p, SizeClass c) {
+  const std::size_t size = ClassSize(c);
+  const std::uint64_t* t = TrailerOf(p, size);
+  const std::uint64_t n = *t ^ TrailerValue(t, 0);
+  if (ABSL_PREDICT_FALSE(n > size - kWord)) DieTrailerOverwritten(p, c);
+  char* b = const_cast<char*>(static_cast<const char*>(p));
+  char* user_end = b + n;
+  if (const char* bad = FindPatternMismatch(
+          user_end, PatternEnd(user_end, b + size - kWord), g_canary_pattern)) {
+    DieOverflow(p, c, n, bad);
+  }
+  return n;
+}
+
+// ---- Guard pages and canaries of large blocks ----
+
+// The requested size of large block p (mapped for n + one page).
+inline std::size_t LargeRequest(const void* p) {
+  return LargeRequestedSize(p) - mmap_alloc::PageSize();
+}
+inline char* GuardPageOf(void* p, std::size_t n) {
+  const std::size_t page = mmap_alloc::PageSize();
+  return static_cast<char*>(p) + ((n + page - 1) & ~(page - 1));
+}
+
+// Fills large block p's canary (to the page boundary after its n bytes) and
+// makes the page after that inaccessible.
+void GuardLarge(void* p, std::size_t n) {
+  char* guard = GuardPageOf(p, n);
+  char* user_end = static_cast<char*>(p) + n;
+  FillPattern(user_end, PatternEnd(user_end, guard), g_canary_pattern);
+  // A failure (the kernel's limit on mappings) leaves the block unguarded,
+  // as an allocation that cannot get a guard page is better than none.
+  mmap_alloc::Protect(guard, mmap_alloc::PageSize(), mmap_alloc::Perm::kNone);
+}
+
+// Checks large block p's canary and makes its guard page accessible again;
+// returns its requested size.
+std::size_t UnguardLarge(void* p) {
+  const std::size_t n = LargeRequest(p);
+  char* guard = GuardPageOf(p, n);
+  char* user_end = static_cast<char*>(p) + n;
+  if (const char* bad = FindPatternMismatch(
+          user_end, PatternEnd(user_end, guard), g_canary_pattern)) {
+    ABSL_RAW_LOG(FATAL,
+                 "elfmalloc: heap overflow: %p (a large block) was written "
+                 "past its %zu requested bytes, at offset %zu",
+                 p, n, static_cast<std::size_t>(bad - static_cast<char*>(p)));
+  }
+  constexpr mmap_alloc::Perm kReadWrite =
+      mmap_alloc::Perm::kRead | mmap_alloc::Perm::kWrite;
+  if (!mmap_alloc::Protect(guard, mmap_alloc::PageSize(), kReadWrite)) {
+    ABSL_RAW_LOG(FATAL,
+                 "elfmalloc: cannot unprotect the guard page of %p; the "
+                 "region cannot be reused",
+                 p);
+  }
+  return n;
+}
+
+void* HardenedAllocLarge(std::size_t n, std::size_t align, bool zero) {
+  // The guard page's room; beyond half the address space nothing fits.
+  if (n > (std::numeric_limits<std::size_t>::max)() / 2) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  void* p = AllocLarge(n + mmap_alloc::PageSize(), align,
+                      zero ? LargeKind::kZeroed : LargeKind::kPlain);
+  if (p != nullptr) GuardLarge(p, n);
+  return p;
+}
+
+void* HardenedLargeRealloc(void* p, std::size_t n) {
+  if (n > (std::numeric_limits<std::size_t>::max)() / 2) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  const std::size_t old = UnguardLarge(p);
+  void* q = LargeRealloc(p, n + mmap_alloc::PageSize());
+  if (q == nullptr) {
+    GuardLarge(p, old);  // p is still the caller's
+    return nullptr;
+  }
+  GuardLarge(q, n);
+  return q;
+}
+
+// ---- The per-thread state: quarantine and PRNG ----
+
+// A FIFO of freed blocks linked oldest to newest through their second word
+// (encoded, see "Encoded free-list pointers"); the newest block's link
+// encodes nullptr. Owned by its thread; trivially destructible (it is
+// emptied by DrainQuarantine through the thread-heap release hook).
+struct HardenedThreadState {
+  void* oldest;
+  void* newest;
+  std::size_t bytes;  // the class sizes of the blocks held
+  std::size_t blocks;
+  std::uint64_t rng;  // wyrand state; 0 until the first use
+};
+ABSL_CONST_INIT thread_local HardenedThreadState tls_hardened
+    __attribute__((tls_model("initial-exec"))) = {};
+
+std::uint64_t NextRandom(std::uint64_t* s) {
+  if (ABSL_PREDICT_FALSE(*s == 0)) {
+    std::uint64_t seed = g_hkeys.rng ^ reinterpret_cast<std::uintptr_t>(s);
+    *s = SplitMix64(&seed) | 1;
+  }
+  *s += 0xA0761D6478BD642Full;
+  const unsigned __int128 m =
+      static_cast<unsigned __int128>(*s) * (*s ^ 0xE7037ED1A0B428DBull);
+  return static_cast<std::uint64_t>(m >> 64) ^ static_cast<std::uint64_t>(m);
+}
+// Uniform in [0, n) (Lemire's multiply-shift; the bias is below 2^-50 for
+// magazine sizes).
+std::size_t RandomBelow(std::uint64_t* s, std::size_t n) {
+  return static_cast<std::size_t>(
+      (static_cast<unsigned __int128>(NextRandom(s)) * n) >> 64);
+}
+
+// *p was just taken from a magazine that a refill filled: shuffles the
+// refill (the magazine's objects and *p, which may be swapped with one of
+// them: Fisher-Yates over all of them).
+void ShuffleRefill(ThreadHeap* th, SizeClass c, void** p) {
+  MagazineCache& m = th->Cache(c);
+  const std::size_t n = m.cached();
+  void** objs = m.cached_objects();
+  std::uint64_t* rng = &tls_hardened.rng;
+  const std::size_t j = RandomBelow(rng, n + 1);
+  if (j < n) std::swap(*p, objs[j]);
+  for (std::size_t i = n; i > 1; --i) {
+    std::swap(objs[i - 1], objs[RandomBelow(rng, i)]);
+  }
+}
+
+// ---- Quarantine links ----
+
+inline std::uint64_t LinkCheck(std::uint64_t next, std::uint64_t self) {
+  return ((next ^ self) * g_hkeys.link_mac) >> kAddressBits;
+}
+inline std::uint64_t* LinkWord(void* block) {
+  return static_cast<std::uint64_t*>(block) + 1;
+}
+inline void SetLink(void* block, const void* next) {
+  const std::uint64_t a = reinterpret_cast<std::uintptr_t>(next);
+  const std::uint64_t self = reinterpret_cast<std::uintptr_t>(block);
+  *LinkWord(block) =
+      (a | (LinkCheck(a, self) << kAddressBits)) ^ g_hkeys.link ^ self;
+}
+
+[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieForgedLink(
+    const void* block, SizeClass c) {
+  ABSL_RAW_LOG(FATAL,
+               "elfmalloc: corrupted free-list pointer in freed block %p "
+               "(size class %u: %zu-byte blocks): a write after free forged "
+               "the quarantine's link",
+               block, static_cast<unsigned>(c.index()), ClassSize(c));
+  std::abort();
+}
+
+// The block after `block` in the quarantine, decoded and checked (aborts
+// if the link was not written by SetLink for this block).
+void* GetLink(void* block, SizeClass c) {
+  const std::uint64_t self = reinterpret_cast<std::uintptr_t>(block);
+  const std::uint64_t v = *LinkWord(block) ^ g_hkeys.link ^ self;
+  const std::uint64_t a = v & kAddressMask;
+  if (ABSL_PREDICT_FALSE((v >> kAddressBits) != LinkCheck(a, self) ||
+                         (a & (kWord - 1)) != 0)) {
+    DieForgedLink(block, c);
+  }
+  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(a));
+}
+
+// ---- The quarantine ----
+
+// How much of a quarantined block of `size` bytes carries the freed pattern:
+// [2 words, QuarantineFillEnd).
+inline std::size_t QuarantineFillEnd(std::size_t size) {
+  return size < 2 * kWord + kMaxPatternBytes ? size
+                                             : 2 * kWord + kMaxPatternBytes;
+}
+
+[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void
+DieWriteAfterFree(const void* p, SizeClass c, std::size_t offset) {
+  ABSL_RAW_LOG(FATAL,
+               "elfmalloc: write after free: %p (size class %u: %zu-byte "
+               "blocks) was modified at offset %zu while it was free (found "
+               "when it left the quarantine)",
+               p, static_cast<unsigned>(c.index()), ClassSize(c), offset);
+  std::abort();
+}
+
+// Takes the oldest block out of the calling thread's quarantine (which must
+// not be empty), checking that nothing wrote to it while it was there.
+void* PopQuarantine(SizeClass* class_out) {
+  HardenedThreadState& q = tls_hardened;
+  void* b = q.oldest;
+  const SizeClass c = TagClass(b);
+  const std::size_t size = ClassSize(c);
+  if (ABSL_PREDICT_FALSE(*static_cast<std::uint64_t*>(b) != FreeMark(b))) {
+    DieWriteAfterFree(b, c, 0);
+  }
+  void* next = GetLink(b, c);
+  char* cb = static_cast<char*>(b);
+  if (const char* bad = FindPatternMismatch(
+          cb + 2 * kWord, cb + QuarantineFillEnd(size), g_freed_pattern)) {
+    DieWriteAfterFree(b, c, static_cast<std::size_t>(bad - cb));
+  }
+  // The list and the counts agree unless a link was forged.
+  if (ABSL_PREDICT_FALSE((next == nullptr) != (b == q.newest))) {
+    DieForgedLink(b, c);
+  }
+  q.oldest = next;
+  if (next == nullptr) q.newest = nullptr;
+  q.bytes -= size;
+  --q.blocks;
+  *class_out = c;
+  return b;
+}
+
+// Slab block p of class c was freed by a thread with a heap (its free mark
+// is written): into the quarantine; the blocks it pushes out go on to the
+// magazine.
+void QuarantineFree(SizeClass c, void* p) noexcept {
+  const std::size_t size = ClassSize(c);
+  if (size > g_quarantine_max_bytes || g_quarantine_max_blocks == 0) {
+    return PushFreed(c, p);
+  }
+  HardenedThreadState& q = tls_hardened;
+  char* b = static_cast<char*>(p);
+  FillPattern(b + 2 * kWord, b + QuarantineFillEnd(size), g_freed_pattern);
+  SetLink(p, nullptr);
+  if (q.newest != nullptr) {
+    // The newest block's link must still be the end mark before it names
+    // p (a write after free of it would otherwise be erased).
+    const SizeClass nc = TagClass(q.newest);
+    if (ABSL_PREDICT_FALSE(GetLink(q.newest, nc) != nullptr)) {
+      DieForgedLink(q.newest, nc);
+    }
+    SetLink(q.newest, p);
+  } else {
+    q.oldest = p;
+  }
+  q.newest = p;
+  q.bytes += size;
+  ++q.blocks;
+  while (q.blocks > g_quarantine_max_blocks ||
+         q.bytes > g_quarantine_max_bytes) {
+    SizeClass oc;
+    void* o = PopQuarantine(&oc);
+    PushFreed(oc, o);
+  }
+}
+
+// The release hook (SetThreadHeapReleaseHook): the calling thread's
+// quarantine into its heap th, checked block by block.
+void DrainQuarantine(ThreadHeap* th) {
+  while (tls_hardened.oldest != nullptr) {
+    SizeClass c;
+    void* b = PopQuarantine(&c);
+    th->Free(c, b);
+  }
+}
+
+// ---- The hardened entry points ----
+
+// An object of class c: the magazine pop, and a shuffled refill when the
+// magazine was empty.
+void* HardenedAllocClass(SizeClass c) {
+  ThreadHeap* th = CurrentThreadHeap();
+  void* p;
+  if (ABSL_PREDICT_TRUE(th != nullptr) && th->TryAlloc(c, &p)) {
+    return HandoutNonNull(p);
+  }
+  if (th == nullptr) {
+    p = AllocClassSlow(c);  // builds the heap (refilling its magazine)
+    th = CurrentThreadHeap();
+  } else {
+    LargeCacheDecay();  // as AllocClassRefill
+    p = th->AllocSlow(c);
+    if (ABSL_PREDICT_FALSE(p == nullptr)) errno = ENOMEM;
+  }
+  if (p == nullptr) return nullptr;
+  if (th != nullptr) ShuffleRefill(th, c, &p);
+  return HandoutNonNull(p);
+}
+
+void* HardenedAllocate(std::size_t n, std::size_t align, bool zero) {
+  if (IsHardenedSlabSize(n)) {
+    const std::size_t fp = Footprint(n);
+    SizeClass c = SizeToClass(fp);
+    bool slab = true;
+    if (align > 8 && ClassAlignment(c) < align) {
+      // As Allocate(n, align): the power-of-two class that is aligned.
+      const std::size_t m = absl::bit_ceil(fp > align ? fp : align);
+      slab = IsSlabSize(m);
+      if (slab) c = SizeToClass(m);
+    }
+    if (slab) {
+      void* p = HardenedAllocClass(c);
+      if (p == nullptr) return nullptr;
+      if (zero) std::memset(p, 0, n);
+      SetSlabCanary(p, c, n);
+      return p;
+    }
+  }
+  return HardenedAllocLarge(n, align, zero);
+}
+
+void HardenedDeallocate(void* p) noexcept {
+  if (p == nullptr) return;
+  const AllocType t = ReadAllocType(p);
+  if (ABSL_PREDICT_TRUE(IsSlabType(t))) {
+    const SizeClass c = TagClass(p);
+    CheckedFreeSlabOfClass(p, c);
+    std::uint64_t* word = static_cast<std::uint64_t*>(p);
+    const std::uint64_t mark = FreeMark(p);
+    if (ABSL_PREDICT_FALSE(*word == mark)) {
+      DieIfMarkIsOurs("double free of", c, p);
+    }
+    CheckSlabCanary(p, c);
+    *word = mark;
+    if (CurrentThreadHeap() == nullptr) return PushFreed(c, p);
+    return QuarantineFree(c, p);
+  }
+  if (t != AllocType::kLarge) return FreeNotOurs(p);
+  CheckedFreeLarge(p);
+  UnguardLarge(p);
+  LargeFree(p);
+}
+
+std::size_t HardenedUsableSize(const void* p) noexcept {
+  if (p == nullptr) return 0;
+  const AllocType t = ReadAllocType(p);
+  if (IsSlabType(t)) return CheckSlabCanary(p, TagClass(p));
+  if (t != AllocType::kLarge) DieNotOurs(p);
+  return LargeRequest(p);
+}
+
+void* HardenedReallocate(void* p, std::size_t n) noexcept {
+  if (p == nullptr) return HardenedAllocate(n, 0, false);
+  const AllocType t = ReadAllocType(p);
+  std::size_t old_n;
+  if (IsSlabType(t)) {
+    const SizeClass c = TagClass(p);
+    if (ABSL_PREDICT_FALSE(*static_cast<const std::uint64_t*>(p) ==
+                           FreeMark(p))) {
+      DieIfMarkIsOurs("realloc of freed block", c, p);
+    }
+    CheckedFreeSlabOfClass(p, c);
+    old_n = CheckSlabCanary(p, c);
+    if (IsHardenedSlabSize(n)) {
+      // In place, as Reallocate: the footprint fits and the block would
+      // not shrink to half or less.
+      const std::size_t old = ClassSize(c);
+      const std::size_t fp = Footprint(n);
+      if (fp <= old && ClassSize(SizeToClass(fp)) > old / 2) {
+        SetSlabCanary(p, c, n);
+        return p;
+      }
+    }
+  } else {
+    if (t != AllocType::kLarge) DieNotOurs(p);
+    CheckedFreeLarge(p);
+    if (!IsHardenedSlabSize(n)) return HardenedLargeRealloc(p, n);
+    old_n = LargeRequest(p);
+  }
+  void* q = HardenedAllocate(n, 0, false);
+  if (q == nullptr) return nullptr;
+  std::memcpy(q, p, old_n < n ? old_n : n);
+  HardenedDeallocate(p);
+  return q;
+}
+
+#endif  // ELFMALLOC_HARDENED
+
 // Every way malloc(n) leaves its fast path: a large block, no thread heap
 // yet, an empty magazine. One function, so that the fast path ends in a
 // single tail call and needs no stack frame (with a call per slow path, GCC
@@ -651,6 +1255,9 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocateSlow(std::size_t n) {
 }  // namespace
 
 void* Allocate(std::size_t n) noexcept {
+#if defined(ELFMALLOC_HARDENED)
+  return HardenedAllocate(n, 0, false);
+#endif
   if (ABSL_PREDICT_TRUE(IsSlabSize(n))) {
     // Indexed by tag (class + 1, folded into the address's displacement);
     // all empty while the thread has no heap.
@@ -664,6 +1271,9 @@ void* Allocate(std::size_t n) noexcept {
 }
 
 void* AllocateZeroed(std::size_t n) noexcept {
+#if defined(ELFMALLOC_HARDENED)
+  return HardenedAllocate(n, 0, true);
+#endif
   if (IsSlabSize(n)) {
     void* p = AllocClass(SizeToClass(n));
     if (ABSL_PREDICT_TRUE(p != nullptr)) std::memset(p, 0, n);
@@ -680,6 +1290,9 @@ void* Allocate(std::size_t n, std::size_t align) noexcept {
     errno = EINVAL;
     return nullptr;
   }
+#if defined(ELFMALLOC_HARDENED)
+  return HardenedAllocate(n, align, false);
+#endif
   if (IsSlabSize(n)) {
     const SizeClass c = SizeToClass(n);
     if (ClassAlignment(c) >= align) return AllocClass(c);
@@ -691,6 +1304,9 @@ void* Allocate(std::size_t n, std::size_t align) noexcept {
 }
 
 void Deallocate(void* p) noexcept {
+#if defined(ELFMALLOC_HARDENED)
+  return HardenedDeallocate(p);
+#endif
   if (p == nullptr) return;
   // One cache line classifies p: the stamp and the tag table of its 2 MiB
   // region (alloc_type.h, slab.h "Tags").
@@ -723,6 +1339,9 @@ void Deallocate(void* p) noexcept {
 }
 
 std::size_t UsableSize(const void* p) noexcept {
+#if defined(ELFMALLOC_HARDENED)
+  return HardenedUsableSize(p);
+#endif
   if (p == nullptr) return 0;
   const AllocType t = ReadAllocType(p);
   if (IsSlabType(t)) return ClassSize(TagClass(p));
@@ -731,6 +1350,9 @@ std::size_t UsableSize(const void* p) noexcept {
 }
 
 void* Reallocate(void* p, std::size_t n) noexcept {
+#if defined(ELFMALLOC_HARDENED)
+  return HardenedReallocate(p, n);
+#endif
   if (p == nullptr) return Allocate(n);
   const AllocType t = ReadAllocType(p);
   if (IsSlabType(t)) {
@@ -765,6 +1387,10 @@ void* Reallocate(void* p, std::size_t n) noexcept {
 void MarkThreadIdle() noexcept { ReleaseThreadHeap(); }
 
 std::size_t ReleaseFreeMemory() noexcept {
+#if defined(ELFMALLOC_HARDENED)
+  // The caller's quarantined blocks may be what keeps pages from being free.
+  if (ThreadHeap* th = CurrentThreadHeap()) DrainQuarantine(th);
+#endif
   std::size_t bytes = LargeCacheRelease();
   Heap* heap = g_heap.load(std::memory_order_acquire);
   if (heap == nullptr) return bytes;

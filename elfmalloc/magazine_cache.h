@@ -181,6 +181,11 @@ class MagazineCache {
   // assigned to keeps its binding.
   void BindHot(MagazineHot* hot) noexcept { hot_ = hot; }
   const SlabMetadata& metadata() const noexcept { return slabs_.metadata(); }
+  // The cached objects, [0, cached()); the last is handed out first. The
+  // hardened general allocator shuffles a refill's objects here (any
+  // permutation keeps the cache valid: every entry is a free object of the
+  // class).
+  void** cached_objects() noexcept { return hot_->stack; }
 
   // The fast paths: true if they popped a cached object into *p / cached p. They
   // touch only the MagazineHot state and the stack slot, and count nothing:

@@ -54,6 +54,8 @@ enum class OptionId : std::uint8_t {
   kMaxDirtyMediumMb,
   kMaxDirtyMb,
   kLargeCacheMb,
+  kQuarantineBytes,
+  kQuarantineBlocks,
   kVerbose,
   kPrintStats,
   kStatsJson,
@@ -125,6 +127,23 @@ inline constexpr OptionSpec kOptionSpecs[kNumOptions] = {
      "in all (or twice the bytes of live large blocks, if more); unused "
      "pages are purged after decay_ms and wholly free arenas unmapped; 0 "
      "purges freed blocks at once."},
+    // The hardened build's per-thread quarantine of freed small blocks
+    // (general_allocator.cc, "Quarantine"). 256 KiB and 1024 blocks: a
+    // block written after its free is caught once 1024 later frees of the
+    // thread (or 256 KiB of them) pushed it out, and a thread holds at most
+    // that much freed memory out of reuse (100 threads: 25 MiB). Bigger
+    // quarantines delay reuse longer and cost memory and cache misses.
+    {OptionId::kQuarantineBytes, "quarantine_bytes",
+     "ELFMALLOC_QUARANTINE_BYTES", OptionType::kUnsigned, 256 << 10, 0,
+     std::uint64_t{1} << 30, false, false,
+     "Hardened build only: bytes of freed blocks (up to 256 KiB) each "
+     "thread keeps out of reuse (filled with a pattern, checked when they "
+     "leave); 0 disables the quarantine."},
+    {OptionId::kQuarantineBlocks, "quarantine_blocks",
+     "ELFMALLOC_QUARANTINE_BLOCKS", OptionType::kUnsigned, 1024, 0,
+     std::uint64_t{1} << 20, false, false,
+     "Hardened build only: the most freed blocks each thread's quarantine "
+     "holds; 0 disables the quarantine."},
     {OptionId::kVerbose, "verbose", "ELFMALLOC_VERBOSE", OptionType::kBool, 0,
      0, 1, false, false,
      "Print the version, the build kind and every option in effect to "

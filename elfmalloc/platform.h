@@ -1,12 +1,13 @@
 // elfmalloc's operating-system queries that more than one component needs:
 // a coarse monotonic clock (decay periods of the page allocators and of the
-// large-block heap) and the number of CPUs the process may run on (sizing
+// large-block heap), the kernel's random bytes (the hardened build's
+// secrets) and the number of CPUs the process may run on (sizing
 // of bags and pools). One definition each, so that every component sees the
 // same clock and the same CPU count. Mapping lives in //mmap_alloc, the
 // futex lock in spin_lock.h, thread keys and fork hooks in thread_cache.cc
 // and general_allocator.cc (their only users).
 //
-// Neither function allocates or takes a lock: both are safe inside malloc.
+// No function here allocates or takes a lock: all are safe inside malloc.
 #ifndef ELFMALLOC_PLATFORM_H_
 #define ELFMALLOC_PLATFORM_H_
 
@@ -19,6 +20,13 @@ namespace elfmalloc {
 // (1-4 ms resolution, no system call), which is all periods of hundreds of
 // milliseconds need.
 std::uint64_t CoarseMonotonicMs() noexcept;
+
+// Fills buf with n bytes from the kernel's random pool (getrandom(2),
+// non-blocking; retried on EINTR and short reads). False if the kernel
+// cannot give them (no getrandom, pool not yet initialised at early boot):
+// the caller then falls back to its own source. For the hardened build's
+// per-process secrets; a system call, so call it once.
+bool RandomBytes(void* buf, std::size_t n) noexcept;
 
 // CPUs in the process's affinity mask (sched_getaffinity fills a stack set:
 // one system call, no allocation, unlike sysconf(_SC_NPROCESSORS_ONLN),

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "gtest/gtest.h"
 
@@ -27,6 +28,16 @@ TEST(PlatformTest, CpuCountIsTheAffinityMask) {
   ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
   EXPECT_EQ(AvailableCpus(), static_cast<std::size_t>(CPU_COUNT(&set)));
   EXPECT_GE(AvailableCpus(), 1u);
+}
+
+TEST(PlatformTest, RandomBytesDifferBetweenCalls) {
+  std::uint64_t a[4] = {};
+  std::uint64_t b[4] = {};
+  ASSERT_TRUE(RandomBytes(a, sizeof(a)));
+  ASSERT_TRUE(RandomBytes(b, sizeof(b)));
+  // 256 random bits: equal by chance with probability 2^-256.
+  EXPECT_NE(std::memcmp(a, b, sizeof(a)), 0);
+  EXPECT_TRUE(RandomBytes(a, 0));
 }
 
 }  // namespace

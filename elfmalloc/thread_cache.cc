@@ -42,6 +42,13 @@ ABSL_CONST_INIT SpinLock g_key_lock;
 ABSL_CONST_INIT std::atomic<int> g_key_state{0};  // 0 none, 1 ready, 2 failed
 ABSL_CONST_INIT pthread_key_t g_key = 0;
 ABSL_CONST_INIT std::atomic<std::size_t> g_live_heaps{0};
+// SetThreadHeapReleaseHook's hook (nullptr: none).
+ABSL_CONST_INIT std::atomic<void (*)(ThreadHeap*)> g_release_hook{nullptr};
+
+void RunReleaseHook(ThreadHeap* h) {
+  void (*hook)(ThreadHeap*) = g_release_hook.load(std::memory_order_acquire);
+  if (hook != nullptr) hook(h);
+}
 // The pool of retired heaps (see thread_cache.h): a stack through
 // ThreadHeap::pool_next_, guarded by g_key_lock.
 ABSL_CONST_INIT ThreadHeap* g_pool = nullptr;
@@ -174,6 +181,7 @@ void OnThreadExit(void* value) {
   tls_state = ThreadState::kDropped;
   SetThreadHeap(nullptr);
   ThreadHeap* h = static_cast<ThreadHeap*>(value);
+  RunReleaseHook(h);
   h->Trim(kRetiredKeepBytes);
   bool pooled;
   {
@@ -263,6 +271,7 @@ ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept {
 void ReleaseThreadHeap() noexcept {
   ThreadHeap* h = tls_heap;
   if (h == nullptr) return;
+  RunReleaseHook(h);
   // Nested calls during destruction take the fallback path.
   tls_state = ThreadState::kInitializing;
   SetThreadHeap(nullptr);
@@ -299,6 +308,10 @@ void AddNetAllocations(std::int64_t out[kNumSizeClasses]) noexcept {
 
 void AddCachedObjects(std::size_t out[kNumSizeClasses]) noexcept {
   HeapRegistry::SumCached(out);
+}
+
+void SetThreadHeapReleaseHook(void (*hook)(ThreadHeap*)) noexcept {
+  g_release_hook.store(hook, std::memory_order_release);
 }
 
 void WithRegistryLockHeldForTesting(void (*fn)(void*), void* arg) noexcept {

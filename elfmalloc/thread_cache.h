@@ -190,6 +190,14 @@ ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept;
 // sets the thread back to kUninitialized. No-op unless kInitialized.
 void ReleaseThreadHeap() noexcept;
 
+// hook(h) runs on the calling thread with its heap h just before the thread
+// gives h up (thread exit, before the trim; ReleaseThreadHeap, before the
+// destruction), while h still takes frees (h->Free): the hardened general
+// allocator empties the thread's quarantine into it there, so that blocks
+// held by a thread are not leaked when it ends. nullptr (the default): no
+// hook. Set it before the first heap is built.
+void SetThreadHeapReleaseHook(void (*hook)(ThreadHeap*)) noexcept;
+
 // ThreadHeaps attached to threads (for tests and statistics).
 std::size_t LiveThreadHeaps() noexcept;
 // Retired heaps waiting in the pool for a new thread.

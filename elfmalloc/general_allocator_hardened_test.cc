@@ -1,0 +1,254 @@
+// The hardened build (ELFMALLOC_HARDENED; general_allocator.cc, "The
+// hardened build"): writes past the requested size, writes after free,
+// forged quarantine links and writes across a large block's guard page stop
+// the process; correct use never does, and the usable size is the requested
+// size. Each misuse runs in a forked child (gtest death tests). The test's
+// environment (BUILD) shrinks the quarantine to 64 blocks / 64 KiB, so that
+// a few frees push a block out of it.
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "elfmalloc/general_allocator.h"
+#include "elfmalloc/size_classes.h"
+#include "gtest/gtest.h"
+
+namespace elfmalloc {
+namespace {
+
+constexpr std::size_t kSizes[] = {0, 1, 7, 8, 20, 24, 100, 3000, 5000, 200000};
+
+// Frees and allocates `n` blocks of `size` bytes, which pushes every block
+// freed before out of the calling thread's quarantine.
+void Churn(std::size_t size, int n = 200) {
+  for (int i = 0; i < n; ++i) Deallocate(Allocate(size));
+}
+
+TEST(HardenedBuildTest, CorrectUseIsQuiet) {
+  for (int round = 0; round < 3; ++round) {
+    std::vector<char*> blocks;
+    for (std::size_t n : kSizes) {
+      for (int k = 0; k < 20; ++k) {
+        char* p = static_cast<char*>(Allocate(n));
+        ASSERT_NE(p, nullptr);
+        EXPECT_EQ(UsableSize(p), n);
+        std::memset(p, 0x5a, n);
+        blocks.push_back(p);
+      }
+    }
+    char* z = static_cast<char*>(AllocateZeroed(777));
+    ASSERT_NE(z, nullptr);
+    for (int i = 0; i < 777; ++i) ASSERT_EQ(z[i], 0);
+    blocks.push_back(z);
+    for (std::size_t align : {16, 64, 4096, 65536}) {
+      char* a = static_cast<char*>(Allocate(100, align));
+      ASSERT_NE(a, nullptr);
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(a) % align, 0u);
+      std::memset(a, 0x5a, 100);
+      blocks.push_back(a);
+    }
+    // Half freed by another thread, half by this one.
+    const std::size_t half = blocks.size() / 2;
+    std::thread([&] {
+      for (std::size_t i = 0; i < half; ++i) Deallocate(blocks[i]);
+    }).join();
+    for (std::size_t i = half; i < blocks.size(); ++i) Deallocate(blocks[i]);
+    Churn(24);
+  }
+}
+
+TEST(HardenedBuildTest, ReallocKeepsContentsAndCanaries) {
+  std::size_t n = 10;
+  char* p = static_cast<char*>(Allocate(n));
+  ASSERT_NE(p, nullptr);
+  std::memset(p, 1, n);
+  // Through slab classes, in place and moved, to large blocks and back.
+  for (std::size_t to :
+       {12, 24, 40, 700, 699, 5000, 300000, 5 << 20, 4 << 20, 100000, 30, 9}) {
+    p = static_cast<char*>(Reallocate(p, to));
+    ASSERT_NE(p, nullptr) << to;
+    EXPECT_EQ(UsableSize(p), to);
+    const std::size_t kept = n < to ? n : to;
+    for (std::size_t i = 0; i < kept; ++i) ASSERT_EQ(p[i], 1) << to << " " << i;
+    std::memset(p, 1, to);
+    n = to;
+  }
+  Deallocate(p);
+}
+
+TEST(HardenedBuildTest, LargeBlocksAreWholeAfterReuse) {
+  // A freed large block's guard page is accessible again when its region is
+  // reused: every byte of the new blocks may be written.
+  for (int round = 0; round < 4; ++round) {
+    for (std::size_t n : {std::size_t{300000}, std::size_t{1} << 20,
+                          (std::size_t{3} << 20) + 5}) {
+      char* p = static_cast<char*>(Allocate(n + round * 4096));
+      ASSERT_NE(p, nullptr);
+      std::memset(p, 0x33, n + round * 4096);
+      Deallocate(p);
+    }
+  }
+}
+
+TEST(HardenedBuildDeathTest, WritePastRequestedSizeAborts) {
+  for (std::size_t n : kSizes) {
+    char* p = static_cast<char*>(Allocate(n));
+    ASSERT_NE(p, nullptr);
+    EXPECT_DEATH(
+        {
+          p[n] = 0;
+          Deallocate(p);
+        },
+        // At the trailer when n fills the block (8, 24), else in the
+        // pattern.
+        "heap overflow: ")
+        << n;
+    EXPECT_DEATH(
+        {
+          p[n] = 0;
+          p = static_cast<char*>(Reallocate(p, n + 1000));
+        },
+        "heap overflow")
+        << n;
+    Deallocate(p);
+  }
+}
+
+TEST(HardenedBuildDeathTest, OverwrittenTrailerAborts) {
+  // 24 bytes fill their 32-byte block but for the trailer.
+  char* p = static_cast<char*>(Allocate(24));
+  ASSERT_NE(p, nullptr);
+  EXPECT_DEATH(
+      {
+        std::memset(p + 24, 0x41, 8);
+        Deallocate(p);
+      },
+      "heap overflow: the canary at the end of");
+  Deallocate(p);
+}
+
+TEST(HardenedBuildDeathTest, LargeBlockCanaryAndGuardPage) {
+  const std::size_t n = (std::size_t{1} << 20) + 100;
+  char* p = static_cast<char*>(Allocate(n));
+  ASSERT_NE(p, nullptr);
+  EXPECT_DEATH(
+      {
+        p[n] = 0;
+        Deallocate(p);
+      },
+      "heap overflow: .* \\(a large block\\) was written past");
+  // The page after the page-rounded end is inaccessible: a fault.
+  char* q = static_cast<char*>(Allocate(std::size_t{1} << 20));
+  ASSERT_NE(q, nullptr);
+  EXPECT_DEATH({ static_cast<volatile char*>(q)[std::size_t{1} << 20] = 0; },
+               "");
+  Deallocate(p);
+  Deallocate(q);
+}
+
+TEST(HardenedBuildDeathTest, WriteAfterFreeAbortsWhenItLeavesTheQuarantine) {
+  for (std::size_t n : {24, 100, 3000}) {
+    char* p = static_cast<char*>(Allocate(n));
+    ASSERT_NE(p, nullptr);
+    Deallocate(p);
+    EXPECT_DEATH(
+        {
+          p[n / 2 + 4] = 0x41;
+          Churn(n);
+        },
+        "write after free: .* was modified at offset")
+        << n;
+    // The first word (the free mark) too.
+    EXPECT_DEATH(
+        {
+          std::memset(p, 0, 8);
+          Churn(n);
+        },
+        "write after free: .* at offset 0")
+        << n;
+    Churn(n);
+  }
+}
+
+TEST(HardenedBuildDeathTest, ForgedQuarantineLinkAborts) {
+  static char target[256];
+  char* p = static_cast<char*>(Allocate(48));
+  ASSERT_NE(p, nullptr);
+  char* q = static_cast<char*>(Allocate(48));
+  ASSERT_NE(q, nullptr);
+  Deallocate(p);
+  Deallocate(q);  // p's link now names q
+  EXPECT_DEATH(
+      {
+        void* forged = target;
+        std::memcpy(p + 8, &forged, sizeof(forged));
+        Churn(48);
+      },
+      "corrupted free-list pointer in freed block");
+  Churn(48);
+}
+
+TEST(HardenedBuildDeathTest, DoubleFreeInTheQuarantineAborts) {
+  void* p = Allocate(64);
+  ASSERT_NE(p, nullptr);
+  Deallocate(p);
+  EXPECT_DEATH(Deallocate(p), "double free");
+  Churn(64);
+}
+
+TEST(HardenedBuildTest, RefillsAreShuffled) {
+  // Without the shuffle a fresh thread's blocks of a class come out of its
+  // first refill in descending address order.
+  std::vector<std::uintptr_t> got;
+  std::thread([&] {
+    for (int i = 0; i < 64; ++i) {
+      void* p = Allocate(1000);
+      got.push_back(reinterpret_cast<std::uintptr_t>(p));
+    }
+    for (std::uintptr_t p : got) Deallocate(reinterpret_cast<void*>(p));
+  }).join();
+  int up = 0;
+  int down = 0;
+  for (std::size_t i = 1; i < got.size(); ++i) {
+    (got[i] > got[i - 1] ? up : down)++;
+  }
+  // 63 steps of a random order: each direction about half of them; all in
+  // one direction has probability 2 / 63!.
+  EXPECT_GT(up, 10);
+  EXPECT_GT(down, 10);
+}
+
+TEST(HardenedBuildTest, ThreadExitEmptiesTheQuarantine) {
+  // An unusual class, so that nothing else in the process uses it.
+  const std::size_t n = 2500;  // 10 blocks fit the test's 64 KiB
+  const SizeClass c = SizeToClass(n + 8);
+  const std::size_t before = GetStats().class_allocated_objects[c.index()];
+  std::thread([&] {
+    void* ps[10];
+    for (void*& p : ps) p = Allocate(n);
+    for (void* p : ps) Deallocate(p);
+    // Quarantined: not yet back in a cache.
+    EXPECT_EQ(GetStats().class_allocated_objects[c.index()], before + 10);
+  }).join();
+  EXPECT_EQ(GetStats().class_allocated_objects[c.index()], before);
+}
+
+TEST(HardenedBuildTest, MarkThreadIdleAndReleaseFreeMemoryEmptyTheQuarantine) {
+  const std::size_t n = 2600;  // another class of its own
+  const SizeClass c = SizeToClass(n + 8);
+  const std::size_t before = GetStats().class_allocated_objects[c.index()];
+  for (void (*release)() : {+[] { MarkThreadIdle(); },
+                            +[] { ReleaseFreeMemory(); }}) {
+    void* ps[10];
+    for (void*& p : ps) p = Allocate(n);
+    for (void* p : ps) Deallocate(p);
+    EXPECT_EQ(GetStats().class_allocated_objects[c.index()], before + 10);
+    release();
+    EXPECT_EQ(GetStats().class_allocated_objects[c.index()], before);
+  }
+}
+
+}  // namespace
+}  // namespace elfmalloc
