@@ -368,8 +368,9 @@ void CoverLocked(LargeArena* a, std::size_t first, std::size_t region) {
   }
 }
 
-// Under the lock: where n units go. Ordinarily the best-fitting free run
-// (the shortest run of at least n; the first among equals), from its start.
+// Under the lock: where n units go. Ordinarily the free run that fits with
+// the most of its first n units resident, then the shortest (best fit),
+// then the first, from its start.
 // For a block that is growing (realloc), the longest free run, from the
 // start of its upper half when it holds twice n: the block then has room to
 // grow in place, and so do the next growing blocks placed in the halves
@@ -397,7 +398,14 @@ bool FindRunLocked(std::size_t n, bool growth, LargeArena** arena,
     }
     return longest != 0;
   }
-  std::size_t best = SIZE_MAX;
+  // Ranked by the bytes the block would have to fault in (its units' part
+  // not yet resident), then by run length: resident free units are reused
+  // before fresh ones, so the pages a program touches stay a compact set
+  // (ranked by length alone, churn through blocks of 1-16 MiB spread over
+  // twice the address space and kept 132 MiB resident where glibc peaks at
+  // 72).
+  std::size_t best_len = SIZE_MAX;
+  std::size_t best_fault = SIZE_MAX;
   for (std::size_t k = 0; k < g_narenas; ++k) {
     LargeArena* a = g_arenas[k];
     if (a->free_units < n) continue;
@@ -407,16 +415,22 @@ bool FindRunLocked(std::size_t n, bool growth, LargeArena** arena,
       if (i == a->units) break;
       const std::size_t j = NextWithBit(a->free_bits, i, a->units, false);
       const std::size_t len = j - i;
-      if (len >= n && len < best) {
-        best = len;
-        *arena = a;
-        *first = i;
-        if (len == n) return true;
+      if (len >= n) {
+        std::size_t resident = 0;
+        for (std::size_t u = i; u < i + n; ++u) resident += a->resident[u];
+        const std::size_t fault = n * kUnit - resident;
+        if (fault < best_fault || (fault == best_fault && len < best_len)) {
+          best_fault = fault;
+          best_len = len;
+          *arena = a;
+          *first = i;
+          if (fault == 0 && len == n) return true;
+        }
       }
       i = j;
     }
   }
-  return best != SIZE_MAX;
+  return best_len != SIZE_MAX;
 }
 
 // A new arena for a block of n units, or nullptr (errno from mmap_alloc).

@@ -232,11 +232,13 @@ TEST_F(LargeCacheTest, FreeNeighboursCoalesce) {
   LargeFree(c);
 }
 
-// The shortest free run that fits is taken, not the first.
+// Among runs whose units are all resident, the shortest that fits is
+// taken, not the first.
 TEST_F(LargeCacheTest, BestFittingRunIsTaken) {
-  void* big_hole = LargeAlloc(5 * kMiB);  // 3 units
+  const std::size_t page = mmap_alloc::PageSize();
+  void* big_hole = LargeAlloc(3 * kStampAlignment - page);  // 3 whole units
   void* wall1 = LargeAlloc(kMiB);
-  void* small_hole = LargeAlloc(kMiB);  // 1 unit
+  void* small_hole = LargeAlloc(kStampAlignment - page);  // 1 whole unit
   void* wall2 = LargeAlloc(kMiB);
   ASSERT_NE(big_hole, nullptr);
   ASSERT_NE(wall1, nullptr);
@@ -253,6 +255,29 @@ TEST_F(LargeCacheTest, BestFittingRunIsTaken) {
   LargeFree(q);
   LargeFree(wall1);
   LargeFree(wall2);
+}
+
+// Resident free units are reused before fresh ones, even when a fresh run
+// fits better: the pages a program touches stay a compact set.
+TEST_F(LargeCacheTest, ResidentUnitsAreReusedFirst) {
+  const std::size_t page = mmap_alloc::PageSize();
+  void* a = LargeAlloc(5 * kMiB);  // units 0-2
+  void* wall = LargeAlloc(kMiB);   // unit 3
+  // Units 4-29 of the 32 of a fresh 64 MiB arena; 30-31 stay fresh.
+  void* filler = LargeAlloc(26 * kStampAlignment - page);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(wall, nullptr);
+  ASSERT_NE(filler, nullptr);
+  ASSERT_EQ(GetLargeStats().arenas, 1u);
+  std::memset(a, 1, 5 * kMiB);
+  LargeFree(a);
+  // The fresh run (2 units) fits better than a's (3), but a's units have
+  // their pages.
+  void* b = LargeAlloc(kMiB);
+  EXPECT_EQ(b, a);
+  LargeFree(b);
+  LargeFree(filler);
+  LargeFree(wall);
 }
 
 TEST_F(LargeCacheTest, ReallocGrowsIntoFreeUnitsInPlace) {
