@@ -326,9 +326,15 @@ void ApplyRuntimeOptions() {
 
 // A page refill could not map memory (PageAlloc::SetPressureHook): return
 // what every cache holds, so that the refill's second try can use it.
-// Pooled thread heaps are left alone (their release takes the registry
-// lock, which the refilling thread may hold).
+// Every thread heap is asked to drain (thread_cache.h, "Draining": their
+// claimed slabs and cached objects go back at their next slow path, the
+// failing thread's own at once, by ThreadHeap::AllocSlow's retry), so
+// that a later pressure call finds their pages free. The current heap is
+// not drained here: the hook runs inside one of its slab allocators'
+// refills. Pooled thread heaps are left alone (their release takes the
+// registry lock, which the refilling thread may hold).
 void OnMemoryPressure() {
+  RequestDrain();
   LargeCacheRelease();
   Heap* heap = g_heap.load(std::memory_order_acquire);
   if (heap == nullptr) return;
@@ -590,7 +596,10 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
   }
   void* p = zero ? LargeAllocZeroed(n) : LargeAlloc(n, align);
   if (ABSL_PREDICT_FALSE(p == nullptr) && errno == ENOMEM) {
-    // Free slab regions may be exactly the address space that is missing.
+    // Free slab regions may be exactly the address space that is missing;
+    // this thread's claimed slabs go back first, so that the regions they
+    // pinned can be unmapped now.
+    DrainThreadHeap();
     OnMemoryPressure();
     p = zero ? LargeAllocZeroed(n) : LargeAlloc(n, align);
   }
@@ -702,9 +711,13 @@ std::size_t ReleaseFreeMemory() noexcept {
   std::size_t bytes = LargeCacheRelease();
   Heap* heap = g_heap.load(std::memory_order_acquire);
   if (heap == nullptr) return bytes;
-  // Retired threads' heaps first: their cached objects and claimed slabs
-  // may be what keeps pages from being free.
+  // Retired threads' heaps first, and this thread's claimed slabs and
+  // cached objects: they may be what keeps pages from being free. Other
+  // threads drain theirs at their next slow path (thread_cache.h,
+  // "Draining").
   ReleasePooledThreadHeaps();
+  RequestDrain();
+  DrainThreadHeap();
   for (PageAlloc* pa : {&heap->small(), &heap->mid(), &heap->medium()}) {
     // A temporary handle (bagpipe handles are cheap, bsalloc-backed).
     PageAlloc::Handle h = pa->NewHandle();

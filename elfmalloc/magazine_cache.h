@@ -165,6 +165,15 @@ class MagazineCache {
   void FlushTo(std::size_t n) noexcept {
     if (cached() > n) Flush(n);
   }
+  // Frees every cached object and lets go of the claimed slab (a wholly
+  // free one goes back to its page allocator), keeping the cache itself
+  // usable: the next Alloc claims a slab again. What a thread gives back
+  // when asked to (memory pressure, malloc_trim, going idle): a claimed
+  // slab is reachable by its owner only, so nobody else can return it.
+  void Drain() noexcept {
+    Flush(0);
+    slabs_.Release();
+  }
 
   // Allocations minus frees made through this cache (negative when it frees
   // more objects than it hands out, e.g. a consumer thread). Summed over all

@@ -229,6 +229,9 @@ class PageAlloc {
   std::atomic<std::size_t> max_dirty_pages_;
   unsigned dirty_active_shift_;
   std::size_t refill_units_;  // source pages per refill
+  // Source pages of one page: what a refill falls back to when a whole
+  // refill cannot be mapped (memory pressure).
+  std::size_t min_refill_units_ = 1;
   std::atomic<std::uint64_t> decay_ms_;
   std::uint64_t (*clock_ms_)();
   MmapSource source_;         // page size max(page_size, 2 MiB)

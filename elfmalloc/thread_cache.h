@@ -42,6 +42,21 @@
 //   counters still add up) and are destroyed by ReleasePooledThreadHeaps()
 //   (malloc_trim). Worst case held by the pool: PoolLimit() x classes x
 //   kRetiredKeepBytes plus one claimed slab per class and heap.
+// * Draining (RequestDrain): a thread's claimed slabs are reachable by
+//   that thread only, so a slab of a 16..256 KiB class whose objects are
+//   all free still pins its whole 2 MiB region (address space under
+//   RLIMIT_AS or strict overcommit, and its touched pages) until its owner
+//   lets go. When memory runs out (the general allocator's pressure hook)
+//   or malloc_trim runs, RequestDrain() bumps a process-wide drain epoch;
+//   every heap compares it with the epoch it last drained at on its slow
+//   paths (AllocSlow, FreeSlow: never on the fast path) and, when it moved,
+//   drains every cache (MagazineCache::Drain: cached objects back to their
+//   slabs, claimed slabs released, wholly free ones to the page
+//   allocators). A thread whose allocation failed drains at once and tries
+//   again (AllocSlow), and DrainThreadHeap() drains the calling thread's
+//   heap now. Pooled heaps drain at their new thread's first slow path.
+//   A heap that is drained keeps its magazines (their mappings): only the
+//   memory they cached goes back.
 // * ReleaseThreadHeap() destroys a live thread's heap (never pools it: the
 //   point is to give its memory back) and returns the thread to
 //   kUninitialized (the next allocation builds a fresh heap): for threads
@@ -70,7 +85,10 @@ namespace elfmalloc {
 class ThreadHeap {
  public:
   // classes: kNumSizeClasses SlabClasses that outlive the heap.
-  explicit ThreadHeap(SlabClass* classes) noexcept : classes_(classes) {}
+  // drain_epoch: the drain epoch at creation (see "Draining").
+  explicit ThreadHeap(SlabClass* classes,
+                      std::uint32_t drain_epoch = 0) noexcept
+      : classes_(classes), drain_epoch_(drain_epoch) {}
   ThreadHeap(const ThreadHeap&) = delete;
   ThreadHeap& operator=(const ThreadHeap&) = delete;
   // The caches' destructors return their objects and slabs.
@@ -111,6 +129,8 @@ class ThreadHeap {
   }
   // Flushes every cache down to at most `keep_bytes` of cached objects.
   void Trim(std::size_t keep_bytes) noexcept;
+  // Drains every cache (MagazineCache::Drain) and notes the drain epoch.
+  void Drain() noexcept;
 
  private:
   friend class HeapRegistry;
@@ -129,6 +149,8 @@ class ThreadHeap {
   // The pool of retired heaps (thread_cache.cc), guarded by the same lock.
   ThreadHeap* pool_next_ = nullptr;
   bool pooled_ = false;
+  // The drain epoch this heap last drained at (see "Draining" above).
+  std::uint32_t drain_epoch_;
 };
 
 enum class ThreadState : std::uint8_t {
@@ -161,6 +183,12 @@ ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept;
 // Destroys the calling thread's heap (returning everything it caches) and
 // sets the thread back to kUninitialized. No-op unless kInitialized.
 void ReleaseThreadHeap() noexcept;
+
+// Asks every thread's heap to drain at its next slow path (see "Draining"
+// in the file comment). Lock-free, never allocates; any thread, any time.
+void RequestDrain() noexcept;
+// Drains the calling thread's heap now (no-op unless kInitialized).
+void DrainThreadHeap() noexcept;
 
 // ThreadHeaps attached to threads (for tests and statistics).
 std::size_t LiveThreadHeaps() noexcept;
