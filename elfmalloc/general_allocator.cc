@@ -328,7 +328,7 @@ void ApplyRuntimeOptions() {
 // what every cache holds, so that the refill's second try can use it.
 // Every thread heap is asked to drain (thread_cache.h, "Draining": their
 // claimed slabs and cached objects go back at their next slow path, the
-// failing thread's own at once, by ThreadHeap::AllocSlow's retry), so
+// failing thread's own at once, by ThreadHeap::AllocAfterFailure), so
 // that a later pressure call finds their pages free. The current heap is
 // not drained here: the hook runs inside one of its slab allocators'
 // refills. Pooled thread heaps are left alone (their release takes the
@@ -464,6 +464,7 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassSlow(SizeClass c) {
   void* p;
   if (ThreadHeap* th = InitThreadHeap(heap->classes())) {
     p = th->Alloc(c);
+    if (p == nullptr) p = th->AllocAfterFailure(c);
   } else {
     p = FallbackAlloc(heap, c);
   }
@@ -477,7 +478,12 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassRefill(ThreadHeap* th, SizeClass c) {
   // now allocates only small ones (large_alloc.h, "Reuse").
   LargeCacheDecay();
   void* p = th->AllocSlow(c);
-  if (ABSL_PREDICT_FALSE(p == nullptr)) errno = ENOMEM;
+  if (ABSL_PREDICT_FALSE(p == nullptr)) {
+    // The refill's pressure hook may have asked for a drain: this thread's
+    // own claimed slabs go back first (thread_cache.h, "Draining").
+    p = th->AllocAfterFailure(c);
+    if (p == nullptr) errno = ENOMEM;
+  }
   return Handout(p);
 }
 

@@ -213,14 +213,23 @@ void ThreadHeap::CreateCache(SizeClass c) noexcept {
   caches_[c.index()].cache = MagazineCache(&classes_[c.index()]);
 }
 
+// The drain checks cost a load and a compare per slow path; the drain
+// itself is out of line, so the common slow path stays a tail call into the
+// magazine.
 void* ThreadHeap::AllocSlow(SizeClass c) noexcept {
-  if (ABSL_PREDICT_FALSE(DrainRequested(drain_epoch_))) Drain();
+  if (ABSL_PREDICT_FALSE(DrainRequested(drain_epoch_))) {
+    return AllocAfterFailure(c);
+  }
+  return Cache(c).Alloc();
+}
+
+void* ThreadHeap::AllocAfterFailure(SizeClass c) noexcept {
+  // A failing refill asks every heap to drain (the pressure hook): this one
+  // first, then once more. The slabs it held may be exactly the pages (or,
+  // once unmapped, the address space) the refill needs.
+  if (DrainRequested(drain_epoch_)) Drain();
   void* p = Cache(c).Alloc();
-  if (ABSL_PREDICT_FALSE(p == nullptr) && DrainRequested(drain_epoch_)) {
-    // Out of memory, and the failing refill asked every heap to drain
-    // (the pressure hook): this one first, then once more. The slabs it
-    // held may be exactly the pages (or, once unmapped, the address
-    // space) the refill needs.
+  if (p == nullptr && DrainRequested(drain_epoch_)) {
     Drain();
     p = Cache(c).Alloc();
   }
@@ -228,7 +237,14 @@ void* ThreadHeap::AllocSlow(SizeClass c) noexcept {
 }
 
 void ThreadHeap::FreeSlow(SizeClass c, void* p) noexcept {
-  if (ABSL_PREDICT_FALSE(DrainRequested(drain_epoch_))) Drain();
+  if (ABSL_PREDICT_FALSE(DrainRequested(drain_epoch_))) {
+    return DrainAndFree(c, p);
+  }
+  Cache(c).Free(p);
+}
+
+void ThreadHeap::DrainAndFree(SizeClass c, void* p) noexcept {
+  Drain();
   Cache(c).Free(p);
 }
 

@@ -53,8 +53,9 @@
 //   drains every cache (MagazineCache::Drain: cached objects back to their
 //   slabs, claimed slabs released, wholly free ones to the page
 //   allocators). A thread whose allocation failed drains at once and tries
-//   again (AllocSlow), and DrainThreadHeap() drains the calling thread's
-//   heap now. Pooled heaps drain at their new thread's first slow path.
+//   again (AllocAfterFailure, which the general allocator calls when an
+//   allocation returns nullptr), and DrainThreadHeap() drains the calling
+//   thread's heap now. Pooled heaps drain at their new thread's first slow path.
 //   A heap that is drained keeps its magazines (their mappings): only the
 //   memory they cached goes back.
 // * ReleaseThreadHeap() destroys a live thread's heap (never pools it: the
@@ -105,6 +106,11 @@ class ThreadHeap {
     return caches_[c.index()].cache.TryAlloc(p);
   }
   ABSL_ATTRIBUTE_NOINLINE void* AllocSlow(SizeClass c) noexcept;
+  // After Alloc/AllocSlow returned nullptr: drains this heap if a drain was
+  // requested (a failed mapping requests one, see "Draining") and tries
+  // again, once more after a drain requested meanwhile. Also the slow
+  // path's drain.
+  ABSL_ATTRIBUTE_NOINLINE void* AllocAfterFailure(SizeClass c) noexcept;
   // Frees an object of class c (allocated by any thread).
   ABSL_ATTRIBUTE_ALWAYS_INLINE void Free(SizeClass c, void* p) noexcept {
     if (ABSL_PREDICT_FALSE(!TryFree(c, p))) FreeSlow(c, p);
@@ -135,6 +141,8 @@ class ThreadHeap {
  private:
   friend class HeapRegistry;
   void CreateCache(SizeClass c) noexcept;
+  // FreeSlow's drain (see "Draining"), out of line.
+  ABSL_ATTRIBUTE_NOINLINE void DrainAndFree(SizeClass c, void* p) noexcept;
 
   // Each cache on its own cache line(s): its fast-path fields come first, so
   // an operation touches one line of the heap.
