@@ -293,6 +293,8 @@ class Heap {
 };
 
 ABSL_CONST_INIT SpinLock g_init_lock;
+// Whether StartBackgroundDecay started the decay thread in this process.
+ABSL_CONST_INIT std::atomic<bool> g_decay_thread_started{false};
 // Published with release after the heap is fully built.
 ABSL_CONST_INIT std::atomic<Heap*> g_heap{nullptr};
 ABSL_CONST_INIT bool g_init_failed = false;  // guarded by g_init_lock
@@ -399,6 +401,9 @@ void PostForkParent() {
 // claimed slabs, their epoch records) is released as far as it is safe in
 // ThreadCachePostForkChild and bagpipe::epoch::AfterForkInChild.
 void PostForkChild() {
+  // The background decay thread was not copied (general_allocator.h,
+  // "Background decay"): StartBackgroundDecay may start one again.
+  g_decay_thread_started.store(false, std::memory_order_relaxed);
   LargeCachePostFork();
   if (Heap* h = g_heap.load(std::memory_order_acquire)) h->UnlockAll();
   ThreadCachePostForkChild();
@@ -712,6 +717,48 @@ void* Reallocate(void* p, std::size_t n) noexcept {
 }
 
 void MarkThreadIdle() noexcept { ReleaseThreadHeap(); }
+
+namespace {
+
+// The background decay thread (general_allocator.h, "Background decay").
+void* DecayThreadMain(void*) {
+  Heap* heap = GetHeap();
+  if (heap == nullptr) return nullptr;
+  PageAlloc::Handle handles[] = {heap->small().NewHandle(),
+                                 heap->mid().NewHandle(),
+                                 heap->medium().NewHandle()};
+  for (;;) {
+    // Never keep the process alive: glibc ends it when its last thread
+    // exits, and this thread counts. Once main has left by pthread_exit,
+    // the program's own threads decide when the process ends, so stop.
+    if (MainThreadExited()) return nullptr;
+    const std::uint64_t decay_ms = GetOption(OptionId::kDecayMs);
+    std::uint64_t sleep_ms = decay_ms / 4;
+    if (decay_ms == 0 || sleep_ms > 1000) sleep_ms = 1000;
+    if (sleep_ms < 10) sleep_ms = 10;
+    SleepMs(sleep_ms);
+    if (decay_ms == 0) continue;  // disabled (it may be enabled later)
+    for (PageAlloc::Handle& h : handles) {
+      if (h.valid()) h.Tick();
+    }
+    LargeCacheDecay();
+  }
+}
+
+}  // namespace
+
+bool StartBackgroundDecay() noexcept {
+  if (GetOption(OptionId::kBackgroundDecay) == 0) return false;
+  if (g_decay_thread_started.exchange(true, std::memory_order_acq_rel)) {
+    return true;
+  }
+  // The heap first, on this thread: the new thread then only looks it up.
+  if (GetHeap() == nullptr || !StartDetachedThread(&DecayThreadMain, nullptr)) {
+    g_decay_thread_started.store(false, std::memory_order_release);
+    return false;
+  }
+  return true;
+}
 
 std::size_t ReleaseFreeMemory() noexcept {
   std::size_t bytes = LargeCacheRelease();

@@ -64,6 +64,14 @@
 // class pays 4% (flushes of 64 objects); small classes are also where a
 // consumer held the most (up to 64 KiB in each of 17 classes).
 //
+// Decay: a flush does not check the page allocator's decay rule. Measured
+// with a check on every overflow flush (a coarse clock read): 400 MiB of
+// small blocks freed, then bursts of 200 allocations and frees every 50 ms
+// kept 55 MiB resident instead of 70 (the background decay thread,
+// general_allocator.h, brings that to 6 MiB), for 9% more instructions in a
+// 64 KiB allocate-then-free churn (callgrind, threadtest --size=65536,
+// whose small magazines flush every second free) and 2.5% at 2 KiB.
+//
 // Memory: the stack and the coalescer come from one mmap_alloc mapping,
 // committed lazily by the kernel; never malloc. If the mapping fails the cache
 // has capacity 0 and frees go straight to the slabs.

@@ -54,6 +54,7 @@ enum class OptionId : std::uint8_t {
   kMaxDirtyMediumMb,
   kMaxDirtyMb,
   kLargeCacheMb,
+  kBackgroundDecay,
   kVerbose,
   kPrintStats,
   kStatsJson,
@@ -122,6 +123,18 @@ inline constexpr OptionSpec kOptionSpecs[kNumOptions] = {
      "Freed large blocks (above 256 KiB) kept mapped for reuse, in all (or "
      "twice the bytes of live large blocks, if more); unused ones are "
      "unmapped after decay_ms; 0 disables the cache."},
+    // Off by default: a thread of the allocator's own in every program is
+    // a visible change (ps, /proc, programs that count their threads or
+    // expect to be single-threaded), and a fork child runs without it.
+    // What it gives: dirty pages and cached large blocks go back within
+    // two decay periods even when the program makes no allocator call, or
+    // only calls that its threads' caches serve (general_allocator.h,
+    // "Background decay").
+    {OptionId::kBackgroundDecay, "background_decay",
+     "ELFMALLOC_BACKGROUND_DECAY", OptionType::kBool, 0, 0, 1, false, false,
+     "Start a background thread (at load time) that applies the decay rule "
+     "every quarter period (at least every 10 ms, at most every second), so "
+     "that memory returns even when the program stops allocating."},
     {OptionId::kVerbose, "verbose", "ELFMALLOC_VERBOSE", OptionType::kBool, 0,
      0, 1, false, false,
      "Print the version, the build kind and every option in effect to "
