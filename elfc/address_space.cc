@@ -18,6 +18,12 @@
 //       3. fill it with blocks of 16 .. 256 KiB, free them all: a 100 MiB
 //          block must be obtainable.
 //     Between the checks the worker threads stay alive and idle.
+//   --mode=exited: the same cap; --threads threads, one after the other,
+//     each allocate one block of every size 16 KiB, 20 KiB, .. 256 KiB (a
+//     quarter more each time), free them and exit; then a block of the
+//     headroom minus 32 MiB must be obtainable. A thread-caching malloc may
+//     keep an exited thread's caches for the next thread, but not when the
+//     address space is needed.
 //   --mode=phases: --cycles (default 3) cycles of four phases, each
 //     allocating --phase_mb (default 128) MiB of blocks of one size range
 //     (16 .. 512 B, 640 B .. 14 KiB, 16 .. 256 KiB, 256 KiB .. 4 MiB),
@@ -32,7 +38,7 @@
 //
 // A watchdog turns a hang into a failure.
 //
-// Usage: address_space --mode=recovery [--headroom_mb=N] [--threads=N]
+// Usage: address_space --mode=recovery|exited [--headroom_mb=N] [--threads=N]
 //        address_space --mode=phases [--phase_mb=N] [--cycles=N]
 #include <pthread.h>
 #include <stdio.h>
@@ -206,6 +212,52 @@ int RunRecovery() {
   return 0;
 }
 
+// --------------------------------------------------------------- exited
+
+void* ExitingWorker(void*) {
+  void* blocks[32];
+  int n = 0;
+  for (std::size_t size = 16 * kKiB; size <= 256 * kKiB; size += size / 4) {
+    blocks[n] = AllocateTouched(size);
+    ELFC_CHECK(blocks[n] != nullptr, "malloc(%zu) failed", size);
+    ++n;
+  }
+  for (int i = 0; i < n; ++i) free(blocks[i]);
+  return nullptr;
+}
+
+int RunExited() {
+  ELFC_CHECK(g_threads >= 1 && g_headroom >= 64 * kMiB, "bad arguments");
+  free(malloc(64));
+  const std::size_t base = VirtualBytes();
+  struct rlimit old;
+  ELFC_CHECK(getrlimit(RLIMIT_AS, &old) == 0, "getrlimit");
+  struct rlimit rl = old;
+  rl.rlim_cur = base + g_headroom;
+  ELFC_CHECK(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit(RLIMIT_AS)");
+  for (int i = 0; i < g_threads; ++i) {
+    pthread_t t;
+    ELFC_CHECK(pthread_create(&t, nullptr, ExitingWorker, nullptr) == 0,
+               "pthread_create");
+    ELFC_CHECK(pthread_join(t, nullptr) == 0, "pthread_join");
+  }
+  const std::size_t after = VirtualBytes();
+  const std::size_t want = g_headroom - 32 * kMiB;
+  void* p = AllocateTouched(want);
+  Log("address_space: exited: address space %zu MiB at start, %zu MiB after "
+      "%d threads came and went; %zu MiB block %s",
+      base / kMiB, after / kMiB, g_threads, want / kMiB,
+      p != nullptr ? "obtained" : "FAILED");
+  ELFC_CHECK(p != nullptr, "a %zu MiB block could not be allocated under a "
+             "cap of %zu MiB after %d threads allocated, freed and exited",
+             want / kMiB, (base + g_headroom) / kMiB, g_threads);
+  free(p);
+  ELFC_CHECK(setrlimit(RLIMIT_AS, &old) == 0, "restore RLIMIT_AS");
+  printf("address_space: PASS exited (%d threads, %zu MiB headroom)\n",
+         g_threads, g_headroom / kMiB);
+  return 0;
+}
+
 // --------------------------------------------------------------- phases
 
 int RunPhases() {
@@ -274,6 +326,7 @@ int main(int argc, char** argv) {
   elfc::test::StartWatchdog(120, "address_space");
   if (strcmp(g_mode, "recovery") == 0) return RunRecovery();
   if (strcmp(g_mode, "phases") == 0) return RunPhases();
-  ELFC_CHECK(false, "--mode=recovery or --mode=phases");
+  if (strcmp(g_mode, "exited") == 0) return RunExited();
+  ELFC_CHECK(false, "--mode=recovery, exited or phases");
   return 1;
 }

@@ -333,8 +333,9 @@ void ApplyRuntimeOptions() {
 // failing thread's own at once, by ThreadHeap::AllocAfterFailure), so
 // that a later pressure call finds their pages free. The current heap is
 // not drained here: the hook runs inside one of its slab allocators'
-// refills. Pooled thread heaps are left alone (their release takes the
-// registry lock, which the refilling thread may hold).
+// refills. Pooled thread heaps are left alone here (the hook runs inside a
+// refill, possibly under a fallback lock); the failing allocation releases
+// them (ThreadHeap::AllocAfterFailure, AllocLarge).
 void OnMemoryPressure() {
   RequestDrain();
   LargeCacheRelease();
@@ -608,9 +609,10 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
   void* p = zero ? LargeAllocZeroed(n) : LargeAlloc(n, align);
   if (ABSL_PREDICT_FALSE(p == nullptr) && errno == ENOMEM) {
     // Free slab regions may be exactly the address space that is missing;
-    // this thread's claimed slabs go back first, so that the regions they
-    // pinned can be unmapped now.
+    // this thread's claimed slabs and retired threads' pooled heaps go back
+    // first, so that the regions they pinned can be unmapped now.
     DrainThreadHeap();
+    TryReleasePooledThreadHeaps();
     OnMemoryPressure();
     p = zero ? LargeAllocZeroed(n) : LargeAlloc(n, align);
   }

@@ -229,9 +229,15 @@ void* ThreadHeap::AllocAfterFailure(SizeClass c) noexcept {
   // once unmapped, the address space) the refill needs.
   if (DrainRequested(drain_epoch_)) Drain();
   void* p = Cache(c).Alloc();
-  if (p == nullptr && DrainRequested(drain_epoch_)) {
-    Drain();
-    p = Cache(c).Alloc();
+  if (p == nullptr) {
+    bool again = false;
+    if (DrainRequested(drain_epoch_)) {
+      Drain();
+      again = true;
+    }
+    // Retired threads' heaps keep their claimed slabs while pooled.
+    if (TryReleasePooledThreadHeaps() != 0) again = true;
+    if (again) p = Cache(c).Alloc();
   }
   return p;
 }
@@ -337,6 +343,22 @@ std::size_t ReleasePooledThreadHeaps() noexcept {
     }
     if (h == nullptr) return n;
     FreeHeap(h);  // outside the lock: destruction flushes into the slabs
+    ++n;
+  }
+}
+
+std::size_t TryReleasePooledThreadHeaps() noexcept {
+  std::size_t n = 0;
+  for (;;) {
+    // Never waits for the lock (see thread_cache.h): pop and unlink under
+    // one TryLock, destroy outside it.
+    if (!g_key_lock.TryLock()) return n;
+    ThreadHeap* h = HeapRegistry::PopPooledLocked(nullptr);
+    if (h != nullptr) HeapRegistry::UnlinkLocked(h);
+    g_key_lock.Unlock();
+    if (h == nullptr) return n;
+    h->~ThreadHeap();
+    bsalloc::Deallocate(h, sizeof(ThreadHeap));
     ++n;
   }
 }

@@ -55,7 +55,9 @@
 //   allocators). A thread whose allocation failed drains at once and tries
 //   again (AllocAfterFailure, which the general allocator calls when an
 //   allocation returns nullptr), and DrainThreadHeap() drains the calling
-//   thread's heap now. Pooled heaps drain at their new thread's first slow path.
+//   thread's heap now. Pooled heaps drain at their new thread's first slow
+//   path, and are destroyed when an allocation fails
+//   (TryReleasePooledThreadHeaps).
 //   A heap that is drained keeps its magazines (their mappings): only the
 //   memory they cached goes back.
 // * ReleaseThreadHeap() destroys a live thread's heap (never pools it: the
@@ -205,6 +207,13 @@ std::size_t PooledThreadHeaps() noexcept;
 // Destroys every pooled heap (returning its objects and slabs); returns how
 // many there were.
 std::size_t ReleasePooledThreadHeaps() noexcept;
+// The same when memory ran out: never waits for the registry lock (it stops
+// when the lock is taken, by this thread or another), so that it is safe on
+// an allocation's failure path whatever locks the caller holds (a fallback
+// lock, which fork's prepare handler takes after the registry lock; the
+// registry lock itself, in a nested allocation). Returns the heaps
+// destroyed.
+std::size_t TryReleasePooledThreadHeaps() noexcept;
 
 // Bytes of cached objects per class a retired heap keeps in the pool.
 inline constexpr std::size_t kRetiredKeepBytes = std::size_t{32} << 10;
