@@ -182,6 +182,36 @@ TEST(ThreadCacheTest, RequestedDrainHappensAtTheNextSlowPath) {
   t.join();
 }
 
+// TryReleasePooledThreadHeaps destroys the pooled heaps (their claimed
+// slabs go back), and returns at once, destroying nothing, while the
+// registry lock is held (here by the calling thread itself: Lock would
+// deadlock).
+TEST(ThreadCacheTest, TryReleasePooledHeapsNeverWaits) {
+  SlabClass* classes = TestClasses().get();
+  ReleasePooledThreadHeaps();
+  const std::size_t ci = SizeToClass(64 << 10).index();  // a 2 MiB slab
+  const SizeClass c(static_cast<std::uint8_t>(ci));
+  const std::size_t before = classes[ci].pages_in_use();
+  std::thread([&] {
+    ThreadHeap* h = InitThreadHeap(classes);
+    ASSERT_NE(h, nullptr);
+    h->Free(c, h->Alloc(c));
+  }).join();
+  ASSERT_EQ(PooledThreadHeaps(), 1u);
+  EXPECT_EQ(classes[ci].pages_in_use(), before + 1);  // claimed while pooled
+  std::size_t released = 99;
+  WithRegistryLockHeldForTesting(
+      [](void* out) {
+        *static_cast<std::size_t*>(out) = TryReleasePooledThreadHeaps();
+      },
+      &released);
+  EXPECT_EQ(released, 0u);
+  EXPECT_EQ(PooledThreadHeaps(), 1u);
+  EXPECT_EQ(TryReleasePooledThreadHeaps(), 1u);
+  EXPECT_EQ(PooledThreadHeaps(), 0u);
+  EXPECT_EQ(classes[ci].pages_in_use(), before);
+}
+
 // A retired heap is kept, trimmed, and handed to the next thread with its
 // caches (no new magazine mappings), and the net allocation counts of the
 // objects that moved through it stay exact.
