@@ -24,6 +24,11 @@
 //    use the locked fallback path and never build a new front end.
 //  * fork: elfmalloc registers pthread_atfork handlers when its heap is built
 //    (general_allocator.cc), bagpipe resets dead threads' epoch records.
+//  * Background decay (ELFMALLOC_BACKGROUND_DECAY=1, off by default): our
+//    constructor starts elfmalloc's decay thread
+//    (elfmalloc/general_allocator.h, "Background decay"); a constructor is
+//    where a program could start a thread itself, unlike malloc, which may
+//    run inside libc's own pthread_create. Not restarted in fork children.
 //  * Process exit: nothing is torn down (the heap is never destroyed), so
 //    atexit handlers and static destructors can allocate and free.
 //  * Options: the environment is read once, by the first malloc or by our
@@ -346,6 +351,7 @@ __attribute__((constructor)) void StartUp() {
     g_stats_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, kStatsFdFloor);
     if (g_stats_fd < 0) g_stats_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
   }
+  elfmalloc::StartBackgroundDecay();  // no-op unless background_decay is on
 }
 
 __attribute__((destructor)) void AtExit() {

@@ -302,6 +302,8 @@ class Heap {
 };
 
 ABSL_CONST_INIT SpinLock g_init_lock;
+// Whether StartBackgroundDecay started the decay thread in this process.
+ABSL_CONST_INIT std::atomic<bool> g_decay_thread_started{false};
 // Published with release after the heap is fully built.
 ABSL_CONST_INIT std::atomic<Heap*> g_heap{nullptr};
 ABSL_CONST_INIT bool g_init_failed = false;  // guarded by g_init_lock
@@ -335,9 +337,16 @@ void ApplyRuntimeOptions() {
 
 // A page refill could not map memory (PageAlloc::SetPressureHook): return
 // what every cache holds, so that the refill's second try can use it.
-// Pooled thread heaps are left alone (their release takes the registry
-// lock, which the refilling thread may hold).
+// Every thread heap is asked to drain (thread_cache.h, "Draining": their
+// claimed slabs and cached objects go back at their next slow path, the
+// failing thread's own at once, by ThreadHeap::AllocAfterFailure), so
+// that a later pressure call finds their pages free. The current heap is
+// not drained here: the hook runs inside one of its slab allocators'
+// refills. Pooled thread heaps are left alone here (the hook runs inside a
+// refill, possibly under a fallback lock); the failing allocation releases
+// them (ThreadHeap::AllocAfterFailure, AllocLarge).
 void OnMemoryPressure() {
+  RequestDrain();
   LargeCacheRelease();
   Heap* heap = g_heap.load(std::memory_order_acquire);
   if (heap == nullptr) return;
@@ -406,6 +415,9 @@ void PostForkParent() {
 // claimed slabs, their epoch records) is released as far as it is safe in
 // ThreadCachePostForkChild and bagpipe::epoch::AfterForkInChild.
 void PostForkChild() {
+  // The background decay thread was not copied (general_allocator.h,
+  // "Background decay"): StartBackgroundDecay may start one again.
+  g_decay_thread_started.store(false, std::memory_order_relaxed);
   LargeCachePostFork();
   if (Heap* h = g_heap.load(std::memory_order_acquire)) h->UnlockAll();
   ThreadCachePostForkChild();
@@ -471,6 +483,7 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassSlow(SizeClass c) {
   void* p;
   if (ThreadHeap* th = InitThreadHeap(heap->classes())) {
     p = th->Alloc(c);
+    if (p == nullptr) p = th->AllocAfterFailure(c);
   } else {
     p = FallbackAlloc(heap, c);
   }
@@ -484,7 +497,12 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassRefill(ThreadHeap* th, SizeClass c) {
   // program now allocates only small ones (large_alloc.h, "Memory return").
   LargeCacheDecay();
   void* p = th->AllocSlow(c);
-  if (ABSL_PREDICT_FALSE(p == nullptr)) errno = ENOMEM;
+  if (ABSL_PREDICT_FALSE(p == nullptr)) {
+    // The refill's pressure hook may have asked for a drain: this thread's
+    // own claimed slabs go back first (thread_cache.h, "Draining").
+    p = th->AllocAfterFailure(c);
+    if (p == nullptr) errno = ENOMEM;
+  }
   return Handout(p);
 }
 
@@ -641,7 +659,11 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
   }
   void* p = LargeAllocOfKind(n, align, kind);
   if (ABSL_PREDICT_FALSE(p == nullptr) && errno == ENOMEM) {
-    // Free slab regions may be exactly the address space that is missing.
+    // Free slab regions may be exactly the address space that is missing;
+    // this thread's claimed slabs and retired threads' pooled heaps go back
+    // first, so that the regions they pinned can be unmapped now.
+    DrainThreadHeap();
+    TryReleasePooledThreadHeaps();
     OnMemoryPressure();
     p = LargeAllocOfKind(n, align, kind);
   }
@@ -1386,6 +1408,48 @@ void* Reallocate(void* p, std::size_t n) noexcept {
 
 void MarkThreadIdle() noexcept { ReleaseThreadHeap(); }
 
+namespace {
+
+// The background decay thread (general_allocator.h, "Background decay").
+void* DecayThreadMain(void*) {
+  Heap* heap = GetHeap();
+  if (heap == nullptr) return nullptr;
+  PageAlloc::Handle handles[] = {heap->small().NewHandle(),
+                                 heap->mid().NewHandle(),
+                                 heap->medium().NewHandle()};
+  for (;;) {
+    // Never keep the process alive: glibc ends it when its last thread
+    // exits, and this thread counts. Once main has left by pthread_exit,
+    // the program's own threads decide when the process ends, so stop.
+    if (MainThreadExited()) return nullptr;
+    const std::uint64_t decay_ms = GetOption(OptionId::kDecayMs);
+    std::uint64_t sleep_ms = decay_ms / 4;
+    if (decay_ms == 0 || sleep_ms > 1000) sleep_ms = 1000;
+    if (sleep_ms < 10) sleep_ms = 10;
+    SleepMs(sleep_ms);
+    if (decay_ms == 0) continue;  // disabled (it may be enabled later)
+    for (PageAlloc::Handle& h : handles) {
+      if (h.valid()) h.Tick();
+    }
+    LargeCacheDecay();
+  }
+}
+
+}  // namespace
+
+bool StartBackgroundDecay() noexcept {
+  if (GetOption(OptionId::kBackgroundDecay) == 0) return false;
+  if (g_decay_thread_started.exchange(true, std::memory_order_acq_rel)) {
+    return true;
+  }
+  // The heap first, on this thread: the new thread then only looks it up.
+  if (GetHeap() == nullptr || !StartDetachedThread(&DecayThreadMain, nullptr)) {
+    g_decay_thread_started.store(false, std::memory_order_release);
+    return false;
+  }
+  return true;
+}
+
 std::size_t ReleaseFreeMemory() noexcept {
 #if defined(ELFMALLOC_HARDENED)
   // The caller's quarantined blocks may be what keeps pages from being free.
@@ -1394,9 +1458,13 @@ std::size_t ReleaseFreeMemory() noexcept {
   std::size_t bytes = LargeCacheRelease();
   Heap* heap = g_heap.load(std::memory_order_acquire);
   if (heap == nullptr) return bytes;
-  // Retired threads' heaps first: their cached objects and claimed slabs
-  // may be what keeps pages from being free.
+  // Retired threads' heaps first, and this thread's claimed slabs and
+  // cached objects: they may be what keeps pages from being free. Other
+  // threads drain theirs at their next slow path (thread_cache.h,
+  // "Draining").
   ReleasePooledThreadHeaps();
+  RequestDrain();
+  DrainThreadHeap();
   for (PageAlloc* pa : {&heap->small(), &heap->mid(), &heap->medium()}) {
     // A temporary handle (bagpipe handles are cheap, bsalloc-backed).
     PageAlloc::Handle h = pa->NewHandle();

@@ -80,6 +80,14 @@
 // (callgrind; mimalloc 104), peak RSS unchanged (the blocks are the round's
 // live set anyway).
 //
+// Decay: a flush does not check the page allocator's decay rule. Measured
+// with a check on every overflow flush (a coarse clock read): 400 MiB of
+// small blocks freed, then bursts of 200 allocations and frees every 50 ms
+// kept 55 MiB resident instead of 70 (the background decay thread,
+// general_allocator.h, brings that to 6 MiB), for 9% more instructions in a
+// 64 KiB allocate-then-free churn (callgrind, threadtest --size=65536,
+// whose small magazines flush every second free) and 2.5% at 2 KiB.
+//
 // Memory: the stack and the coalescer come from one mmap_alloc mapping,
 // committed lazily by the kernel; never malloc. If the mapping fails the cache
 // has capacity 0 and frees go straight to the slabs.
@@ -217,6 +225,15 @@ class MagazineCache {
   // Frees cached objects back to the slabs until at most n remain.
   void FlushTo(std::size_t n) noexcept {
     if (cached() > n) Flush(n);
+  }
+  // Frees every cached object and lets go of the claimed slab (a wholly
+  // free one goes back to its page allocator), keeping the cache itself
+  // usable: the next Alloc claims a slab again. What a thread gives back
+  // when asked to (memory pressure, malloc_trim, going idle): a claimed
+  // slab is reachable by its owner only, so nobody else can return it.
+  void Drain() noexcept {
+    Flush(0);
+    slabs_.Release();
   }
 
   // Allocations minus frees made through this cache (negative when it frees

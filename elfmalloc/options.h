@@ -56,6 +56,7 @@ enum class OptionId : std::uint8_t {
   kLargeCacheMb,
   kQuarantineBytes,
   kQuarantineBlocks,
+  kBackgroundDecay,
   kVerbose,
   kPrintStats,
   kStatsJson,
@@ -144,6 +145,18 @@ inline constexpr OptionSpec kOptionSpecs[kNumOptions] = {
      std::uint64_t{1} << 20, false, false,
      "Hardened build only: the most freed blocks each thread's quarantine "
      "holds; 0 disables the quarantine."},
+    // Off by default: a thread of the allocator's own in every program is
+    // a visible change (ps, /proc, programs that count their threads or
+    // expect to be single-threaded), and a fork child runs without it.
+    // What it gives: dirty pages and cached large blocks go back within
+    // two decay periods even when the program makes no allocator call, or
+    // only calls that its threads' caches serve (general_allocator.h,
+    // "Background decay").
+    {OptionId::kBackgroundDecay, "background_decay",
+     "ELFMALLOC_BACKGROUND_DECAY", OptionType::kBool, 0, 0, 1, false, false,
+     "Start a background thread (at load time) that applies the decay rule "
+     "every quarter period (at least every 10 ms, at most every second), so "
+     "that memory returns even when the program stops allocating."},
     {OptionId::kVerbose, "verbose", "ELFMALLOC_VERBOSE", OptionType::kBool, 0,
      0, 1, false, false,
      "Print the version, the build kind and every option in effect to "

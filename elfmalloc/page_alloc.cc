@@ -64,6 +64,8 @@ PageAlloc::PageAlloc(const Options& o) noexcept
   if (pages == 0) pages = Max(2, kStampAlignment / o.page_size);
   const std::size_t bytes = pages * o.page_size;
   refill_units_ = (bytes + source_.page_size() - 1) / source_.page_size();
+  min_refill_units_ =
+      (page_size_ + source_.page_size() - 1) / source_.page_size();
   valid_ = true;
 }
 
@@ -273,7 +275,8 @@ std::size_t PageAlloc::Handle::UnmapFreeRegions() noexcept {
 
 void* PageAlloc::Handle::Refill() noexcept {
   PageAlloc& o = *owner_;
-  char* region = static_cast<char*>(o.source_.Carve(o.refill_units_));
+  std::size_t units = o.refill_units_;
+  char* region = static_cast<char*>(o.source_.Carve(units));
   if (region == nullptr) {
     // Out of address space or memory: free regions of this and the other
     // page sizes, and cached large blocks, may be exactly what is missing.
@@ -282,9 +285,15 @@ void* PageAlloc::Handle::Refill() noexcept {
       hook();
     }
     region = static_cast<char*>(o.source_.Carve(o.refill_units_));
+    if (region == nullptr && o.refill_units_ > o.min_refill_units_) {
+      // One page's worth may still fit where a whole refill does not
+      // (2 MiB pages come two to a refill).
+      units = o.min_refill_units_;
+      region = static_cast<char*>(o.source_.Carve(units));
+    }
     if (region == nullptr) return nullptr;
   }
-  const std::size_t bytes = o.refill_units_ * o.source_.page_size();
+  const std::size_t bytes = units * o.source_.page_size();
   o.mapped_bytes_.fetch_add(bytes, std::memory_order_relaxed);
   // The region is aligned to max(page_size, 2 MiB): stamp every 2 MiB
   // boundary, i.e. the first page of each small-page group / every medium

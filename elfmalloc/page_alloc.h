@@ -33,10 +33,11 @@
 //     burst of frees the surplus is returned within two periods.
 //   Periods are checked on page-allocator traffic and on Handle::Tick()
 //   (which the slab allocators call whenever a thread claims or releases a
-//   slab; never on the per-object path), using CLOCK_MONOTONIC_COARSE
-//   (vDSO, no system call). A process that stops allocating altogether keeps
+//   slab, and the general allocator's optional background decay thread
+//   every quarter period; never on the per-object path), using CLOCK_MONOTONIC_COARSE (vDSO, no system call).
+//   Without that thread, a process that stops allocating altogether keeps
 //   its dirty pages until ReleaseDirty() (malloc_trim) or its next page
-//   operation: there is no background thread.
+//   operation.
 // Stamping (pointer classification, alloc_type.h): a refill carves a run of
 // pages aligned to max(page_size, 2 MiB) and writes the AllocType stamp at
 // every 2 MiB boundary in it: small pages come in 2 MiB-aligned groups of 32
@@ -229,6 +230,9 @@ class PageAlloc {
   std::atomic<std::size_t> max_dirty_pages_;
   unsigned dirty_active_shift_;
   std::size_t refill_units_;  // source pages per refill
+  // Source pages of one page: what a refill falls back to when a whole
+  // refill cannot be mapped (memory pressure).
+  std::size_t min_refill_units_ = 1;
   std::atomic<std::uint64_t> decay_ms_;
   std::uint64_t (*clock_ms_)();
   MmapSource source_;         // page size max(page_size, 2 MiB)

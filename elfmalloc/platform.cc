@@ -1,14 +1,21 @@
 // The clock, the kernel's random bytes and the CPU count. See platform.h.
 #include "elfmalloc/platform.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 
 namespace elfmalloc {
 
@@ -50,6 +57,50 @@ std::size_t AvailableCpus() noexcept {
   }
   cached.store(n, std::memory_order_relaxed);
   return n;
+}
+
+void SleepMs(std::uint64_t ms) noexcept {
+  struct timespec ts;
+  ts.tv_sec = static_cast<time_t>(ms / 1000);
+  ts.tv_nsec = static_cast<long>(ms % 1000) * 1000000L;
+  while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR) {
+  }
+}
+
+bool MainThreadExited() noexcept {
+  char path[64];
+  const int len = std::snprintf(path, sizeof(path), "/proc/self/task/%ld/stat",
+                                static_cast<long>(getpid()));
+  if (len <= 0 || static_cast<std::size_t>(len) >= sizeof(path)) return false;
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  // "pid (comm) S ...": the state follows the last ')' (comm may hold
+  // parentheses and spaces). 512 bytes hold it with any comm (16 bytes).
+  char buf[512];
+  const ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* close_paren = std::strrchr(buf, ')');
+  return close_paren != nullptr && close_paren[1] == ' ' &&
+         (close_paren[2] == 'Z' || close_paren[2] == 'X');
+}
+
+bool StartDetachedThread(void* (*fn)(void*), void* arg) noexcept {
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0) return false;
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, std::size_t{256} << 10);
+  // The new thread inherits the creator's signal mask: block everything
+  // around the creation.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t t;
+  const bool ok = pthread_create(&t, &attr, fn, arg) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  return ok;
 }
 
 }  // namespace elfmalloc

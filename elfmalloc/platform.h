@@ -5,9 +5,13 @@
 // of bags and pools). One definition each, so that every component sees the
 // same clock and the same CPU count. Mapping lives in //mmap_alloc, the
 // futex lock in spin_lock.h, thread keys and fork hooks in thread_cache.cc
-// and general_allocator.cc (their only users).
+// and general_allocator.cc (their only users). Also the two primitives of
+// the background decay thread (general_allocator.h): sleeping, and starting
+// a detached thread.
 //
-// No function here allocates or takes a lock: all are safe inside malloc.
+// CoarseMonotonicMs, AvailableCpus, RandomBytes and SleepMs neither allocate
+// nor take a lock: they are safe inside malloc. StartDetachedThread is not
+// (see there).
 #ifndef ELFMALLOC_PLATFORM_H_
 #define ELFMALLOC_PLATFORM_H_
 
@@ -32,6 +36,25 @@ bool RandomBytes(void* buf, std::size_t n) noexcept;
 // one system call, no allocation, unlike sysconf(_SC_NPROCESSORS_ONLN),
 // which may read /sys through stdio). At least 1. Computed once.
 std::size_t AvailableCpus() noexcept;
+
+// Sleeps for ms milliseconds (CLOCK_MONOTONIC; resumed after a signal).
+void SleepMs(std::uint64_t ms) noexcept;
+
+// True once the process's main thread (the thread-group leader) has exited,
+// i.e. left by pthread_exit while other threads go on: its entry in
+// /proc/self/task reads as a zombie. False when that cannot be read (no
+// /proc). One open, read and close, no allocation.
+bool MainThreadExited() noexcept;
+
+// Starts fn(arg) on a new detached thread with every signal blocked (so
+// that no signal meant for the program is delivered to it) and a 256 KiB
+// stack (if it is the process's last thread when it returns, glibc runs
+// exit(0), atexit handlers included, on it). False if the thread could not
+// be created. pthread_create
+// allocates (its thread descriptor's TLS) and takes libc's internal locks:
+// call this where a program could start a thread itself (a library
+// constructor, main), never from inside malloc.
+bool StartDetachedThread(void* (*fn)(void*), void* arg) noexcept;
 
 }  // namespace elfmalloc
 

@@ -1,10 +1,15 @@
 // Tests for platform.h: the clock moves forward at the wall clock's pace,
-// the CPU count matches the affinity mask.
+// the CPU count matches the affinity mask, SleepMs sleeps, a detached
+// thread runs with every signal blocked, and a living main thread is seen
+// as such.
 #include "elfmalloc/platform.h"
 
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <time.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 
@@ -21,6 +26,40 @@ TEST(PlatformTest, CoarseClockAdvances) {
   EXPECT_GE(b, a + 40);  // coarse: a tick's resolution either side
   EXPECT_LT(b, a + 5000);
 }
+
+TEST(PlatformTest, SleepMsSleeps) {
+  const std::uint64_t a = CoarseMonotonicMs();
+  SleepMs(50);
+  EXPECT_GE(CoarseMonotonicMs(), a + 40);
+}
+
+std::atomic<int> g_ran{0};
+std::atomic<bool> g_all_blocked{false};
+
+void* Probe(void* arg) {
+  sigset_t mask;
+  pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+  g_all_blocked.store(sigismember(&mask, SIGINT) == 1 &&
+                      sigismember(&mask, SIGTERM) == 1 &&
+                      sigismember(&mask, SIGUSR1) == 1);
+  g_ran.store(*static_cast<int*>(arg));
+  return nullptr;
+}
+
+TEST(PlatformTest, DetachedThreadRunsWithSignalsBlocked) {
+  static int arg = 7;
+  sigset_t before, after;
+  pthread_sigmask(SIG_SETMASK, nullptr, &before);
+  ASSERT_TRUE(StartDetachedThread(&Probe, &arg));
+  pthread_sigmask(SIG_SETMASK, nullptr, &after);
+  // The creator's mask is restored.
+  EXPECT_EQ(sigismember(&before, SIGINT), sigismember(&after, SIGINT));
+  while (g_ran.load() == 0) SleepMs(1);
+  EXPECT_EQ(g_ran.load(), 7);
+  EXPECT_TRUE(g_all_blocked.load());
+}
+
+TEST(PlatformTest, MainThreadIsAlive) { EXPECT_FALSE(MainThreadExited()); }
 
 TEST(PlatformTest, CpuCountIsTheAffinityMask) {
   cpu_set_t set;

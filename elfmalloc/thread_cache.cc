@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <new>
 
 #include "absl/base/attributes.h"
@@ -54,6 +55,15 @@ void RunReleaseHook(ThreadHeap* h) {
 ABSL_CONST_INIT ThreadHeap* g_pool = nullptr;
 ABSL_CONST_INIT std::size_t g_pool_size = 0;
 ABSL_CONST_INIT std::atomic<std::size_t> g_pooled{0};  // g_pool_size, for stats
+// The drain epoch (thread_cache.h, "Draining"): only ever incremented;
+// relaxed, because a drain needs no data from the requester, only the
+// news that one was asked for (a heap that misses an increment by a few
+// instructions drains at its next slow path).
+ABSL_CONST_INIT std::atomic<std::uint32_t> g_drain_epoch{0};
+
+bool DrainRequested(std::uint32_t seen) {
+  return g_drain_epoch.load(std::memory_order_relaxed) != seen;
+}
 
 // The pool's bound: the CPU count (threads that can run at once, hence the
 // replacement heaps a churning program needs), between 2 and 8.
@@ -221,9 +231,54 @@ void ThreadHeap::CreateCache(SizeClass c) noexcept {
   caches_[c.index()].cache = MagazineCache(&classes_[c.index()]);
 }
 
-void* ThreadHeap::AllocSlow(SizeClass c) noexcept { return Cache(c).Alloc(); }
+// The drain checks cost a load and a compare per slow path; the drain
+// itself is out of line, so the common slow path stays a tail call into the
+// magazine.
+void* ThreadHeap::AllocSlow(SizeClass c) noexcept {
+  if (ABSL_PREDICT_FALSE(DrainRequested(drain_epoch_))) {
+    return AllocAfterFailure(c);
+  }
+  return Cache(c).Alloc();
+}
 
-void ThreadHeap::FreeSlow(SizeClass c, void* p) noexcept { Cache(c).Free(p); }
+void* ThreadHeap::AllocAfterFailure(SizeClass c) noexcept {
+  // A failing refill asks every heap to drain (the pressure hook): this one
+  // first, then once more. The slabs it held may be exactly the pages (or,
+  // once unmapped, the address space) the refill needs.
+  if (DrainRequested(drain_epoch_)) Drain();
+  void* p = Cache(c).Alloc();
+  if (p == nullptr) {
+    bool again = false;
+    if (DrainRequested(drain_epoch_)) {
+      Drain();
+      again = true;
+    }
+    // Retired threads' heaps keep their claimed slabs while pooled.
+    if (TryReleasePooledThreadHeaps() != 0) again = true;
+    if (again) p = Cache(c).Alloc();
+  }
+  return p;
+}
+
+void ThreadHeap::FreeSlow(SizeClass c, void* p) noexcept {
+  if (ABSL_PREDICT_FALSE(DrainRequested(drain_epoch_))) {
+    return DrainAndFree(c, p);
+  }
+  Cache(c).Free(p);
+}
+
+void ThreadHeap::DrainAndFree(SizeClass c, void* p) noexcept {
+  Drain();
+  Cache(c).Free(p);
+}
+
+void ThreadHeap::Drain() noexcept {
+  // Read first: a request made while draining is served next time.
+  drain_epoch_ = g_drain_epoch.load(std::memory_order_relaxed);
+  for (Slot& s : caches_) {
+    if (s.cache.valid()) s.cache.Drain();
+  }
+}
 
 void ThreadHeap::Trim(std::size_t keep_bytes) noexcept {
   for (Slot& s : caches_) {
@@ -254,7 +309,8 @@ ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept {
       tls_state = ThreadState::kUninitialized;
       return nullptr;
     }
-    h = ::new (mem) ThreadHeap(classes);
+    h = ::new (mem)
+        ThreadHeap(classes, g_drain_epoch.load(std::memory_order_relaxed));
     HeapRegistry::Link(h);
   }
   g_live_heaps.fetch_add(1, std::memory_order_relaxed);
@@ -280,6 +336,14 @@ void ReleaseThreadHeap() noexcept {
   tls_state = ThreadState::kUninitialized;
 }
 
+void RequestDrain() noexcept {
+  g_drain_epoch.fetch_add(1, std::memory_order_relaxed);
+}
+
+void DrainThreadHeap() noexcept {
+  if (ThreadHeap* h = tls_heap) h->Drain();
+}
+
 std::size_t LiveThreadHeaps() noexcept {
   return g_live_heaps.load(std::memory_order_relaxed);
 }
@@ -298,6 +362,22 @@ std::size_t ReleasePooledThreadHeaps() noexcept {
     }
     if (h == nullptr) return n;
     FreeHeap(h);  // outside the lock: destruction flushes into the slabs
+    ++n;
+  }
+}
+
+std::size_t TryReleasePooledThreadHeaps() noexcept {
+  std::size_t n = 0;
+  for (;;) {
+    // Never waits for the lock (see thread_cache.h): pop and unlink under
+    // one TryLock, destroy outside it.
+    if (!g_key_lock.TryLock()) return n;
+    ThreadHeap* h = HeapRegistry::PopPooledLocked(nullptr);
+    if (h != nullptr) HeapRegistry::UnlinkLocked(h);
+    g_key_lock.Unlock();
+    if (h == nullptr) return n;
+    h->~ThreadHeap();
+    bsalloc::Deallocate(h, sizeof(ThreadHeap));
     ++n;
   }
 }

@@ -42,6 +42,24 @@
 //   counters still add up) and are destroyed by ReleasePooledThreadHeaps()
 //   (malloc_trim). Worst case held by the pool: PoolLimit() x classes x
 //   kRetiredKeepBytes plus one claimed slab per class and heap.
+// * Draining (RequestDrain): a thread's claimed slabs are reachable by
+//   that thread only, so a slab of a 16..256 KiB class whose objects are
+//   all free still pins its whole 2 MiB region (address space under
+//   RLIMIT_AS or strict overcommit, and its touched pages) until its owner
+//   lets go. When memory runs out (the general allocator's pressure hook)
+//   or malloc_trim runs, RequestDrain() bumps a process-wide drain epoch;
+//   every heap compares it with the epoch it last drained at on its slow
+//   paths (AllocSlow, FreeSlow: never on the fast path) and, when it moved,
+//   drains every cache (MagazineCache::Drain: cached objects back to their
+//   slabs, claimed slabs released, wholly free ones to the page
+//   allocators). A thread whose allocation failed drains at once and tries
+//   again (AllocAfterFailure, which the general allocator calls when an
+//   allocation returns nullptr), and DrainThreadHeap() drains the calling
+//   thread's heap now. Pooled heaps drain at their new thread's first slow
+//   path, and are destroyed when an allocation fails
+//   (TryReleasePooledThreadHeaps).
+//   A heap that is drained keeps its magazines (their mappings): only the
+//   memory they cached goes back.
 // * ReleaseThreadHeap() destroys a live thread's heap (never pools it: the
 //   point is to give its memory back) and returns the thread to
 //   kUninitialized (the next allocation builds a fresh heap): for threads
@@ -75,7 +93,10 @@ inline constexpr std::size_t kHotEntries = 256;
 class ThreadHeap {
  public:
   // classes: kNumSizeClasses SlabClasses that outlive the heap.
-  explicit ThreadHeap(SlabClass* classes) noexcept : classes_(classes) {
+  // drain_epoch: the drain epoch at creation (see "Draining").
+  explicit ThreadHeap(SlabClass* classes,
+                      std::uint32_t drain_epoch = 0) noexcept
+      : classes_(classes), drain_epoch_(drain_epoch) {
     for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
       caches_[i].cache.BindHot(&hot_[i + 1]);
     }
@@ -96,6 +117,11 @@ class ThreadHeap {
     return (hot_ + 1)[c.index()].TryAlloc(p);
   }
   ABSL_ATTRIBUTE_NOINLINE void* AllocSlow(SizeClass c) noexcept;
+  // After Alloc/AllocSlow returned nullptr: drains this heap if a drain was
+  // requested (a failed mapping requests one, see "Draining") and tries
+  // again, once more after a drain requested meanwhile. Also the slow
+  // path's drain.
+  ABSL_ATTRIBUTE_NOINLINE void* AllocAfterFailure(SizeClass c) noexcept;
   // Frees an object of class c (allocated by any thread).
   ABSL_ATTRIBUTE_ALWAYS_INLINE void Free(SizeClass c, void* p) noexcept {
     if (ABSL_PREDICT_FALSE(!TryFree(c, p))) FreeSlow(c, p);
@@ -126,10 +152,14 @@ class ThreadHeap {
   }
   // Flushes every cache down to at most `keep_bytes` of cached objects.
   void Trim(std::size_t keep_bytes) noexcept;
+  // Drains every cache (MagazineCache::Drain) and notes the drain epoch.
+  void Drain() noexcept;
 
  private:
   friend class HeapRegistry;
   void CreateCache(SizeClass c) noexcept;
+  // FreeSlow's drain (see "Draining"), out of line.
+  ABSL_ATTRIBUTE_NOINLINE void DrainAndFree(SizeClass c, void* p) noexcept;
 
   alignas(64) MagazineHot hot_[kHotEntries];
   // The rest of each cache (slow paths only), on its own cache line(s).
@@ -144,6 +174,8 @@ class ThreadHeap {
   // The pool of retired heaps (thread_cache.cc), guarded by the same lock.
   ThreadHeap* pool_next_ = nullptr;
   bool pooled_ = false;
+  // The drain epoch this heap last drained at (see "Draining" above).
+  std::uint32_t drain_epoch_;
 };
 
 enum class ThreadState : std::uint8_t {
@@ -197,6 +229,11 @@ void ReleaseThreadHeap() noexcept;
 // held by a thread are not leaked when it ends. nullptr (the default): no
 // hook. Set it before the first heap is built.
 void SetThreadHeapReleaseHook(void (*hook)(ThreadHeap*)) noexcept;
+// Asks every thread's heap to drain at its next slow path (see "Draining"
+// in the file comment). Lock-free, never allocates; any thread, any time.
+void RequestDrain() noexcept;
+// Drains the calling thread's heap now (no-op unless kInitialized).
+void DrainThreadHeap() noexcept;
 
 // ThreadHeaps attached to threads (for tests and statistics).
 std::size_t LiveThreadHeaps() noexcept;
@@ -205,6 +242,13 @@ std::size_t PooledThreadHeaps() noexcept;
 // Destroys every pooled heap (returning its objects and slabs); returns how
 // many there were.
 std::size_t ReleasePooledThreadHeaps() noexcept;
+// The same when memory ran out: never waits for the registry lock (it stops
+// when the lock is taken, by this thread or another), so that it is safe on
+// an allocation's failure path whatever locks the caller holds (a fallback
+// lock, which fork's prepare handler takes after the registry lock; the
+// registry lock itself, in a nested allocation). Returns the heaps
+// destroyed.
+std::size_t TryReleasePooledThreadHeaps() noexcept;
 
 // Bytes of cached objects per class a retired heap keeps in the pool.
 inline constexpr std::size_t kRetiredKeepBytes = std::size_t{32} << 10;

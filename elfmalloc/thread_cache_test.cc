@@ -1,6 +1,7 @@
 // Tests for thread_cache: the four-state per-thread life cycle, lazy
 // per-class caches, thread exit returning cached objects and slabs (through
-// the pool of retired heaps: trimmed, bounded, reused, released), and the
+// the pool of retired heaps: trimmed, bounded, reused, released), draining
+// on request, and the
 // kInitializing / kDropped states refusing to build a heap.
 #include "elfmalloc/thread_cache.h"
 
@@ -104,6 +105,111 @@ TEST(ThreadCacheTest, ThreadExitReturnsCachedObjectsAndSlabs) {
     EXPECT_EQ(PooledThreadHeaps(), 0u);
     EXPECT_EQ(classes[ci].pages_in_use(), before) << ci;
   }
+}
+
+// Draining: a heap gives back its cached objects and claimed slabs when
+// asked, the calling thread's at once (DrainThreadHeap), another thread's
+// at its next slow path after RequestDrain; its magazines stay usable.
+TEST(ThreadCacheTest, DrainReturnsCachedObjectsAndClaimedSlabs) {
+  SlabClass* classes = TestClasses().get();
+  const std::size_t ci = SizeToClass(64 << 10).index();  // a 2 MiB slab
+  const SizeClass c(static_cast<std::uint8_t>(ci));
+  const std::size_t before = classes[ci].pages_in_use();
+  std::atomic<int> step{0};
+  std::thread t([&] {
+    ThreadHeap* h = InitThreadHeap(classes);
+    ASSERT_NE(h, nullptr);
+    void* p = h->Alloc(c);
+    ASSERT_NE(p, nullptr);
+    h->Free(c, p);
+    // Cached, and its slab claimed: nothing went back.
+    EXPECT_EQ(classes[ci].pages_in_use(), before + 1);
+    DrainThreadHeap();
+    EXPECT_EQ(classes[ci].pages_in_use(), before);
+    // Still usable, and another drain request is served at a slow path
+    // (the magazine is empty, so this allocation takes one).
+    p = h->Alloc(c);
+    ASSERT_NE(p, nullptr);
+    h->Free(c, p);
+    EXPECT_EQ(classes[ci].pages_in_use(), before + 1);
+    step.store(1);
+    while (step.load() != 2) std::this_thread::yield();
+    // The fast path never drains: this allocation pops the cached object.
+    p = h->Alloc(c);
+    EXPECT_EQ(classes[ci].pages_in_use(), before + 1);
+    // A free that overflows the magazine is a slow path: it drains first,
+    // then caches p.
+    const std::size_t fill = h->Cache(c).capacity();
+    std::vector<void*> more;
+    for (std::size_t i = 0; i < fill; ++i) more.push_back(h->Alloc(c));
+    for (void* q : more) h->Free(c, q);
+    h->Free(c, p);
+    EXPECT_LE(h->Cache(c).cached(), fill);
+    DrainThreadHeap();
+    EXPECT_EQ(classes[ci].pages_in_use(), before);
+  });
+  while (step.load() != 1) std::this_thread::yield();
+  RequestDrain();
+  step.store(2);
+  t.join();
+  ReleasePooledThreadHeaps();
+  EXPECT_EQ(classes[ci].pages_in_use(), before);
+}
+
+// A requested drain happens at the heap's next slow path, whatever class
+// that is for.
+TEST(ThreadCacheTest, RequestedDrainHappensAtTheNextSlowPath) {
+  SlabClass* classes = TestClasses().get();
+  const std::size_t a = SizeToClass(32 << 10).index();
+  const std::size_t b = SizeToClass(128 << 10).index();
+  const std::size_t before_a = classes[a].pages_in_use();
+  std::thread t([&] {
+    ThreadHeap* h = InitThreadHeap(classes);
+    ASSERT_NE(h, nullptr);
+    const SizeClass ca(static_cast<std::uint8_t>(a));
+    const SizeClass cb(static_cast<std::uint8_t>(b));
+    h->Free(ca, h->Alloc(ca));
+    EXPECT_EQ(classes[a].pages_in_use(), before_a + 1);
+    RequestDrain();
+    // The first allocation of class b is a slow path (no magazine yet): it
+    // drains class a's magazine and slab first.
+    void* q = h->Alloc(cb);
+    ASSERT_NE(q, nullptr);
+    EXPECT_EQ(classes[a].pages_in_use(), before_a);
+    h->Free(cb, q);
+    ReleaseThreadHeap();
+  });
+  t.join();
+}
+
+// TryReleasePooledThreadHeaps destroys the pooled heaps (their claimed
+// slabs go back), and returns at once, destroying nothing, while the
+// registry lock is held (here by the calling thread itself: Lock would
+// deadlock).
+TEST(ThreadCacheTest, TryReleasePooledHeapsNeverWaits) {
+  SlabClass* classes = TestClasses().get();
+  ReleasePooledThreadHeaps();
+  const std::size_t ci = SizeToClass(64 << 10).index();  // a 2 MiB slab
+  const SizeClass c(static_cast<std::uint8_t>(ci));
+  const std::size_t before = classes[ci].pages_in_use();
+  std::thread([&] {
+    ThreadHeap* h = InitThreadHeap(classes);
+    ASSERT_NE(h, nullptr);
+    h->Free(c, h->Alloc(c));
+  }).join();
+  ASSERT_EQ(PooledThreadHeaps(), 1u);
+  EXPECT_EQ(classes[ci].pages_in_use(), before + 1);  // claimed while pooled
+  std::size_t released = 99;
+  WithRegistryLockHeldForTesting(
+      [](void* out) {
+        *static_cast<std::size_t*>(out) = TryReleasePooledThreadHeaps();
+      },
+      &released);
+  EXPECT_EQ(released, 0u);
+  EXPECT_EQ(PooledThreadHeaps(), 1u);
+  EXPECT_EQ(TryReleasePooledThreadHeaps(), 1u);
+  EXPECT_EQ(PooledThreadHeaps(), 0u);
+  EXPECT_EQ(classes[ci].pages_in_use(), before);
 }
 
 // A retired heap is kept, trimmed, and handed to the next thread with its
