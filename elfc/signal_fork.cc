@@ -7,11 +7,11 @@
 // handler that interrupted its own malloc. The allocator's pthread_atfork
 // prepare handler then runs on a thread that may already hold one of the
 // allocator's locks (the heap's init lock, the thread-heap registry lock, a
-// fallback lock, the large-block cache lock). A prepare handler that simply
+// fallback lock, the large-block heap lock). A prepare handler that simply
 // takes every lock waits for itself forever: the parent hangs inside fork().
 //
 // The main thread allocates, reallocates and frees in a loop (slab sizes,
-// large blocks that go through the large-block cache, malloc_trim, and
+// large blocks that go through the large-block heap, malloc_trim, and
 // blocks of classes it has never used, so that every slow path runs) while
 // a sender process bombards it with SIGUSR1 and SIGUSR2 (the handler of one
 // can interrupt the other's fork, and the first signals arrive while the
@@ -141,7 +141,7 @@ void Churn(Rng& rng, void** slots, std::size_t nslots) {
   free(slots[i]);
   slots[i] = nullptr;
   switch (rng.Below(16)) {
-    case 0:  // a large block: the large-block cache and its lock
+    case 0:  // a large block: the large-block heap and its lock
       slots[i] = malloc((std::size_t{1} << 20) + rng.Below(3u << 20));
       break;
     case 1:  // realloc across the slab / large boundary

@@ -91,7 +91,7 @@ void MarkThreadIdle() noexcept;
 std::size_t ReleaseFreeMemory() noexcept;
 
 // Background decay. The decay rule (page_alloc.h, "Memory return"; the
-// large-block cache's likewise) is checked on the allocator's own slow
+// large-block heap's likewise) is checked on the allocator's own slow
 // events: page traffic and slab claims and releases (the large-block
 // cache's also magazine refills). A program that stops allocating, or whose remaining calls are
 // all served by its threads' magazines (the fast path, which reads no
@@ -110,7 +110,7 @@ std::size_t ReleaseFreeMemory() noexcept;
 //   not have the thread (fork copies only the calling thread); its memory
 //   decays on its own slow events, as with the option off. At exit the
 //   thread simply stops with the process: everything it touches (the heap,
-//   the page allocators, the large-block cache) is never destroyed, and a
+//   the page allocators, the large-block heap) is never destroyed, and a
 //   purge cut short leaves pages that are merely still cached. The thread
 //   must never keep the process alive (glibc ends a process when its last
 //   thread exits, and this thread counts): it returns as soon as it sees
