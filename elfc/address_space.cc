@@ -70,13 +70,19 @@ int g_threads = 4;
 std::size_t g_phase = 128 * kMiB;
 int g_cycles = 3;
 
-std::size_t VirtualBytes() {
-  FILE* f = fopen("/proc/self/statm", "r");
-  ELFC_CHECK(f != nullptr, "open /proc/self/statm");
-  unsigned long pages = 0;
-  ELFC_CHECK(fscanf(f, "%lu", &pages) == 1, "parse /proc/self/statm");
-  fclose(f);
-  return pages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+using elfc::test::VirtualBytes;
+
+// Caps the address space (RLIMIT_AS) at its current size plus the headroom;
+// returns the limit it replaced, for the caller to restore. base: the size
+// the cap was computed from.
+struct rlimit CapAddressSpace(std::size_t* base) {
+  *base = VirtualBytes();
+  struct rlimit old;
+  ELFC_CHECK(getrlimit(RLIMIT_AS, &old) == 0, "getrlimit");
+  struct rlimit rl = old;
+  rl.rlim_cur = *base + g_headroom;
+  ELFC_CHECK(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit(RLIMIT_AS)");
+  return old;
 }
 
 // A block in a chain: its first word links to the previous block.
@@ -180,12 +186,8 @@ int RunRecovery() {
                "pthread_create");
   }
   usleep(50 * 1000);  // the workers' first malloc (not required, just usual)
-  const std::size_t base = VirtualBytes();
-  struct rlimit old;
-  ELFC_CHECK(getrlimit(RLIMIT_AS, &old) == 0, "getrlimit");
-  struct rlimit rl = old;
-  rl.rlim_cur = base + g_headroom;
-  ELFC_CHECK(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit(RLIMIT_AS)");
+  std::size_t base;
+  const struct rlimit old = CapAddressSpace(&base);
   Log("address_space: recovery: address space %zu MiB, capped at %zu MiB, "
       "%d threads",
       base / kMiB, (base + g_headroom) / kMiB, g_threads);
@@ -231,12 +233,8 @@ void* ExitingWorker(void*) {
 int RunExited() {
   ELFC_CHECK(g_threads >= 1 && g_headroom >= 64 * kMiB, "bad arguments");
   free(malloc(64));
-  const std::size_t base = VirtualBytes();
-  struct rlimit old;
-  ELFC_CHECK(getrlimit(RLIMIT_AS, &old) == 0, "getrlimit");
-  struct rlimit rl = old;
-  rl.rlim_cur = base + g_headroom;
-  ELFC_CHECK(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit(RLIMIT_AS)");
+  std::size_t base;
+  const struct rlimit old = CapAddressSpace(&base);
   for (int i = 0; i < g_threads; ++i) {
     pthread_t t;
     ELFC_CHECK(pthread_create(&t, nullptr, ExitingWorker, nullptr) == 0,

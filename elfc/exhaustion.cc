@@ -71,6 +71,7 @@ namespace {
 
 using elfc::test::Log;
 using elfc::test::Rng;
+using elfc::test::VirtualBytes;
 
 constexpr std::size_t kKiB = 1024;
 constexpr std::size_t kMiB = 1024 * kKiB;
@@ -393,15 +394,6 @@ void* WorkerMain(void* arg) {
   return nullptr;
 }
 
-std::size_t AddressSpaceBytes() {
-  FILE* f = fopen("/proc/self/statm", "r");
-  ELFC_CHECK(f != nullptr, "open /proc/self/statm");
-  unsigned long pages = 0;
-  ELFC_CHECK(fscanf(f, "%lu", &pages) == 1, "parse /proc/self/statm");
-  fclose(f);
-  return pages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -429,7 +421,7 @@ int main(int argc, char** argv) {
                "pthread_create");
   }
   g_barrier.Wait();  // every worker has allocated once
-  const std::size_t base = AddressSpaceBytes();
+  const std::size_t base = VirtualBytes();
   struct rlimit rl;
   rl.rlim_cur = rl.rlim_max = base + g_headroom;
   ELFC_CHECK(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit(RLIMIT_AS)");
@@ -449,7 +441,7 @@ int main(int argc, char** argv) {
     }
     Log("exhaustion: round %d: %zu MiB in %zu blocks before running out; "
         "%zu proper failures so far; address space %zu MiB",
-        round + 1, got / kMiB, blocks, failures, AddressSpaceBytes() / kMiB);
+        round + 1, got / kMiB, blocks, failures, VirtualBytes() / kMiB);
     if (round == 0) first = got;
     ELFC_CHECK(!g_strict_reuse || got >= first / 2,
                "round %d obtained %zu bytes, less than half of round 1's %zu: "

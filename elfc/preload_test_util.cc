@@ -197,8 +197,12 @@ void StartWatchdog(unsigned seconds, const char* what) {
   alarm(seconds);
 }
 
-size_t ResidentBytes() {
-  // open/read rather than stdio: no FILE buffer of our own in the numbers.
+namespace {
+
+// /proc/self/statm's first two fields, in bytes: the virtual size and the
+// resident set size. open/read rather than stdio: no FILE buffer of our own
+// in the numbers.
+void ReadStatm(size_t* virtual_bytes, size_t* resident_bytes) {
   int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
   ELFC_CHECK(fd >= 0, "open /proc/self/statm");
   char buf[256];
@@ -209,7 +213,23 @@ size_t ResidentBytes() {
   unsigned long size_pages = 0, resident_pages = 0;
   ELFC_CHECK(sscanf(buf, "%lu %lu", &size_pages, &resident_pages) == 2,
              "parse /proc/self/statm: %s", buf);
-  return resident_pages * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  *virtual_bytes = size_pages * page;
+  *resident_bytes = resident_pages * page;
+}
+
+}  // namespace
+
+size_t ResidentBytes() {
+  size_t v, r;
+  ReadStatm(&v, &r);
+  return r;
+}
+
+size_t VirtualBytes() {
+  size_t v, r;
+  ReadStatm(&v, &r);
+  return v;
 }
 
 size_t Rng::LogUniform(size_t lo, size_t hi) {

@@ -75,6 +75,9 @@ void StartWatchdog(unsigned seconds, const char* what);
 
 // Resident set size of this process in bytes (/proc/self/statm, field 2).
 std::size_t ResidentBytes();
+// Virtual size of this process in bytes (/proc/self/statm, field 1): the
+// address space RLIMIT_AS counts.
+std::size_t VirtualBytes();
 
 // SplitMix64: a tiny deterministic PRNG (no allocation, one word of state).
 class Rng {

@@ -506,13 +506,26 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassRefill(ThreadHeap* th, SizeClass c) {
   return Handout(p);
 }
 
-// The fast path is the magazine pop; both slow paths are tail calls, so it
-// needs no stack frame of its own.
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* AllocClass(SizeClass c) {
+// The pop of class c from this thread's fast-path states (indexed by tag,
+// class + 1, which folds into the address's displacement; all empty while
+// the thread has no heap, so there is no heap test).
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool TryAllocClass(SizeClass c, void** p) {
+  return (CurrentHotStates() + 1)[c.index()].TryAlloc(p);
+}
+
+// The pop of class c failed: no thread heap yet, or an empty or not yet
+// created magazine.
+ABSL_ATTRIBUTE_NOINLINE void* AllocClassMiss(SizeClass c) {
   ThreadHeap* th = CurrentThreadHeap();
-  if (ABSL_PREDICT_FALSE(th == nullptr)) return AllocClassSlow(c);
+  if (th == nullptr) return AllocClassSlow(c);
+  return AllocClassRefill(th, c);
+}
+
+// The fast path is the pop; the slow path is a tail call, so it needs no
+// stack frame of its own.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* AllocClass(SizeClass c) {
   void* p;
-  if (ABSL_PREDICT_FALSE(!th->TryAlloc(c, &p))) return AllocClassRefill(th, c);
+  if (ABSL_PREDICT_FALSE(!TryAllocClass(c, &p))) return AllocClassMiss(c);
   return HandoutNonNull(p);
 }
 
@@ -1268,10 +1281,7 @@ void* HardenedReallocate(void* p, std::size_t n) noexcept {
 // per malloc).
 ABSL_ATTRIBUTE_NOINLINE void* AllocateSlow(std::size_t n) {
   if (!IsSlabSize(n)) return AllocLarge(n, 0, LargeKind::kPlain);
-  const SizeClass c = SizeToClass(n);
-  ThreadHeap* th = CurrentThreadHeap();
-  if (th == nullptr) return AllocClassSlow(c);
-  return AllocClassRefill(th, c);
+  return AllocClassMiss(SizeToClass(n));
 }
 
 }  // namespace
@@ -1281,11 +1291,8 @@ void* Allocate(std::size_t n) noexcept {
   return HardenedAllocate(n, 0, false);
 #endif
   if (ABSL_PREDICT_TRUE(IsSlabSize(n))) {
-    // Indexed by tag (class + 1, folded into the address's displacement);
-    // all empty while the thread has no heap.
-    MagazineHot* const by_class = CurrentHotStates() + 1;
     void* p;
-    if (ABSL_PREDICT_TRUE(by_class[SizeToClass(n).index()].TryAlloc(&p))) {
+    if (ABSL_PREDICT_TRUE(TryAllocClass(SizeToClass(n), &p))) {
       return HandoutNonNull(p);
     }
   }

@@ -190,15 +190,22 @@ struct PurgeList {
   bool full() const { return n_runs == kMax; }
 };
 
-// Under the lock: takes free units [first, first + n) of a out of the heap
-// for a purge (all are free, some resident).
-void TakeForPurgeLocked(LargeArena* a, std::size_t first, std::size_t n,
-                        PurgeList* out) {
+// Under the lock: units [first, first + n) of a, all free, leave the heap
+// (for a block, or for a purge). Returns whether any was resident.
+bool TakeUnitsLocked(LargeArena* a, std::size_t first, std::size_t n) {
   ClearBits(a->free_bits, first, n);
   a->free_units -= n;
   std::size_t resident = 0;
   for (std::size_t i = first; i < first + n; ++i) resident += a->resident[i];
   SubRelaxed(&g_cached_bytes, resident);
+  return resident != 0;
+}
+
+// Under the lock: takes free units [first, first + n) of a out of the heap
+// for a purge (all are free, some resident).
+void TakeForPurgeLocked(LargeArena* a, std::size_t first, std::size_t n,
+                        PurgeList* out) {
+  TakeUnitsLocked(a, first, n);
   out->runs[out->n_runs++] = {a, first, n,
                               (n - 1) * kUnit + a->resident[first + n - 1]};
 }
@@ -342,17 +349,6 @@ void FreeUnitsLocked(LargeArena* a, std::size_t first, std::size_t n,
       now + decay < g_next_expiry_ms.load(std::memory_order_relaxed)) {
     g_next_expiry_ms.store(now + decay, std::memory_order_relaxed);
   }
-}
-
-// Under the lock: units [first, first + n) of a, all free, leave the heap
-// for a block. Returns whether any was resident (a reuse).
-bool TakeUnitsLocked(LargeArena* a, std::size_t first, std::size_t n) {
-  ClearBits(a->free_bits, first, n);
-  a->free_units -= n;
-  std::size_t resident = 0;
-  for (std::size_t i = first; i < first + n; ++i) resident += a->resident[i];
-  SubRelaxed(&g_cached_bytes, resident);
-  return resident != 0;
 }
 
 // Under the lock: a block's region [0, region) from unit `first` of a may be
