@@ -98,7 +98,7 @@ TEST(HardenedBuildDeathTest, WritePastRequestedSizeAborts) {
     ASSERT_NE(p, nullptr);
     EXPECT_DEATH(
         {
-          p[n] = 0;
+          p[n] = static_cast<char>(~p[n]);  // a change, whatever was there
           Deallocate(p);
         },
         // At the trailer when n fills the block (8, 24), else in the
@@ -107,7 +107,7 @@ TEST(HardenedBuildDeathTest, WritePastRequestedSizeAborts) {
         << n;
     EXPECT_DEATH(
         {
-          p[n] = 0;
+          p[n] = static_cast<char>(~p[n]);  // a change, whatever was there
           p = static_cast<char*>(Reallocate(p, n + 1000));
         },
         "heap overflow")
@@ -135,7 +135,7 @@ TEST(HardenedBuildDeathTest, LargeBlockCanaryAndGuardPage) {
   ASSERT_NE(p, nullptr);
   EXPECT_DEATH(
       {
-        p[n] = 0;
+        p[n] = static_cast<char>(~p[n]);  // a change, whatever was there
         Deallocate(p);
       },
       "heap overflow: .* \\(a large block\\) was written past");
@@ -155,7 +155,7 @@ TEST(HardenedBuildDeathTest, WriteAfterFreeAbortsWhenItLeavesTheQuarantine) {
     Deallocate(p);
     EXPECT_DEATH(
         {
-          p[n / 2 + 4] = 0x41;
+          p[n / 2 + 4] = static_cast<char>(~p[n / 2 + 4]);  // a change
           Churn(n);
         },
         "write after free: .* was modified at offset")
