@@ -225,13 +225,16 @@ std::size_t OverflowRequested(std::size_t n) {
   return n;
 }
 
-// Writes one byte in the middle of a freed block, then frees and
-// allocates 2000 blocks of the same size (enough to push the block out of
-// a quarantine and to reuse it).
+// Changes one byte in the middle of a freed block (to its complement, so
+// that the write changes memory whatever a free pattern put there: a
+// constant would match a random freed pattern's byte one time in 255),
+// then frees and allocates 2000 blocks of the same size (enough to push
+// the block out of a quarantine and to reuse it).
 std::size_t WriteAfterFreeReuse(std::size_t n) {
   char* p = static_cast<char*>(Malloc(n));
   Free(p);
-  static_cast<char*>(Launder(p))[n / 2 + 4] = 0x41;
+  char* q = static_cast<char*>(Launder(p));
+  q[n / 2 + 4] = static_cast<char>(~q[n / 2 + 4]);
   for (int i = 0; i < 2000; ++i) Free(Malloc(n));
   return n;
 }
