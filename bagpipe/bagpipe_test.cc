@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <set>
@@ -197,6 +198,50 @@ TEST(BagpipeTest, HandlesOutliveBagObject) {
   EXPECT_EQ(calls.load(), 0);
   root = Bag::Handle();
   EXPECT_EQ(calls.load(), 400);
+}
+
+// Bags built side by side in the caller's storage: each keeps to its
+// StorageBytes (the neighbours' items are intact), the last reference runs
+// the cleanup but frees nothing (the storage stays the caller's, writable,
+// and can hold a new bag).
+TEST(BagpipeTest, CallerStorageIsKeptApartAndNeverFreed) {
+  using Bag = Bagpipe<FaaQueue<std::uint64_t>, CountingCleanup>;
+  const std::size_t bytes = Bag::StorageBytes(4);
+  EXPECT_EQ(bytes % 64, 0u);
+  EXPECT_EQ(Bag::StorageBytes(3), bytes);  // rounded up to 4 queues
+  EXPECT_LT(bytes, 4096u);  // the point: several bags per page
+  constexpr int kBags = 3;
+  alignas(64) static unsigned char storage[kBags * 4096];
+  std::memset(storage, 0xA5, sizeof(storage));  // not zeroed: must not matter
+  std::atomic<int> calls{0};
+  std::atomic<std::uint64_t> sum{0};
+  for (int round = 0; round < 2; ++round) {
+    calls = 0;
+    sum = 0;
+    std::vector<std::unique_ptr<Bag>> bags;
+    for (int b = 0; b < kBags; ++b) {
+      bags.push_back(std::make_unique<Bag>(4, CountingCleanup{&calls, &sum},
+                                           storage + b * bytes));
+      ASSERT_TRUE(bags.back()->valid());
+      EXPECT_EQ(bags.back()->num_queues(), 4u);
+    }
+    for (int b = 0; b < kBags; ++b) {
+      auto h = bags[b]->NewHandle();
+      for (std::uint64_t i = 1; i <= 10; ++i) ASSERT_TRUE(h.Push(b * 1000 + i));
+    }
+    for (int b = 0; b < kBags; ++b) {
+      auto h = bags[b]->NewHandle();
+      EXPECT_EQ(h.SizeGuess(), 10u);
+      std::uint64_t v = 0;
+      ASSERT_TRUE(h.Pop(&v));
+      EXPECT_EQ(v / 1000, static_cast<std::uint64_t>(b));
+    }
+    bags.clear();
+    EXPECT_EQ(calls.load(), kBags * 9);
+    // Still the caller's: writable (a bag that freed it would have unmapped
+    // part of the test's own data).
+    std::memset(storage, 0x5A, sizeof(storage));
+  }
 }
 
 // ---- Revocation through a bag of FAA queues ----

@@ -19,7 +19,9 @@ SlabClass::SlabClass(PageAlloc* pages, const Options& o) noexcept
       meta_(ComputeMetadata(o.object_size, pages->page_size(), o.cutoff,
                             o.usable_size == 0 ? pages->page_size()
                                                : o.usable_size)),
-      available_(o.available_queues) {
+      available_(o.bag_storage == nullptr
+                     ? AvailableBag(o.available_queues)
+                     : AvailableBag(o.available_queues, {}, o.bag_storage)) {
   if (!pages->valid() || !meta_.valid() || !available_.valid()) return;
   const std::size_t usable = meta_.usable_size < meta_.page_size
                                  ? meta_.usable_size

@@ -41,6 +41,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "bagpipe/bagpipe.h"
 #include "bagpipe/faa_queue.h"
@@ -66,6 +67,11 @@ class SlabClass {
     // PageAlloc with the uncommit hint (the reference's eager decommit).
     std::size_t eager_uncommit_threshold = kNoEagerUncommit;
     std::size_t available_queues = 16;  // the reference's general allocator
+    // Where the available bag is built: BagStorageBytes(available_queues)
+    // bytes aligned to a cache line that outlive this object, or nullptr
+    // for a block of its own (a whole bsalloc page). An owner of many
+    // classes packs their bags into one block.
+    void* bag_storage = nullptr;
     // Written into every slab's tag byte (Slab::TagOf): the general
     // allocator's size class index, so a free finds its class next to the
     // stamp.
@@ -83,6 +89,11 @@ class SlabClass {
   ~SlabClass();
   SlabClass(const SlabClass&) = delete;
   SlabClass& operator=(const SlabClass&) = delete;
+
+  // The bytes of Options::bag_storage for `available_queues` queues.
+  static std::size_t BagStorageBytes(std::size_t available_queues) noexcept {
+    return AvailableBag::StorageBytes(available_queues);
+  }
 
   // False if the layout is invalid (nothing fits) or memory ran out.
   bool valid() const noexcept { return valid_; }
@@ -132,22 +143,37 @@ class SlabAllocator {
     return p != nullptr ? p : AllocSlow();
   }
 
-  // Up to n objects into out (at least one unless memory is exhausted);
-  // returns how many. Takes what the current slab word holds first and
+  // Up to n objects into out[0, k) (at least one unless memory is
+  // exhausted); returns k. Takes what the current slab word holds first and
   // stops at the end of a slab, so a batch never claims a slab it does not
   // need.
+  //
+  // The order is descending: out[k - 1] is the lowest address, so a stack
+  // popped from its top (the magazines) hands objects out in ascending
+  // address order. A slab is then used from its start: the first objects
+  // share the OS page of the slab's header and bit-set, and a class that a
+  // thread uses lightly touches one page of its slab instead of two (the
+  // header's and the page of the batch's last object: ascending batches
+  // popped from the top handed out the highest address first). The batch
+  // is written from its end down (NextBatch<true>), which costs nothing per
+  // object; only a batch cut short by the end of a slab moves its k
+  // pointers to the bottom.
   std::size_t AllocBatch(void** out, std::size_t n) noexcept {
     if (n == 0) return 0;
+    void** const top = out + n;
     std::size_t k = 0;
     for (bool refreshed = false;; refreshed = true) {
-      k += iter_.NextBatch(out + k, n - k);
-      if (k != 0 || refreshed) return k;
+      k += iter_.NextBatch<true>(top - k, n - k);
+      if (k != 0 || refreshed) break;
       // The current slab is used up: AllocSlow takes the next one (and its
       // first object); the rest of the batch comes from that slab.
       void* p = AllocSlow();
       if (p == nullptr) return 0;
-      out[k++] = p;
+      top[-1] = p;
+      k = 1;
     }
+    if (k < n) std::memmove(out, top - k, k * sizeof(void*));
+    return k;
   }
 
   // The slab an object of this class lies in.

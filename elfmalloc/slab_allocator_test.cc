@@ -99,6 +99,49 @@ TEST(SlabAllocatorTest, ObjectsAreDistinctAlignedAndInsideTheirSlab) {
   EXPECT_EQ(e.cls.pages_in_use(), 0u);
 }
 
+// AllocBatch fills out[0, k) in descending address order (out[k - 1] the
+// lowest), so a stack popped from its top hands a slab out from its start;
+// a batch cut short by the end of a slab sits at the bottom of out, and
+// every object of every slab is handed out exactly once.
+TEST(SlabAllocatorTest, AllocBatchIsDescendingAndCompactedAtSlabEnd) {
+  Env e(256);
+  ASSERT_TRUE(e.cls.valid());
+  SlabAllocator a(&e.cls);
+  const std::size_t n = e.n();
+  ASSERT_GT(n, 40u);
+  std::set<void*> seen;
+  std::size_t total = 0;
+  bool short_batch = false;
+  Slab* first_slab = nullptr;
+  for (int round = 0; total < 2 * n; ++round) {
+    void* out[40];
+    for (void*& p : out) p = nullptr;
+    const std::size_t k = a.AllocBatch(out, 40);
+    ASSERT_GE(k, 1u);
+    ASSERT_LE(k, 40u);
+    if (k < 40) short_batch = true;
+    for (std::size_t i = 0; i < k; ++i) {
+      ASSERT_NE(out[i], nullptr);
+      EXPECT_TRUE(seen.insert(out[i]).second) << "handed out twice";
+      if (i + 1 < k && a.SlabOf(out[i]) == a.SlabOf(out[i + 1])) {
+        EXPECT_GT(out[i], out[i + 1]) << "batch " << round << " at " << i;
+      }
+    }
+    if (round == 0) {
+      // The very first object of a fresh slab is its lowest one.
+      first_slab = a.SlabOf(out[k - 1]);
+      EXPECT_EQ(static_cast<char*>(out[k - 1]) -
+                    reinterpret_cast<char*>(first_slab),
+                static_cast<std::ptrdiff_t>(e.cls.metadata().objects_offset));
+    }
+    total += k;
+  }
+  EXPECT_TRUE(short_batch);  // n is not a multiple of 40 for 256-byte objects
+  for (void* p : seen) a.Free(p);
+  a.Release();
+  EXPECT_EQ(e.cls.pages_in_use(), 0u);
+}
+
 TEST(SlabAllocatorTest, RefreshReclaimsTheSameSlabAboveCutoff) {
   Env e(256);
   SlabAllocator a(&e.cls);
