@@ -427,5 +427,57 @@ TEST(GeneralAllocatorDeathTest, DoubleFreeOfACachedLargeBlockAborts) {
       "double free");
 }
 
+// Pointers that are not the start of a block, refused in every build
+// where the check is free (general_allocator.cc, "Pointers that are not
+// the start of a block"): misaligned frees, interior frees of 16 KiB+ slab
+// blocks and of large blocks, interior reallocs of any block.
+TEST(GeneralAllocatorDeathTest, MisalignedFreeAborts) {
+  EXPECT_DEATH(
+      {
+        char* p = static_cast<char*>(Allocate(24));
+        Deallocate(p + 1);
+      },
+      "free\\(0x[0-9a-f]+\\): not the start of a block \\(misaligned");
+}
+
+TEST(GeneralAllocatorDeathTest, InteriorFreeOfABigSlabBlockAborts) {
+  EXPECT_DEATH(
+      {
+        char* p = static_cast<char*>(Allocate(200 * 1024));
+        Deallocate(p + 4096);
+      },
+      "free\\(0x[0-9a-f]+\\): not the start of a block \\(size class");
+}
+
+TEST(GeneralAllocatorDeathTest, InteriorFreeOfALargeBlockAborts) {
+  EXPECT_DEATH(
+      {
+        char* p = static_cast<char*>(Allocate(2 * kMiB));
+        Deallocate(p + 65536);
+      },
+      "not the start of a large block");
+}
+
+TEST(GeneralAllocatorDeathTest, InteriorReallocAborts) {
+  EXPECT_DEATH(
+      {
+        char* p = static_cast<char*>(Allocate(24));
+        (void)Reallocate(p + 8, 100);
+      },
+      "realloc\\(0x[0-9a-f]+\\): not the start of a block");
+  EXPECT_DEATH(
+      {
+        char* p = static_cast<char*>(Allocate(3000));
+        (void)Reallocate(p + 64, 6000);
+      },
+      "realloc\\(0x[0-9a-f]+\\): not the start of a block");
+  EXPECT_DEATH(
+      {
+        char* p = static_cast<char*>(Allocate(3 * kMiB));
+        (void)Reallocate(p + 4096, 4 * kMiB);
+      },
+      "realloc\\(0x[0-9a-f]+\\): not the start of a large block");
+}
+
 }  // namespace
 }  // namespace elfmalloc
