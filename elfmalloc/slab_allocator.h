@@ -193,7 +193,10 @@ class SlabAllocator {
   }
   // Frees the objects of bit-set word `word` of slab s whose bits are set in
   // mask, at once.
+  // Objects freed into the slab this allocator owns are taken again before
+  // its iterator moves on (LocalIter::Rewind).
   void BulkFree(Slab* s, std::size_t word, std::uint64_t mask) noexcept {
+    if (s == current_) iter_.Rewind(word);
     OnFree(s, s->BulkFree(mask, word));
   }
 

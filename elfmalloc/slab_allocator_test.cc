@@ -142,6 +142,39 @@ TEST(SlabAllocatorTest, AllocBatchIsDescendingAndCompactedAtSlabEnd) {
   EXPECT_EQ(e.cls.pages_in_use(), 0u);
 }
 
+// Objects the owner frees into its current slab are handed out again
+// before the slab counts as used up (LocalIter::Rewind): a thread with few
+// live objects keeps reusing the start of its slab instead of taking a new
+// one (here the slab would float below the cutoff and a fresh page would
+// be claimed).
+TEST(SlabAllocatorTest, OwnersFreesIntoItsSlabAreReusedFirst) {
+  Env e(256);
+  ASSERT_TRUE(e.cls.valid());
+  SlabAllocator a(&e.cls);
+  const std::size_t n = e.n();
+  std::vector<void*> objs = AllocN(a, n);  // the whole first slab
+  Slab* s = a.SlabOf(objs[0]);
+  for (void* p : objs) ASSERT_EQ(a.SlabOf(p), s);
+  const std::size_t k = 20;
+  ASSERT_LT(k, e.cutoff());
+  std::set<void*> freed;
+  for (std::size_t i = 0; i < k; ++i) {
+    const auto pos = s->PositionOf(objs[i]);
+    a.BulkFree(s, pos.word, pos.mask);
+    freed.insert(objs[i]);
+  }
+  for (std::size_t i = 0; i < k; ++i) {
+    void* p = a.Alloc();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(freed.count(p), 1u) << "object " << i << " not reused";
+    objs[i] = p;
+  }
+  EXPECT_EQ(e.cls.pages_in_use(), 1u);
+  for (void* p : objs) a.Free(p);
+  a.Release();
+  EXPECT_EQ(e.cls.pages_in_use(), 0u);
+}
+
 TEST(SlabAllocatorTest, RefreshReclaimsTheSameSlabAboveCutoff) {
   Env e(256);
   SlabAllocator a(&e.cls);
