@@ -8,6 +8,7 @@
 #   * CMake find_package(elfc): elfc::elfc (shared; static with
 #     ELFC_USE_STATIC_LIBS=ON) and elfc::elfc_static; versions it must refuse
 #   * libelfc_checked.so preloaded over the shared program: "(checked)"
+#   * libelfc_hardened.so preloaded over the shared program: "(hardened)"
 #
 #   install_test.sh DIR_WITH_INSTALL_FILES
 set -euo pipefail
@@ -81,4 +82,7 @@ echo "find_package(elfc 0.2 / 1.0 / 99): refused"
 out=$(LD_PRELOAD="$prefix/lib/libelfc_checked.so" "$tmp/pc_shared") || fail "under libelfc_checked.so: $out"
 [ "$out" = "install_prog: PASS (elfc $version (checked))" ] || fail "under libelfc_checked.so: $out"
 echo "libelfc_checked.so preloaded: $out"
+out=$(LD_PRELOAD="$prefix/lib/libelfc_hardened.so" "$tmp/pc_shared") || fail "under libelfc_hardened.so: $out"
+[ "$out" = "install_prog: PASS (elfc $version (hardened))" ] || fail "under libelfc_hardened.so: $out"
+echo "libelfc_hardened.so preloaded: $out"
 echo "install_test: PASS"

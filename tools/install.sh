@@ -10,6 +10,9 @@
 #                                  the shared library (SONAME libelfc.so.M)
 #   lib/libelfc_checked.so.V (+ the same links)
 #                                  the checked build: bad frees abort
+#   lib/libelfc_hardened.so.V (+ the same links)
+#                                  the hardened build: canaries, quarantine,
+#                                  shuffled reuse, guard pages (LD_PRELOAD it)
 #   lib/libelfc.a                  self-contained archive (elfmalloc, malloc_bind,
 #                                  mmap_alloc, bsalloc, bagpipe, the abseil parts)
 #   include/elfc/elfc.h            elfc's C API (#include "elfc/elfc.h")
@@ -101,6 +104,7 @@ install_shared() {  # $1 = the built name, e.g. libelfc.so
 }
 install_shared libelfc.so
 install_shared libelfc_checked.so
+install_shared libelfc_hardened.so
 install -m 0644 "$(find_file libelfc.a)" "$lib/libelfc.a"
 install -m 0644 "$(find_file elfc.h)" "$prefix/include/elfc/elfc.h"
 for doc in README.md elfc.3.md; do
