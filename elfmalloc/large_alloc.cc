@@ -129,7 +129,7 @@ void* Publish(void* base, std::size_t region, std::size_t requested,
   hdr->header_space = h;
   hdr->map_align = m;
   hdr->arena = arena;
-  hdr->type.store(AllocType::kLarge, std::memory_order_relaxed);
+  WriteAllocType(hdr, AllocType::kLarge);
   return u;
 }
 
@@ -761,7 +761,7 @@ void LargeFree(void* p) noexcept {
   // instead of freeing the units twice. (A purge zeroes it: then the
   // second free reads an unstamped region and is reported as a foreign
   // pointer.)
-  hdr->type.store(AllocType::kFreedLarge, std::memory_order_relaxed);
+  WriteAllocType(hdr, AllocType::kFreedLarge);
   ReleaseUnits(a, static_cast<std::size_t>(base - a->base) / kUnit,
                UnitsFor(region));
 }

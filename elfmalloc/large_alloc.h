@@ -81,10 +81,12 @@
 
 namespace elfmalloc {
 
-// The header of a large allocation. `type` must stay the first field (it is
-// the stamp, alloc_type.h).
+// The header of a large allocation, at the start of the unit its block
+// begins in. Its first field is the region header (alloc_type.h), whose
+// stamp reads kLarge while the block is live and kFreedLarge once it is
+// freed; only alloc_type.h's WriteAllocType writes it.
 struct LargeHeader {
-  std::atomic<AllocType> type;  // AllocType::kLarge
+  RegionHeader region;
   void* base;                   // start of the mapping
   std::size_t region_size;      // bytes mapped (page multiple)
   std::size_t requested;        // the size the caller asked for

@@ -27,14 +27,8 @@ Slab* Slab::Init(void* page, const SlabMetadata* meta, AllocType type,
   WriteAllocType(page, type);
   Slab* s = static_cast<Slab*>(page);
   if (tag != kNoTag && meta->page_size >= kTagGranule) {
-    // This slab's bytes of its region's tag table (see slab.h, "Tags").
-    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(page);
-    Slab* leader = reinterpret_cast<Slab*>(a & ~(kStampAlignment - 1));
-    const std::size_t first = (a & (kStampAlignment - 1)) / kTagGranule;
-    const std::size_t n = meta->page_size / kTagGranule;
-    for (std::size_t i = first; i < first + n && i < kTags; ++i) {
-      leader->tags_[i].store(tag, std::memory_order_relaxed);
-    }
+    // This slab's bytes of its region's tag table (alloc_type.h).
+    WriteRegionTags(page, meta->page_size, tag);
   }
   ::new (&s->meta_) std::atomic<const SlabMetadata*>(meta);
   ::new (&s->state_) std::atomic<std::uint64_t>(

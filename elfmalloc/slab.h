@@ -3,27 +3,16 @@
 //
 // Layout (see slab_metadata.h): the Slab header below occupies the first
 // kSlabHeaderSize bytes of its page, the bit-set words follow, then objects.
-// The header's FIRST field is the AllocType stamp (alloc_type.h), so the slab
-// on a 2 MiB boundary doubles as the stamp for its 2 MiB region.
-//
-// Tags: the SECOND field, 32 bytes, is the tag table of the 2 MiB region,
-// meaningful only in the header on the 2 MiB boundary (the "leader"): byte i
-// is the tag of the slab covering [i * 64 KiB, (i + 1) * 64 KiB) of the
-// region (a larger slab writes all the bytes it covers, a 2 MiB one all 32). Slab::Init stores its own tag
-// bytes there; the general allocator tags each slab with its size class, so
-// a free finds the class in the same cache line as the stamp (TagOf), with
-// no second dependent load of the slab's own header. Slabs smaller than
-// 64 KiB share a byte and get no tag (TagOf is unspecified for them), and
-// so do slabs initialised with kNoTag (TagOf reads whatever the byte holds,
-// 0 in fresh memory, so users should not give 0 a meaning).
-// Why it is safe: a slab's tag bytes are written only by its Init, before
-// any of its objects exist, and every free of an object happens after that
-// object's allocation, which happens after the Init (the owner allocates
-// from the slab it initialised; others get objects through synchronisation
-// with it). Each byte is its own relaxed atomic, so writers of sibling slabs
-// never disturb each other (no read-modify-write of a shared word), and the
-// leader's Init never rewrites its siblings' bytes. The leader's first OS
-// page is never uncommitted (page_alloc.h), so tags survive like stamps.
+// The header's FIRST field is the region header (alloc_type.h): its stamp
+// and, in the slab on a 2 MiB boundary (the "leader"), the region's tag
+// table, where every slab of 64 KiB or more has its tag bytes. Only
+// alloc_type.h's functions write them (Init calls them); a slab never
+// touches its region header otherwise, and a slab that is not a leader
+// leaves its copy's tag bytes unused. TagOf reads the tag in the same cache
+// line as the stamp. Slabs smaller than 64 KiB share a byte and get no tag
+// (TagOf is unspecified for them), and so do slabs initialised with kNoTag
+// (TagOf reads whatever the byte holds, 0 in fresh memory, so users should
+// not give 0 a meaning).
 //
 // ---------------------------------------------------------------------------
 // The state word and the state machine
@@ -150,19 +139,13 @@ class Slab {
                     std::uint8_t tag = kNoTag) noexcept;
 
   static constexpr std::uint8_t kNoTag = 0xff;
-  static constexpr std::size_t kTagGranule = std::size_t{64} << 10;
+  static constexpr std::size_t kTagGranule = elfmalloc::kTagGranule;
 
   // The tag of the slab holding p, for a p handed out from a slab of at
-  // least kTagGranule bytes (p - 1 lies in the same slab: objects never
-  // start at a slab's first byte). Reads the same cache line as
-  // ReadAllocType(p).
+  // least kTagGranule bytes (ReadRegionTag: the same cache line as
+  // ReadAllocType(p)).
   static std::uint8_t TagOf(const void* p) noexcept {
-    const std::uintptr_t q = reinterpret_cast<std::uintptr_t>(p) - 1;
-    const std::uintptr_t leader = q & ~(kStampAlignment - 1);
-    const std::size_t i = (q >> 16) & (kTags - 1);
-    static_assert(kTagGranule == std::size_t{1} << 16);
-    return reinterpret_cast<const Slab*>(leader)->tags_[i].load(
-        std::memory_order_relaxed);
+    return ReadRegionTag(p);
   }
 
   // The slab holding p, for slabs of page_size bytes.
@@ -172,7 +155,7 @@ class Slab {
   }
 
   AllocType type() const noexcept {
-    return type_.load(std::memory_order_relaxed);
+    return region_.type.load(std::memory_order_relaxed);
   }
   const SlabMetadata* metadata() const noexcept {
     return meta_.load(std::memory_order_relaxed);
@@ -395,13 +378,9 @@ class Slab {
                      std::memory_order_acq_rel);
   }
 
-  static constexpr std::size_t kTags = kStampAlignment / kTagGranule;  // 32
-
-  // FIRST field: the AllocType stamp (see alloc_type.h).
-  std::atomic<AllocType> type_;
-  // SECOND: the region's tag table (leader only; see "Tags" above). Never
-  // constructed or cleared: fresh mappings are zero, Init stores bytes.
-  std::atomic<std::uint8_t> tags_[kTags];
+  // FIRST field: the region header (alloc_type.h), written only through
+  // its functions. Never constructed or cleared: fresh mappings are zero.
+  RegionHeader region_;
   std::atomic<const SlabMetadata*> meta_;
   std::atomic<std::uint64_t> state_;   // count * 2 | claimed
   std::atomic<std::uintptr_t> handle_;  // bagpipe revocation handle
