@@ -3,16 +3,18 @@
 # preloaded into a plain C program (checked_test_program.c): the checked
 # build's elfc_version() says "(checked)", the hardened build's
 # "(hardened)", and a double free aborts with a message under both; the
-# normal build's version says neither.
+# normal build's version says neither (and its double free aborts too);
+# the unchecked build (for measuring the checks' cost) says "(unchecked)".
 #
 #   checked_test.sh PROGRAM LIBELFC_SO LIBELFC_CHECKED_SO VERSION_FILE \
-#       LIBELFC_HARDENED_SO
+#       LIBELFC_HARDENED_SO LIBELFC_UNCHECKED_SO
 set -uo pipefail
 program=$1
 normal=$(realpath "$2")
 checked=$(realpath "$3")
 version=$(tr -d ' \n' <"$4")
 hardened=$(realpath "$5")
+unchecked=$(realpath "$6")
 fail() { echo "FAIL: $*"; exit 1; }
 
 out=$(LD_PRELOAD=$checked "$program" version) || fail "version under the checked build: $out"
@@ -27,7 +29,11 @@ out=$(LD_PRELOAD=$normal "$program" version) || fail "version under the normal b
 [ "$out" = "version: $version" ] || fail "normal build says '$out', want 'version: $version'"
 echo "normal: $out"
 
-for lib in "$checked" "$hardened"; do
+out=$(LD_PRELOAD=$unchecked "$program" version) || fail "version under the unchecked build: $out"
+[ "$out" = "version: $version (unchecked)" ] || fail "unchecked build says '$out', want 'version: $version (unchecked)'"
+echo "unchecked: $out"
+
+for lib in "$checked" "$hardened" "$normal"; do
   LD_PRELOAD=$lib "$program" double_free >"$TEST_TMPDIR/out" 2>&1
   status=$?
   cat "$TEST_TMPDIR/out"

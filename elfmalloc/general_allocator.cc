@@ -141,6 +141,18 @@ constexpr bool kChecked = true;
 constexpr bool kChecked = false;
 #endif
 
+// The unchecked build (ELFMALLOC_UNCHECKED, `//elfc:libelfc_unchecked.so`):
+// the default build without the checks every build makes (the free mark,
+// the misaligned, big-block interior and realloc checks above). Not
+// installed and not for use: it exists so that the harness can measure
+// what those checks cost (`./run.sh --extra=unchecked=...`).
+#if defined(ELFMALLOC_UNCHECKED)
+static_assert(!kChecked, "ELFMALLOC_UNCHECKED excludes the checked builds");
+constexpr bool kDefaultChecks = false;
+#else
+constexpr bool kDefaultChecks = true;
+#endif
+
 // The free key; set once by InitFreeKey before the heap is published (no
 // slab block exists before then). Its top bit is set, so no user-space
 // address xor the key is 0, the word Handout leaves in live blocks.
@@ -492,7 +504,7 @@ void* FallbackAlloc(Heap* heap, SizeClass c) {
 // A live block never carries its free mark (see FreeMark). The fast path
 // knows p is not null.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* HandoutNonNull(void* p) {
-  *static_cast<std::uint64_t*>(p) = 0;
+  if (kDefaultChecks) *static_cast<std::uint64_t*>(p) = 0;
   return p;
 }
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* Handout(void* p) {
@@ -1368,10 +1380,12 @@ namespace {
 // fast path needs no stack frame.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void FreeSlabTag(unsigned tag,
                                                      void* p) noexcept {
-  std::uint64_t* word = static_cast<std::uint64_t*>(p);
-  const std::uint64_t mark = FreeMark(p);
-  if (ABSL_PREDICT_FALSE(*word == mark)) return FreeMarkedTag(tag, p);
-  *word = mark;
+  if (kDefaultChecks) {
+    std::uint64_t* word = static_cast<std::uint64_t*>(p);
+    const std::uint64_t mark = FreeMark(p);
+    if (ABSL_PREDICT_FALSE(*word == mark)) return FreeMarkedTag(tag, p);
+    *word = mark;
+  }
   if (ABSL_PREDICT_FALSE(!CurrentHotStates()[tag].TryFree(p))) {
     return FreeTagSlow(tag, p);
   }
@@ -1387,11 +1401,13 @@ ABSL_ATTRIBUTE_NOINLINE void FreeNotSmall(AllocType t, void* p) noexcept {
     const unsigned tag = Slab::TagOf(p);
     const unsigned ci = tag - 1u;
     if (ABSL_PREDICT_FALSE(ci >= kNumSizeClasses)) return FreeNotOurs(p);
-    CheckedFreeSlabOfClass(p, SizeClass(static_cast<std::uint8_t>(ci)));
+    if (kDefaultChecks) {
+      CheckedFreeSlabOfClass(p, SizeClass(static_cast<std::uint8_t>(ci)));
+    }
     return FreeSlabTag(tag, p);
   }
   if (t != AllocType::kLarge) return FreeNotOurs(p);
-  CheckedFreeLarge(p);
+  if (kDefaultChecks) CheckedFreeLarge(p);
   LargeFree(p);
 }
 
@@ -1417,7 +1433,8 @@ void Deallocate(void* p) noexcept {
   if (p == nullptr) return;
   // Every block starts 8-byte aligned (size_classes.h: class sizes and
   // slab object offsets are multiples of 8). One test and branch per free.
-  if (ABSL_PREDICT_FALSE((reinterpret_cast<std::uintptr_t>(p) & 7) != 0)) {
+  if (kDefaultChecks &&
+      ABSL_PREDICT_FALSE((reinterpret_cast<std::uintptr_t>(p) & 7) != 0)) {
     return FreeMisaligned(p);
   }
   // One cache line classifies p: the stamp and the tag table of its 2 MiB
@@ -1462,12 +1479,14 @@ void* Reallocate(void* p, std::size_t n) noexcept {
     // frees, so an interior pointer would free (and hand out again) part
     // of a live block. A multiply and a few compares (IsObjectStart) next
     // to a copy or a kept block.
-    CheckedFreeSlabOfClass(p, c, "realloc");
-    // A freed block (its free mark, see FreeMark): the same report as a
-    // double free, also when the block would be kept in place.
-    if (ABSL_PREDICT_FALSE(*static_cast<const std::uint64_t*>(p) ==
-                           FreeMark(p))) {
-      DieIfMarkIsOurs("realloc of freed block", c, p);
+    if (kDefaultChecks) {
+      CheckedFreeSlabOfClass(p, c, "realloc");
+      // A freed block (its free mark, see FreeMark): the same report as a
+      // double free, also when the block would be kept in place.
+      if (ABSL_PREDICT_FALSE(*static_cast<const std::uint64_t*>(p) ==
+                             FreeMark(p))) {
+        DieIfMarkIsOurs("realloc of freed block", c, p);
+      }
     }
     const std::size_t old = ClassSize(c);
     if (n <= old) {
@@ -1477,7 +1496,7 @@ void* Reallocate(void* p, std::size_t n) noexcept {
     }
   } else {
     if (t != AllocType::kLarge) DieNotOurs(p);
-    CheckedFreeLarge(p, "realloc");
+    if (kDefaultChecks) CheckedFreeLarge(p, "realloc");
     // Large: a size that fits a class moves to a slab (a whole mapping for
     // <= 256 KiB is wasteful); otherwise mremap, which grows or shrinks.
     if (!IsSlabSize(n)) return LargeRealloc(p, n);
