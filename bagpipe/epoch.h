@@ -178,7 +178,13 @@ struct alignas(64) PinGlobals {
   // Limbo threshold; tests lower it to force reclamation. Pins attempt a
   // collection every kPinPeriodFactor * threshold pins when there is garbage
   // (and no retire in the previous period; see Record::retired_in_period).
-  std::atomic<std::uint32_t> collect_threshold{64};
+  // 16: a collection tries one epoch advance, and a revocable FAA segment
+  // needs four, so a thread held up to ~4 x threshold retired segments;
+  // with 64, two producer-consumer pairs churning slabs through elfmalloc's
+  // available bags kept 456 KiB of FAA segments resident, with 16 80 KiB
+  // (retires come once per 256 queue operations, so the extra collections
+  // cost nothing measurable).
+  std::atomic<std::uint32_t> collect_threshold{16};
   // True once membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) is registered:
   // pins then skip their fence and advancers issue the heavy barrier instead
   // (see "Asymmetric fences" above). Set once, before the first pin that
