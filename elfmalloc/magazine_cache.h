@@ -235,6 +235,9 @@ class MagazineCache {
     Flush(0);
     slabs_.Release();
   }
+  // The page allocator's decay check (SlabAllocator::TickPages).
+  void TickPages() noexcept { slabs_.TickPages(); }
+  SlabClass* slab_class() const noexcept { return slabs_.slab_class(); }
 
   // Allocations minus frees made through this cache (negative when it frees
   // more objects than it hands out, e.g. a consumer thread). Summed over all

@@ -204,6 +204,10 @@ class SlabAllocator {
   // takes a new one. Called by the destructor.
   void Release() noexcept;
 
+  // Checks the page allocator's decay rule (PageAlloc::Handle::Tick), for
+  // owners that go on using their slab without claiming or releasing one.
+  void TickPages() noexcept { pages_.Tick(); }
+
  private:
   void* AllocSlow() noexcept;
   // Makes iter_ iterate a slab with available objects; false on OOM.

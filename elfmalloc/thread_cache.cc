@@ -225,6 +225,22 @@ std::size_t ThreadHeap::CachesCreated() const noexcept {
   return n;
 }
 
+void ThreadHeap::TickDecay() noexcept {
+  constexpr std::size_t kMaxPageAllocs = 4;
+  const PageAlloc* ticked[kMaxPageAllocs] = {};
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < kNumSizeClasses && n < kMaxPageAllocs; ++i) {
+    MagazineCache& m = caches_[i].cache;
+    if (!m.valid()) continue;
+    const PageAlloc* pa = &m.slab_class()->pages();
+    bool seen = false;
+    for (std::size_t k = 0; k < n; ++k) seen = seen || ticked[k] == pa;
+    if (seen) continue;
+    ticked[n++] = pa;
+    m.TickPages();
+  }
+}
+
 void ThreadHeap::CreateCache(SizeClass c) noexcept {
   // Maps the magazine's stack (mmap_alloc); if that fails the cache has
   // capacity 0 and passes everything straight to its slab allocator.
@@ -303,6 +319,7 @@ ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept {
     SpinLockHolder l(&g_key_lock);
     h = HeapRegistry::PopPooledLocked(classes);
   }
+  if (h != nullptr) h->TickDecay();
   if (h == nullptr) {
     void* mem = bsalloc::Allocate(sizeof(ThreadHeap));
     if (mem == nullptr) {

@@ -154,6 +154,12 @@ class ThreadHeap {
   void Trim(std::size_t keep_bytes) noexcept;
   // Drains every cache (MagazineCache::Drain) and notes the drain epoch.
   void Drain() noexcept;
+  // Checks the decay rule of each page allocator this heap's caches use
+  // (one Tick per page allocator: a clock read each). InitThreadHeap calls
+  // it when a thread takes over a pooled heap: the decay rule runs on page
+  // traffic, and threads that start, reuse a pooled heap's claimed slabs
+  // and exit make none, so a burst freed earlier stayed dirty for good.
+  void TickDecay() noexcept;
 
  private:
   friend class HeapRegistry;
