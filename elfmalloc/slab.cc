@@ -32,7 +32,7 @@ Slab* Slab::Init(void* page, const SlabMetadata* meta, AllocType type,
   }
   ::new (&s->meta_) std::atomic<const SlabMetadata*>(meta);
   ::new (&s->state_) std::atomic<std::uint64_t>(
-      static_cast<std::uint64_t>(meta->n_objects) << 1);
+      static_cast<std::uint64_t>(meta->n_objects) << kCountShift);
   ::new (&s->handle_) std::atomic<std::uintptr_t>(0);
   char* words = static_cast<char*>(page) + kSlabHeaderSize;
   for (std::size_t w = 0; w < meta->bitset_words; ++w) {
@@ -49,12 +49,29 @@ Slab::LocalIter::LocalIter(Slab* slab) noexcept
       shift_(slab->metadata()->granule_shift),
       words_(slab->metadata()->bitset_words) {}
 
+Slab::ClaimResult Slab::ClaimAvailable() noexcept {
+  const std::uint64_t prev =
+      state_.fetch_or(kClaimedBit, std::memory_order_acq_rel);
+  if ((prev & kClaimedBit) != 0) return ClaimResult::kWasClaimed;
+  // Every object free and the completing free not done: it may still read
+  // the slab (its revoke), so only it may give the page back, and it will,
+  // since its done step now sees our claimed bit. A count of n here always
+  // has a completing free in this period: the slab was AVAILABLE (count >=
+  // cutoff, not n: a period never starts wholly free, see Unclaim's callers),
+  // so the free that reached n reported kBecameFull.
+  if (CountOf(prev) == static_cast<std::int64_t>(metadata()->n_objects) &&
+      (prev & kDoneBit) == 0) {
+    return ClaimResult::kCompleting;
+  }
+  return ClaimResult::kClaimed;
+}
+
 FreeResult Slab::AddAvailable(std::uint64_t k) noexcept {
   // acq_rel: release publishes this freer's bit (and object accesses) to
   // whoever later decides a transition; acquire lets the thread that sees the
   // count reach n inherit every earlier freer's accesses before recycling.
   const std::uint64_t prev =
-      state_.fetch_add(k << 1, std::memory_order_acq_rel);
+      state_.fetch_add(k << kCountShift, std::memory_order_acq_rel);
   if ((prev & kClaimedBit) != 0) return FreeResult::kNone;
   const SlabMetadata* m = metadata();
   const std::int64_t n = static_cast<std::int64_t>(m->n_objects);

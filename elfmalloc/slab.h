@@ -17,10 +17,12 @@
 // ---------------------------------------------------------------------------
 // The state word and the state machine
 // ---------------------------------------------------------------------------
-// `state_` packs the *claimed* bit (bit 0) and the *available count* (bits
-// 1..63, a two's-complement count, so state = count * 2 + claimed). A set bit
-// in the bit-set means "object available". The count tracks available objects
-// not yet taken by the owner; it can transiently lag the bit-set (see Free).
+// `state_` packs the *claimed* bit (bit 0), the completing free's *done* bit
+// (bit 1, see "The completing free" below) and the *available count* (bits
+// 2..63, a two's-complement count, so state = count * 4 + done * 2 +
+// claimed). A set bit in the bit-set means "object available". The count
+// tracks available objects not yet taken by the owner; it can transiently
+// lag the bit-set (see Free).
 // Keeping the claimed bit and the count in ONE word is what makes the
 // transitions race-free: every operation below is a single RMW on that word,
 // so all of them are totally ordered and each sees whether the slab was
@@ -37,7 +39,7 @@
 //              objects are live in user hands. Only frees touch it.
 //   AVAILABLE  unclaimed with cutoff <= count < n: listed (or about to be
 //              listed) in the size class's available bag, from which exactly
-//              one thread may pop it and Claim it (-> CLAIMED).
+//              one thread may pop it and claim it (-> CLAIMED).
 //   FULL       unclaimed with count == n (every object free): goes back to
 //              the page allocator (revoked from the available bag first if it
 //              was listed).
@@ -45,8 +47,9 @@
 // Transitions and who makes them:
 //   * CLAIMED -> (unclaimed): only the owner, by Unclaim(), which returns the
 //     count at that instant c. The owner then acts on c: c == n -> give the
-//     page back; c >= cutoff -> Claim() again (or list it itself); otherwise
-//     the slab is FLOATING and the owner forgets it. No free can have made a
+//     page back or Claim() it again (no free can follow); c >= cutoff ->
+//     ClaimAvailable() again (or list it itself); otherwise the slab is
+//     FLOATING and the owner forgets it. No free can have made a
 //     transition decision for this period yet, because frees before the
 //     Unclaim in the word's order saw the claimed bit.
 //   * FLOATING -> AVAILABLE: the ONE free whose fetch_add moves the count from
@@ -54,10 +57,10 @@
 //     thread lists the slab. While unclaimed the count only grows (only the
 //     owner subtracts, and there is no owner), so exactly one free crosses.
 //   * AVAILABLE -> FULL: the ONE free that makes the count n
-//     (kBecameFull): it revokes the slab from the bag; if the revoke fails, a
-//     popper got it (and will claim it) or the listing push has not happened
-//     yet (the slab is then listed wholly free and reused from the bag), and
-//     the freer does nothing.
+//     (kBecameFull), the *completing free*: it revokes the slab from the bag
+//     and gives the page back if the revoke succeeds; if it fails, a popper
+//     got the listing or the listing push has not landed yet (the slab is
+//     then listed wholly free and reused from the bag). See below.
 //   * FLOATING -> FULL directly: a free that jumps from below cutoff to n
 //     (a one-object slab, cutoff == n, or a BulkFree): kBecameFullUnlisted;
 //     the slab was never listed in this period, so the freer gives the page
@@ -65,9 +68,39 @@
 //     for cutoff == n, so one-object slabs never went back; and a bulk free
 //     from below cutoff to n tried a revoke that must fail, so the slab
 //     floated forever.)
-//   * AVAILABLE -> CLAIMED: the thread that popped it from the bag (Claim()
-//     cannot fail then: the bag hands each listing to one thread, and a
-//     successful revoke excludes the pop).
+//   * AVAILABLE -> CLAIMED: the thread that popped it from the bag, or the
+//     owner re-claiming its own unlisted slab after an Unclaim above the
+//     cutoff, by ClaimAvailable() (the bag hands each listing to one thread,
+//     and a successful revoke excludes the pop).
+//
+// The completing free. Between its count RMW and its revoke, the completing
+// free F is preempted for as long as the scheduler likes, and meanwhile a
+// popper P may claim the wholly free slab, use it, and let it go again (a new
+// period, listed again, or its page given back and reused). F's revoke must
+// not act on that later period: a revoke that finds the slab's next listing
+// succeeds and gives back the page of a slab with live objects, which the
+// page allocator hands out again (an overlapping-blocks bug that corrupted
+// about one threadtest run in 200). So a period cannot end while its
+// completing free is still acting on the slab:
+//   * F: count -> n (kBecameFull); revoke; success -> give the page back.
+//     Failure -> CompletingFreeDone(): fetch_or the done bit. If the word
+//     was claimed, a claimer met the slab before F was done and left it
+//     (below): F gives the page back. Otherwise F never touches the slab
+//     again; whoever claims it later sees the done bit.
+//   * A claimer (ClaimAvailable: fetch_or the claimed bit) that sees count n
+//     without the done bit knows F is still acting: it forgets the slab,
+//     leaving its claimed bit set for F's done step to see (kCompleting).
+//     A count of n with the done bit set means F is gone: the claimer owns
+//     a wholly free slab.
+// The two RMWs are ordered on the one word, so exactly one side knows the
+// other is finished: if the claim comes first, F's done step sees it and
+// F, alone with the slab, returns it; if the done step comes first, the
+// claimer sees it and owns the slab. Neither waits. A count of n with no
+// completing free does not occur in a listed or re-claimed slab: an owner
+// whose Unclaim finds every object free (no free can follow) keeps or
+// returns the slab itself, with the plain Claim(). Unclaim clears the done
+// bit with the claimed bit, ending the period; Adopt() resets a page taken
+// from the page allocator whatever its last period left.
 //
 // Why Free sets the bit FIRST and increments the count second (the reference
 // did the opposite, and that order is NOT race-free): a free that makes the
@@ -166,21 +199,55 @@ class Slab {
   std::atomic<std::uintptr_t>& handle() noexcept { return handle_; }
 
   // Sets the claimed bit. True iff the slab was unclaimed (the caller is now
-  // the owner).
+  // the owner). Only for a slab no completing free can be acting on: one the
+  // caller holds exclusively (a page fresh from the page allocator, or its
+  // own slab after an Unclaim that found every object free). A slab reached
+  // through a listing, or re-claimed above the cutoff, is taken with
+  // ClaimAvailable.
   bool Claim() noexcept {
     return (state_.fetch_or(kClaimedBit, std::memory_order_acq_rel) &
             kClaimedBit) == 0;
+  }
+
+  enum class ClaimResult {
+    kClaimed,     // the caller is the owner
+    kCompleting,  // a free completed the slab and is still acting on it: the
+                  // caller forgets the slab, and that free gives its page back
+    kWasClaimed,  // someone else owns it (a caller bug)
+  };
+  // Claims an AVAILABLE slab: one popped from the available bag, or the
+  // owner's own after an Unclaim that found the count in [cutoff, n). See
+  // "The completing free" above.
+  ClaimResult ClaimAvailable() noexcept;
+
+  // The completing free's last step, after its revoke failed (see "The
+  // completing free"): sets the done bit. True iff a claimer met the slab
+  // before it and left it: the caller must then give the page back. After a
+  // false return the caller never touches the slab again.
+  bool CompletingFreeDone() noexcept {
+    return (state_.fetch_or(kDoneBit, std::memory_order_acq_rel) &
+            kClaimedBit) != 0;
+  }
+
+  // Makes the caller the owner of a wholly free slab it holds exclusively
+  // (a page taken from the page allocator, whatever bits the slab's last
+  // period left in its state word).
+  void Adopt() noexcept {
+    state_.store(
+        (static_cast<std::uint64_t>(metadata()->n_objects) << kCountShift) |
+            kClaimedBit,
+        std::memory_order_relaxed);
   }
 
   struct UnclaimResult {
     bool was_claimed;
     std::int64_t count;  // available count at the instant of the Unclaim
   };
-  // Clears the claimed bit; see the state machine above for what the owner
-  // must do with the returned count.
+  // Clears the claimed bit (and the done bit of the period that ends); see
+  // the state machine above for what the owner must do with the count.
   UnclaimResult Unclaim() noexcept {
-    const std::uint64_t prev =
-        state_.fetch_and(~kClaimedBit, std::memory_order_acq_rel);
+    const std::uint64_t prev = state_.fetch_and(~(kClaimedBit | kDoneBit),
+                                                std::memory_order_acq_rel);
     return {(prev & kClaimedBit) != 0, CountOf(prev)};
   }
 
@@ -338,9 +405,12 @@ class Slab {
  private:
   friend class internal::SlabTestPeer;
   static constexpr std::uint64_t kClaimedBit = 1;
+  static constexpr std::uint64_t kDoneBit = 2;
+  static constexpr int kCountShift = 2;
 
   static std::int64_t CountOf(std::uint64_t state) noexcept {
-    return static_cast<std::int64_t>(state) >> 1;  // arithmetic shift (C++20)
+    // Arithmetic shift (C++20).
+    return static_cast<std::int64_t>(state) >> kCountShift;
   }
 
   std::atomic<std::uint64_t>* Bitset() noexcept {
@@ -374,7 +444,7 @@ class Slab {
 
   // The owner's half of LocalIter: uncount objects just taken.
   void SubtractTaken(int k) noexcept {
-    state_.fetch_sub(static_cast<std::uint64_t>(k) << 1,
+    state_.fetch_sub(static_cast<std::uint64_t>(k) << kCountShift,
                      std::memory_order_acq_rel);
   }
 
@@ -382,7 +452,7 @@ class Slab {
   // its functions. Never constructed or cleared: fresh mappings are zero.
   RegionHeader region_;
   std::atomic<const SlabMetadata*> meta_;
-  std::atomic<std::uint64_t> state_;   // count * 2 | claimed
+  std::atomic<std::uint64_t> state_;  // count << kCountShift | done | claimed
   std::atomic<std::uintptr_t> handle_;  // bagpipe revocation handle
 };
 

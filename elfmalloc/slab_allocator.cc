@@ -98,47 +98,72 @@ bool SlabAllocator::Refresh() noexcept {
   if (current_ != nullptr) {
     // CLAIMED -> unclaimed, by the owner (us). The iterator is exhausted, so
     // there is nothing pending to give back.
-    const Slab::UnclaimResult r = current_->Unclaim();
+    Slab* const mine = current_;
+    current_ = nullptr;
+    iter_ = Slab::LocalIter();
+    const Slab::UnclaimResult r = mine->Unclaim();
     ABSL_RAW_CHECK(r.was_claimed, "current slab was not claimed");
+    if (r.count == static_cast<std::int64_t>(m.n_objects)) {
+      // Every object came back while we owned it: no free can follow, and
+      // the slab is in no bag, so it is ours alone.
+      const bool claimed = mine->Claim();
+      ABSL_RAW_CHECK(claimed, "re-claim of a wholly free slab failed");
+      current_ = mine;
+      iter_ = mine->Iterate();
+      return true;
+    }
     if (r.count >= cutoff) {
       // Enough objects came back while we owned it. No free can have listed
       // it (frees see the claimed bit until our Unclaim, and later ones
-      // start from a count >= cutoff, so none crosses it), and a free that
-      // completes it meanwhile reports kBecameFull, whose revoke fails
-      // (never listed) so the freer leaves it alone: only we can reach it,
-      // and re-claiming must succeed.
-      const bool claimed = current_->Claim();
-      ABSL_RAW_CHECK(claimed, "re-claim of an unlisted slab failed");
-      iter_ = current_->Iterate();
-      return true;
+      // start from a count >= cutoff, so none crosses it). A free that
+      // completes it meanwhile reports kBecameFull, and its revoke fails
+      // (never listed): then whichever of its done step and our claim comes
+      // second in the state word's order decides (slab.h, "The completing
+      // free").
+      switch (mine->ClaimAvailable()) {
+        case Slab::ClaimResult::kClaimed:
+          current_ = mine;
+          iter_ = mine->Iterate();
+          return true;
+        case Slab::ClaimResult::kCompleting:
+          break;  // the completing free gives its page back
+        case Slab::ClaimResult::kWasClaimed:
+          ABSL_RAW_LOG(FATAL, "re-claim of an unlisted slab failed");
+      }
     }
-    // FLOATING: the slab belongs to its objects now; the free that brings
-    // the count back to the cutoff lists it.
-    current_ = nullptr;
-    iter_ = Slab::LocalIter();
+    // Otherwise FLOATING: the slab belongs to its objects now; the free that
+    // brings the count back to the cutoff lists it.
   }
   Slab* s = nullptr;
-  if (available_.Pop(&s)) {
+  for (;;) {
+    if (!available_.Pop(&s)) {
+      s = nullptr;
+      break;
+    }
     // AVAILABLE -> CLAIMED: the bag gave this listing to us alone, and a
     // revoke of it now fails (exactly one of pop and revoke wins), so nobody
-    // else claims it or returns its page.
-    const bool claimed = s->Claim();
-    ABSL_RAW_CHECK(claimed, "slab popped from the available bag was claimed");
-  } else {
+    // else claims it. If its completing free is still acting on it, that
+    // free returns the page and we look further.
+    const Slab::ClaimResult c = s->ClaimAvailable();
+    if (c == Slab::ClaimResult::kClaimed) break;
+    ABSL_RAW_CHECK(c == Slab::ClaimResult::kCompleting,
+                   "slab popped from the available bag was claimed");
+  }
+  if (s == nullptr) {
     void* page = pages_.Alloc();
     if (page == nullptr) return false;
     cls_->pages_in_use_.fetch_add(1, std::memory_order_relaxed);
     s = static_cast<Slab*>(page);
     // The page is exclusively ours. A page this class returned FULL is still
-    // a valid wholly free, unclaimed slab of this layout (count n, every bit
-    // set, handle 0): reuse it as is, unless its bit-set may have been
-    // uncommitted (then it reads as zeroes).
+    // a valid wholly free slab of this layout (count n, every bit set,
+    // handle 0; its claimed and done bits are whatever its last period left,
+    // and Adopt resets them): reuse it as is, unless its bit-set may have
+    // been uncommitted (then it reads as zeroes).
     if (s->metadata() != &m || !cls_->header_survives_uncommit_ ||
         s->AvailableCount() != static_cast<std::int64_t>(m.n_objects)) {
       s = Slab::Init(page, &m, cls_->pages_->type(), cls_->tag_);
     }
-    const bool claimed = s->Claim();
-    ABSL_RAW_CHECK(claimed, "fresh slab was claimed");
+    s->Adopt();
   }
   current_ = s;
   iter_ = s->Iterate();
@@ -158,11 +183,17 @@ void SlabAllocator::OnFree(Slab* s, FreeResult r) noexcept {
       available_.Push(s);
       return;
     case FreeResult::kBecameFull:
-      // AVAILABLE -> FULL: only a successful revoke proves that no popper
-      // has or will get it; then the page is ours to return. A failed
-      // revoke means a popper owns it, or our listing push has not landed
-      // (the slab will be listed wholly free and reused from the bag).
-      if (SlabClass::AvailableBag::Revoke(s)) ReturnPage(s);
+      // AVAILABLE -> FULL, we are the completing free (slab.h). Until our
+      // done step, no period of this slab can end, so the revoke can only
+      // remove this period's listing. Success proves that no popper has or
+      // will get it: the page is ours to return. Failure: a popper got the
+      // listing or its push has not landed (the slab is then listed wholly
+      // free and reused from the bag), or the owner is re-claiming it; the
+      // done step tells whether that claimer already met the slab and left
+      // it to us.
+      if (SlabClass::AvailableBag::Revoke(s) || s->CompletingFreeDone()) {
+        ReturnPage(s);
+      }
       return;
     case FreeResult::kBecameFullUnlisted:
       // FLOATING -> FULL: never listed in this period, so nobody else can

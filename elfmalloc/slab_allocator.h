@@ -18,16 +18,20 @@
 // the top of slab.h; this file is its *caller side*. Where each is coded, the
 // comment says who may make it and why that is race-free. Summary:
 //
-//   owner Refresh    CLAIMED -> Unclaim; count >= cutoff -> Claim again (only
-//                    the owner can, since the slab is in no bag); else the
-//                    slab floats. New slab: pop the available bag (the bag
-//                    hands each listing to exactly one popper), else a page
-//                    from the PageAlloc (exclusive to the caller).
+//   owner Refresh    CLAIMED -> Unclaim; count >= cutoff -> claim again
+//                    (only the owner can, since the slab is in no bag); else
+//                    the slab floats. New slab: pop the available bag (the
+//                    bag hands each listing to exactly one popper), else a
+//                    page from the PageAlloc (exclusive to the caller). A
+//                    claim that meets a completing free still at work leaves
+//                    the slab to it (slab.h, "The completing free").
 //   remote Free      kBecameAvailable -> push to the bag (exactly one free
 //                    crosses the cutoff while unclaimed); kBecameFull ->
-//                    Revoke, and only a successful revoke returns the page
-//                    (excludes the popper); kBecameFullUnlisted -> return the
-//                    page (never listed, so nobody else can reach it).
+//                    Revoke, and a successful revoke returns the page
+//                    (excludes the popper), as does a failed one whose done
+//                    step finds that a claimer left the slab to it;
+//                    kBecameFullUnlisted -> return the page (never listed,
+//                    so nobody else can reach it).
 //   owner Release    (destruction) give back the iterator's pending objects,
 //                    Unclaim; count == n -> page back; count >= cutoff ->
 //                    list it; else it floats and frees will list/return it.
@@ -51,6 +55,10 @@
 #include "elfmalloc/slab_metadata.h"
 
 namespace elfmalloc {
+
+namespace internal {
+class SlabAllocatorTestPeer;
+}  // namespace internal
 
 // Never eagerly uncommit.
 inline constexpr std::size_t kNoEagerUncommit = ~std::size_t{0};
@@ -209,6 +217,7 @@ class SlabAllocator {
   void TickPages() noexcept { pages_.Tick(); }
 
  private:
+  friend class internal::SlabAllocatorTestPeer;
   void* AllocSlow() noexcept;
   // Makes iter_ iterate a slab with available objects; false on OOM.
   bool Refresh() noexcept;

@@ -262,6 +262,49 @@ TEST(SlabTest, ClaimUnclaim) {
   EXPECT_EQ(r.count, n);
 }
 
+// slab.h, "The completing free": the claim of a wholly free AVAILABLE slab
+// and the completing free's done step, in both orders.
+TEST(SlabTest, ClaimAndCompletingFreeDoneDecideWhoHasTheSlab) {
+  Fixture f(128);
+  const auto n = static_cast<std::int64_t>(f.meta.n_objects);
+  // Make the slab AVAILABLE with one object live, then complete it.
+  auto complete = [&] {
+    ASSERT_TRUE(f.slab->Claim());
+    std::vector<void*> objs = f.TakeAll();
+    ASSERT_EQ(f.slab->Unclaim().count, 0);
+    for (std::size_t i = 0; i + 1 < objs.size(); ++i) f.slab->Free(objs[i]);
+    ASSERT_EQ(f.slab->Free(objs.back()), FreeResult::kBecameFull);
+  };
+  // The claim first: the claimer leaves the slab, the done step takes it.
+  complete();
+  EXPECT_EQ(f.slab->ClaimAvailable(), Slab::ClaimResult::kCompleting);
+  EXPECT_TRUE(f.slab->CompletingFreeDone());
+  f.slab->Adopt();  // the page's next life
+  EXPECT_TRUE(f.slab->IsClaimed());
+  EXPECT_EQ(f.slab->Unclaim().count, n);
+  // The done step first: the freer leaves the slab, the claimer owns it.
+  complete();
+  EXPECT_FALSE(f.slab->CompletingFreeDone());
+  EXPECT_EQ(f.slab->ClaimAvailable(), Slab::ClaimResult::kClaimed);
+  EXPECT_EQ(f.slab->ClaimAvailable(), Slab::ClaimResult::kWasClaimed);
+  // Unclaim ends the period and its done bit: the next completing free of a
+  // slab that was claimed below n is met by a claimer as still acting.
+  std::vector<void*> objs = f.TakeAll();
+  ASSERT_EQ(f.slab->Unclaim().count, 0);
+  for (void* p : objs) f.slab->Free(p);
+  EXPECT_EQ(f.slab->ClaimAvailable(), Slab::ClaimResult::kCompleting);
+  // Below n, a claim always owns the slab.
+  ASSERT_TRUE(f.slab->CompletingFreeDone());
+  f.slab->Adopt();
+  objs = f.TakeAll();
+  ASSERT_EQ(f.slab->Unclaim().count, 0);
+  for (std::size_t i = 1; i < objs.size(); ++i) f.slab->Free(objs[i]);
+  EXPECT_EQ(f.slab->ClaimAvailable(), Slab::ClaimResult::kClaimed);
+  EXPECT_EQ(f.slab->AvailableCount(), n - 1);
+  f.slab->Free(objs[0]);
+  EXPECT_EQ(f.slab->Unclaim().count, n);
+}
+
 TEST(SlabTest, IteratorYieldsEveryObjectOnceInOrder) {
   for (std::size_t size : {std::size_t{8}, std::size_t{48}, std::size_t{192}, std::size_t{1000}, 8 * K, 512 * K}) {
     SCOPED_TRACE(size);
