@@ -2,12 +2,13 @@
 # The reliability battery's longer tier, one command:
 #
 #   tools/reliability_long.sh [--out DIR] [--fuzz-seconds N] [--fork-runs N]
-#                             [--only STEP]... [--skip STEP]...
+#                             [--turnover-runs N] [--only STEP]... [--skip STEP]...
 #
 # Steps (all by default, in this order; each prints its figures and the run
 # ends with a summary, also written to DIR/summary.md for info/reliability.md):
 #   build    bazel build //elfc:libelfc.so //elfc:fork //elfc:malloc_fuzzer
-#            (copied to DIR, so later steps use a fixed build)
+#            //tools/workloads:threadtest (copied to DIR, so later steps use
+#            a fixed build)
 #   cpython  CPython's regression tests (/usr/bin/python3 -m test, Debian's
 #            libpython3.X-testsuite) twice: under glibc, then with
 #            LD_PRELOAD=libelfc.so (every worker process inherits it); the
@@ -26,6 +27,12 @@
 #            N consecutive fresh processes, each forking 200 times from 3
 #            worker threads and the main thread while 2 more threads
 #            allocate, each run with its own deadline (a hang fails).
+#   turnover `threadtest --size=2048 --objects=10000 --seconds=0.3` under
+#            libelfc.so, N fresh processes (default 1000) on 2, 3 and 4
+#            threads in turn: slabs change hands between threads thousands
+#            of times a second, and the workload checks every block's
+#            contents before it frees it (a block handed out twice fails).
+#            A slab-turnover race once failed about one run in 200 here.
 #   fuzz     elfc/build_fuzzers.sh (clang, libFuzzer + ASan/UBSan), then
 #            malloc_fuzzer (seeded with elfc/testdata/malloc_fuzz_corpus),
 #            slab_fuzzer and bagpipe_fuzzer for --fuzz-seconds each (default
@@ -39,7 +46,8 @@
 # (parallel CPython test processes, default 2), CXX for the fuzzers.
 #
 # Time on a quiet 2-core machine: ~1 h with the defaults (CPython 2 x
-# ~8 min, bazel //... ~3-6 min, fork ~2-5 min, fuzzing 3 x 10 min + build).
+# ~8 min, bazel //... ~3-6 min, fork ~2-5 min, turnover ~10 min, fuzzing
+# 3 x 10 min + build).
 set -uo pipefail
 
 # Started in the background by a non-interactive shell (`cmd &` in a
@@ -60,6 +68,7 @@ root=$PWD
 out=/tmp/allocators-reliability
 fuzz_seconds=600
 fork_runs=100
+turnover_runs=1000
 only=()
 skip=()
 while [ $# -gt 0 ]; do
@@ -67,6 +76,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift ;;
     --fuzz-seconds) fuzz_seconds=$2; shift ;;
     --fork-runs) fork_runs=$2; shift ;;
+    --turnover-runs) turnover_runs=$2; shift ;;
     --only) only+=("$2"); shift ;;
     --skip) skip+=("$2"); shift ;;
     -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
@@ -104,15 +114,17 @@ record ""
 
 # ------------------------------------------------------------------ build
 if want build || [ ! -f "$lib" ]; then
-  log "build: bazel build //elfc:libelfc.so //elfc:fork //elfc:malloc_fuzzer"
+  log "build: bazel build //elfc:libelfc.so //elfc:fork //elfc:malloc_fuzzer //tools/workloads:threadtest"
   if ! "$bazel_cmd" "${startup[@]+"${startup[@]}"}" build "${bflags[@]+"${bflags[@]}"}" \
-      //elfc:libelfc.so //elfc:fork //elfc:malloc_fuzzer; then
+      //elfc:libelfc.so //elfc:fork //elfc:malloc_fuzzer \
+      //tools/workloads:threadtest; then
     echo "build failed" >&2
     exit 1
   fi
   bin=$("$bazel_cmd" "${startup[@]+"${startup[@]}"}" info "${bflags[@]+"${bflags[@]}"}" bazel-bin 2>/dev/null)
-  cp -f "$bin/elfc/libelfc.so" "$bin/elfc/fork" "$bin/elfc/malloc_fuzzer" "$out/"
-  chmod u+w "$out/libelfc.so" "$out/fork" "$out/malloc_fuzzer"
+  cp -f "$bin/elfc/libelfc.so" "$bin/elfc/fork" "$bin/elfc/malloc_fuzzer" \
+    "$bin/tools/workloads/threadtest" "$out/"
+  chmod u+w "$out/libelfc.so" "$out/fork" "$out/malloc_fuzzer" "$out/threadtest"
 fi
 preload_ok() {
   # The preload is in effect if elfc's own symbol is visible in a process.
@@ -266,6 +278,29 @@ if want fork; then
   record "- exit status $rc, $passes runs passed ($forks forks, plus grandchildren and posix_spawns), $(grep -c WATCHDOG "$out/fork.log") watchdog firings (hangs), $((secs / 60)) min $((secs % 60)) s"
   grep -q "fork: PASS $fork_runs consecutive runs" "$out/fork.log" ||
     fail "fork: see $out/fork.log ($(grep -m1 FAILED "$out/fork.log"))"
+  record ""
+fi
+
+# --------------------------------------------------------------- turnover
+if want turnover; then
+  log "turnover: $turnover_runs runs of threadtest --size=2048 on 2..4 threads"
+  t0=$(date +%s)
+  failures=0
+  : > "$out/turnover.log"
+  for i in $(seq 1 "$turnover_runs"); do
+    t=$(( i % 3 + 2 ))
+    if ! LD_PRELOAD=$lib timeout 60 "$out/threadtest" --size=2048 \
+        --objects=10000 --threads=$t --seconds=0.3 \
+        > /dev/null 2>> "$out/turnover.log"; then
+      failures=$(( failures + 1 ))
+      echo "run $i (threads $t) failed" >> "$out/turnover.log"
+    fi
+  done
+  secs=$(( $(date +%s) - t0 ))
+  record "## turnover: $turnover_runs runs of threadtest --size=2048 --objects=10000 on 2..4 threads under libelfc.so"
+  record ""
+  record "- $failures runs failed, $((secs / 60)) min $((secs % 60)) s"
+  [ "$failures" -eq 0 ] || fail "turnover: see $out/turnover.log"
   record ""
 fi
 
