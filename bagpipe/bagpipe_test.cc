@@ -143,6 +143,44 @@ TEST(BagpipeTest, HandlesGetDistinctSeeds) {
   EXPECT_EQ(got.size(), 64u);
 }
 
+// "Home queues": live threads have distinct epoch indices, and a handle
+// pushes to its thread's home and pops from it first. A thread that took
+// another's item by walking does not move its pushes to that queue: with a
+// shared walk and push position, its next pop returned the other thread's
+// second item instead of the one it had just pushed.
+TEST(BagpipeTest, ThreadsPushHomeAndPopTheirOwnFirst) {
+  FaaBag bag(8);
+  std::atomic<int> step{0};
+  auto wait_for = [&](int s) {
+    while (step.load(std::memory_order_acquire) != s) std::this_thread::yield();
+  };
+  std::uint32_t index_b = 0;
+  std::thread b([&] {
+    auto h = bag.NewHandle();
+    index_b = epoch::ThreadIndex();
+    ASSERT_TRUE(h.Push(101));
+    ASSERT_TRUE(h.Push(102));
+    step.store(1, std::memory_order_release);
+    wait_for(2);  // stay alive (and keep the index) until a is done
+  });
+  wait_for(1);
+  const std::uint32_t index_a = epoch::ThreadIndex();
+  EXPECT_NE(index_a, index_b);
+  EXPECT_NE(index_a % 8, index_b % 8);
+  auto h = bag.NewHandle();
+  std::uint64_t v = 0;
+  ASSERT_TRUE(h.Pop(&v));  // our home is empty: b's first item
+  EXPECT_EQ(v, 101u);
+  ASSERT_TRUE(h.Push(1));
+  ASSERT_TRUE(h.Pop(&v));  // our own item first
+  EXPECT_EQ(v, 1u);
+  ASSERT_TRUE(h.Pop(&v));  // then on where the last walk found one
+  EXPECT_EQ(v, 102u);
+  EXPECT_FALSE(h.Pop(&v));
+  step.store(2, std::memory_order_release);
+  b.join();
+}
+
 struct CountingCleanup {
   std::atomic<int>* calls;
   std::atomic<std::uint64_t>* sum;

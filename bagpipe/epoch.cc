@@ -213,13 +213,14 @@ Record* AcquireRecord() noexcept {
     if (mem == nullptr) return nullptr;
     r = new (mem) Record();
     r->in_use.store(true, std::memory_order_relaxed);
+    r->index = static_cast<std::uint32_t>(
+        g_record_count.fetch_add(1, std::memory_order_relaxed));
     Record* head = g_records.load(std::memory_order_relaxed);
     do {
       r->next_record = head;
     } while (!g_records.compare_exchange_weak(head, r,
                                               std::memory_order_release,
                                               std::memory_order_relaxed));
-    g_record_count.fetch_add(1, std::memory_order_relaxed);
   }
   // Keys below PTHREAD_KEY_2NDLEVEL_SIZE (32) make this allocation-free in
   // glibc; this key is created at the first pin, normally among the first.
@@ -297,6 +298,12 @@ void Retire(RetireNode* node, std::uint64_t grace) noexcept {
 }
 
 void Collect() noexcept { internal::CollectWith(internal::tls_record); }
+
+std::uint32_t ThreadIndex() noexcept {
+  internal::Record* r = internal::tls_record;
+  if (r == nullptr) r = internal::AcquireRecord();
+  return r == nullptr ? ~std::uint32_t{0} : r->index;
+}
 
 std::uint64_t CurrentEpoch() noexcept {
   return internal::pin_globals.epoch.load(std::memory_order_acquire);

@@ -139,6 +139,10 @@ struct alignas(64) Record {
   std::atomic<bool> in_use{false};
   // Immutable once the record is published on the global list.
   Record* next_record = nullptr;
+  // Immutable once published: the record's position in allocation order.
+  // Live threads hold distinct records, so their indices are distinct, and
+  // small (a record is reused before a new one is made): see ThreadIndex.
+  std::uint32_t index = 0;
   // Owner-only fields.
   std::uint32_t nest = 0;
   std::uint32_t pins = 0;
@@ -283,6 +287,14 @@ void Collect() noexcept;
 // the scheme registers it with pthread_atfork. Exposed for callers that fork
 // with the raw clone system call, which runs no atfork handlers.
 void AfterForkInChild() noexcept;
+
+// A small integer that no other live thread has: the index of the calling
+// thread's record (made now if it has none). Threads that exit free theirs,
+// and a new thread takes a free record before it makes one, so indices stay
+// below the largest number of threads ever alive at once. Bagpipe gives
+// each thread its own home queue with it. ~0u if no record could be
+// allocated (out of memory).
+std::uint32_t ThreadIndex() noexcept;
 
 // Current global epoch (for tests and diagnostics).
 std::uint64_t CurrentEpoch() noexcept;
