@@ -79,9 +79,10 @@
 // period, listed again, or its page given back and reused). F's revoke must
 // not act on that later period: a revoke that finds the slab's next listing
 // succeeds and gives back the page of a slab with live objects, which the
-// page allocator hands out again (an overlapping-blocks bug that corrupted
-// about one threadtest run in 200). So a period cannot end while its
-// completing free is still acting on the slab:
+// page allocator hands out again: blocks handed out twice (threadtest with
+// 2 KiB blocks on 2..4 threads meets the interleaving in about one run in
+// 200). So a period cannot end while its completing free is still acting
+// on the slab:
 //   * F: count -> n (kBecameFull); revoke; success -> give the page back.
 //     Failure -> CompletingFreeDone(): fetch_or the done bit. If the word
 //     was claimed, a claimer met the slab before F was done and left it
