@@ -6,7 +6,9 @@
 // knows, per object, whether it is free (its bit is set), pending (taken
 // from the bit-set by the owner's iterator but not yet returned by Next) or
 // live (handed out), plus the claimed flag and the iterator's position:
-//   Claim / Unclaim (returned flag and count), Iterate and Next (exactly the
+//   Claim / Unclaim (returned flag and count), ClaimAvailable and
+//   CompletingFreeDone (the completing-free handshake, against the model's
+//   claimed and done bits), Iterate and Next (exactly the
 //   lowest object of the next non-empty word, in order; nullptr at the end),
 //   TakeRemaining + BulkFree of the iterator's pending objects (the owner
 //   letting go), Free of a live object and of an already free one (double
@@ -162,6 +164,7 @@ class SlabModel {
     pending_head_ = 0;
     count_ = static_cast<std::int64_t>(n_);
     claimed_ = false;
+    done_ = false;
     iter_valid_ = false;
   }
 
@@ -273,6 +276,41 @@ class SlabModel {
     claimed_ = true;
   }
 
+  // slab.h, "The completing free": a claim of an AVAILABLE slab meets a
+  // completing free still at work iff every object is free and the done bit
+  // is not set; it sets the claimed bit either way.
+  void OpClaimAvailable() {
+    const Slab::ClaimResult got = slab_->ClaimAvailable();
+    const Slab::ClaimResult want =
+        claimed_ ? Slab::ClaimResult::kWasClaimed
+        : count_ == static_cast<std::int64_t>(n_) && !done_
+            ? Slab::ClaimResult::kCompleting
+            : Slab::ClaimResult::kClaimed;
+    SLAB_FUZZ_CHECK(got == want, "ClaimAvailable() = %d, model %d",
+                    static_cast<int>(got), static_cast<int>(want));
+    claimed_ = true;
+    if (got == Slab::ClaimResult::kCompleting) {
+      // The claimer leaves the slab; the completing free's done step finds
+      // its claim and takes the page, which the allocator adopts again.
+      OpCompletingFreeDone();
+    }
+  }
+
+  // The completing free's done step: sets the done bit, reports the
+  // claimed bit. When it reports a claim on a wholly free slab, the freer
+  // owns the page: it goes back and comes out again adopted.
+  void OpCompletingFreeDone() {
+    const bool got = slab_->CompletingFreeDone();
+    SLAB_FUZZ_CHECK(got == claimed_, "CompletingFreeDone() = %d, claimed %d",
+                    got, claimed_);
+    done_ = true;
+    if (got && count_ == static_cast<std::int64_t>(n_) && !iter_valid_) {
+      slab_->Adopt();
+      claimed_ = true;
+      done_ = false;
+    }
+  }
+
   // The owner lets go: pending objects go back first (TakeRemaining +
   // BulkFree, as the allocator does), then Unclaim.
   void OpUnclaim() {
@@ -284,6 +322,7 @@ class SlabModel {
                     static_cast<long long>(u.count),
                     static_cast<long long>(count_));
     claimed_ = false;
+    done_ = false;  // Unclaim ends the period
     iter_valid_ = false;
     if (count_ == static_cast<std::int64_t>(n_) && (r_.Byte() & 1) != 0) {
       if (!NewLayout()) Reinit();
@@ -493,7 +532,7 @@ class SlabModel {
   }
 
   void Step() {
-    switch (r_.Byte() % 12) {
+    switch (r_.Byte() % 14) {
       case 0:
         OpClaim();
         break;
@@ -529,6 +568,12 @@ class SlabModel {
         OpIterate();
         for (int j = 0; j < 4; ++j) OpNext();
         break;
+      case 12:
+        OpClaimAvailable();
+        break;
+      case 13:
+        OpCompletingFreeDone();
+        break;
     }
   }
 
@@ -546,6 +591,7 @@ class SlabModel {
   std::size_t pending_head_ = 0;
   std::int64_t count_ = 0;
   bool claimed_ = false;
+  bool done_ = false;  // the completing free's done bit (slab.h)
   Slab::LocalIter iter_;
   bool iter_valid_ = false;
   std::size_t iter_word_ = 0;
