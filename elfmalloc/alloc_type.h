@@ -48,6 +48,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "mmap_alloc/mmap_alloc.h"
+
 namespace elfmalloc {
 
 enum class AllocType : std::uint64_t {
@@ -113,6 +115,19 @@ inline void WriteRegionTags(void* page, std::size_t bytes,
 inline AllocType ReadAllocType(const void* p) noexcept {
   return internal::HeaderAt(internal::RegionOf(p))
       ->type.load(std::memory_order_relaxed);
+}
+
+// True iff the region header governing p may be read at all: its page is
+// mapped readable by this process's mmap_alloc (mmap_alloc's mapping
+// registry; every region the page allocators and the large-block heap map
+// qualifies). For pointers that may not come from elfmalloc (the checked
+// and hardened builds ask before ReadAllocType), so that a pointer into a
+// static array or a forged chunk is reported rather than faulting on an
+// unmapped 2 MiB boundary.
+inline bool RegionIsMapped(const void* p) noexcept {
+  static_assert(mmap_alloc::kRegistryGranule == kStampAlignment);
+  return mmap_alloc::IsMappedBoundary(
+      reinterpret_cast<const void*>(internal::RegionOf(p)));
 }
 
 // The tag of the slab holding p, for a p handed out from a tagged slab of at

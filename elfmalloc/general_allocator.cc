@@ -571,7 +571,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* AllocClass(SizeClass c) {
 
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieNotOurs(
     const void* p) {
-  if (ReadAllocType(p) == AllocType::kFreedLarge) {
+  if (RegionIsMapped(p) && ReadAllocType(p) == AllocType::kFreedLarge) {
     ABSL_RAW_LOG(FATAL,
                  "elfmalloc: double free of %p (a large block, already "
                  "freed)",
@@ -585,6 +585,14 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsSlabType(AllocType t) {
   static_assert(static_cast<int>(AllocType::kSmallSlab) == 1 &&
                 static_cast<int>(AllocType::kMediumSlab) == 2);
   return static_cast<std::uint64_t>(t) - 1 < 2;
+}
+
+// The checked and hardened builds: a pointer whose region header is not
+// mapped (a static array, a forged chunk, memory another mapping made) is
+// reported here, before ReadAllocType would fault on it. A call to
+// mmap_alloc and a load per free; the default build goes without it.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CheckRegionMapped(const void* p) {
+  if (ABSL_PREDICT_FALSE(!RegionIsMapped(p))) DieNotOurs(p);
 }
 
 // The class of a slab pointer, from its slab's tag (Slab::TagOf: the same
@@ -1250,6 +1258,7 @@ void* HardenedAllocate(std::size_t n, std::size_t align, bool zero) {
 
 void HardenedDeallocate(void* p) noexcept {
   if (p == nullptr) return;
+  CheckRegionMapped(p);
   const AllocType t = ReadAllocType(p);
   if (ABSL_PREDICT_TRUE(IsSlabType(t))) {
     const SizeClass c = TagClass(p);
@@ -1272,6 +1281,7 @@ void HardenedDeallocate(void* p) noexcept {
 
 std::size_t HardenedUsableSize(const void* p) noexcept {
   if (p == nullptr) return 0;
+  CheckRegionMapped(p);
   const AllocType t = ReadAllocType(p);
   if (IsSlabType(t)) return CheckSlabCanary(p, TagClass(p));
   if (t != AllocType::kLarge) DieNotOurs(p);
@@ -1280,6 +1290,7 @@ std::size_t HardenedUsableSize(const void* p) noexcept {
 
 void* HardenedReallocate(void* p, std::size_t n) noexcept {
   if (p == nullptr) return HardenedAllocate(n, 0, false);
+  CheckRegionMapped(p);
   const AllocType t = ReadAllocType(p);
   std::size_t old_n;
   if (IsSlabType(t)) {
@@ -1437,6 +1448,7 @@ void Deallocate(void* p) noexcept {
       ABSL_PREDICT_FALSE((reinterpret_cast<std::uintptr_t>(p) & 7) != 0)) {
     return FreeMisaligned(p);
   }
+  if (kChecked) CheckRegionMapped(p);
   // One cache line classifies p: the stamp and the tag table of its 2 MiB
   // region (alloc_type.h, slab.h "Tags").
   const AllocType t = ReadAllocType(p);
@@ -1461,6 +1473,7 @@ std::size_t UsableSize(const void* p) noexcept {
   return HardenedUsableSize(p);
 #endif
   if (p == nullptr) return 0;
+  if (kChecked) CheckRegionMapped(p);
   const AllocType t = ReadAllocType(p);
   if (IsSlabType(t)) return ClassSize(TagClass(p));
   if (t != AllocType::kLarge) DieNotOurs(p);
@@ -1472,6 +1485,7 @@ void* Reallocate(void* p, std::size_t n) noexcept {
   return HardenedReallocate(p, n);
 #endif
   if (p == nullptr) return Allocate(n);
+  if (kChecked) CheckRegionMapped(p);
   const AllocType t = ReadAllocType(p);
   if (IsSlabType(t)) {
     const SizeClass c = TagClass(p);

@@ -67,6 +67,17 @@ TEST(CheckedBuildDeathTest, ForeignPointerAborts) {
   munmap(region, 2 * kStampAlignment);
 }
 
+// A pointer whose 2 MiB boundary nobody mapped (a static array in the
+// executable; a block forged in one) is reported from the mapping registry
+// instead of faulting on the region header's read.
+char g_static_buffer[256];
+TEST(CheckedBuildDeathTest, StaticPointerAbortsWithAMessage) {
+  EXPECT_DEATH(Deallocate(g_static_buffer + 64), "not allocated by elfmalloc");
+  EXPECT_DEATH(Reallocate(g_static_buffer + 64, 100),
+               "not allocated by elfmalloc");
+  EXPECT_DEATH(UsableSize(g_static_buffer + 64), "not allocated by elfmalloc");
+}
+
 // Correct use never trips the checks: blocks reused after free (the marker
 // is cleared on allocation), data that happens to be zero, cross-thread
 // frees.

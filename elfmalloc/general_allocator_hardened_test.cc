@@ -92,6 +92,15 @@ TEST(HardenedBuildTest, LargeBlocksAreWholeAfterReuse) {
   }
 }
 
+// A block forged in a static buffer (glibc's "house of spirit"): the
+// mapping registry reports it before any header is read.
+alignas(16) std::uint64_t g_fake_chunk[16];
+TEST(HardenedBuildDeathTest, ForgedStaticChunkAbortsWithAMessage) {
+  g_fake_chunk[1] = 0x31;
+  EXPECT_DEATH(Deallocate(&g_fake_chunk[2]), "not allocated by elfmalloc");
+  EXPECT_DEATH(Reallocate(&g_fake_chunk[2], 10), "not allocated by elfmalloc");
+}
+
 TEST(HardenedBuildDeathTest, WritePastRequestedSizeAborts) {
   for (std::size_t n : kSizes) {
     char* p = static_cast<char*>(Allocate(n));

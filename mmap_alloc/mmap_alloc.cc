@@ -45,6 +45,66 @@
 namespace mmap_alloc {
 namespace {
 
+// ---- The mapping registry (see mmap_alloc.h) ----
+// Two levels, so that a process pays address space only for the parts of
+// the address space it maps in (a program started under a small ulimit -v
+// must not lose 8 MiB to it): 128 leaves of 64 KiB, each one bit per
+// boundary of 1 TiB, mapped on first use (a raw mmap: Map itself marks the
+// registry). Bit b of word w of leaf l is the boundary
+// ((l << kLeafBits) + w * 64 + b) * kRegistryGranule.
+constexpr unsigned kRegistryAddressBits = 47;
+constexpr std::size_t kRegistryBits =
+    (std::size_t{1} << kRegistryAddressBits) / kRegistryGranule;
+constexpr unsigned kLeafBits = 19;
+constexpr std::size_t kLeafBytes = (std::size_t{1} << kLeafBits) / 8;
+constexpr std::size_t kLeaves = kRegistryBits >> kLeafBits;
+ABSL_CONST_INIT std::atomic<std::atomic<std::uint64_t>*> g_leaves[kLeaves] =
+    {};
+
+// The leaf of boundary index i, mapped now if `make`; nullptr if it is not
+// mapped (or cannot be: then nothing in it is marked, and IsMappedBoundary
+// says false there).
+std::atomic<std::uint64_t>* Leaf(std::size_t i, bool make) noexcept {
+  std::atomic<std::atomic<std::uint64_t>*>& slot = g_leaves[i >> kLeafBits];
+  std::atomic<std::uint64_t>* r = slot.load(std::memory_order_acquire);
+  if (ABSL_PREDICT_TRUE(r != nullptr) || !make) return r;
+  const int saved = errno;
+  void* m = mmap(nullptr, kLeafBytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  errno = saved;
+  if (m == MAP_FAILED) return nullptr;
+  auto* fresh = static_cast<std::atomic<std::uint64_t>*>(m);
+  if (!slot.compare_exchange_strong(r, fresh, std::memory_order_acq_rel,
+                                    std::memory_order_acquire)) {
+    munmap(m, kLeafBytes);  // another thread's won; r holds it
+    return r;
+  }
+  return fresh;
+}
+
+// Sets (mapped) or clears the bits of every boundary in [p, p + len).
+void MarkRange(const void* p, std::size_t len, bool mapped) noexcept {
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p);
+  const std::uintptr_t first =
+      (a + kRegistryGranule - 1) & ~(kRegistryGranule - 1);
+  const std::uintptr_t end = a + len;
+  for (std::uintptr_t b = first; b < end && b != 0; b += kRegistryGranule) {
+    const std::size_t i = b / kRegistryGranule;
+    if (i >= kRegistryBits) break;
+    std::atomic<std::uint64_t>* leaf = Leaf(i, mapped);
+    if (leaf == nullptr) continue;
+    const std::size_t bit = i & ((std::size_t{1} << kLeafBits) - 1);
+    const std::uint64_t mask = std::uint64_t{1} << (bit % 64);
+    if (mapped) {
+      leaf[bit / 64].fetch_or(mask, std::memory_order_release);
+    } else {
+      leaf[bit / 64].fetch_and(~mask, std::memory_order_release);
+    }
+  }
+}
+
+
+
 // Restores the caller's errno when the enclosing entry point returns, unless
 // Fail() recorded a failure, in which case that failure's errno is what the
 // caller sees. Nested guards compose: an inner entry point's failure errno is
@@ -205,6 +265,7 @@ void* Map(std::size_t size, const MapOptions& options) noexcept {
   if (options.name != nullptr) {
     prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, base, len, options.name);
   }
+  if (HasAll(options.perm, Perm::kRead)) MarkRange(base, len, true);
   return base;
 }
 
@@ -212,6 +273,7 @@ bool Unmap(void* p, std::size_t size) noexcept {
   ErrnoGuard guard;
   std::size_t len;
   if (!CheckRange(guard, p, size, &len)) return false;
+  MarkRange(p, len, false);
   if (ABSL_PREDICT_FALSE(munmap(p, len) != 0)) {
     guard.Fail(errno);
     return false;
@@ -253,10 +315,13 @@ bool Protect(void* p, std::size_t size, Perm perm) noexcept {
   ErrnoGuard guard;
   std::size_t len;
   if (!CheckRange(guard, p, size, &len)) return false;
+  const bool readable = HasAll(perm, Perm::kRead);
+  if (!readable) MarkRange(p, len, false);
   if (ABSL_PREDICT_FALSE(mprotect(p, len, ToProt(perm)) != 0)) {
     guard.Fail(errno);
     return false;
   }
+  if (readable) MarkRange(p, len, true);
   return true;
 }
 
@@ -291,6 +356,8 @@ void* Remap(void* p, std::size_t old_size, std::size_t new_size,
       guard.Fail(errno);
       return nullptr;
     }
+    MarkRange(p, old_len, false);
+    MarkRange(q, new_len, true);
     return q;
   }
 
@@ -299,13 +366,18 @@ void* Remap(void* p, std::size_t old_size, std::size_t new_size,
   // reservation that Map has already aligned (MREMAP_FIXED replaces it).
   if (aligned) {
     if (new_len < old_len) {
+      MarkRange(static_cast<char*>(p) + new_len, old_len - new_len, false);
       if (munmap(static_cast<char*>(p) + new_len, old_len - new_len) != 0) {
         guard.Fail(errno);
+        MarkRange(p, old_len, true);
         return nullptr;
       }
       return p;
     }
-    if (mremap(p, old_len, new_len, 0) != MAP_FAILED) return p;
+    if (mremap(p, old_len, new_len, 0) != MAP_FAILED) {
+      MarkRange(static_cast<char*>(p) + old_len, new_len - old_len, true);
+      return p;
+    }
     // ENOMEM: the pages after the block are taken; fall through and move.
     // Anything else (EFAULT: not one mapping) would fail the move too.
     if (errno != ENOMEM) {
@@ -327,6 +399,8 @@ void* Remap(void* p, std::size_t old_size, std::size_t new_size,
     munmap(target, new_len);
     return nullptr;
   }
+  MarkRange(p, old_len, false);
+  MarkRange(q, new_len, true);
   return q;
 }
 
@@ -345,6 +419,9 @@ bool MoveTo(void* p, std::size_t size, void* to, bool keep_source) noexcept {
     guard.Fail(errno);
     return false;
   }
+  // The source stays mapped (and readable) with keep_source.
+  if (!keep_source) MarkRange(p, len, false);
+  MarkRange(to, len, true);
   return true;
 }
 
@@ -369,6 +446,7 @@ bool GrowInPlace(void* p, std::size_t old_size, std::size_t new_size) noexcept {
     guard.Fail(errno);
     return false;
   }
+  MarkRange(static_cast<char*>(p) + old_len, new_len - old_len, true);
   return true;
 }
 
@@ -384,12 +462,24 @@ bool ShrinkInPlace(void* p, std::size_t old_size,
     return false;
   }
   if (new_len == old_len) return true;
+  MarkRange(static_cast<char*>(p) + new_len, old_len - new_len, false);
   if (ABSL_PREDICT_FALSE(
           munmap(static_cast<char*>(p) + new_len, old_len - new_len) != 0)) {
     guard.Fail(errno);
+    MarkRange(p, old_len, true);
     return false;
   }
   return true;
+}
+
+bool IsMappedBoundary(const void* boundary) noexcept {
+  const std::size_t i =
+      reinterpret_cast<std::uintptr_t>(boundary) / kRegistryGranule;
+  if (i >= kRegistryBits) return false;
+  const std::atomic<std::uint64_t>* leaf = Leaf(i, false);
+  if (leaf == nullptr) return false;
+  const std::size_t bit = i & ((std::size_t{1} << kLeafBits) - 1);
+  return (leaf[bit / 64].load(std::memory_order_acquire) >> (bit % 64)) & 1;
 }
 
 bool AdviseHugePages(void* p, std::size_t size) noexcept {

@@ -185,6 +185,28 @@ bool AdviseHugePages(void* p, std::size_t size) noexcept;
 // false with errno (EINVAL where unsupported) on failure; harmless to ignore.
 bool NameRegion(void* p, std::size_t size, const char* name) noexcept;
 
+// The mapping registry. Every readable mapping made through this file marks
+// the 2 MiB-aligned addresses it covers, and Unmap, Protect (to PROT_NONE),
+// Remap, MoveTo and ShrinkInPlace clear the ones they take away, so
+// IsMappedBoundary answers, without a system call and without touching the
+// address, whether the page at a 2 MiB boundary is mapped readable by this
+// library: one bit per 2 MiB of the 47-bit user address space, in 64 KiB
+// leaves (one per TiB) mapped when a mapping first covers their range (a
+// process whose mappings lie in two TiB-ranges pays 128 KiB of address
+// space, and touches 4 KiB of it per 64 GiB it maps).
+// elfmalloc's checked and hardened builds ask it before they read the
+// region header of a pointer handed to free or realloc, so a pointer that
+// was never allocated (a static array, a forged chunk) is reported instead
+// of faulting on memory nobody mapped. The bits are set after the system
+// call that maps and cleared before the one that unmaps, so a set bit
+// means mapped except while another thread unmaps that very range, which
+// only a pointer into memory being given back can race with.
+inline constexpr std::size_t kRegistryGranule = std::size_t{2} << 20;
+
+// True iff the page at `boundary` (kRegistryGranule-aligned) lies in a
+// readable mapping made by this library that is still mapped.
+bool IsMappedBoundary(const void* boundary) noexcept;
+
 // A configurable page allocator: a MapOptions bundle plus size-aware
 // Allocate / Deallocate / Reallocate. Cheap to copy; all members are
 // thread-safe (it holds no mutable state).

@@ -167,6 +167,16 @@ TEST(MmapAllocTest, ProtectTakesEffect) {
 // The 1 GiB cases reserve up to 2 GiB of address space but touch only a few
 // pages, so they are cheap.
 TEST(MmapAllocTest, LargeAlignmentsUpTo1GiB) {
+  // The first mapping that covers a 2 MiB boundary in a TiB of the address
+  // space also maps the registry's leaf for it; make that happen before the
+  // maps are compared (the aligned maps below land near this one).
+  {
+    MapOptions w;
+    w.align = kRegistryGranule;
+    void* q = Map(kRegistryGranule, w);
+    ASSERT_NE(q, nullptr);
+    ASSERT_TRUE(Unmap(q, kRegistryGranule));
+  }
   const std::size_t len = 3 * kPage;
   for (std::size_t align = kPage; align <= (std::size_t{1} << 30);
        align <<= 1) {
@@ -563,6 +573,63 @@ TEST(MmapAllocTest, RemapKeepsLargeAlignment) {
 // --------------------------------------------------------------------------
 // Failure paths: a value with errno, never a crash, never a changed errno on
 // success.
+
+// The mapping registry follows every call that maps, unmaps, moves or
+// protects: the 2 MiB boundaries a readable mapping covers are marked, and
+// nothing else is (a static array, the stack, memory another mmap made).
+TEST(MmapAllocRegistryTest, FollowsMapUnmapProtectRemapAndMove) {
+  constexpr std::size_t G = kRegistryGranule;
+  static char static_array[64];
+  int on_stack = 0;
+  auto boundary_below = [](const void* p) {
+    return reinterpret_cast<const void*>(
+        reinterpret_cast<std::uintptr_t>(p) & ~(kRegistryGranule - 1));
+  };
+  EXPECT_FALSE(IsMappedBoundary(boundary_below(static_array)));
+  EXPECT_FALSE(IsMappedBoundary(boundary_below(&on_stack)));
+  EXPECT_FALSE(IsMappedBoundary(nullptr));
+  EXPECT_FALSE(IsMappedBoundary(reinterpret_cast<void*>(~std::uintptr_t{0} &
+                                                        ~(G - 1))));
+
+  MapOptions o;
+  o.align = G;
+  char* a = static_cast<char*>(Map(2 * G, o));
+  ASSERT_NE(a, nullptr);
+  EXPECT_TRUE(IsMappedBoundary(a));
+  EXPECT_TRUE(IsMappedBoundary(a + G));
+  EXPECT_FALSE(IsMappedBoundary(a + 2 * G));
+  // PROT_NONE takes a boundary out; readable again puts it back.
+  ASSERT_TRUE(Protect(a + G, PageSize(), Perm::kNone));
+  EXPECT_FALSE(IsMappedBoundary(a + G));
+  ASSERT_TRUE(Protect(a + G, PageSize(), Perm::kRead | Perm::kWrite));
+  EXPECT_TRUE(IsMappedBoundary(a + G));
+  // Shrinking gives the tail's boundary back.
+  ASSERT_TRUE(ShrinkInPlace(a, 2 * G, G));
+  EXPECT_TRUE(IsMappedBoundary(a));
+  EXPECT_FALSE(IsMappedBoundary(a + G));
+  // An aligned remap to a larger size covers (and marks) the new boundaries
+  // wherever it lands, and unmarks the old ones if it moved.
+  char* b = static_cast<char*>(Remap(a, G, 3 * G, G));
+  ASSERT_NE(b, nullptr);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(IsMappedBoundary(b + i * G)) << i;
+  if (b != a) {
+    EXPECT_FALSE(IsMappedBoundary(a));
+  }
+  // A move to a reservation marks the target and unmarks the source.
+  MapOptions reserve;
+  reserve.perm = Perm::kNone;
+  reserve.align = G;
+  char* t = static_cast<char*>(Map(3 * G, reserve));
+  ASSERT_NE(t, nullptr);
+  EXPECT_FALSE(IsMappedBoundary(t));
+  ASSERT_TRUE(MoveTo(b, 3 * G, t));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(IsMappedBoundary(t + i * G)) << i;
+    EXPECT_FALSE(IsMappedBoundary(b + i * G)) << i;
+  }
+  ASSERT_TRUE(Unmap(t, 3 * G));
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(IsMappedBoundary(t + i * G)) << i;
+}
 
 TEST(MmapAllocFailureTest, MapZeroIsEinval) {
   errno = 0;
