@@ -43,6 +43,10 @@
 #endif
 
 namespace mmap_alloc {
+namespace internal {
+ABSL_CONST_INIT std::atomic<std::atomic<std::uint64_t>*>
+    g_registry_leaves[kRegistryLeaves] = {};
+}  // namespace internal
 namespace {
 
 // ---- The mapping registry (see mmap_alloc.h) ----
@@ -52,20 +56,17 @@ namespace {
 // boundary of 1 TiB, mapped on first use (a raw mmap: Map itself marks the
 // registry). Bit b of word w of leaf l is the boundary
 // ((l << kLeafBits) + w * 64 + b) * kRegistryGranule.
-constexpr unsigned kRegistryAddressBits = 47;
-constexpr std::size_t kRegistryBits =
-    (std::size_t{1} << kRegistryAddressBits) / kRegistryGranule;
-constexpr unsigned kLeafBits = 19;
+using internal::g_registry_leaves;
+using internal::kRegistryBits;
+constexpr unsigned kLeafBits = internal::kRegistryLeafBits;
 constexpr std::size_t kLeafBytes = (std::size_t{1} << kLeafBits) / 8;
-constexpr std::size_t kLeaves = kRegistryBits >> kLeafBits;
-ABSL_CONST_INIT std::atomic<std::atomic<std::uint64_t>*> g_leaves[kLeaves] =
-    {};
 
 // The leaf of boundary index i, mapped now if `make`; nullptr if it is not
 // mapped (or cannot be: then nothing in it is marked, and IsMappedBoundary
 // says false there).
 std::atomic<std::uint64_t>* Leaf(std::size_t i, bool make) noexcept {
-  std::atomic<std::atomic<std::uint64_t>*>& slot = g_leaves[i >> kLeafBits];
+  std::atomic<std::atomic<std::uint64_t>*>& slot =
+      g_registry_leaves[i >> kLeafBits];
   std::atomic<std::uint64_t>* r = slot.load(std::memory_order_acquire);
   if (ABSL_PREDICT_TRUE(r != nullptr) || !make) return r;
   const int saved = errno;
@@ -472,15 +473,6 @@ bool ShrinkInPlace(void* p, std::size_t old_size,
   return true;
 }
 
-bool IsMappedBoundary(const void* boundary) noexcept {
-  const std::size_t i =
-      reinterpret_cast<std::uintptr_t>(boundary) / kRegistryGranule;
-  if (i >= kRegistryBits) return false;
-  const std::atomic<std::uint64_t>* leaf = Leaf(i, false);
-  if (leaf == nullptr) return false;
-  const std::size_t bit = i & ((std::size_t{1} << kLeafBits) - 1);
-  return (leaf[bit / 64].load(std::memory_order_acquire) >> (bit % 64)) & 1;
-}
 
 bool AdviseHugePages(void* p, std::size_t size) noexcept {
   ErrnoGuard guard;

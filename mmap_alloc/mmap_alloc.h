@@ -38,6 +38,7 @@
 #ifndef MMAP_ALLOC_MMAP_ALLOC_H_
 #define MMAP_ALLOC_MMAP_ALLOC_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -203,9 +204,34 @@ bool NameRegion(void* p, std::size_t size, const char* name) noexcept;
 // only a pointer into memory being given back can race with.
 inline constexpr std::size_t kRegistryGranule = std::size_t{2} << 20;
 
+namespace internal {
+// The registry's layout (mmap_alloc.cc): 2^kRegistryLeafBits boundaries
+// per leaf, one pointer per leaf (nullptr until a mapping covers it).
+inline constexpr unsigned kRegistryAddressBits = 47;
+inline constexpr std::size_t kRegistryBits =
+    (std::size_t{1} << kRegistryAddressBits) / kRegistryGranule;
+inline constexpr unsigned kRegistryLeafBits = 19;
+inline constexpr std::size_t kRegistryLeaves =
+    kRegistryBits >> kRegistryLeafBits;
+extern std::atomic<std::atomic<std::uint64_t>*>
+    g_registry_leaves[kRegistryLeaves];
+}  // namespace internal
+
 // True iff the page at `boundary` (kRegistryGranule-aligned) lies in a
-// readable mapping made by this library that is still mapped.
-bool IsMappedBoundary(const void* boundary) noexcept;
+// readable mapping made by this library that is still mapped. Inline: a
+// shift, two loads and a bit test, for callers on a free path.
+inline bool IsMappedBoundary(const void* boundary) noexcept {
+  const std::size_t i =
+      reinterpret_cast<std::uintptr_t>(boundary) / kRegistryGranule;
+  if (i >= internal::kRegistryBits) return false;
+  const std::atomic<std::uint64_t>* leaf =
+      internal::g_registry_leaves[i >> internal::kRegistryLeafBits].load(
+          std::memory_order_acquire);
+  if (leaf == nullptr) return false;
+  const std::size_t bit =
+      i & ((std::size_t{1} << internal::kRegistryLeafBits) - 1);
+  return (leaf[bit / 64].load(std::memory_order_acquire) >> (bit % 64)) & 1;
+}
 
 // A configurable page allocator: a MapOptions bundle plus size-aware
 // Allocate / Deallocate / Reallocate. Cheap to copy; all members are
