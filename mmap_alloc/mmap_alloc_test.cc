@@ -597,7 +597,9 @@ TEST(MmapAllocRegistryTest, FollowsMapUnmapProtectRemapAndMove) {
   ASSERT_NE(a, nullptr);
   EXPECT_TRUE(IsMappedBoundary(a));
   EXPECT_TRUE(IsMappedBoundary(a + G));
-  EXPECT_FALSE(IsMappedBoundary(a + 2 * G));
+  // (Not a + 2 G: whatever follows the mapping may be another mapping of
+  // this library's, e.g. the preloaded malloc's slab regions when the test
+  // runs under libelfc.so, which shares the registry.)
   // PROT_NONE takes a boundary out; readable again puts it back.
   ASSERT_TRUE(Protect(a + G, PageSize(), Perm::kNone));
   EXPECT_FALSE(IsMappedBoundary(a + G));
