@@ -47,7 +47,7 @@
 // Transitions and who makes them:
 //   * CLAIMED -> (unclaimed): only the owner, by Unclaim(), which returns the
 //     count at that instant c. The owner then acts on c: c == n -> give the
-//     page back or Claim() it again (no free can follow); c >= cutoff ->
+//     page back or Adopt() it again (no free can follow); c >= cutoff ->
 //     ClaimAvailable() again (or list it itself); otherwise the slab is
 //     FLOATING and the owner forgets it. No free can have made a
 //     transition decision for this period yet, because frees before the
@@ -98,10 +98,10 @@
 // F, alone with the slab, returns it; if the done step comes first, the
 // claimer sees it and owns the slab. Neither waits. A count of n with no
 // completing free does not occur in a listed or re-claimed slab: an owner
-// whose Unclaim finds every object free (no free can follow) keeps or
-// returns the slab itself, with the plain Claim(). Unclaim clears the done
-// bit with the claimed bit, ending the period; Adopt() resets a page taken
-// from the page allocator whatever its last period left.
+// whose Unclaim finds every object free (no free can follow) keeps it
+// (Adopt) or returns it. Unclaim clears the done bit with the claimed bit,
+// ending the period; Adopt() also resets a page taken from the page
+// allocator, whatever its last period left.
 //
 // Why Free sets the bit FIRST and increments the count second (the reference
 // did the opposite, and that order is NOT race-free): a free that makes the
@@ -200,11 +200,9 @@ class Slab {
   std::atomic<std::uintptr_t>& handle() noexcept { return handle_; }
 
   // Sets the claimed bit. True iff the slab was unclaimed (the caller is now
-  // the owner). Only for a slab no completing free can be acting on: one the
-  // caller holds exclusively (a page fresh from the page allocator, or its
-  // own slab after an Unclaim that found every object free). A slab reached
-  // through a listing, or re-claimed above the cutoff, is taken with
-  // ClaimAvailable.
+  // the owner). Only for a slab no completing free can be acting on (the
+  // allocator uses Adopt for those); a slab reached through a listing, or
+  // re-claimed above the cutoff, is taken with ClaimAvailable.
   bool Claim() noexcept {
     return (state_.fetch_or(kClaimedBit, std::memory_order_acq_rel) &
             kClaimedBit) == 0;
@@ -230,9 +228,10 @@ class Slab {
             kClaimedBit) != 0;
   }
 
-  // Makes the caller the owner of a wholly free slab it holds exclusively
-  // (a page taken from the page allocator, whatever bits the slab's last
-  // period left in its state word).
+  // Makes the caller the owner of a wholly free slab it holds exclusively:
+  // a page taken from the page allocator (whatever bits the slab's last
+  // period left in its state word), or the owner's own slab after an
+  // Unclaim that found every object free.
   void Adopt() noexcept {
     state_.store(
         (static_cast<std::uint64_t>(metadata()->n_objects) << kCountShift) |

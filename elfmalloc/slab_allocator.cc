@@ -106,8 +106,7 @@ bool SlabAllocator::Refresh() noexcept {
     if (r.count == static_cast<std::int64_t>(m.n_objects)) {
       // Every object came back while we owned it: no free can follow, and
       // the slab is in no bag, so it is ours alone.
-      const bool claimed = mine->Claim();
-      ABSL_RAW_CHECK(claimed, "re-claim of a wholly free slab failed");
+      mine->Adopt();
       current_ = mine;
       iter_ = mine->Iterate();
       return true;
@@ -135,11 +134,7 @@ bool SlabAllocator::Refresh() noexcept {
     // brings the count back to the cutoff lists it.
   }
   Slab* s = nullptr;
-  for (;;) {
-    if (!available_.Pop(&s)) {
-      s = nullptr;
-      break;
-    }
+  while (available_.Pop(&s)) {
     // AVAILABLE -> CLAIMED: the bag gave this listing to us alone, and a
     // revoke of it now fails (exactly one of pop and revoke wins), so nobody
     // else claims it. If its completing free is still acting on it, that
@@ -148,6 +143,7 @@ bool SlabAllocator::Refresh() noexcept {
     if (c == Slab::ClaimResult::kClaimed) break;
     ABSL_RAW_CHECK(c == Slab::ClaimResult::kCompleting,
                    "slab popped from the available bag was claimed");
+    s = nullptr;
   }
   if (s == nullptr) {
     void* page = pages_.Alloc();

@@ -104,8 +104,6 @@ void MarkRange(const void* p, std::size_t len, bool mapped) noexcept {
   }
 }
 
-
-
 // Restores the caller's errno when the enclosing entry point returns, unless
 // Fail() recorded a failure, in which case that failure's errno is what the
 // caller sees. Nested guards compose: an inner entry point's failure errno is
@@ -472,7 +470,6 @@ bool ShrinkInPlace(void* p, std::size_t old_size,
   }
   return true;
 }
-
 
 bool AdviseHugePages(void* p, std::size_t size) noexcept {
   ErrnoGuard guard;
