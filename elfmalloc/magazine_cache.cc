@@ -2,6 +2,7 @@
 // and the coalescer) and the coalescing flush. See magazine_cache.h.
 #include "elfmalloc/magazine_cache.h"
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -12,7 +13,47 @@
 
 namespace elfmalloc {
 
-MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
+bool Coalescer::Init(std::size_t cells) noexcept {
+  ABSL_ASSERT(cells_ == nullptr && absl::has_single_bit(cells) &&
+              cells <= kMaxCoalescerCells);
+  const std::size_t bytes = cells * (sizeof(Cell) + sizeof(std::uint32_t));
+  // Fresh mappings are zero: every cell starts empty. The kernel commits the
+  // pages on first touch.
+  void* m = mmap_alloc::Map(bytes);
+  if (m == nullptr) return false;
+  map_ = m;
+  map_bytes_ = bytes;
+  cells_ = static_cast<Cell*>(m);
+  touched_ = reinterpret_cast<std::uint32_t*>(cells_ + cells);
+  table_shift_ = 64 - static_cast<std::size_t>(absl::countr_zero(cells));
+  return true;
+}
+
+void Coalescer::Reset() noexcept {
+  if (map_ != nullptr) mmap_alloc::Unmap(map_, map_bytes_);
+  cells_ = nullptr;
+  touched_ = nullptr;
+  table_shift_ = 0;
+  busy_ = false;
+  map_bytes_ = 0;
+  map_ = nullptr;
+}
+
+Coalescer& Coalescer::operator=(Coalescer&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    cells_ = std::exchange(o.cells_, nullptr);
+    touched_ = std::exchange(o.touched_, nullptr);
+    table_shift_ = std::exchange(o.table_shift_, 0);
+    busy_ = std::exchange(o.busy_, false);
+    map_bytes_ = std::exchange(o.map_bytes_, 0);
+    map_ = std::exchange(o.map_, nullptr);
+  }
+  return *this;
+}
+
+MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
+                             Coalescer* shared) noexcept
     : slabs_(cls) {
   const std::size_t size = cls->metadata().object_size;
   // Bursts (magazine_cache.h) for the adaptive classes at their default
@@ -27,16 +68,18 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
       if (burst < capacity) burst = capacity;
     }
   }
-  std::size_t table = absl::bit_ceil(2 * capacity);
-  if (table > kMaxCoalescerCells) table = kMaxCoalescerCells;
-  // touched_ holds at most one index per cell. The stack is sized for the
-  // burst capacity: committed only as far as it is used.
-  const std::size_t bytes = burst * sizeof(void*) + table * sizeof(Cell) +
-                            table * sizeof(std::uint32_t);
-  // Fresh mappings are zero: every cell starts empty. The kernel commits the
-  // pages on first touch, so an idle cache costs address space only.
+  // The stack is sized for the burst capacity: the kernel commits it only
+  // as far as it is used, so an idle cache costs address space only.
+  const std::size_t bytes = burst * sizeof(void*);
   void* m = mmap_alloc::Map(bytes);
   if (m == nullptr) return;  // capacity 0: frees go straight to the slabs
+  if (shared != nullptr) {
+    coalescer_ = shared;
+  } else {
+    std::size_t table = absl::bit_ceil(2 * capacity);
+    if (table > kMaxCoalescerCells) table = kMaxCoalescerCells;
+    own_coalescer_.Init(table);  // without one, flushes free runs directly
+  }
   map_ = m;
   map_bytes_ = bytes;
   hot_->capacity = static_cast<std::uint32_t>(capacity);
@@ -50,13 +93,7 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity) noexcept
     if (min > capacity) min = capacity;
   }
   min_capacity_ = static_cast<std::uint32_t>(min);
-  char* p = static_cast<char*>(m);
-  hot_->stack = reinterpret_cast<void**>(p);
-  p += burst * sizeof(void*);
-  cells_ = reinterpret_cast<Cell*>(p);
-  p += table * sizeof(Cell);
-  touched_ = reinterpret_cast<std::uint32_t*>(p);
-  table_shift_ = 64 - static_cast<std::size_t>(absl::countr_zero(table));
+  hot_->stack = static_cast<void**>(m);
 }
 
 MagazineCache::~MagazineCache() { Destroy(); }
@@ -67,10 +104,20 @@ void MagazineCache::Destroy() noexcept {
     mmap_alloc::Unmap(map_, map_bytes_);
     map_ = nullptr;
   }
+  own_coalescer_.Reset();
+  coalescer_ = &own_coalescer_;
   // Empty again: both fast paths fail (a bound state outlives the cache).
   hot_->stack = nullptr;
   hot_->capacity = 0;
   slabs_.Release();
+}
+
+void MagazineCache::TakeCoalescer(MagazineCache& o) noexcept {
+  // own_coalescer_ already moved: a cache that used its own table keeps
+  // using it (at its new address), one that shared a heap's keeps sharing.
+  coalescer_ = o.coalescer_ == &o.own_coalescer_ ? &own_coalescer_
+                                                 : o.coalescer_;
+  o.coalescer_ = &o.own_coalescer_;
 }
 
 void MagazineCache::TakeHot(MagazineCache& o) noexcept {
@@ -89,11 +136,10 @@ MagazineCache::MagazineCache(MagazineCache&& o) noexcept
       from_slabs_(o.from_slabs_.exchange(0, std::memory_order_relaxed)),
       to_slabs_(o.to_slabs_.exchange(0, std::memory_order_relaxed)),
       slabs_(std::move(o.slabs_)),
-      cells_(std::exchange(o.cells_, nullptr)),
-      touched_(std::exchange(o.touched_, nullptr)),
-      table_shift_(o.table_shift_),
+      own_coalescer_(std::move(o.own_coalescer_)),
       map_bytes_(std::exchange(o.map_bytes_, 0)),
       map_(std::exchange(o.map_, nullptr)) {
+  TakeCoalescer(o);
   TakeHot(o);
 }
 
@@ -111,9 +157,8 @@ MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
     to_slabs_.store(o.to_slabs_.exchange(0, std::memory_order_relaxed),
                     std::memory_order_relaxed);
     slabs_ = std::move(o.slabs_);
-    cells_ = std::exchange(o.cells_, nullptr);
-    touched_ = std::exchange(o.touched_, nullptr);
-    table_shift_ = o.table_shift_;
+    own_coalescer_ = std::move(o.own_coalescer_);
+    TakeCoalescer(o);
     map_bytes_ = std::exchange(o.map_bytes_, 0);
     map_ = std::exchange(o.map_, nullptr);
   }
@@ -189,13 +234,28 @@ void MagazineCache::Flush(std::size_t from) noexcept {
   // Locals, so that the loop keeps them in registers across the rare
   // collision frees.
   void** const stack = hot_->stack;
-  Cell* const cells = cells_;
-  std::uint32_t* const touched = touched_;
-  const std::size_t table_shift = table_shift_;
+  Coalescer& co = *coalescer_;
+  using Cell = Coalescer::Cell;
+  // No table, or one that an interrupted flush is using (see "The
+  // Coalescer"): every run is freed at once.
+  const bool use_table = co.cells_ != nullptr && !co.busy_;
+  if (use_table) {
+    co.busy_ = true;
+    // Ordered before the table's use as a signal handler on this thread
+    // sees it (no other thread reads it).
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  }
+  Cell* const cells = co.cells_;
+  std::uint32_t* const touched = co.touched_;
+  const std::size_t table_shift = co.table_shift_;
   std::size_t n_touched = 0;
   // A run of objects in one bit-set word (objects freed in allocation order,
   // the common case) is merged in registers and enters the table once.
   auto commit = [&](Slab* s, std::size_t word, std::uint64_t mask) {
+    if (ABSL_PREDICT_FALSE(!use_table)) {
+      slabs_.BulkFree(s, word, mask);
+      return;
+    }
     // Fibonacci hashing of the bit-set word's address (the reference's
     // ((p >> 3) >> 18) * (p >> 3) left the low bits of nearby words equal).
     const std::uint64_t key = (reinterpret_cast<std::uintptr_t>(s) >> 3) + word;
@@ -239,6 +299,10 @@ void MagazineCache::Flush(std::size_t from) noexcept {
     Cell& c = cells[touched[k]];
     slabs_.BulkFree(c.slab, c.word, c.mask);
     c = Cell{nullptr, 0, 0};
+  }
+  if (use_table) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    co.busy_ = false;
   }
   hot_->top.store(static_cast<std::uint32_t>(from),
                   std::memory_order_relaxed);

@@ -220,6 +220,132 @@ TEST(MagazineCacheTest, CoalescedFlushLosesNothingAcrossManyWords) {
   }
 }
 
+}  // namespace
+
+namespace internal {
+class CoalescerTestPeer {
+ public:
+  static void SetBusy(Coalescer& c, bool busy) { c.busy_ = busy; }
+  static bool Busy(const Coalescer& c) { return c.busy_; }
+  // An interrupted flush's pending entry: cell i holds (slab, word, mask)
+  // and is the first touched index.
+  static void SetPending(Coalescer& c, std::size_t i, Slab* slab,
+                         std::size_t word, std::uint64_t mask) {
+    c.cells_[i] = Coalescer::Cell{slab, word, mask};
+    c.touched_[0] = static_cast<std::uint32_t>(i);
+  }
+  static bool HasPending(const Coalescer& c, std::size_t i, Slab* slab,
+                         std::size_t word, std::uint64_t mask) {
+    return c.touched_[0] == i && c.cells_[i].slab == slab &&
+           c.cells_[i].word == word && c.cells_[i].mask == mask;
+  }
+  static void ClearPending(Coalescer& c, std::size_t i) {
+    c.cells_[i] = Coalescer::Cell{nullptr, 0, 0};
+    c.touched_[0] = 0;
+  }
+  // Cells that hold an entry (a flush must leave none).
+  static std::size_t UsedCells(const Coalescer& c, std::size_t cells) {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < cells; ++i) n += c.cells_[i].slab != nullptr;
+    return n;
+  }
+};
+}  // namespace internal
+
+namespace {
+
+using internal::CoalescerTestPeer;
+
+// Frees one object of each of many bit-set words plus a neighbour of
+// each through c; returns how many.
+std::size_t FreeSpread(MagazineCache& c, const std::vector<void*>& objs) {
+  std::size_t freed = 0;
+  for (std::size_t i = 0; i < objs.size(); i += 61) {
+    c.Free(objs[i]);
+    ++freed;
+    if (i + 1 < objs.size()) {
+      c.Free(objs[i + 1]);
+      ++freed;
+    }
+  }
+  return freed;
+}
+
+std::int64_t Available(const std::set<Slab*>& slabs) {
+  std::int64_t n = 0;
+  for (Slab* s : slabs) n += s->AvailableCount();
+  return n;
+}
+
+// Caches of two classes flush through one table (a ThreadHeap's), their
+// flushes interleaved and one cache moved: every object reaches its slab
+// and each flush leaves the table empty for the next.
+TEST(MagazineCacheTest, CachesOfManyClassesShareOneCoalescer) {
+  Env e8(8), e16(16);
+  Coalescer shared;
+  ASSERT_TRUE(shared.Init(kMaxCoalescerCells));
+  SlabAllocator d8(&e8.cls), d16(&e16.cls);
+  std::vector<void*> o8, o16;
+  for (std::size_t i = 0; i < 3 * e8.cls.metadata().n_objects; ++i) {
+    o8.push_back(d8.Alloc());
+  }
+  for (std::size_t i = 0; i < 3 * e16.cls.metadata().n_objects; ++i) {
+    o16.push_back(d16.Alloc());
+  }
+  std::set<Slab*> s8, s16;
+  for (void* p : o8) s8.insert(d8.SlabOf(p));
+  for (void* p : o16) s16.insert(d16.SlabOf(p));
+  const std::int64_t b8 = Available(s8), b16 = Available(s16);
+  MagazineCache c8(&e8.cls, 64, &shared);
+  MagazineCache c16(&e16.cls, 64, &shared);
+  const std::size_t f8 = FreeSpread(c8, o8);
+  EXPECT_EQ(CoalescerTestPeer::UsedCells(shared, kMaxCoalescerCells), 0u);
+  const std::size_t f16 = FreeSpread(c16, o16);
+  EXPECT_EQ(CoalescerTestPeer::UsedCells(shared, kMaxCoalescerCells), 0u);
+  EXPECT_EQ(Available(s8) - b8, static_cast<std::int64_t>(f8 - c8.cached()));
+  EXPECT_EQ(Available(s16) - b16,
+            static_cast<std::int64_t>(f16 - c16.cached()));
+  MagazineCache moved(std::move(c8));  // still flushes through `shared`
+  moved.FlushAll();
+  c16.FlushAll();
+  EXPECT_EQ(CoalescerTestPeer::UsedCells(shared, kMaxCoalescerCells), 0u);
+  EXPECT_EQ(Available(s8) - b8, static_cast<std::int64_t>(f8));
+  EXPECT_EQ(Available(s16) - b16, static_cast<std::int64_t>(f16));
+}
+
+// A flush that finds the table in use (a signal handler's free while the
+// interrupted code flushes another class) frees its runs directly and
+// leaves the table, and its busy mark, to the interrupted flush.
+TEST(MagazineCacheTest, FlushDuringAnotherFlushBypassesTheTable) {
+  Env e(8);
+  Coalescer shared;
+  ASSERT_TRUE(shared.Init(kMaxCoalescerCells));
+  SlabAllocator direct(&e.cls);
+  std::vector<void*> objs;
+  for (std::size_t i = 0; i < 3 * e.cls.metadata().n_objects; ++i) {
+    objs.push_back(direct.Alloc());
+  }
+  std::set<Slab*> slabs;
+  for (void* p : objs) slabs.insert(direct.SlabOf(p));
+  const std::int64_t before = Available(slabs);
+  MagazineCache c(&e.cls, 64, &shared);
+  // The interrupted flush's state: one pending cell (of a slab nobody
+  // touches here) and the busy mark.
+  alignas(64) static char fake_slab[64];
+  Slab* const fake = reinterpret_cast<Slab*>(fake_slab);
+  CoalescerTestPeer::SetPending(shared, 7, fake, 3, 0x5);
+  CoalescerTestPeer::SetBusy(shared, true);
+  const std::size_t freed = FreeSpread(c, objs);
+  c.FlushAll();
+  EXPECT_EQ(Available(slabs) - before, static_cast<std::int64_t>(freed));
+  // Untouched: the pending entry, the touched list and the mark.
+  EXPECT_TRUE(CoalescerTestPeer::HasPending(shared, 7, fake, 3, 0x5));
+  EXPECT_EQ(CoalescerTestPeer::UsedCells(shared, kMaxCoalescerCells), 1u);
+  EXPECT_TRUE(CoalescerTestPeer::Busy(shared));
+  CoalescerTestPeer::ClearPending(shared, 7);
+  CoalescerTestPeer::SetBusy(shared, false);
+}
+
 TEST(MagazineCacheTest, DestructionReturnsEveryObjectAndPage) {
   Env e(128);
   {

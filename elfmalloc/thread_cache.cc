@@ -243,8 +243,12 @@ void ThreadHeap::TickDecay() noexcept {
 
 void ThreadHeap::CreateCache(SizeClass c) noexcept {
   // Maps the magazine's stack (mmap_alloc); if that fails the cache has
-  // capacity 0 and passes everything straight to its slab allocator.
-  caches_[c.index()].cache = MagazineCache(&classes_[c.index()]);
+  // capacity 0 and passes everything straight to its slab allocator. The
+  // heap's coalescer table is mapped with the first cache (a failure is
+  // retried with the next; meanwhile flushes free their runs directly).
+  if (!coalescer_.has_table()) coalescer_.Init(kMaxCoalescerCells);
+  caches_[c.index()].cache =
+      MagazineCache(&classes_[c.index()], 0, &coalescer_);
 }
 
 // The drain checks cost a load and a compare per slow path; the drain

@@ -168,6 +168,10 @@ class ThreadHeap {
   ABSL_ATTRIBUTE_NOINLINE void DrainAndFree(SizeClass c, void* p) noexcept;
 
   alignas(64) MagazineHot hot_[kHotEntries];
+  // The coalescer table every cache's flush uses (magazine_cache.h, "The
+  // Coalescer"), mapped with the first cache. Declared before caches_ so
+  // that it is destroyed after them (their destructors flush).
+  Coalescer coalescer_;
   // The rest of each cache (slow paths only), on its own cache line(s).
   struct alignas(64) Slot {
     MagazineCache cache;
