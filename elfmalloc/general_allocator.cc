@@ -140,6 +140,11 @@ constexpr bool kChecked = true;
 #else
 constexpr bool kChecked = false;
 #endif
+#if defined(ELFMALLOC_HARDENED)
+constexpr bool kHardened = true;  // see "The hardened build"
+#else
+constexpr bool kHardened = false;
+#endif
 
 // The unchecked build (ELFMALLOC_UNCHECKED, `//elfc:libelfc_unchecked.so`):
 // the default build without the checks every build makes (the free mark,
@@ -292,6 +297,8 @@ class Heap {
       // is no class).
       o.tag = static_cast<std::uint8_t>(i + 1);
       o.bag_storage = bags + i * bag_bytes;
+      // The hardened build's neighbour checks (see "Canaries").
+      o.zero_object_tails = kHardened;
       PageAlloc* pa = ClassPageSize(c) == kSmallPageSize ? &small_
                       : ClassPageSize(c) == kMidPageSize ? &mid_
                                                          : &medium_;
@@ -757,6 +764,26 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
 // guard page below catches what lands further. A difference aborts with one
 // line naming the pointer, its size class and the first bad offset.
 //
+// Neighbours (writes before a block, or past a block's end into the next
+// one). Every slab slot's last word is 0 (never handed out since its page
+// was laid out: fresh and uncommitted pages are zero, and a page that
+// another class's layout left data in has its slots' last words zeroed,
+// SlabClass::Options::zero_object_tails) or the trailer its block was
+// last given: a freed block keeps its trailer (the quarantine's pattern
+// stops before it) until the slot is handed out again and gets a new one.
+// So free and realloc also decode the trailers of the slots on either side
+// of the block (the one ending just before it and the next one's): a value
+// that is neither 0 nor a trailer naming a size that fits aborts ("heap
+// corruption", naming both blocks). This catches a write of a few bytes
+// before a block (an underflow lands in the previous slot's trailer) and
+// an overflow that skips the canary into the next slot, at the free of
+// the block next to the damage rather than of the damaged one. Trailers
+// are written and read as whole words (relaxed atomics), since a
+// neighbour may be handed out by another thread meanwhile: the check sees
+// the old trailer or the new one, never a mix. Not covered: the first
+// slot of a slab (before it lie the slab's header and bit-set) and
+// writes that restore the trailer they cross.
+//
 // Randomised allocation order. A refill of a thread's magazine (a quarter
 // of its capacity from the claimed slab, in address order) is shuffled
 // with the thread's PRNG (wyrand, seeded from the per-process secret and the
@@ -777,7 +804,8 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
 // magazine at once: it enters the thread's FIFO (at most quarantine_blocks
 // blocks and quarantine_bytes bytes, options.h), its first word the free
 // mark (double frees are still caught while it waits), its second the
-// link, the rest (up to kMaxPatternBytes) the freed pattern. When the FIFO
+// link, the rest up to its trailer (and at most kMaxPatternBytes) the freed
+// pattern. When the FIFO
 // is over either bound its oldest block leaves: mark, link and pattern are
 // checked (a difference: "write after free", with the offset) and it goes
 // to the magazine. Blocks bigger than quarantine_bytes skip it. Threads
@@ -792,7 +820,13 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
 // round_up(n, page) is made inaccessible (mmap_alloc::Protect, PROT_NONE)
 // and made accessible again before the block goes back to LargeFree or
 // LargeRealloc (mremap refuses ranges of mixed protections, and a cached
-// region must be whole). A write that crosses it faults at once.
+// region must be whole). An access that crosses it faults at once, and the
+// fault is reported like every other misuse: InitHardening installs a
+// SIGSEGV handler (InstallFaultHandler, platform.h; not when the program
+// has one of its own) that finds the large block around the faulting
+// address (LargeBlockContaining) and, if the address is in that block's
+// guard page, aborts with one line naming the address, the block and its
+// requested size. Any other fault goes on to the previous disposition.
 //
 // Not hardened: the large allocator's header (before the block) and the
 // fallback allocator's frees (no quarantine); the secrets are as good as
@@ -849,6 +883,8 @@ std::uint64_t NoZeroByte(std::uint64_t x) {
   return x;
 }
 
+void ReportGuardPageFault(void* addr);
+
 void InitHardening() {
   std::uint64_t seed[2] = {};
   if (!RandomBytes(seed, sizeof(seed))) {
@@ -871,6 +907,7 @@ void InitHardening() {
       static_cast<std::size_t>(GetOption(OptionId::kQuarantineBytes));
   g_quarantine_max_blocks =
       static_cast<std::size_t>(GetOption(OptionId::kQuarantineBlocks));
+  InstallFaultHandler(ReportGuardPageFault);
 }
 
 // ---- Patterns (see g_canary_pattern) ----
@@ -918,14 +955,40 @@ inline char* PatternEnd(char* user_end, char* limit) {
              : limit;
 }
 
+// Trailers are whole-word relaxed atomics (see "Neighbours").
+inline std::uint64_t LoadTrailer(const std::uint64_t* t) {
+  return std::atomic_ref<const std::uint64_t>(*t).load(
+      std::memory_order_relaxed);
+}
+inline void StoreTrailer(std::uint64_t* t, std::uint64_t v) {
+  std::atomic_ref<std::uint64_t>(*t).store(v, std::memory_order_relaxed);
+}
+
 void SetSlabCanary(void* p, SizeClass c, std::size_t n) {
   const std::size_t size = ClassSize(c);
   char* b = static_cast<char*>(p);
   char* limit = b + size - kWord;
   FillPattern(b + n, PatternEnd(b + n, limit), g_canary_pattern);
   std::uint64_t* t = TrailerOf(p, size);
-  *t = TrailerValue(t, n);
+  StoreTrailer(t, TrailerValue(t, n));
 }
+
+[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void
+DieNeighbourOverwritten(const void* p, SizeClass c, const void* neighbour,
+                        bool before) {
+  ABSL_RAW_LOG(FATAL,
+               "elfmalloc: heap corruption: the canary at the end of %p, the "
+               "block %s %p (size class %u: %zu-byte blocks), was "
+               "overwritten: a write %s",
+               neighbour, before ? "before" : "after", p,
+               static_cast<unsigned>(c.index()), ClassSize(c),
+               before ? "before the start of the later block, or past the "
+                        "end of the earlier one"
+                      : "past the end of the earlier block into the later "
+                        "one, or into the later one's end");
+  std::abort();
+}
+
 
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieOverflow(
     const void* p, SizeClass c, std::size_t n, const char* bad) {
@@ -952,7 +1015,7 @@ DieTrailerOverwritten(const void* p, SizeClass c) {
 std::size_t CheckSlabCanary(const void* p, SizeClass c) {
   const std::size_t size = ClassSize(c);
   const std::uint64_t* t = TrailerOf(p, size);
-  const std::uint64_t n = *t ^ TrailerValue(t, 0);
+  const std::uint64_t n = LoadTrailer(t) ^ TrailerValue(t, 0);
   if (ABSL_PREDICT_FALSE(n > size - kWord)) DieTrailerOverwritten(p, c);
   char* b = const_cast<char*>(static_cast<const char*>(p));
   char* user_end = b + n;
@@ -1007,6 +1070,23 @@ std::size_t UnguardLarge(void* p) {
                  p);
   }
   return n;
+}
+
+// The SIGSEGV hook (see "Guard pages"): signal context, so nothing here
+// locks or allocates (raw logging writes with one system call).
+void ReportGuardPageFault(void* addr) {
+  void* p = LargeBlockContaining(addr);
+  if (p == nullptr) return;
+  const std::size_t n = LargeRequest(p);
+  const char* guard = GuardPageOf(p, n);
+  const char* a = static_cast<const char*>(addr);
+  if (a < guard || a >= guard + mmap_alloc::PageSize()) return;
+  ABSL_RAW_LOG(FATAL,
+               "elfmalloc: heap overflow: an access at %p went past the end "
+               "of %p (a large block of %zu requested bytes) into its guard "
+               "page, %zu bytes past the requested size",
+               addr, p, n,
+               static_cast<std::size_t>(a - static_cast<const char*>(p)) - n);
 }
 
 void* HardenedAllocLarge(std::size_t n, std::size_t align, bool zero) {
@@ -1095,8 +1175,10 @@ inline std::uint64_t* LinkWord(void* block) {
 inline void SetLink(void* block, const void* next) {
   const std::uint64_t a = reinterpret_cast<std::uintptr_t>(next);
   const std::uint64_t self = reinterpret_cast<std::uintptr_t>(block);
-  *LinkWord(block) =
-      (a | (LinkCheck(a, self) << kAddressBits)) ^ g_hkeys.link ^ self;
+  // A whole-word store: in a 16-byte block this is the word neighbours
+  // check as its trailer (see CheckNeighbourTrailers).
+  StoreTrailer(LinkWord(block),
+               (a | (LinkCheck(a, self) << kAddressBits)) ^ g_hkeys.link ^ self);
 }
 
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieForgedLink(
@@ -1107,6 +1189,14 @@ inline void SetLink(void* block, const void* next) {
                "the quarantine's link",
                block, static_cast<unsigned>(c.index()), ClassSize(c));
   std::abort();
+}
+
+// Whether v is a link SetLink wrote into `block` (to any next block).
+bool LinkDecodes(std::uint64_t v, const void* block) {
+  const std::uint64_t self = reinterpret_cast<std::uintptr_t>(block);
+  v ^= g_hkeys.link ^ self;
+  const std::uint64_t a = v & kAddressMask;
+  return (v >> kAddressBits) == LinkCheck(a, self) && (a & (kWord - 1)) == 0;
 }
 
 // The block after `block` in the quarantine, decoded and checked (aborts
@@ -1122,13 +1212,49 @@ void* GetLink(void* block, SizeClass c) {
   return reinterpret_cast<void*>(static_cast<std::uintptr_t>(a));
 }
 
+// The trailers of the slots next to slab block p of class c (see
+// "Neighbours"); m is the class's layout.
+void CheckNeighbourTrailers(const void* p, SizeClass c,
+                            const SlabMetadata& m) {
+  const std::size_t size = m.object_size;
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p);
+  const std::uintptr_t first =
+      (a & ~(std::uintptr_t{m.page_size} - 1)) + m.objects_offset;
+  const std::uintptr_t last = first + (m.n_objects - 1) * size;
+  // A 16-byte block has no room for both: in the quarantine (and after
+  // it, until handed out again) its second word, the trailer's, holds the
+  // link, which is as keyed and bound to its address as a trailer.
+  auto valid = [size](const std::uint64_t* t) {
+    const std::uint64_t v = LoadTrailer(t);
+    return v == 0 || (v ^ TrailerValue(t, 0)) <= size - kWord ||
+           (size == 2 * kWord && LinkDecodes(v, t - 1));
+  };
+  if (a > first) {
+    const auto* t = reinterpret_cast<const std::uint64_t*>(a - kWord);
+    if (ABSL_PREDICT_FALSE(!valid(t))) {
+      DieNeighbourOverwritten(p, c, reinterpret_cast<const void*>(a - size),
+                              true);
+    }
+  }
+  if (a < last) {
+    const auto* t = reinterpret_cast<const std::uint64_t*>(a + 2 * size - kWord);
+    if (ABSL_PREDICT_FALSE(!valid(t))) {
+      DieNeighbourOverwritten(p, c, reinterpret_cast<const void*>(a + size),
+                              false);
+    }
+  }
+}
+
 // ---- The quarantine ----
 
 // How much of a quarantined block of `size` bytes carries the freed pattern:
 // [2 words, QuarantineFillEnd).
+// The block's trailer (its last word) is left as it is (see "Neighbours");
+// the smallest class (16 bytes) has no room for any pattern.
 inline std::size_t QuarantineFillEnd(std::size_t size) {
-  return size < 2 * kWord + kMaxPatternBytes ? size
-                                             : 2 * kWord + kMaxPatternBytes;
+  const std::size_t end = size < 3 * kWord ? 2 * kWord : size - kWord;
+  return end < 2 * kWord + kMaxPatternBytes ? end
+                                            : 2 * kWord + kMaxPatternBytes;
 }
 
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void
@@ -1271,6 +1397,8 @@ void HardenedDeallocate(void* p) noexcept {
       DieIfMarkIsOurs("double free of", c, p);
     }
     CheckSlabCanary(p, c);
+    CheckNeighbourTrailers(p, c, g_heap.load(std::memory_order_acquire)
+                                     ->cls(c).metadata());
     *word = mark;
     if (CurrentThreadHeap() == nullptr) return PushFreed(c, p);
     return QuarantineFree(c, p);
@@ -1303,6 +1431,8 @@ void* HardenedReallocate(void* p, std::size_t n) noexcept {
     }
     CheckedFreeSlabOfClass(p, c, "realloc");
     old_n = CheckSlabCanary(p, c);
+    CheckNeighbourTrailers(p, c, g_heap.load(std::memory_order_acquire)
+                                     ->cls(c).metadata());
     if (IsHardenedSlabSize(n)) {
       // In place, as Reallocate: the footprint fits and the block would
       // not shrink to half or less.

@@ -5,10 +5,15 @@
 // size. Each misuse runs in a forked child (gtest death tests). The test's
 // environment (BUILD) shrinks the quarantine to 64 blocks / 64 KiB, so that
 // a few frees push a block out of it.
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "elfmalloc/general_allocator.h"
@@ -56,6 +61,29 @@ TEST(HardenedBuildTest, CorrectUseIsQuiet) {
     }).join();
     for (std::size_t i = half; i < blocks.size(); ++i) Deallocate(blocks[i]);
     Churn(24);
+  }
+}
+
+// Phases of one size after another, each filling and freeing 8 MiB: slab
+// pages go from class to class with the old class's bytes in them, and the
+// neighbour checks must see zeroed slot ends there, not stale data
+// (without SlabClass::Options::zero_object_tails this aborts within the
+// first round).
+TEST(HardenedBuildTest, PagesChangingClassRaiseNoFalseAlarm) {
+  std::vector<void*> blocks;
+  for (int round = 0; round < 2; ++round) {
+    for (std::size_t size = 8; size <= 12000; size = size * 5 / 4 + 8) {
+      const std::size_t n = (std::size_t{8} << 20) / size;
+      blocks.clear();
+      for (std::size_t i = 0; i < n; ++i) {
+        void* p = Allocate(size);
+        ASSERT_NE(p, nullptr);
+        std::memset(p, static_cast<int>(i), size);
+        blocks.push_back(p);
+      }
+      for (std::size_t i = 0; i < n; i += 2) Deallocate(blocks[i]);
+      for (std::size_t i = 1; i < n; i += 2) Deallocate(blocks[i]);
+    }
   }
 }
 
@@ -155,6 +183,84 @@ TEST(HardenedBuildDeathTest, LargeBlockCanaryAndGuardPage) {
                "");
   Deallocate(p);
   Deallocate(q);
+}
+
+// The fault at a guard page is reported with a message (the SIGSEGV hook);
+// other faults still end the process with SIGSEGV.
+TEST(HardenedBuildDeathTest, GuardPageFaultsAreReported) {
+#if defined(ADDRESS_SANITIZER) || defined(THREAD_SANITIZER)
+  GTEST_SKIP() << "the sanitizer's own SIGSEGV handler reports faults";
+#endif
+  const std::size_t one = std::size_t{1} << 20;
+  char* q = static_cast<char*>(Allocate(one));
+  ASSERT_NE(q, nullptr);
+  EXPECT_DEATH({ static_cast<volatile char*>(q)[one] = 0; },
+               "heap overflow: an access at .* went past the end of .* \\(a "
+               "large block of 1048576 requested bytes\\) into its guard "
+               "page, 0 bytes past");
+  // A block of several 2 MiB units: the report finds its header units below.
+  const std::size_t big = (std::size_t{5} << 20) + 4096 * 3 + 5;
+  char* r = static_cast<char*>(Allocate(big));
+  ASSERT_NE(r, nullptr);
+  EXPECT_DEATH({ static_cast<volatile char*>(r)[big + 4091] = 0; },
+               "into its guard page, 4091 bytes past the requested size");
+  // A fault anywhere else is not reported as an overflow.
+  void* page = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                    0);
+  ASSERT_NE(page, MAP_FAILED);
+  EXPECT_EXIT({ *static_cast<volatile char*>(page) = 0; },
+              ::testing::KilledBySignal(SIGSEGV), "");
+  munmap(page, 4096);
+  Deallocate(q);
+  Deallocate(r);
+}
+
+// Two live blocks of `size` bytes in adjacent slots, the lower first (the
+// refill order is random, so a few hundred blocks hold such a pair).
+std::pair<char*, char*> AdjacentPair(std::size_t size,
+                                     std::vector<void*>* keep) {
+  const std::size_t slot = ClassSize(SizeToClass(size + 8));
+  for (int i = 0; i < 512; ++i) keep->push_back(Allocate(size));
+  std::sort(keep->begin(), keep->end());
+  for (std::size_t i = 1; i < keep->size(); ++i) {
+    char* lo = static_cast<char*>((*keep)[i - 1]);
+    char* hi = static_cast<char*>((*keep)[i]);
+    if (hi - lo == static_cast<std::ptrdiff_t>(slot)) return {lo, hi};
+  }
+  return {nullptr, nullptr};
+}
+
+// Neighbours: a write just before a block lands in the previous slot's
+// trailer; one that skips a block's canary lands in the next slot. The
+// free of the block next to the damage reports it, whether the damaged
+// neighbour is live or freed.
+TEST(HardenedBuildDeathTest, WritesIntoANeighbourSlotAbort) {
+  for (std::size_t n : {24, 100, 3000}) {
+    std::vector<void*> keep;
+    auto [lo, hi] = AdjacentPair(n, &keep);
+    ASSERT_NE(lo, nullptr) << n;
+    EXPECT_DEATH(
+        {
+          std::memset(hi - 16, 0x41, 16);
+          Deallocate(hi);
+        },
+        "heap corruption: the canary at the end of .*, the block before ");
+    EXPECT_DEATH(
+        {
+          Deallocate(lo);  // a freed neighbour keeps its trailer
+          std::memset(hi - 16, 0x41, 16);
+          Deallocate(hi);
+        },
+        "heap corruption: the canary at the end of .*, the block before ");
+    const std::size_t slot = ClassSize(SizeToClass(n + 8));
+    EXPECT_DEATH(
+        {
+          std::memset(lo + slot, 0x41, slot);  // all of hi, trailer included
+          Deallocate(lo);
+        },
+        "heap corruption: the canary at the end of .*, the block after ");
+    for (void* p : keep) Deallocate(p);
+  }
 }
 
 TEST(HardenedBuildDeathTest, WriteAfterFreeAbortsWhenItLeavesTheQuarantine) {

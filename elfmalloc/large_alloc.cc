@@ -775,6 +775,35 @@ std::size_t LargeRequestedSize(const void* p) noexcept {
   return LargeHeaderOf(p)->requested;
 }
 
+void* LargeBlockContaining(const void* a) noexcept {
+  const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(a);
+  if (addr < 2 * kUnit) return nullptr;  // null page and the like
+  std::uintptr_t unit = addr & ~(kUnit - 1);
+  // a's own unit header is read only past that header's page: the page
+  // may be a guard (PROT_NONE) that the block below ends with.
+  if (addr - unit < mmap_alloc::PageSize()) unit -= kUnit;
+  for (std::size_t i = 0; i < kMaxArenaUnits && unit != 0;
+       ++i, unit -= kUnit) {
+    // Mapped units below a belong to one block up to its header (a block's
+    // pages are all readable but its guard), or a lies in no block.
+    if (!mmap_alloc::IsMappedBoundary(reinterpret_cast<const void*>(unit))) {
+      return nullptr;
+    }
+    const auto* h = reinterpret_cast<const LargeHeader*>(unit);
+    // A unit inside a block starts with the program's bytes: a header is a
+    // live stamp that names its own unit as the base of an arena block.
+    if (h->region.type.load(std::memory_order_relaxed) != AllocType::kLarge ||
+        reinterpret_cast<std::uintptr_t>(h->base) != unit ||
+        h->arena == nullptr) {
+      continue;
+    }
+    // The first block header below a: a lies in it, or in no block.
+    if (addr - unit >= h->region_size) return nullptr;
+    return reinterpret_cast<char*>(unit) + h->header_space;
+  }
+  return nullptr;
+}
+
 void* LargeRealloc(void* p, std::size_t new_size) noexcept {
   // Success leaves errno as it was (a refused mremap falls back to a copy).
   const int saved_errno = errno;

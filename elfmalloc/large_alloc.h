@@ -121,6 +121,17 @@ std::size_t LargeUsableSize(const void* p) noexcept;
 // The size most recently requested for p.
 std::size_t LargeRequestedSize(const void* p) noexcept;
 
+// The user pointer of the live block (LargeAlloc's, in an arena) whose
+// region holds address a, or nullptr. For reports about a fault at a (the
+// hardened build's guard pages): it takes no lock and makes no system call,
+// so a signal handler may call it. It reads the headers of the units from
+// a's down to the block's first (at most a block's worth of units), each
+// only if mmap_alloc's registry maps it, and skips a's own unit header
+// when a lies in that header's page (a guard page may start a unit); a
+// header that matches must name its own unit as its base and a region
+// reaching a. A block freed or resized meanwhile may be missed.
+void* LargeBlockContaining(const void* a) noexcept;
+
 // Resizes p to new_size bytes keeping the first min(old, new) bytes and the
 // alignment. Returns the (possibly moved) block, or nullptr with errno set,
 // in which case p is untouched and still valid.

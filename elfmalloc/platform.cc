@@ -1,4 +1,5 @@
-// The clock, the kernel's random bytes and the CPU count. See platform.h.
+// The clock, the kernel's random bytes, the CPU count, sleeping, a detached
+// thread and the SIGSEGV hook. See platform.h.
 #include "elfmalloc/platform.h"
 
 #include <errno.h>
@@ -101,6 +102,43 @@ bool StartDetachedThread(void* (*fn)(void*), void* arg) noexcept {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
   return ok;
+}
+
+namespace {
+
+// The installed handler and the disposition it replaced; written once by
+// InstallFaultHandler before the handler can run, read by it.
+FaultHandler g_fault_handler = nullptr;
+struct sigaction g_previous_segv;
+
+void FaultTrampoline(int sig, siginfo_t* info, void* /*context*/) {
+  const int saved_errno = errno;
+  g_fault_handler(info->si_addr);
+  // Not ours: back to the previous disposition. A fault happens again when
+  // the instruction reruns; a signal somebody sent would be lost, so it is
+  // raised again (blocked until this handler returns).
+  sigaction(SIGSEGV, &g_previous_segv, nullptr);
+  if (info->si_code <= 0) raise(sig);
+  errno = saved_errno;
+}
+
+}  // namespace
+
+bool InstallFaultHandler(FaultHandler handler) noexcept {
+  struct sigaction current;
+  if (sigaction(SIGSEGV, nullptr, &current) != 0) return false;
+  if ((current.sa_flags & SA_SIGINFO) != 0 ||
+      current.sa_handler != SIG_DFL) {
+    return false;  // the program's own handler, or SIG_IGN
+  }
+  g_previous_segv = current;
+  g_fault_handler = handler;
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = FaultTrampoline;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  return sigaction(SIGSEGV, &sa, nullptr) == 0;
 }
 
 }  // namespace elfmalloc

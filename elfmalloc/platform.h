@@ -1,8 +1,9 @@
 // elfmalloc's operating-system queries that more than one component needs:
 // a coarse monotonic clock (decay periods of the page allocators and of the
 // large-block heap), the kernel's random bytes (the hardened build's
-// secrets) and the number of CPUs the process may run on (sizing
-// of bags and pools). One definition each, so that every component sees the
+// secrets), the number of CPUs the process may run on (sizing
+// of bags and pools) and a SIGSEGV hook (the hardened build's guard-page
+// reports). One definition each, so that every component sees the
 // same clock and the same CPU count. Mapping lives in //mmap_alloc, the
 // futex lock in spin_lock.h, thread keys and fork hooks in thread_cache.cc
 // and general_allocator.cc (their only users). Also the two primitives of
@@ -55,6 +56,21 @@ bool MainThreadExited() noexcept;
 // call this where a program could start a thread itself (a library
 // constructor, main), never from inside malloc.
 bool StartDetachedThread(void* (*fn)(void*), void* arg) noexcept;
+
+// Called with the faulting address of a SIGSEGV, on the faulting thread in
+// signal context (async-signal-safe code only). It either reports the fault
+// as its own and aborts, or returns: the fault is none of its business.
+using FaultHandler = void (*)(void* addr);
+
+// Installs `handler` for SIGSEGV (on the alternate signal stack if the
+// thread has one) unless the program already has a handler of its own or
+// ignores the signal (false then, and when sigaction fails). When the
+// handler returns, the disposition it replaced is restored and the fault
+// happens again under it (a SIGSEGV sent by kill is raised again), so a
+// fault that is not the handler's ends the process exactly as it would
+// have without it. A program that installs its own handler later replaces
+// this one. The hardened build's guard-page reports; one system call.
+bool InstallFaultHandler(FaultHandler handler) noexcept;
 
 }  // namespace elfmalloc
 

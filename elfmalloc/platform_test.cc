@@ -7,7 +7,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -77,6 +79,54 @@ TEST(PlatformTest, RandomBytesDifferBetweenCalls) {
   // 256 random bits: equal by chance with probability 2^-256.
   EXPECT_NE(std::memcmp(a, b, sizeof(a)), 0);
   EXPECT_TRUE(RandomBytes(a, 0));
+}
+
+// The SIGSEGV hook: the handler sees the faulting address; when it returns
+// the fault ends the process as without it; a program's own handler is
+// never replaced.
+void* g_fault_seen = nullptr;
+void RecordFault(void* addr) { g_fault_seen = addr; }
+void DieOnFault(void* addr) {
+  if (addr == g_fault_seen) {
+    static const char kMsg[] = "fault handler: expected address\n";
+    (void)!write(2, kMsg, sizeof(kMsg) - 1);
+    _exit(42);
+  }
+}
+void ProgramHandler(int) { _exit(43); }
+
+TEST(PlatformDeathTest, FaultHandlerSeesTheAddressAndChains) {
+#if defined(ADDRESS_SANITIZER) || defined(THREAD_SANITIZER)
+  GTEST_SKIP() << "the sanitizer owns SIGSEGV";
+#endif
+  void* page = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                    0);
+  ASSERT_NE(page, MAP_FAILED);
+  char* target = static_cast<char*>(page) + 100;
+  // A handler that claims the fault.
+  EXPECT_EXIT(
+      {
+        g_fault_seen = target;
+        if (!InstallFaultHandler(DieOnFault)) _exit(1);
+        *static_cast<volatile char*>(target) = 0;
+      },
+      ::testing::ExitedWithCode(42), "expected address");
+  // A handler that returns: the default action, as if there were none.
+  EXPECT_EXIT(
+      {
+        if (!InstallFaultHandler(RecordFault)) _exit(1);
+        *static_cast<volatile char*>(target) = 0;
+      },
+      ::testing::KilledBySignal(SIGSEGV), "");
+  // A program's handler stays.
+  EXPECT_EXIT(
+      {
+        signal(SIGSEGV, ProgramHandler);
+        if (InstallFaultHandler(DieOnFault)) _exit(1);
+        *static_cast<volatile char*>(target) = 0;
+      },
+      ::testing::ExitedWithCode(43), "");
+  munmap(page, 4096);
 }
 
 }  // namespace

@@ -28,6 +28,7 @@ SlabClass::SlabClass(PageAlloc* pages, const Options& o) noexcept
                                  : meta_.page_size;
   uncommit_on_free_ = usable >= o.eager_uncommit_threshold;
   tag_ = o.tag;
+  zero_object_tails_ = o.zero_object_tails;
   header_survives_uncommit_ =
       kSlabHeaderSize + meta_.bitset_words * sizeof(std::uint64_t) <=
       mmap_alloc::PageSize();
@@ -155,15 +156,29 @@ bool SlabAllocator::Refresh() noexcept {
     // handle 0; its claimed and done bits are whatever its last period left,
     // and Adopt resets them): reuse it as is, unless its bit-set may have
     // been uncommitted (then it reads as zeroes).
-    if (s->metadata() != &m || !cls_->header_survives_uncommit_ ||
+    const SlabMetadata* old_layout = s->metadata();
+    if (old_layout != &m || !cls_->header_survives_uncommit_ ||
         s->AvailableCount() != static_cast<std::int64_t>(m.n_objects)) {
       s = Slab::Init(page, &m, cls_->pages_->type(), cls_->tag_);
+      if (cls_->zero_object_tails_ && old_layout != nullptr &&
+          old_layout != &m) {
+        ZeroObjectTails(page, m);
+      }
     }
     s->Adopt();
   }
   current_ = s;
   iter_ = s->Iterate();
   return true;
+}
+
+void SlabAllocator::ZeroObjectTails(void* page, const SlabMetadata& m) noexcept {
+  // The page is exclusively ours and holds no object: plain stores.
+  char* last = static_cast<char*>(page) + m.objects_offset + m.object_size -
+               sizeof(std::uint64_t);
+  for (std::size_t i = 0; i < m.n_objects; ++i, last += m.object_size) {
+    std::memset(last, 0, sizeof(std::uint64_t));
+  }
 }
 
 void SlabAllocator::OnFree(Slab* s, FreeResult r) noexcept {

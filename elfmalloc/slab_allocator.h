@@ -84,6 +84,13 @@ class SlabClass {
     // allocator's size class index, so a free finds its class next to the
     // stamp.
     std::uint8_t tag = Slab::kNoTag;
+    // When a page that another layout left data in (its header names other
+    // metadata) is laid out for this class, zero the last word of each
+    // object. Afterwards every object's last word is 0 or was written
+    // through this class's layout: the hardened general allocator keeps a
+    // trailer there and checks its neighbours' (a page whose header reads
+    // as zero is wholly zero, fresh or uncommitted).
+    bool zero_object_tails = false;
   };
 
   // `pages` must outlive this object; its page size is the slab size. Several
@@ -124,6 +131,7 @@ class SlabClass {
   // The first OS page holds the header and the whole bit-set, so a page that
   // went back with the uncommit hint keeps its layout (see Refresh).
   bool header_survives_uncommit_ = false;
+  bool zero_object_tails_ = false;
   bool valid_ = false;
   std::uint8_t tag_ = Slab::kNoTag;
   AvailableBag available_;
@@ -223,6 +231,8 @@ class SlabAllocator {
   bool Refresh() noexcept;
   void OnFree(Slab* s, FreeResult r) noexcept;
   void ReturnPage(Slab* s) noexcept;
+  // Options::zero_object_tails for a page just laid out with m.
+  static void ZeroObjectTails(void* page, const SlabMetadata& m) noexcept;
 
   SlabClass* cls_ = nullptr;
   Slab* current_ = nullptr;  // claimed by this thread, or null

@@ -361,6 +361,37 @@ TEST(SlabAllocatorTest, SharedPageAllocReinitialisesForAnotherClass) {
   }
 }
 
+// zero_object_tails: a page another class's layout left data in gets the
+// last word of every object zeroed when this class lays it out; a class
+// without the option leaves the old bytes (so the test sees the option).
+TEST(SlabAllocatorTest, ZeroObjectTailsClearsWhatAnotherLayoutLeft) {
+  for (bool zero : {true, false}) {
+    PageAlloc pa(Pages(32 * K));
+    SlabClass::Options ob = Class(48);
+    ob.zero_object_tails = zero;
+    SlabClass small(&pa, Class(64));
+    SlabClass big(&pa, ob);
+    {
+      SlabAllocator a(&small);
+      std::vector<void*> objs = AllocN(a, small.metadata().n_objects);
+      for (void* p : objs) std::memset(p, 0xee, 64);
+      for (void* p : objs) a.Free(p);
+    }  // page back with 0xee everywhere but the header
+    ASSERT_EQ(small.pages_in_use(), 0u);
+    SlabAllocator b(&big);
+    std::vector<void*> objs = AllocN(b, big.metadata().n_objects);
+    ASSERT_EQ(big.pages_in_use(), 1u);  // the same page
+    std::size_t zero_tails = 0;
+    for (void* p : objs) {
+      std::uint64_t tail;
+      std::memcpy(&tail, static_cast<char*>(p) + 48 - 8, 8);
+      zero_tails += tail == 0;
+    }
+    EXPECT_EQ(zero_tails, zero ? objs.size() : 0u) << "zero_object_tails "
+                                                   << zero;
+  }
+}
+
 TEST(SlabAllocatorTest, LostRevokeLeavesAWhollyFreeListedSlabThatIsReused) {
   PageAlloc pa(Pages(32 * K));
   std::size_t dirty_before_destroy = 0;
