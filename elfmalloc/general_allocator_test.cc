@@ -429,7 +429,8 @@ TEST(GeneralAllocatorDeathTest, DoubleFreeOfACachedLargeBlockAborts) {
 
 // Pointers that are not the start of a block, refused in every build
 // where the check is free (general_allocator.cc, "Pointers that are not
-// the start of a block"): misaligned frees, interior frees of 16 KiB+ slab
+// the start of a block"): misaligned frees, interior frees of small-slab
+// blocks below their class's alignment, interior frees of 16 KiB+ slab
 // blocks and of large blocks, interior reallocs of any block.
 TEST(GeneralAllocatorDeathTest, MisalignedFreeAborts) {
   EXPECT_DEATH(
@@ -438,6 +439,26 @@ TEST(GeneralAllocatorDeathTest, MisalignedFreeAborts) {
         Deallocate(p + 1);
       },
       "free\\(0x[0-9a-f]+\\): not the start of a block \\(misaligned");
+}
+
+// Small-slab blocks: a pointer below its class's object alignment is no
+// object start (p + 8 of a 24-byte block in the 32-byte class, p + 256 of
+// a 3000-byte block in the 3072-byte class, aligned to 1024).
+TEST(GeneralAllocatorDeathTest, UnalignedInteriorFreeOfASmallSlabBlockAborts) {
+  const struct {
+    std::size_t size, offset;
+  } cases[] = {{24, 8}, {64, 32}, {100, 8}, {3000, 256}, {8192, 4096}};
+  for (const auto& k : cases) {
+    EXPECT_DEATH(
+        {
+          char* p = static_cast<char*>(Allocate(k.size));
+          Deallocate(p + k.offset);
+        },
+        "free\\(0x[0-9a-f]+\\): not the start of a block \\(size class "
+        "[0-9]+: [0-9]+-byte blocks, each aligned to [0-9]+ bytes; an "
+        "interior pointer")
+        << k.size << " + " << k.offset;
+  }
 }
 
 TEST(GeneralAllocatorDeathTest, InteriorFreeOfABigSlabBlockAborts) {
