@@ -34,6 +34,15 @@
 #include "elfmalloc/thread_cache.h"
 #include "mmap_alloc/mmap_alloc.h"
 
+// The bounds of the section elfmalloc_classify (see ELFMALLOC_CLASSIFIES),
+// provided by the linker.
+extern "C" {
+extern const char __start_elfmalloc_classify[]
+    __attribute__((visibility("hidden")));
+extern const char __stop_elfmalloc_classify[]
+    __attribute__((visibility("hidden")));
+}
+
 namespace elfmalloc {
 namespace {
 
@@ -188,7 +197,26 @@ void InitFreeKey() {
 // hardened build" below), set up when the heap is built.
 void InitHardening();
 void DrainQuarantine(ThreadHeap* th);
+void ReportGuardPageFault(void* addr);
 #endif
+
+// Free, realloc and malloc_usable_size of a pointer elfmalloc never mapped
+// anything at (a static array, a block forged in one), in every build and
+// at no cost per call: the first thing these functions do is read the
+// region header at p's 2 MiB boundary (ReadAllocType), which faults when
+// nothing is mapped there. A SIGSEGV hook (InstallFaultHandler, platform.h,
+// installed when the heap is built unless the program has a handler of
+// its own) reports such a fault when the faulting instruction lies in one
+// of the three functions (placed in the section elfmalloc_classify, whose
+// bounds the linker provides) and the faulting address is the first page
+// of a 2 MiB boundary that mmap_alloc's registry does not map: one line
+// naming the 2 MiB region the pointer lies in (the pointer itself is not
+// recoverable from the fault), then abort. Every other fault goes on to
+// the default action as if there were no hook. The checked and hardened
+// builds ask the registry before the read instead (CheckRegionMapped),
+// which also names the pointer.
+#define ELFMALLOC_CLASSIFIES __attribute__((section("elfmalloc_classify")))
+void HandleFault(void* addr, const void* pc);
 
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline std::uint64_t FreeMark(const void* p) {
   return g_free_key ^ reinterpret_cast<std::uintptr_t>(p);
@@ -445,6 +473,7 @@ ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
   InitHardening();
   SetThreadHeapReleaseHook(&DrainQuarantine);
 #endif
+  InstallFaultHandler(&HandleFault);
   g_heap.store(h, std::memory_order_release);
   SetOptionsApplyHook(&ApplyRuntimeOptions);
   return h;
@@ -618,6 +647,30 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsSlabType(AllocType t) {
 // without it.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CheckRegionMapped(const void* p) {
   if (ABSL_PREDICT_FALSE(!RegionIsMapped(p))) DieNotOurs(p);
+}
+
+// The SIGSEGV hook (see ELFMALLOC_CLASSIFIES): signal context, so nothing
+// here locks or allocates (raw logging writes with one system call).
+void HandleFault(void* addr, const void* pc) {
+#if defined(ELFMALLOC_HARDENED)
+  ReportGuardPageFault(addr);
+#endif
+  const char* code = static_cast<const char*>(pc);
+  if (code < __start_elfmalloc_classify || code >= __stop_elfmalloc_classify) {
+    return;
+  }
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(addr);
+  const std::uintptr_t region = a & ~(std::uintptr_t{kStampAlignment} - 1);
+  if (region == 0 || a - region >= mmap_alloc::PageSize() ||
+      mmap_alloc::IsMappedBoundary(reinterpret_cast<const void*>(region))) {
+    return;
+  }
+  ABSL_RAW_LOG(FATAL,
+               "elfmalloc: free, realloc or malloc_usable_size of a pointer "
+               "in (%p, %p], where elfmalloc maps nothing: it was not "
+               "allocated by elfmalloc",
+               reinterpret_cast<void*>(region),
+               reinterpret_cast<void*>(region + kStampAlignment));
 }
 
 // The class of a slab pointer, from its slab's tag (Slab::TagOf: the same
@@ -899,8 +952,6 @@ std::uint64_t NoZeroByte(std::uint64_t x) {
   return x;
 }
 
-void ReportGuardPageFault(void* addr);
-
 void InitHardening() {
   std::uint64_t seed[2] = {};
   if (!RandomBytes(seed, sizeof(seed))) {
@@ -923,7 +974,6 @@ void InitHardening() {
       static_cast<std::size_t>(GetOption(OptionId::kQuarantineBytes));
   g_quarantine_max_blocks =
       static_cast<std::size_t>(GetOption(OptionId::kQuarantineBlocks));
-  InstallFaultHandler(ReportGuardPageFault);
 }
 
 // ---- Patterns (see g_canary_pattern) ----
@@ -1623,7 +1673,7 @@ ABSL_ATTRIBUTE_NOINLINE void FreeNotSmall(AllocType t, void* p) noexcept {
 
 }  // namespace
 
-void Deallocate(void* p) noexcept {
+ELFMALLOC_CLASSIFIES void Deallocate(void* p) noexcept {
 #if defined(ELFMALLOC_HARDENED)
   return HardenedDeallocate(p);
 #endif
@@ -1655,7 +1705,7 @@ void Deallocate(void* p) noexcept {
   return FreeNotSmall(t, p);
 }
 
-std::size_t UsableSize(const void* p) noexcept {
+ELFMALLOC_CLASSIFIES std::size_t UsableSize(const void* p) noexcept {
 #if defined(ELFMALLOC_HARDENED)
   return HardenedUsableSize(p);
 #endif
@@ -1667,7 +1717,7 @@ std::size_t UsableSize(const void* p) noexcept {
   return LargeUsableSize(p);
 }
 
-void* Reallocate(void* p, std::size_t n) noexcept {
+ELFMALLOC_CLASSIFIES void* Reallocate(void* p, std::size_t n) noexcept {
 #if defined(ELFMALLOC_HARDENED)
   return HardenedReallocate(p, n);
 #endif

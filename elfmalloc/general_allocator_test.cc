@@ -388,6 +388,32 @@ TEST(GeneralAllocatorTest, AllocatedBytesFollowsLiveBlocks) {
 
 // A pointer whose stamp is not elfmalloc's is refused loudly rather than
 // freed into some slab.
+// A pointer whose 2 MiB boundary is not mapped at all (a static array, a
+// block forged in one): the read of its region header faults, and the
+// SIGSEGV hook reports it (general_allocator.cc, ELFMALLOC_CLASSIFIES).
+TEST(GeneralAllocatorDeathTest, PointerWhereNothingIsMappedAborts) {
+#if defined(ADDRESS_SANITIZER) || defined(THREAD_SANITIZER)
+  GTEST_SKIP() << "the sanitizer's own SIGSEGV handler reports faults";
+#endif
+  void* const heap_built = Allocate(8);  // the hook comes with the heap
+  // A page just above a 2 MiB boundary, with the boundary's page unmapped.
+  mmap_alloc::MapOptions o;
+  o.align = kStampAlignment;
+  char* region = static_cast<char*>(mmap_alloc::Map(kStampAlignment, o));
+  ASSERT_NE(region, nullptr);
+  const std::size_t page = mmap_alloc::PageSize();
+  mmap_alloc::Unmap(region, page);
+  char* block = region + page + 64;
+  EXPECT_DEATH(Deallocate(block),
+               "free, realloc or malloc_usable_size of a pointer in "
+               "\\(0x[0-9a-f]+, 0x[0-9a-f]+\\], where elfmalloc maps "
+               "nothing");
+  EXPECT_DEATH((void)Reallocate(block, 100), "where elfmalloc maps nothing");
+  EXPECT_DEATH((void)UsableSize(block), "where elfmalloc maps nothing");
+  mmap_alloc::Unmap(region + page, kStampAlignment - page);
+  Deallocate(heap_built);
+}
+
 TEST(GeneralAllocatorDeathTest, ForeignPointerAborts) {
   mmap_alloc::MapOptions o;
   o.align = kStampAlignment;

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/random.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -111,14 +112,33 @@ namespace {
 FaultHandler g_fault_handler = nullptr;
 struct sigaction g_previous_segv;
 
-void FaultTrampoline(int sig, siginfo_t* info, void* /*context*/) {
+const void* FaultPc(const void* context) {
+  const auto* uc = static_cast<const ucontext_t*>(context);
+#if defined(__x86_64__)
+  return reinterpret_cast<const void*>(uc->uc_mcontext.gregs[REG_RIP]);
+#elif defined(__aarch64__)
+  return reinterpret_cast<const void*>(uc->uc_mcontext.pc);
+#else
+  (void)uc;
+  return nullptr;
+#endif
+}
+
+void FaultTrampoline(int sig, siginfo_t* info, void* context) {
   const int saved_errno = errno;
-  g_fault_handler(info->si_addr);
-  // Not ours: back to the previous disposition. A fault happens again when
-  // the instruction reruns; a signal somebody sent would be lost, so it is
-  // raised again (blocked until this handler returns).
-  sigaction(SIGSEGV, &g_previous_segv, nullptr);
-  if (info->si_code <= 0) raise(sig);
+  g_fault_handler(info->si_addr, FaultPc(context));
+  // Not ours: back to the previous disposition, if this handler is still
+  // the installed one (a program's handler that chained to it stays). A
+  // fault happens again when the instruction reruns; a signal somebody
+  // sent would be lost, so it is raised again (blocked until this handler
+  // returns).
+  struct sigaction current;
+  if (sigaction(SIGSEGV, nullptr, &current) == 0 &&
+      (current.sa_flags & SA_SIGINFO) != 0 &&
+      current.sa_sigaction == FaultTrampoline) {
+    sigaction(SIGSEGV, &g_previous_segv, nullptr);
+    if (info->si_code <= 0) raise(sig);
+  }
   errno = saved_errno;
 }
 

@@ -2,8 +2,8 @@
 // a coarse monotonic clock (decay periods of the page allocators and of the
 // large-block heap), the kernel's random bytes (the hardened build's
 // secrets), the number of CPUs the process may run on (sizing
-// of bags and pools) and a SIGSEGV hook (the hardened build's guard-page
-// reports). One definition each, so that every component sees the
+// of bags and pools) and a SIGSEGV hook (reports of faults that a misuse
+// of the allocator caused). One definition each, so that every component sees the
 // same clock and the same CPU count. Mapping lives in //mmap_alloc, the
 // futex lock in spin_lock.h, thread keys and fork hooks in thread_cache.cc
 // and general_allocator.cc (their only users). Also the two primitives of
@@ -57,19 +57,23 @@ bool MainThreadExited() noexcept;
 // constructor, main), never from inside malloc.
 bool StartDetachedThread(void* (*fn)(void*), void* arg) noexcept;
 
-// Called with the faulting address of a SIGSEGV, on the faulting thread in
-// signal context (async-signal-safe code only). It either reports the fault
-// as its own and aborts, or returns: the fault is none of its business.
-using FaultHandler = void (*)(void* addr);
+// Called with the faulting address of a SIGSEGV and the address of the
+// faulting instruction (nullptr where the architecture's context is not
+// decoded: x86-64 and AArch64 are), on the faulting thread in signal
+// context (async-signal-safe code only). It either reports the fault as its
+// own and aborts, or returns: the fault is none of its business.
+using FaultHandler = void (*)(void* addr, const void* pc);
 
 // Installs `handler` for SIGSEGV (on the alternate signal stack if the
 // thread has one) unless the program already has a handler of its own or
 // ignores the signal (false then, and when sigaction fails). When the
-// handler returns, the disposition it replaced is restored and the fault
-// happens again under it (a SIGSEGV sent by kill is raised again), so a
-// fault that is not the handler's ends the process exactly as it would
-// have without it. A program that installs its own handler later replaces
-// this one. The hardened build's guard-page reports; one system call.
+// handler returns, the disposition it replaced (the default) is restored
+// and the fault happens again under it (a SIGSEGV sent by kill is raised
+// again), so a fault that is not the handler's ends the process exactly as
+// it would have without it. A program that installs its own handler later
+// replaces this one; if that handler calls this one for faults it does not
+// handle, this one leaves the program's handler installed. The general
+// allocator's fault reports; two system calls.
 bool InstallFaultHandler(FaultHandler handler) noexcept;
 
 }  // namespace elfmalloc

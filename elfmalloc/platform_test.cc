@@ -85,15 +85,26 @@ TEST(PlatformTest, RandomBytesDifferBetweenCalls) {
 // the fault ends the process as without it; a program's own handler is
 // never replaced.
 void* g_fault_seen = nullptr;
-void RecordFault(void* addr) { g_fault_seen = addr; }
-void DieOnFault(void* addr) {
-  if (addr == g_fault_seen) {
+const void* g_fault_pc = nullptr;
+void RecordFault(void* addr, const void* pc) {
+  g_fault_seen = addr;
+  g_fault_pc = pc;
+}
+void DieOnFault(void* addr, const void* pc) {
+  if (addr == g_fault_seen && pc != nullptr) {
     static const char kMsg[] = "fault handler: expected address\n";
     (void)!write(2, kMsg, sizeof(kMsg) - 1);
     _exit(42);
   }
 }
 void ProgramHandler(int) { _exit(43); }
+struct sigaction g_chained;
+void ChainingHandler(int sig, siginfo_t* info, void* context) {
+  g_chained.sa_sigaction(sig, info, context);
+  struct sigaction current;
+  sigaction(SIGSEGV, nullptr, &current);
+  _exit(current.sa_sigaction == ChainingHandler ? 44 : 45);
+}
 
 TEST(PlatformDeathTest, FaultHandlerSeesTheAddressAndChains) {
 #if defined(ADDRESS_SANITIZER) || defined(THREAD_SANITIZER)
@@ -107,6 +118,7 @@ TEST(PlatformDeathTest, FaultHandlerSeesTheAddressAndChains) {
   EXPECT_EXIT(
       {
         g_fault_seen = target;
+        signal(SIGSEGV, SIG_DFL);  // the allocator's own hook, under elfc
         if (!InstallFaultHandler(DieOnFault)) _exit(1);
         *static_cast<volatile char*>(target) = 0;
       },
@@ -114,6 +126,7 @@ TEST(PlatformDeathTest, FaultHandlerSeesTheAddressAndChains) {
   // A handler that returns: the default action, as if there were none.
   EXPECT_EXIT(
       {
+        signal(SIGSEGV, SIG_DFL);
         if (!InstallFaultHandler(RecordFault)) _exit(1);
         *static_cast<volatile char*>(target) = 0;
       },
@@ -126,6 +139,20 @@ TEST(PlatformDeathTest, FaultHandlerSeesTheAddressAndChains) {
         *static_cast<volatile char*>(target) = 0;
       },
       ::testing::ExitedWithCode(43), "");
+  // A program's handler installed over this one, calling it for a fault
+  // it does not handle: the program's handler stays installed.
+  EXPECT_EXIT(
+      {
+        signal(SIGSEGV, SIG_DFL);
+        if (!InstallFaultHandler(RecordFault)) _exit(1);
+        struct sigaction mine;
+        std::memset(&mine, 0, sizeof(mine));
+        mine.sa_sigaction = ChainingHandler;
+        mine.sa_flags = SA_SIGINFO;
+        if (sigaction(SIGSEGV, &mine, &g_chained) != 0) _exit(2);
+        *static_cast<volatile char*>(target) = 0;
+      },
+      ::testing::ExitedWithCode(44), "");
   munmap(page, 4096);
 }
 
