@@ -1155,14 +1155,13 @@ void ReportGuardPageFault(void* addr) {
                static_cast<std::size_t>(a - static_cast<const char*>(p)) - n);
 }
 
-void* HardenedAllocLarge(std::size_t n, std::size_t align, bool zero) {
+void* HardenedAllocLarge(std::size_t n, std::size_t align, LargeKind kind) {
   // The guard page's room; beyond half the address space nothing fits.
   if (n > (std::numeric_limits<std::size_t>::max)() / 2) {
     errno = ENOMEM;
     return nullptr;
   }
-  void* p = AllocLarge(n + mmap_alloc::PageSize(), align,
-                      zero ? LargeKind::kZeroed : LargeKind::kPlain);
+  void* p = AllocLarge(n + mmap_alloc::PageSize(), align, kind);
   if (p != nullptr) GuardLarge(p, n);
   return p;
 }
@@ -1447,7 +1446,8 @@ void* HardenedAllocate(std::size_t n, std::size_t align, bool zero) {
       return p;
     }
   }
-  return HardenedAllocLarge(n, align, zero);
+  return HardenedAllocLarge(n, align,
+                            zero ? LargeKind::kZeroed : LargeKind::kPlain);
 }
 
 void HardenedDeallocate(void* p) noexcept {
@@ -1515,7 +1515,11 @@ void* HardenedReallocate(void* p, std::size_t n) noexcept {
     if (!IsHardenedSlabSize(n)) return HardenedLargeRealloc(p, n);
     old_n = LargeRequest(p);
   }
-  void* q = HardenedAllocate(n, 0, false);
+  // As Reallocate: a slab block grown past the slab limit is likely to
+  // grow again, so its large block is placed with room to grow in place.
+  void* q = IsHardenedSlabSize(n)
+                ? HardenedAllocate(n, 0, false)
+                : HardenedAllocLarge(n, 0, LargeKind::kGrowth);
   if (q == nullptr) return nullptr;
   std::memcpy(q, p, old_n < n ? old_n : n);
   HardenedDeallocate(p);

@@ -87,6 +87,43 @@ TEST(HardenedBuildTest, PagesChangingClassRaiseNoFalseAlarm) {
   }
 }
 
+// A slab block that realloc grows past the slab limit goes to a large
+// block placed with room to grow (as in the default build), so the steps
+// that follow grow it in place instead of moving it. The large-block heap
+// is first left with resident one-unit holes between live blocks, where a
+// plain large allocation would go (resident units first) and could not
+// grow past its unit.
+TEST(HardenedBuildTest, ReallocGrowthPastTheSlabLimitStaysInPlace) {
+  constexpr std::size_t kUnitBlock = (std::size_t{2} << 20) - 64 * 1024;
+  std::vector<char*> blocks;
+  for (int i = 0; i < 8; ++i) {
+    char* b = static_cast<char*>(Allocate(kUnitBlock));
+    ASSERT_NE(b, nullptr);
+    std::memset(b, 1, kUnitBlock);
+    blocks.push_back(b);
+  }
+  for (int i = 0; i < 8; i += 2) Deallocate(blocks[i]);
+  std::size_t n = 200 * 1024;
+  char* p = static_cast<char*>(Allocate(n));
+  ASSERT_NE(p, nullptr);
+  std::memset(p, 7, n);
+  n = 300 * 1024;
+  p = static_cast<char*>(Reallocate(p, n));  // slab -> large
+  ASSERT_NE(p, nullptr);
+  int moves = 0;
+  while (n < (std::size_t{5} << 20)) {
+    n += 256 * 1024;
+    char* q = static_cast<char*>(Reallocate(p, n));
+    ASSERT_NE(q, nullptr);
+    moves += q != p;
+    p = q;
+  }
+  EXPECT_EQ(moves, 0);
+  for (std::size_t i = 0; i < 200 * 1024; i += 4096) ASSERT_EQ(p[i], 7);
+  Deallocate(p);
+  for (int i = 1; i < 8; i += 2) Deallocate(blocks[i]);
+}
+
 TEST(HardenedBuildTest, ReallocKeepsContentsAndCanaries) {
   std::size_t n = 10;
   char* p = static_cast<char*>(Allocate(n));
