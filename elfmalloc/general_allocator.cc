@@ -216,6 +216,15 @@ void ReportGuardPageFault(void* addr);
 // builds ask the registry before the read instead (CheckRegionMapped),
 // which also names the pointer.
 #define ELFMALLOC_CLASSIFIES __attribute__((section("elfmalloc_classify")))
+
+// A function the optimiser must not analyse across calls (GCC's noipa): for
+// failure paths that never return but must be reached by a jump, not a
+// call (see FreeNotOurs).
+#if defined(__GNUC__) && !defined(__clang__)
+#define ELFMALLOC_OPAQUE __attribute__((noipa))
+#else
+#define ELFMALLOC_OPAQUE
+#endif
 void HandleFault(void* addr, const void* pc);
 
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline std::uint64_t FreeMark(const void* p) {
@@ -274,14 +283,23 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsObjectStart(const void* p,
 // class's metadata is m: p must be an object start (the tag is already
 // checked to be a class in every build).
 // `op` names the call in the report ("free", "realloc").
+// Out of line and [[noreturn]], so that the callers' fast paths keep no
+// registers across it (inlined, the report made the checked build's free
+// save and restore five registers).
+[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void
+DieNotObjectStart(const void* p, SizeClass c, const char* op) {
+  ABSL_RAW_LOG(FATAL,
+               "elfmalloc: %s(%p): not the start of a block (size class "
+               "%u: %zu-byte blocks; an interior pointer, or not from "
+               "this allocator)",
+               op, p, static_cast<unsigned>(c.index()), ClassSize(c));
+  std::abort();  // not reached: FATAL aborts
+}
+
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CheckedFreeSlab(
     void* p, SizeClass c, const SlabMetadata& m, const char* op = "free") {
   if (ABSL_PREDICT_FALSE(!IsObjectStart(p, c, m))) {
-    ABSL_RAW_LOG(FATAL,
-                 "elfmalloc: %s(%p): not the start of a block (size class "
-                 "%u: %zu-byte blocks; an interior pointer, or not from "
-                 "this allocator)",
-                 op, p, static_cast<unsigned>(c.index()), ClassSize(c));
+    DieNotObjectStart(p, c, op);
   }
 }
 
@@ -684,12 +702,16 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline SizeClass TagClass(const void* p) {
 
 // The checked build's slab checks (CheckedFreeSlab) for a pointer whose tag
 // says class c.
+[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void
+DieFreedBeforeAnyAllocation(const void* p) {
+  ABSL_RAW_LOG(FATAL, "elfmalloc: %p freed before any allocation", p);
+  std::abort();  // not reached: FATAL aborts
+}
+
 inline void CheckedFreeSlabOfClass(void* p, SizeClass c,
                                    const char* op = "free") {
   Heap* heap = g_heap.load(std::memory_order_acquire);
-  if (ABSL_PREDICT_FALSE(heap == nullptr)) {
-    ABSL_RAW_LOG(FATAL, "elfmalloc: %p freed before any allocation", p);
-  }
+  if (ABSL_PREDICT_FALSE(heap == nullptr)) DieFreedBeforeAnyAllocation(p);
   CheckedFreeSlab(p, c, heap->cls(c).metadata(), op);
 }
 
@@ -744,8 +766,11 @@ ABSL_ATTRIBUTE_NOINLINE void FreeMarked(SizeClass c, void* p) noexcept {
   PushFreed(c, p);
 }
 
-// DieNotOurs reached by a jump from the fast path (see FreeMarked).
-ABSL_ATTRIBUTE_NOINLINE void FreeNotOurs(const void* p) noexcept {
+// DieNotOurs reached by a jump from the fast path (see FreeMarked). GCC
+// would infer that it never returns and reach it by a call, which makes
+// its callers set up a stack frame; noipa keeps it opaque.
+ELFMALLOC_OPAQUE ABSL_ATTRIBUTE_NOINLINE void FreeNotOurs(
+    const void* p) noexcept {
   DieNotOurs(p);
 }
 
@@ -1609,6 +1634,13 @@ constexpr std::array<std::uint16_t, 256> kTagAlignMask = [] {
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieMisaligned(
     const void* p);
 
+// The checked build's exact test (IsObjectStart) failed for p of class
+// ci; reached by a jump from the fast path (see Deallocate).
+ELFMALLOC_OPAQUE ABSL_ATTRIBUTE_NOINLINE void FreeNotObjectStartOfClass(
+    unsigned ci, const void* p) noexcept {
+  DieNotObjectStart(p, SizeClass(static_cast<std::uint8_t>(ci)), "free");
+}
+
 // A small-slab free of p failed the alignment test of its tag.
 ABSL_ATTRIBUTE_NOINLINE void FreeNotObjectStart(unsigned tag,
                                                 const void* p) noexcept {
@@ -1682,7 +1714,12 @@ ELFMALLOC_CLASSIFIES void Deallocate(void* p) noexcept {
   return HardenedDeallocate(p);
 #endif
   if (p == nullptr) return;
-  if (kChecked) CheckRegionMapped(p);
+  // The checked build's failures are reached by jumps to functions that
+  // are not [[noreturn]] (FreeNotOurs, FreeNotObjectStartOfClass), like
+  // the default build's, so that its free too needs no stack frame.
+  if (kChecked && ABSL_PREDICT_FALSE(!RegionIsMapped(p))) {
+    return FreeNotOurs(p);
+  }
   // One cache line classifies p: the stamp and the tag table of its 2 MiB
   // region (alloc_type.h, slab.h "Tags").
   const AllocType t = ReadAllocType(p);
@@ -1702,7 +1739,12 @@ ELFMALLOC_CLASSIFIES void Deallocate(void* p) noexcept {
     if (kChecked) {
       const unsigned ci = tag - 1u;
       if (ABSL_PREDICT_FALSE(ci >= kNumSizeClasses)) return FreeNotOurs(p);
-      CheckedFreeSlabOfClass(p, SizeClass(static_cast<std::uint8_t>(ci)));
+      const SizeClass c(static_cast<std::uint8_t>(ci));
+      Heap* heap = g_heap.load(std::memory_order_acquire);
+      if (ABSL_PREDICT_FALSE(heap == nullptr)) return FreeNotOurs(p);
+      if (ABSL_PREDICT_FALSE(!IsObjectStart(p, c, heap->cls(c).metadata()))) {
+        return FreeNotObjectStartOfClass(ci, p);
+      }
     }
     return FreeSlabTag(tag, p);
   }
