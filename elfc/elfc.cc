@@ -510,20 +510,28 @@ void* __libc_realloc(void* p, size_t n) noexcept;
 void* __libc_memalign(size_t a, size_t n) noexcept;
 void* __libc_valloc(size_t n) noexcept;
 void* __libc_pvalloc(size_t n) noexcept;
-MALLOC_BIND_EXPORT void* __libc_malloc(size_t n) noexcept { return malloc(n); }
-MALLOC_BIND_EXPORT void __libc_free(void* p) noexcept { free(p); }
+// They call the binding directly, not malloc and friends through the PLT:
+// glibc's always reach glibc's own heap, so ours reach elfc's even when
+// another malloc is interposed ahead of this library.
+using ElfcApi = ::malloc_bind::Api<::elfc::ElfcBackend>;
+MALLOC_BIND_EXPORT void* __libc_malloc(size_t n) noexcept {
+  return ElfcApi::Malloc(n);
+}
+MALLOC_BIND_EXPORT void __libc_free(void* p) noexcept { ElfcApi::Free(p); }
 MALLOC_BIND_EXPORT void* __libc_calloc(size_t n, size_t m) noexcept {
-  return calloc(n, m);
+  return ElfcApi::Calloc(n, m);
 }
 MALLOC_BIND_EXPORT void* __libc_realloc(void* p, size_t n) noexcept {
-  return realloc(p, n);
+  return ElfcApi::Realloc(p, n);
 }
 MALLOC_BIND_EXPORT void* __libc_memalign(size_t a, size_t n) noexcept {
-  return memalign(a, n);
+  return ElfcApi::Memalign(a, n);
 }
-MALLOC_BIND_EXPORT void* __libc_valloc(size_t n) noexcept { return valloc(n); }
+MALLOC_BIND_EXPORT void* __libc_valloc(size_t n) noexcept {
+  return ElfcApi::Valloc(n);
+}
 MALLOC_BIND_EXPORT void* __libc_pvalloc(size_t n) noexcept {
-  return pvalloc(n);
+  return ElfcApi::Pvalloc(n);
 }
 
 MALLOC_BIND_EXPORT size_t elfc_get_stats(struct elfc_stats* out) {

@@ -279,13 +279,11 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsObjectStart(const void* p,
          off - m.objects_offset < m.n_objects * m.object_size;
 }
 
-// The checked free of slab pointer p of class c (from its tag) whose
-// class's metadata is m: p must be an object start (the tag is already
-// checked to be a class in every build).
-// `op` names the call in the report ("free", "realloc").
-// Out of line and [[noreturn]], so that the callers' fast paths keep no
-// registers across it (inlined, the report made the checked build's free
-// save and restore five registers).
+// The checked build's report of slab pointer p of class c (from its tag)
+// that is no object start of that class; `op` names the call ("free",
+// "realloc"). Out of line and [[noreturn]], so that the callers' fast paths
+// keep no registers across it (inlined, the report made the checked
+// build's free save and restore five registers).
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void
 DieNotObjectStart(const void* p, SizeClass c, const char* op) {
   ABSL_RAW_LOG(FATAL,
@@ -294,13 +292,6 @@ DieNotObjectStart(const void* p, SizeClass c, const char* op) {
                "this allocator)",
                op, p, static_cast<unsigned>(c.index()), ClassSize(c));
   std::abort();  // not reached: FATAL aborts
-}
-
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CheckedFreeSlab(
-    void* p, SizeClass c, const SlabMetadata& m, const char* op = "free") {
-  if (ABSL_PREDICT_FALSE(!IsObjectStart(p, c, m))) {
-    DieNotObjectStart(p, c, op);
-  }
 }
 
 void CheckedFreeLarge(void* p, const char* op = "free") {
@@ -700,19 +691,27 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline SizeClass TagClass(const void* p) {
   return SizeClass(static_cast<std::uint8_t>(c));
 }
 
-// The checked build's slab checks (CheckedFreeSlab) for a pointer whose tag
-// says class c.
-[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void
-DieFreedBeforeAnyAllocation(const void* p) {
-  ABSL_RAW_LOG(FATAL, "elfmalloc: %p freed before any allocation", p);
-  std::abort();  // not reached: FATAL aborts
+// The slab layout of class c, or nullptr before the heap is built (then
+// no pointer is an object start of any class).
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline const SlabMetadata* ClassLayout(
+    SizeClass c) {
+  Heap* heap = g_heap.load(std::memory_order_acquire);
+  return heap == nullptr ? nullptr : &heap->cls(c).metadata();
+}
+
+// The checked build's slab check: whether p, whose tag says class c, is an
+// object start of that class.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsObjectStartOfClass(const void* p,
+                                                             SizeClass c) {
+  const SlabMetadata* m = ClassLayout(c);
+  return m != nullptr && IsObjectStart(p, c, *m);
 }
 
 inline void CheckedFreeSlabOfClass(void* p, SizeClass c,
                                    const char* op = "free") {
-  Heap* heap = g_heap.load(std::memory_order_acquire);
-  if (ABSL_PREDICT_FALSE(heap == nullptr)) DieFreedBeforeAnyAllocation(p);
-  CheckedFreeSlab(p, c, heap->cls(c).metadata(), op);
+  if (ABSL_PREDICT_FALSE(!IsObjectStartOfClass(p, c))) {
+    DieNotObjectStart(p, c, op);
+  }
 }
 
 // Deallocate's slow paths are noexcept, like Deallocate: the fast path
@@ -1080,7 +1079,6 @@ DieNeighbourOverwritten(const void* p, SizeClass c, const void* neighbour,
   std::abort();
 }
 
-
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieOverflow(
     const void* p, SizeClass c, std::size_t n, const char* bad) {
   ABSL_RAW_LOG(FATAL,
@@ -1335,6 +1333,21 @@ void CheckNeighbourTrailers(const void* p, SizeClass c,
   }
 }
 
+// The hardened build's checks of slab block p of class c at free and
+// realloc (`op`): an object start of its class (the checked build's
+// test), its canary and its neighbours' trailers, from one lookup of the
+// class's layout. Returns its requested size.
+std::size_t CheckHardenedSlabBlock(const void* p, SizeClass c,
+                                   const char* op) {
+  const SlabMetadata* m = ClassLayout(c);
+  if (ABSL_PREDICT_FALSE(m == nullptr || !IsObjectStart(p, c, *m))) {
+    DieNotObjectStart(p, c, op);
+  }
+  const std::size_t n = CheckSlabCanary(p, c);
+  CheckNeighbourTrailers(p, c, *m);
+  return n;
+}
+
 // ---- The quarantine ----
 
 // How much of a quarantined block of `size` bytes carries the freed pattern:
@@ -1481,15 +1494,12 @@ void HardenedDeallocate(void* p) noexcept {
   const AllocType t = ReadAllocType(p);
   if (ABSL_PREDICT_TRUE(IsSlabType(t))) {
     const SizeClass c = TagClass(p);
-    CheckedFreeSlabOfClass(p, c);
     std::uint64_t* word = static_cast<std::uint64_t*>(p);
     const std::uint64_t mark = FreeMark(p);
     if (ABSL_PREDICT_FALSE(*word == mark)) {
       DieIfMarkIsOurs("double free of", c, p);
     }
-    CheckSlabCanary(p, c);
-    CheckNeighbourTrailers(p, c, g_heap.load(std::memory_order_acquire)
-                                     ->cls(c).metadata());
+    CheckHardenedSlabBlock(p, c, "free");
     *word = mark;
     if (CurrentThreadHeap() == nullptr) return PushFreed(c, p);
     return QuarantineFree(c, p);
@@ -1520,10 +1530,7 @@ void* HardenedReallocate(void* p, std::size_t n) noexcept {
                            FreeMark(p))) {
       DieIfMarkIsOurs("realloc of freed block", c, p);
     }
-    CheckedFreeSlabOfClass(p, c, "realloc");
-    old_n = CheckSlabCanary(p, c);
-    CheckNeighbourTrailers(p, c, g_heap.load(std::memory_order_acquire)
-                                     ->cls(c).metadata());
+    old_n = CheckHardenedSlabBlock(p, c, "realloc");
     if (IsHardenedSlabSize(n)) {
       // In place, as Reallocate: the footprint fits and the block would
       // not shrink to half or less.
@@ -1739,10 +1746,8 @@ ELFMALLOC_CLASSIFIES void Deallocate(void* p) noexcept {
     if (kChecked) {
       const unsigned ci = tag - 1u;
       if (ABSL_PREDICT_FALSE(ci >= kNumSizeClasses)) return FreeNotOurs(p);
-      const SizeClass c(static_cast<std::uint8_t>(ci));
-      Heap* heap = g_heap.load(std::memory_order_acquire);
-      if (ABSL_PREDICT_FALSE(heap == nullptr)) return FreeNotOurs(p);
-      if (ABSL_PREDICT_FALSE(!IsObjectStart(p, c, heap->cls(c).metadata()))) {
+      if (ABSL_PREDICT_FALSE(!IsObjectStartOfClass(
+              p, SizeClass(static_cast<std::uint8_t>(ci))))) {
         return FreeNotObjectStartOfClass(ci, p);
       }
     }
