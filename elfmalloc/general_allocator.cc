@@ -295,8 +295,14 @@ DieNotObjectStart(const void* p, SizeClass c, const char* op) {
 }
 
 void CheckedFreeLarge(void* p, const char* op = "free") {
-  const LargeHeader* h = LargeHeaderOf(p);
-  if (static_cast<char*>(h->base) + h->header_space != p) {
+  const LargeBlockState state = LargeStateOf(p);
+  if (ABSL_PREDICT_FALSE(state == LargeBlockState::kFreed)) {
+    ABSL_RAW_LOG(FATAL,
+                 "elfmalloc: double free of %p (a large block, already "
+                 "freed)",
+                 p);
+  }
+  if (ABSL_PREDICT_FALSE(state != LargeBlockState::kLive)) {
     ABSL_RAW_LOG(FATAL,
                  "elfmalloc: %s(%p): not the start of a large block (an "
                  "interior pointer)",

@@ -39,6 +39,18 @@ constexpr std::size_t kWords = kMaxArenaUnits / 64;
 // faults in 2000 operations on 1-16 MiB blocks).
 constexpr std::size_t kTailPurgeBytes = std::size_t{1} << 20;
 
+// Packed units (large_alloc.h, "Packed units"): 4 KiB pages, 512 per unit.
+constexpr std::size_t kPackedPage = 4096;
+constexpr std::size_t kPackedPages = kUnit / kPackedPage;
+constexpr std::size_t kPackedWords = kPackedPages / 64;
+// The largest alignment a packed unit takes (every block that fits a unit
+// with its alignment's worth of pages before it is packed).
+constexpr std::size_t kPackedMaxAlign = std::size_t{512} << 10;
+// The freed, resident bytes one unit keeps besides the largest freed block
+// (a block of 1.1 MB freed and allocated again does not pay a purge and
+// its page faults each time).
+constexpr std::size_t kPackedDirtyBytes = std::size_t{1} << 20;
+
 }  // namespace
 
 // One arena: `units` units of address space from `base`, and what the heap
@@ -66,6 +78,42 @@ struct LargeArena {
   std::uint64_t freed_ms[kMaxArenaUnits];
 };
 
+// A packed unit: its header page. Invariants, all under g_lock:
+//   * page 0 is the header; every other page is free (free_bits), in a live
+//     block, or being purged (neither: a freed block whose pages are being
+//     madvised, PurgeList; they turn free after). free_pages counts the free
+//     pages, longest_free is the longest run of them;
+//   * start_bits[i] is set iff a live block starts at page i; the block is
+//     pages [i, i + run_pages[i]), none of them free, and was asked for
+//     requested[i] bytes at alignment 1 << align_shift[i];
+//   * dirty_bits[i]: page i may be resident (touched since the unit was
+//     made or the page last purged); a clear page reads as zero.
+//     dirty_free counts the pages both free and dirty; their bytes, summed
+//     over the units, are g_packed_dirty;
+//   * freed_ms: when a block of the unit was last freed;
+//   * the unit is on the list g_packed from when it is made until its last
+//     page turns free, when it goes back to its arena in the same critical
+//     section (its stamp then reads kFreedLarge).
+// The LargeHeader fields hdr.packed and the run fields of a live block are
+// read without the lock by the block's owner (usable size, requested size):
+// they change only under the lock, by operations on that same block.
+struct PackedUnit {
+  LargeHeader hdr;
+  PackedUnit* prev;
+  PackedUnit* next;
+  std::size_t free_pages;
+  std::size_t longest_free;
+  std::size_t dirty_free;
+  std::uint64_t freed_ms;
+  std::uint64_t free_bits[kPackedWords];
+  std::uint64_t start_bits[kPackedWords];
+  std::uint64_t dirty_bits[kPackedWords];
+  std::uint16_t run_pages[kPackedPages];
+  std::uint32_t requested[kPackedPages];
+  std::uint8_t align_shift[kPackedPages];
+};
+static_assert(sizeof(PackedUnit) <= kPackedPage);
+
 namespace {
 
 // Live large blocks (regions, headers included).
@@ -90,6 +138,12 @@ ABSL_CONST_INIT std::atomic<std::uint64_t> g_cache_decay_ms{0};
 // expires. Lowered (to now + decay) on every free; recomputed exactly by
 // each decay pass.
 ABSL_CONST_INIT std::atomic<std::uint64_t> g_next_expiry_ms{UINT64_MAX};
+// The packed units, oldest first (allocation is first fit in this order),
+// and the bytes of their free resident pages.
+ABSL_CONST_INIT PackedUnit* g_packed_head = nullptr;
+ABSL_CONST_INIT PackedUnit* g_packed_tail = nullptr;
+ABSL_CONST_INIT std::atomic<std::size_t> g_packed_dirty{0};
+ABSL_CONST_INIT std::atomic<std::size_t> g_packed_units{0};
 
 bool IsPow2(std::size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
@@ -129,6 +183,7 @@ void* Publish(void* base, std::size_t region, std::size_t requested,
   hdr->header_space = h;
   hdr->map_align = m;
   hdr->arena = arena;
+  hdr->packed = nullptr;
   WriteAllocType(hdr, AllocType::kLarge);
   return u;
 }
@@ -187,8 +242,63 @@ struct PurgeList {
   std::size_t n_runs = 0;
   LargeArena* dead[kMaxArenas];
   std::size_t n_dead = 0;
+  // Free resident pages of packed units, taken out of their free sets.
+  struct PackedRun {
+    PackedUnit* unit;
+    std::size_t first;
+    std::size_t n;
+  };
+  PackedRun packed[kMax];
+  std::size_t n_packed = 0;
   bool full() const { return n_runs == kMax; }
 };
+
+// Counts the set bits of w in [i, i + n).
+std::size_t CountBits(const std::uint64_t* w, std::size_t i, std::size_t n) {
+  std::size_t c = 0;
+  for (std::size_t j = i; j < i + n; ++j) c += TestBit(w, j) ? 1 : 0;
+  return c;
+}
+
+// Under the lock: the longest run of free pages of u.
+std::size_t LongestFreeRun(const PackedUnit* u) {
+  std::size_t longest = 0;
+  std::size_t i = 1;
+  while (i < kPackedPages) {
+    i = NextWithBit(u->free_bits, i, kPackedPages, true);
+    if (i == kPackedPages) break;
+    const std::size_t j = NextWithBit(u->free_bits, i, kPackedPages, false);
+    if (j - i > longest) longest = j - i;
+    i = j;
+  }
+  return longest;
+}
+
+// Under the lock: pages [s, s + k) of u, in no block and not free, turn
+// free.
+void FreePagesLocked(PackedUnit* u, std::size_t s, std::size_t k) {
+  SetBits(u->free_bits, s, k);
+  u->free_pages += k;
+  const std::size_t dirty = CountBits(u->dirty_bits, s, k);
+  u->dirty_free += dirty;
+  AddRelaxed(&g_packed_dirty, dirty * kPackedPage);
+  u->longest_free = LongestFreeRun(u);
+}
+
+// Under the lock: free pages [s, s + k) of u leave the free set (for a block
+// or a purge).
+void TakePagesLocked(PackedUnit* u, std::size_t s, std::size_t k) {
+  ClearBits(u->free_bits, s, k);
+  u->free_pages -= k;
+  const std::size_t dirty = CountBits(u->dirty_bits, s, k);
+  u->dirty_free -= dirty;
+  SubRelaxed(&g_packed_dirty, dirty * kPackedPage);
+  u->longest_free = LongestFreeRun(u);
+}
+
+bool PackedUnitIsEmpty(const PackedUnit* u) {
+  return u->free_pages == kPackedPages - 1;
+}
 
 // Under the lock: units [first, first + n) of a, all free, leave the heap
 // (for a block, or for a purge). Returns whether any was resident.
@@ -223,6 +333,8 @@ void RemoveArenaLocked(std::size_t index, PurgeList* out) {
   out->dead[out->n_dead++] = a;
 }
 
+void ReturnUnitLocked(PackedUnit* u, std::uint64_t now);
+
 // Purges what TakeForPurgeLocked took and unmaps the dead arenas; returns
 // the bytes given back. Called without the lock.
 std::size_t FinishPurges(PurgeList* list) {
@@ -235,7 +347,13 @@ std::size_t FinishPurges(PurgeList* list) {
       bytes += r.bytes;
     }
   }
-  if (list->n_runs != 0) {
+  for (std::size_t i = 0; i < list->n_packed; ++i) {
+    const PurgeList::PackedRun& r = list->packed[i];
+    mmap_alloc::Uncommit(reinterpret_cast<char*>(r.unit) + r.first * kPackedPage,
+                         r.n * kPackedPage);
+    bytes += r.n * kPackedPage;
+  }
+  if (list->n_runs != 0 || list->n_packed != 0) {
     SpinLockHolder l(&g_lock);
     for (std::size_t i = 0; i < list->n_runs; ++i) {
       const PurgeList::Run& r = list->runs[i];
@@ -244,6 +362,13 @@ std::size_t FinishPurges(PurgeList* list) {
       }
       SetBits(r.arena->free_bits, r.first, r.n);
       r.arena->free_units += r.n;
+    }
+    const std::uint64_t now = CoarseMonotonicMs();
+    for (std::size_t i = 0; i < list->n_packed; ++i) {
+      const PurgeList::PackedRun& r = list->packed[i];
+      ClearBits(r.unit->dirty_bits, r.first, r.n);
+      FreePagesLocked(r.unit, r.first, r.n);
+      if (PackedUnitIsEmpty(r.unit)) ReturnUnitLocked(r.unit, now);
     }
   }
   for (std::size_t i = 0; i < list->n_dead; ++i) {
@@ -254,6 +379,7 @@ std::size_t FinishPurges(PurgeList* list) {
   }
   list->n_runs = 0;
   list->n_dead = 0;
+  list->n_packed = 0;
   errno = saved;
   return bytes;
 }
@@ -349,6 +475,66 @@ void FreeUnitsLocked(LargeArena* a, std::size_t first, std::size_t n,
       now + decay < g_next_expiry_ms.load(std::memory_order_relaxed)) {
     g_next_expiry_ms.store(now + decay, std::memory_order_relaxed);
   }
+}
+
+// Under the lock: u, wholly free, goes back to its arena as a free unit
+// whose resident prefix reaches its last dirty page.
+void ReturnUnitLocked(PackedUnit* u, std::uint64_t now) {
+  if (u->prev != nullptr) {
+    u->prev->next = u->next;
+  } else {
+    g_packed_head = u->next;
+  }
+  if (u->next != nullptr) {
+    u->next->prev = u->prev;
+  } else {
+    g_packed_tail = u->prev;
+  }
+  g_packed_units.fetch_sub(1, std::memory_order_relaxed);
+  SubRelaxed(&g_packed_dirty, u->dirty_free * kPackedPage);
+  std::size_t top = 1;  // the header page
+  for (std::size_t w = kPackedWords; w-- > 0;) {
+    if (u->dirty_bits[w] != 0) {
+      top = w * 64 + 64 - static_cast<std::size_t>(absl::countl_zero(u->dirty_bits[w]));
+      break;
+    }
+  }
+  LargeArena* a = u->hdr.arena;
+  const std::size_t i =
+      static_cast<std::size_t>(reinterpret_cast<char*>(u) - a->base) / kUnit;
+  // A second free of one of its blocks finds this (alloc_type.h).
+  WriteAllocType(&u->hdr, AllocType::kFreedLarge);
+  a->resident[i] = static_cast<std::uint32_t>(top * kPackedPage);
+  FreeUnitsLocked(a, i, 1, now);
+}
+
+// Under the lock: adds to *out the maximal runs of free resident pages of
+// the packed units that satisfy pred(unit), taking them out of the free
+// sets, until out is full. Returns false if it filled up.
+template <typename Pred>
+bool CollectPackedRunsLocked(Pred pred, PurgeList* out) {
+  for (PackedUnit* u = g_packed_head; u != nullptr; u = u->next) {
+    if (u->dirty_free == 0 || !pred(u)) continue;
+    std::size_t i = 1;
+    while (i < kPackedPages) {
+      i = NextWithBit(u->free_bits, i, kPackedPages, true);
+      if (i == kPackedPages) break;
+      if (!TestBit(u->dirty_bits, i)) {
+        ++i;
+        continue;
+      }
+      std::size_t j = i + 1;
+      while (j < kPackedPages && TestBit(u->free_bits, j) &&
+             TestBit(u->dirty_bits, j)) {
+        ++j;
+      }
+      if (out->n_packed == PurgeList::kMax) return false;
+      TakePagesLocked(u, i, j - i);
+      out->packed[out->n_packed++] = {u, i, j - i};
+      i = j;
+    }
+  }
+  return true;
 }
 
 // Under the lock: a block's region [0, region) from unit `first` of a may be
@@ -560,6 +746,309 @@ void ReleaseUnits(LargeArena* a, std::size_t first, std::size_t n) {
   FinishPurges(&purges);
 }
 
+// ---------------------------------------------------------------------------
+// Packed units (large_alloc.h, "Packed units").
+
+// Whether a block of `body` bytes aligned to h goes to a packed unit: it
+// fits one after h bytes (the header page, or the first aligned page).
+bool Packable(std::size_t body, std::size_t h) {
+  return h <= kPackedMaxAlign && body <= kUnit - h &&
+         mmap_alloc::PageSize() == kPackedPage;
+}
+
+// Under the lock: the first page of the first free run of u that holds k
+// pages from a multiple of `align` pages, or 0.
+std::size_t FindPagesLocked(const PackedUnit* u, std::size_t k,
+                            std::size_t align) {
+  std::size_t i = 1;
+  while (i < kPackedPages) {
+    i = NextWithBit(u->free_bits, i, kPackedPages, true);
+    if (i == kPackedPages) break;
+    const std::size_t j = NextWithBit(u->free_bits, i, kPackedPages, false);
+    const std::size_t s = (i + align - 1) / align * align;
+    if (s + k <= j) return s;
+    i = j;
+  }
+  return 0;
+}
+
+// Under the lock: a block of k pages at page s of u (free pages), asked for
+// `requested` bytes at alignment 1 << shift. *was_dirty receives the dirty
+// bits its pages had (for calloc).
+void StartBlockLocked(PackedUnit* u, std::size_t s, std::size_t k,
+                      std::size_t requested, unsigned shift,
+                      std::uint64_t* was_dirty) {
+  if (was_dirty != nullptr) {
+    std::memcpy(was_dirty, u->dirty_bits, sizeof(u->dirty_bits));
+  }
+  TakePagesLocked(u, s, k);
+  SetBits(u->dirty_bits, s, k);
+  SetBits(u->start_bits, s, 1);
+  u->run_pages[s] = static_cast<std::uint16_t>(k);
+  u->requested[s] = static_cast<std::uint32_t>(requested);
+  u->align_shift[s] = static_cast<std::uint8_t>(shift);
+}
+
+// A packed unit made on a unit of the heap (nullptr, errno ENOMEM, if none
+// can be had), for a first block that ends at page first_block. Not yet on
+// the list: the caller's until it puts it there.
+PackedUnit* NewPackedUnit(std::size_t first_block) {
+  Placed pl;
+  bool ok = PlaceInArena(kUnit, true, false, &pl);
+  if (!ok && g_cached_bytes.load(std::memory_order_relaxed) +
+                     g_reserved_units.load(std::memory_order_relaxed) !=
+                 0) {
+    LargeCacheRelease();
+    ok = PlaceInArena(kUnit, true, false, &pl);
+  }
+  if (!ok) return nullptr;
+  char* base = pl.arena->base + pl.first * kUnit;
+  auto* u = reinterpret_cast<PackedUnit*>(base);
+  u->hdr.base = base;
+  u->hdr.region_size = kUnit;
+  u->hdr.requested = 0;
+  u->hdr.header_space = kPackedPage;
+  u->hdr.map_align = kUnit;
+  u->hdr.arena = pl.arena;
+  u->hdr.packed = u;
+  u->prev = nullptr;
+  u->next = nullptr;
+  u->free_pages = kPackedPages - 1;
+  u->longest_free = kPackedPages - 1;
+  u->dirty_free = 0;
+  u->freed_ms = 0;
+  std::memset(u->free_bits, 0, sizeof(u->free_bits));
+  std::memset(u->start_bits, 0, sizeof(u->start_bits));
+  std::memset(u->dirty_bits, 0, sizeof(u->dirty_bits));
+  SetBits(u->free_bits, 1, kPackedPages - 1);
+  // The pages the unit had resident before it was taken (the header page
+  // is written now).
+  std::size_t resident_pages =
+      (pl.old_resident[0] + kPackedPage - 1) / kPackedPage;
+  if (resident_pages < 1) resident_pages = 1;
+  // Those past the first block and kPackedDirtyBytes more go back (the
+  // bound on a unit's free resident pages, ReleasePagesLocked). The unit is
+  // not listed yet: nobody else touches its pages.
+  const std::size_t keep = first_block + kPackedDirtyBytes / kPackedPage;
+  if (resident_pages > keep) {
+    const int saved = errno;
+    mmap_alloc::Uncommit(base + keep * kPackedPage,
+                         (resident_pages - keep) * kPackedPage);
+    errno = saved;
+    resident_pages = keep;
+  }
+  SetBits(u->dirty_bits, 0, resident_pages);
+  u->dirty_free = resident_pages - 1;
+  WriteAllocType(&u->hdr, AllocType::kLarge);
+  return u;
+}
+
+// A block of `body` bytes (a page multiple, Packable) aligned to h, in a
+// packed unit; nullptr (errno ENOMEM) if no unit can be had.
+void* PackedAlloc(std::size_t body, std::size_t h, std::size_t requested,
+                  bool zero) {
+  const std::size_t k = body / kPackedPage;
+  const std::size_t align = h / kPackedPage;
+  const unsigned shift = static_cast<unsigned>(absl::countr_zero(h));
+  std::uint64_t was_dirty[kPackedWords];
+  std::uint64_t* dirty_out = zero ? was_dirty : nullptr;
+  PackedUnit* u = nullptr;
+  std::size_t s = 0;
+  {
+    SpinLockHolder l(&g_lock);
+    for (PackedUnit* c = g_packed_head; c != nullptr; c = c->next) {
+      if (c->longest_free < k) continue;
+      s = FindPagesLocked(c, k, align);
+      if (s != 0) {
+        u = c;
+        StartBlockLocked(u, s, k, requested, shift, dirty_out);
+        break;
+      }
+    }
+  }
+  if (u == nullptr) {
+    u = NewPackedUnit(align + k);
+    if (u == nullptr) return nullptr;
+    s = align;  // the first aligned page after the header: k fits after it
+    SpinLockHolder l(&g_lock);
+    u->prev = g_packed_tail;
+    if (g_packed_tail != nullptr) {
+      g_packed_tail->next = u;
+    } else {
+      g_packed_head = u;
+    }
+    g_packed_tail = u;
+    g_packed_units.fetch_add(1, std::memory_order_relaxed);
+    AddRelaxed(&g_packed_dirty, u->dirty_free * kPackedPage);
+    StartBlockLocked(u, s, k, requested, shift, dirty_out);
+  }
+  g_mapped_bytes.fetch_add(body, std::memory_order_relaxed);
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  char* p = reinterpret_cast<char*>(u) + s * kPackedPage;
+  if (zero) {
+    // Only pages that may hold old data; the rest are zero and stay
+    // untouched.
+    for (std::size_t i = 0; i < k && i * kPackedPage < requested; ++i) {
+      if (TestBit(was_dirty, s + i)) {
+        const std::size_t left = requested - i * kPackedPage;
+        std::memset(p + i * kPackedPage, 0,
+                    left < kPackedPage ? left : kPackedPage);
+      }
+    }
+  }
+  return p;
+}
+
+// Under the lock: what p is in u (LargeBlockState).
+LargeBlockState PackedStateLocked(const PackedUnit* u, const void* p,
+                                  std::size_t* page) {
+  const std::uintptr_t off = reinterpret_cast<std::uintptr_t>(p) -
+                             reinterpret_cast<std::uintptr_t>(u);
+  const std::size_t s = off / kPackedPage;
+  *page = s;
+  if (s == 0 || s >= kPackedPages) return LargeBlockState::kInterior;
+  if (off % kPackedPage == 0 && TestBit(u->start_bits, s)) {
+    return LargeBlockState::kLive;
+  }
+  return TestBit(u->free_bits, s) ? LargeBlockState::kFreed
+                                  : LargeBlockState::kInterior;
+}
+
+[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieBadPacked(
+    const void* p, const char* op, LargeBlockState state) noexcept {
+  if (state == LargeBlockState::kFreed) {
+    ABSL_RAW_LOG(FATAL,
+                 "elfmalloc: double free of %p (a large block, already "
+                 "freed)",
+                 p);
+  }
+  ABSL_RAW_LOG(FATAL,
+               "elfmalloc: %s(%p): not the start of a large block (an "
+               "interior pointer)",
+               op, p);
+  std::abort();  // not reached: FATAL aborts
+}
+
+// Under the lock: the pages [s, s + k) of a freed block of u turn free
+// (`purged`: madvised since the block's free) and u goes back to its arena
+// if it is now wholly free; or, unless purged, the pages stay out of the
+// free set to be purged first when u would keep more than max(1 MiB, this
+// block) of freed pages resident or the free units hold more than the
+// cache cap. Returns whether the caller
+// must purge them (then it calls this again with purged set).
+bool ReleasePagesLocked(PackedUnit* u, std::size_t s, std::size_t k,
+                        bool purged, PurgeList* purges) {
+  const std::uint64_t now = CoarseMonotonicMs();
+  const std::size_t bytes = k * kPackedPage;
+  if (purged) ClearBits(u->dirty_bits, s, k);
+  if (u->free_pages + k == kPackedPages - 1) {
+    FreePagesLocked(u, s, k);
+    ReturnUnitLocked(u, now);
+    EnforceCapLocked(purges);
+    return false;
+  }
+  if (!purged &&
+      ((u->dirty_free != 0 &&
+        u->dirty_free * kPackedPage + bytes > kPackedDirtyBytes) ||
+       g_cached_bytes.load(std::memory_order_relaxed) +
+               g_packed_dirty.load(std::memory_order_relaxed) + bytes >
+           CacheLimit())) {
+    return true;
+  }
+  FreePagesLocked(u, s, k);
+  u->freed_ms = now;
+  const std::uint64_t decay = g_cache_decay_ms.load(std::memory_order_relaxed);
+  if (!purged && decay != 0 &&
+      now + decay < g_next_expiry_ms.load(std::memory_order_relaxed)) {
+    g_next_expiry_ms.store(now + decay, std::memory_order_relaxed);
+  }
+  return false;
+}
+
+void PackedFree(PackedUnit* u, void* p, const char* op) {
+  PurgeList purges;
+  std::size_t s = 0;
+  std::size_t k = 0;
+  bool purge = false;
+  {
+    SpinLockHolder l(&g_lock);
+    const LargeBlockState state = PackedStateLocked(u, p, &s);
+    if (ABSL_PREDICT_FALSE(state != LargeBlockState::kLive)) {
+      g_lock.Unlock();
+      DieBadPacked(p, op, state);
+    }
+    k = u->run_pages[s];
+    ClearBits(u->start_bits, s, 1);
+    g_mapped_bytes.fetch_sub(k * kPackedPage, std::memory_order_relaxed);
+    g_allocations.fetch_sub(1, std::memory_order_relaxed);
+    purge = ReleasePagesLocked(u, s, k, false, &purges);
+  }
+  if (purge) {
+    // The pages are in no block and not free: nobody else touches them.
+    const int saved = errno;
+    mmap_alloc::Uncommit(p, k * kPackedPage);
+    errno = saved;
+    SpinLockHolder l(&g_lock);
+    ReleasePagesLocked(u, s, k, true, &purges);
+  }
+  FinishPurges(&purges);
+}
+
+void* AllocImpl(std::size_t size, std::size_t align, bool zero, bool growth);
+
+// LargeRealloc of a block in a packed unit: in place when its pages hold the
+// new size (a shrink frees the pages past it) or the pages after it are
+// free; otherwise a new block placed to grow (a block that grows past its
+// unit is likely to grow again) and a copy.
+void* PackedRealloc(PackedUnit* u, void* p, std::size_t new_size) {
+  const int saved_errno = errno;
+  std::size_t body;
+  if (!PageRound(new_size, &body) ||
+      body > std::numeric_limits<std::size_t>::max() / 2 - kUnit) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  const std::size_t k2 = body / kPackedPage;
+  std::size_t k = 0;
+  unsigned shift = 0;
+  {
+    SpinLockHolder l(&g_lock);
+    std::size_t s = 0;
+    const LargeBlockState state = PackedStateLocked(u, p, &s);
+    if (ABSL_PREDICT_FALSE(state != LargeBlockState::kLive)) {
+      g_lock.Unlock();
+      DieBadPacked(p, "realloc", state);
+    }
+    k = u->run_pages[s];
+    shift = u->align_shift[s];
+    bool in_place = false;
+    if (k2 <= k) {
+      if (k2 < k) FreePagesLocked(u, s + k2, k - k2);
+      in_place = true;
+    } else if (s + k2 <= kPackedPages &&
+               NextWithBit(u->free_bits, s + k, s + k2, false) == s + k2) {
+      TakePagesLocked(u, s + k, k2 - k);
+      SetBits(u->dirty_bits, s + k, k2 - k);
+      in_place = true;
+    }
+    if (in_place) {
+      u->run_pages[s] = static_cast<std::uint16_t>(k2);
+      u->requested[s] = static_cast<std::uint32_t>(new_size);
+      g_mapped_bytes.fetch_add(body, std::memory_order_relaxed);
+      g_mapped_bytes.fetch_sub(k * kPackedPage, std::memory_order_relaxed);
+      return p;
+    }
+  }
+  const std::size_t align = std::size_t{1} << shift;
+  void* q = AllocImpl(new_size, align > kPackedPage ? align : 0, false,
+                      /*growth=*/true);
+  if (q == nullptr) return nullptr;
+  std::memcpy(q, p, k * kPackedPage);  // k < k2: the new block is larger
+  PackedFree(u, p, "realloc");
+  errno = saved_errno;
+  return q;
+}
+
 void* AllocImpl(std::size_t size, std::size_t align, bool zero,
                 bool growth) {
   const int saved_errno = errno;
@@ -577,6 +1066,14 @@ void* AllocImpl(std::size_t size, std::size_t align, bool zero,
     return nullptr;
   }
   const std::size_t region = h + body;
+  if (!growth && Packable(body, h)) {
+    if (void* p = PackedAlloc(body, h, size, zero)) {
+      errno = saved_errno;
+      return p;
+    }
+    // No unit to be had: the paths below fail the same way, or find a
+    // mapping of its own.
+  }
   if (h <= kUnit && UnitsFor(region) <= kMaxArenaUnits) {
     Placed pl;
     bool ok = PlaceInArena(region, zero, growth, &pl);
@@ -651,6 +1148,11 @@ std::size_t PurgePass(bool all, bool try_lock) {
           break;
         }
       }
+      if (!CollectPackedRunsLocked(
+              [&](const PackedUnit* u) { return expired(u->freed_ms); },
+              &purges)) {
+        more = true;
+      }
       std::uint64_t next = UINT64_MAX;
       if (decay != 0) {
         for (std::size_t k = 0; k < g_narenas; ++k) {
@@ -666,12 +1168,20 @@ std::size_t PurgePass(bool all, bool try_lock) {
             }
           }
         }
+        for (const PackedUnit* u = g_packed_head; u != nullptr; u = u->next) {
+          if (u->dirty_free != 0 && u->freed_ms + decay < next) {
+            next = u->freed_ms + decay;
+          }
+        }
       }
       g_next_expiry_ms.store(more ? now : next, std::memory_order_relaxed);
       g_lock.Unlock();
     }
+    // Purged pages may have emptied packed units, now free units: another
+    // pass sees them.
+    const bool emptied = purges.n_packed != 0;
     bytes += FinishPurges(&purges);
-    if (!more) return bytes;
+    if (!more && !(all && emptied)) return bytes;
     try_lock = false;
   }
 }
@@ -747,6 +1257,7 @@ void* LargeAllocForGrowth(std::size_t size) noexcept {
 void LargeFree(void* p) noexcept {
   if (p == nullptr) return;
   LargeHeader* hdr = LargeHeaderOf(p);
+  if (hdr->packed != nullptr) return PackedFree(hdr->packed, p, "free");
   char* base = static_cast<char*>(hdr->base);
   const std::size_t region = hdr->region_size;
   LargeArena* a = hdr->arena;
@@ -766,13 +1277,41 @@ void LargeFree(void* p) noexcept {
                UnitsFor(region));
 }
 
+namespace {
+// The first page of p's block in packed unit u (p is a live block's start).
+std::size_t PackedPageOf(const PackedUnit* u, const void* p) {
+  return static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(p) -
+                                  reinterpret_cast<std::uintptr_t>(u)) /
+         kPackedPage;
+}
+}  // namespace
+
+LargeBlockState LargeStateOf(const void* p) noexcept {
+  const LargeHeader* hdr = LargeHeaderOf(p);
+  if (const PackedUnit* u = hdr->packed) {
+    SpinLockHolder l(&g_lock);
+    std::size_t s;
+    return PackedStateLocked(u, p, &s);
+  }
+  return static_cast<const char*>(hdr->base) + hdr->header_space == p
+             ? LargeBlockState::kLive
+             : LargeBlockState::kInterior;
+}
+
 std::size_t LargeUsableSize(const void* p) noexcept {
   const LargeHeader* hdr = LargeHeaderOf(p);
+  if (const PackedUnit* u = hdr->packed) {
+    return std::size_t{u->run_pages[PackedPageOf(u, p)]} * kPackedPage;
+  }
   return hdr->region_size - hdr->header_space;
 }
 
 std::size_t LargeRequestedSize(const void* p) noexcept {
-  return LargeHeaderOf(p)->requested;
+  const LargeHeader* hdr = LargeHeaderOf(p);
+  if (const PackedUnit* u = hdr->packed) {
+    return u->requested[PackedPageOf(u, p)];
+  }
+  return hdr->requested;
 }
 
 void* LargeBlockContaining(const void* a) noexcept {
@@ -797,6 +1336,20 @@ void* LargeBlockContaining(const void* a) noexcept {
         h->arena == nullptr) {
       continue;
     }
+    if (const PackedUnit* u = h->packed) {
+      // The nearest block start at or below a's page in this unit.
+      if (addr - unit >= kUnit) return nullptr;
+      for (std::size_t s = (addr - unit) / kPackedPage; s > 0; --s) {
+        if (TestBit(u->start_bits, s)) {
+          if ((addr - unit) / kPackedPage >= s + u->run_pages[s]) {
+            return nullptr;
+          }
+          return reinterpret_cast<char*>(unit) + s * kPackedPage;
+        }
+        if (TestBit(u->free_bits, s)) return nullptr;
+      }
+      return nullptr;
+    }
     // The first block header below a: a lies in it, or in no block.
     if (addr - unit >= h->region_size) return nullptr;
     return reinterpret_cast<char*>(unit) + h->header_space;
@@ -806,8 +1359,9 @@ void* LargeBlockContaining(const void* a) noexcept {
 
 void* LargeRealloc(void* p, std::size_t new_size) noexcept {
   // Success leaves errno as it was (a refused mremap falls back to a copy).
-  const int saved_errno = errno;
   LargeHeader* hdr = LargeHeaderOf(p);
+  if (hdr->packed != nullptr) return PackedRealloc(hdr->packed, p, new_size);
+  const int saved_errno = errno;
   const std::size_t h = hdr->header_space;
   const std::size_t old_region = hdr->region_size;
   std::size_t body;
@@ -912,7 +1466,8 @@ LargeStats GetLargeStats() noexcept {
   LargeStats s;
   s.mapped_bytes = g_mapped_bytes.load(std::memory_order_relaxed);
   s.allocations = g_allocations.load(std::memory_order_relaxed);
-  s.cached_bytes = g_cached_bytes.load(std::memory_order_relaxed);
+  s.cached_bytes = g_cached_bytes.load(std::memory_order_relaxed) +
+                   g_packed_dirty.load(std::memory_order_relaxed);
   s.reuses = g_reuses.load(std::memory_order_relaxed);
   s.reserved_bytes = g_reserved_units.load(std::memory_order_relaxed) * kUnit;
   s.arenas = g_arena_count.load(std::memory_order_relaxed);

@@ -23,6 +23,30 @@
 // mapping of their own ("direct" blocks: the header 2 MiB before u when
 // A > 2 MiB, unmapped at free, resized by mremap).
 //
+// Packed units. A block that fits one unit after its alignment's worth of
+// pages (page-rounded; alignment at most 512 KiB) takes pages inside a
+// shared unit instead of a unit of its own:
+//
+//   unit (2 MiB aligned)
+//   [PackedUnit header page][block][block][free][block]...[free]
+//
+// The unit's header (a LargeHeader whose `packed` is set, then the page
+// map: which pages are free, which start a live block and how many pages
+// that block has) is the region header free reads, so classification is
+// unchanged; the block needs no header page of its own and costs only its
+// pages of address space. (With a unit per block, a 260 KiB block reserved
+// 2 MiB: a program under RLIMIT_AS holding 256 KiB-2 MiB blocks ran out of
+// address space with 2-7x the bytes it had asked for.) A unit is placed in
+// an arena like a one-unit block and goes back to it when its last block is
+// freed. Pages freed in a unit stay resident while the unit holds at most
+// max(1 MiB, the block freed) of them and the free units' resident bytes
+// are within the cache cap (below); otherwise the block's pages are purged
+// at its free. The decay period and malloc_trim purge them like free
+// units' pages. Placement is first fit, units in the order
+// they were made. Double and interior frees are found in the page map, under
+// the heap lock, in every build. Packing needs 4 KiB OS pages (512 per unit);
+// with larger pages every block takes units of its own.
+//
 // Reuse. A freed run of units stays mapped with whatever pages it has
 // resident; free runs coalesce with their neighbours by construction (one
 // bit per unit); an allocation takes the free run whose units would fault
@@ -94,6 +118,10 @@ struct LargeHeader {
   std::size_t map_align;        // direct blocks: the mapping's alignment
   // The arena the block's units belong to; nullptr for a direct block.
   struct LargeArena* arena;
+  // Non-null for a packed unit ("Packed units" above): the header then
+  // describes the unit (base, region_size = 2 MiB, header_space = its
+  // header pages), and the blocks in it are found through this.
+  struct PackedUnit* packed;
 };
 
 // A block of at least `size` bytes aligned to max(align, OS page), or nullptr
@@ -115,6 +143,14 @@ void* LargeAllocForGrowth(std::size_t size) noexcept;
 // Frees a block from LargeAlloc / LargeRealloc: its units go back to the
 // heap (see "Reuse"; a direct block is unmapped). nullptr is a no-op.
 void LargeFree(void* p) noexcept;
+
+// What p is, for the checks of free and realloc (p has the kLarge stamp):
+// the start of a live block, a pointer inside one (or between blocks), or
+// (packed units only: an ordinary block's second free finds the
+// kFreedLarge stamp instead) a block already freed. Takes the heap lock for
+// a block in a packed unit.
+enum class LargeBlockState { kLive, kInterior, kFreed };
+LargeBlockState LargeStateOf(const void* p) noexcept;
 
 // The bytes usable at p (the requested size rounded up to the OS page).
 std::size_t LargeUsableSize(const void* p) noexcept;

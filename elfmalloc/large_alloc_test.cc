@@ -360,8 +360,11 @@ TEST_F(LargeCacheTest, ReallocShrinkFreesTrailingUnits) {
 
 // A unit whose pages are resident far past a small block's end gives the
 // tail back when the block is placed (the block would hold it for nothing).
+// With 4 KiB pages such a block goes to a packed unit (the next test), and
+// every block that takes units of its own leaves less than 1 MiB past it.
 TEST_F(LargeCacheTest, ResidentTailPastASmallBlockIsPurged) {
   const std::size_t page = mmap_alloc::PageSize();
+  if (page == 4096) GTEST_SKIP() << "blocks this small are packed";
   void* p = LargeAlloc(kStampAlignment - page);  // exactly one unit
   ASSERT_NE(p, nullptr);
   std::memset(p, 1, kStampAlignment - page);
@@ -371,6 +374,24 @@ TEST_F(LargeCacheTest, ResidentTailPastASmallBlockIsPurged) {
   ASSERT_EQ(UnitOf(q), unit);
   const std::size_t end = page + ((300 * 1024 + page - 1) & ~(page - 1));
   EXPECT_EQ(ResidentPages(unit + end, kStampAlignment - end), 0u);
+  LargeFree(q);
+}
+
+// The same for a packed unit made on a resident unit: it keeps at most
+// 1 MiB of the unit's pages resident besides its header and first block.
+TEST_F(LargeCacheTest, PackedUnitKeepsAtMostOneMiBOfAResidentUnit) {
+  const std::size_t page = mmap_alloc::PageSize();
+  if (page != 4096) GTEST_SKIP() << "packing needs 4 KiB pages";
+  void* p = LargeAlloc(kStampAlignment - page);
+  ASSERT_NE(p, nullptr);
+  std::memset(p, 1, kStampAlignment - page);
+  char* unit = UnitOf(p);
+  LargeFree(p);
+  void* q = LargeAlloc(300 * 1024);
+  ASSERT_EQ(LargeHeaderOf(q)->base, unit);
+  ASSERT_NE(LargeHeaderOf(q)->packed, nullptr);
+  EXPECT_LE(ResidentPages(unit, kStampAlignment) * page,
+            page + 300 * 1024 + kMiB);
   LargeFree(q);
 }
 
@@ -612,6 +633,210 @@ TEST_F(LargeCacheTest, ThreadsShareTheCache) {
   b.join();
   c.join();
   EXPECT_LE(GetLargeStats().cached_bytes, kDefaultLargeCacheBytes);
+}
+
+// ---- Packed units (large_alloc.h): blocks of at most 1 MiB share units.
+
+class PackedUnitTest : public LargeCacheTest {
+ protected:
+  void SetUp() override {
+    LargeCacheTest::SetUp();
+    if (mmap_alloc::PageSize() != 4096) GTEST_SKIP() << "needs 4 KiB pages";
+  }
+};
+
+// Sixty 300 KiB blocks take ten units, not sixty (with a unit each, a
+// program under RLIMIT_AS ran out of address space holding a seventh of
+// what it reserved).
+TEST_F(PackedUnitTest, SubMiBBlocksShareUnits) {
+  std::vector<void*> blocks;
+  std::vector<char*> units;
+  for (int i = 0; i < 60; ++i) {
+    void* p = LargeAlloc(300 * 1024);
+    ASSERT_NE(p, nullptr);
+    ASSERT_EQ(ReadAllocType(p), AllocType::kLarge);
+    ASSERT_NE(LargeHeaderOf(p)->packed, nullptr);
+    EXPECT_EQ(LargeUsableSize(p), 300u * 1024);
+    EXPECT_EQ(LargeRequestedSize(p), 300u * 1024);
+    EXPECT_EQ(LargeStateOf(p), LargeBlockState::kLive);
+    Fill(p, 300 * 1024, static_cast<unsigned>(i));
+    blocks.push_back(p);
+    char* u = UnitOf(p);
+    bool seen = false;
+    for (char* v : units) seen |= v == u;
+    if (!seen) units.push_back(u);
+  }
+  EXPECT_LE(units.size(), 10u);
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    ASSERT_TRUE(Check(blocks[i], 300 * 1024, static_cast<unsigned>(i)))
+        << "blocks overlap";
+  }
+  for (void* p : blocks) LargeFree(p);
+  // Every unit went back to the heap with its last block.
+  for (char* u : units) EXPECT_EQ(ReadAllocType(u + 4096), AllocType::kFreedLarge);
+}
+
+TEST_F(PackedUnitTest, AlignmentIsHonoured) {
+  std::vector<void*> blocks;
+  for (std::size_t align : {8192, 65536, 262144, 524288}) {
+    for (std::size_t n : {4096, 100000, 700000}) {
+      void* p = LargeAlloc(n, align);
+      ASSERT_NE(p, nullptr);
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % align, 0u);
+      EXPECT_NE(LargeHeaderOf(p)->packed, nullptr);
+      std::memset(p, 0x33, n);
+      blocks.push_back(p);
+    }
+  }
+  for (void* p : blocks) LargeFree(p);
+}
+
+// Interior pointers and second frees are named (every build checks them:
+// the general allocator's free calls LargeStateOf).
+TEST_F(PackedUnitTest, StateOfPointers) {
+  char* a = static_cast<char*>(LargeAlloc(300 * 1024));
+  char* b = static_cast<char*>(LargeAlloc(300 * 1024));
+  ASSERT_EQ(UnitOf(a), UnitOf(b));
+  EXPECT_EQ(LargeStateOf(a + 4096), LargeBlockState::kInterior);
+  EXPECT_EQ(LargeStateOf(a + 8), LargeBlockState::kInterior);
+  LargeFree(a);
+  EXPECT_EQ(LargeStateOf(a), LargeBlockState::kFreed);
+  EXPECT_EQ(LargeStateOf(b), LargeBlockState::kLive);
+  EXPECT_DEATH(LargeFree(a), "double free of 0x[0-9a-f]+ \\(a large block");
+  EXPECT_DEATH(LargeFree(b + 4096), "not the start of a large block");
+  EXPECT_DEATH((void)LargeRealloc(b + 4096, 500000),
+               "realloc\\(0x[0-9a-f]+\\): not the start of a large block");
+  LargeFree(b);
+}
+
+TEST_F(PackedUnitTest, ReallocInPlaceAndOut) {
+  char* a = static_cast<char*>(LargeAlloc(300 * 1024));
+  ASSERT_NE(a, nullptr);
+  Fill(a, 300 * 1024, 5);
+  // The pages after it are free: it grows in place.
+  char* g = static_cast<char*>(LargeRealloc(a, 600 * 1024));
+  EXPECT_EQ(g, a);
+  EXPECT_EQ(LargeUsableSize(g), 600u * 1024);
+  EXPECT_TRUE(Check(g, 300 * 1024, 5));
+  // A block after it: the next growth must move, keeping the contents.
+  char* b = static_cast<char*>(LargeAlloc(300 * 1024));
+  ASSERT_NE(b, nullptr);
+  Fill(g, 600 * 1024, 6);
+  Fill(b, 300 * 1024, 7);
+  if (UnitOf(b) == UnitOf(g) && b == g + 600 * 1024) {
+    char* m = static_cast<char*>(LargeRealloc(g, 900 * 1024));
+    ASSERT_NE(m, nullptr);
+    EXPECT_NE(m, g);
+    EXPECT_TRUE(Check(m, 600 * 1024, 6));
+    g = m;
+  }
+  // A shrink stays in place and frees the pages past the new size.
+  std::vector<char> head(b, b + 100 * 1024);
+  char* sh = static_cast<char*>(LargeRealloc(b, 100 * 1024));
+  EXPECT_EQ(sh, b);
+  EXPECT_EQ(LargeUsableSize(sh), 100u * 1024);
+  EXPECT_EQ(LargeStateOf(b + 200 * 1024), LargeBlockState::kFreed);
+  EXPECT_EQ(std::memcmp(sh, head.data(), head.size()), 0);
+  LargeFree(g);
+  LargeFree(sh);
+}
+
+// calloc's path clears the pages a freed block left resident, and only
+// those.
+TEST_F(PackedUnitTest, ZeroedBlocksAreZero) {
+  std::vector<void*> keep;
+  keep.push_back(LargeAlloc(64 * 1024));  // keeps the unit packed
+  void* a = LargeAlloc(500 * 1024);
+  ASSERT_NE(a, nullptr);
+  std::memset(a, 0xee, 500 * 1024);
+  LargeFree(a);
+  for (int i = 0; i < 3; ++i) {
+    auto* z = static_cast<unsigned char*>(LargeAllocZeroed(400 * 1024));
+    ASSERT_NE(z, nullptr);
+    for (std::size_t j = 0; j < 400 * 1024; ++j) ASSERT_EQ(z[j], 0) << j;
+    std::memset(z, 0xdd, 400 * 1024);
+    keep.push_back(z);
+  }
+  for (void* p : keep) LargeFree(p);
+}
+
+// Freed pages stay resident for reuse up to 1 MiB per unit (or one freed
+// block, if larger); past that a freed block is purged at once.
+TEST_F(PackedUnitTest, FreedResidentPagesAreBounded) {
+  void* anchor = LargeAlloc(8 * 1024);
+  ASSERT_NE(anchor, nullptr);
+  char* unit = UnitOf(anchor);
+  std::vector<void*> blocks;
+  for (int i = 0; i < 6; ++i) {
+    void* p = LargeAlloc(300 * 1024);
+    ASSERT_NE(p, nullptr);
+    if (UnitOf(p) != unit) {
+      LargeFree(p);
+      break;
+    }
+    std::memset(p, 1, 300 * 1024);
+    blocks.push_back(p);
+  }
+  ASSERT_GE(blocks.size(), 5u);
+  for (void* p : blocks) LargeFree(p);
+  const std::size_t resident = ResidentPages(unit, kStampAlignment) * 4096;
+  // Header, anchor, and at most 1 MiB of freed pages.
+  EXPECT_LE(resident, 2 * 4096 + 8 * 1024 + kMiB);
+  EXPECT_GT(GetLargeStats().cached_bytes, 0u);
+  // malloc_trim's release purges them.
+  LargeCacheRelease();
+  EXPECT_LE(ResidentPages(unit, kStampAlignment) * 4096, 4096 + 8 * 1024);
+  LargeFree(anchor);
+}
+
+// The guard-page report finds blocks in packed units (a fault in a page of
+// a block names the block; in a free page, nothing).
+TEST_F(PackedUnitTest, BlockContainingFindsPackedBlocks) {
+  char* a = static_cast<char*>(LargeAlloc(300 * 1024));
+  char* b = static_cast<char*>(LargeAlloc(300 * 1024));
+  ASSERT_EQ(UnitOf(a), UnitOf(b));
+  EXPECT_EQ(LargeBlockContaining(a + 5), a);
+  EXPECT_EQ(LargeBlockContaining(a + 300 * 1024 - 1), a);
+  EXPECT_EQ(LargeBlockContaining(b + 200 * 1024), b);
+  LargeFree(a);
+  EXPECT_EQ(LargeBlockContaining(a + 5), nullptr);
+  LargeFree(b);
+}
+
+// Threads churn through packed sizes side by side (TSan checks the lock
+// protocol; the content checks catch pages handed to two owners).
+TEST_F(PackedUnitTest, ThreadsShareUnits) {
+  auto work = [](unsigned seed) {
+    std::mt19937 rng(seed);
+    std::vector<std::pair<void*, std::size_t>> live;
+    for (int i = 0; i < 2000; ++i) {
+      if (live.size() < 12 && (rng() % 3 != 0)) {
+        const std::size_t n = 4096 + rng() % (kMiB - 4096);
+        void* p = (rng() & 1) ? LargeAlloc(n) : LargeAllocZeroed(n);
+        ASSERT_NE(p, nullptr);
+        const unsigned tag = seed * 10000 + static_cast<unsigned>(i);
+        Fill(p, n, tag);
+        live.push_back({p, n});
+      } else if (!live.empty()) {
+        const std::size_t k = rng() % live.size();
+        auto [p, n] = live[k];
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(k));
+        if (rng() % 4 == 0) {
+          const std::size_t m = 4096 + rng() % (kMiB - 4096);
+          void* q = LargeRealloc(p, m);
+          ASSERT_NE(q, nullptr);
+          live.push_back({q, m});
+          Fill(q, m, seed);
+          continue;
+        }
+        LargeFree(p);
+      }
+    }
+    for (auto [p, n] : live) LargeFree(p);
+  };
+  std::thread a(work, 3u), b(work, 4u);
+  a.join();
+  b.join();
 }
 
 }  // namespace
