@@ -377,11 +377,13 @@ TEST_F(LargeCacheTest, ResidentTailPastASmallBlockIsPurged) {
   LargeFree(q);
 }
 
-// The same for a packed unit made on a resident unit: it keeps at most
-// 1 MiB of the unit's pages resident besides its header and first block.
-TEST_F(LargeCacheTest, PackedUnitKeepsAtMostOneMiBOfAResidentUnit) {
+// A packed unit made on a resident unit keeps its pages for the blocks it
+// will hold (they count as freed pages: the cap and the decay period apply),
+// and places blocks on them first.
+TEST_F(LargeCacheTest, PackedUnitReusesAResidentUnitUntilDecay) {
   const std::size_t page = mmap_alloc::PageSize();
   if (page != 4096) GTEST_SKIP() << "packing needs 4 KiB pages";
+  SetLargeCacheLimits(kDefaultLargeCacheBytes, 50);
   void* p = LargeAlloc(kStampAlignment - page);
   ASSERT_NE(p, nullptr);
   std::memset(p, 1, kStampAlignment - page);
@@ -390,9 +392,17 @@ TEST_F(LargeCacheTest, PackedUnitKeepsAtMostOneMiBOfAResidentUnit) {
   void* q = LargeAlloc(300 * 1024);
   ASSERT_EQ(LargeHeaderOf(q)->base, unit);
   ASSERT_NE(LargeHeaderOf(q)->packed, nullptr);
-  EXPECT_LE(ResidentPages(unit, kStampAlignment) * page,
-            page + 300 * 1024 + kMiB);
+  void* r = LargeAlloc(600 * 1024);
+  ASSERT_EQ(UnitOf(r), unit);
+  std::memset(r, 2, 600 * 1024);
+  // Nothing faulted in: every page of the unit was resident already.
+  EXPECT_EQ(ResidentPages(unit, kStampAlignment) * page, kStampAlignment);
+  SleepMs(120);
+  EXPECT_GT(LargeCacheDecay(), 0u);
+  EXPECT_EQ(ResidentPages(unit, kStampAlignment) * page,
+            page + 300 * 1024 + 600 * 1024);
   LargeFree(q);
+  LargeFree(r);
 }
 
 // Every successful allocation leaves errno alone, whatever cache path it
@@ -760,9 +770,10 @@ TEST_F(PackedUnitTest, ZeroedBlocksAreZero) {
   for (void* p : keep) LargeFree(p);
 }
 
-// Freed pages stay resident for reuse up to 1 MiB per unit (or one freed
-// block, if larger); past that a freed block is purged at once.
+// Freed pages stay resident for reuse within the cache cap; past it a
+// freed block is purged at once.
 TEST_F(PackedUnitTest, FreedResidentPagesAreBounded) {
+  SetLargeCacheLimits(kMiB, 0);
   void* anchor = LargeAlloc(8 * 1024);
   ASSERT_NE(anchor, nullptr);
   char* unit = UnitOf(anchor);
@@ -780,12 +791,32 @@ TEST_F(PackedUnitTest, FreedResidentPagesAreBounded) {
   ASSERT_GE(blocks.size(), 5u);
   for (void* p : blocks) LargeFree(p);
   const std::size_t resident = ResidentPages(unit, kStampAlignment) * 4096;
-  // Header, anchor, and at most 1 MiB of freed pages.
-  EXPECT_LE(resident, 2 * 4096 + 8 * 1024 + kMiB);
+  // Header, anchor, and at most the cap of freed pages.
+  EXPECT_LE(resident, 4096 + 8 * 1024 + kMiB);
   EXPECT_GT(GetLargeStats().cached_bytes, 0u);
+  EXPECT_LE(GetLargeStats().cached_bytes, kMiB);
   // malloc_trim's release purges them.
   LargeCacheRelease();
   EXPECT_LE(ResidentPages(unit, kStampAlignment) * 4096, 4096 + 8 * 1024);
+  LargeFree(anchor);
+}
+
+// A block goes where its pages are resident: a freed block's place is
+// taken again by a block of its size (no page faults in steady state).
+TEST_F(PackedUnitTest, ResidentPagesAreReusedFirst) {
+  void* anchor = LargeAlloc(8 * 1024);
+  char* unit = UnitOf(anchor);
+  char* a = static_cast<char*>(LargeAlloc(500 * 1024));
+  char* b = static_cast<char*>(LargeAlloc(500 * 1024));
+  ASSERT_EQ(UnitOf(a), unit);
+  ASSERT_EQ(UnitOf(b), unit);
+  std::memset(b, 1, 500 * 1024);
+  LargeFree(b);
+  // a is untouched: its pages are not resident, b's are.
+  char* c = static_cast<char*>(LargeAlloc(500 * 1024));
+  EXPECT_EQ(c, b);
+  LargeFree(a);
+  LargeFree(c);
   LargeFree(anchor);
 }
 
