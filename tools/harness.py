@@ -122,6 +122,8 @@ WORKLOADS = [
       threads="single", icount=20000),
     W("bigblock", "bigblock",
       ["--min_size=1048576", "--max_size=16777216", "--slots=4"]),
+    W("bigblock-mid", "bigblock",
+      ["--min_size=262144", "--max_size=2097152", "--slots=64"]),
     W("realloc_growth", "realloc_growth",
       ["--min_size=16", "--max_size=4194304", "--buffers=4"], icount=20000),
     W("xthread_churn", "xthread_churn",
