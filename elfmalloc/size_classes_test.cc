@@ -18,6 +18,8 @@ TEST(SizeClassesTest, ExactClassList) {
   std::vector<std::size_t> expected = {8};
   for (std::size_t s = 16; s <= 256; s += 16) expected.push_back(s);
   for (std::size_t s = 256; s < (256u << 10); s *= 2) {
+    // A buffer plus a header: 1 KiB + 128 B ... 8 KiB + 1 KiB.
+    if (s >= 1024 && s <= 8192) expected.push_back(s + s / 8);
     for (std::size_t q = 5; q <= 8; ++q) expected.push_back(s / 4 * q);
   }
   ASSERT_EQ(expected.size(), kNumSizeClasses);
@@ -71,10 +73,21 @@ TEST(SizeClassesTest, Boundaries) {
   EXPECT_EQ(ClassSize(SizeToClass(193)), 208u);
   EXPECT_EQ(ClassSize(SizeToClass(257)), 320u);
   EXPECT_EQ(ClassSize(SizeToClass(1024)), 1024u);
-  EXPECT_EQ(ClassSize(SizeToClass(1025)), 1280u);
+  EXPECT_EQ(ClassSize(SizeToClass(1025)), 1152u);
+  EXPECT_EQ(ClassSize(SizeToClass(1032)), 1152u);
+  EXPECT_EQ(ClassSize(SizeToClass(1153)), 1280u);
   EXPECT_EQ(ClassSize(SizeToClass(1281)), 1536u);
-  EXPECT_EQ(ClassSize(SizeToClass(2049)), 2560u);
-  EXPECT_EQ(ClassSize(SizeToClass(4097)), 5120u);  // a 4 KiB page + header
+  EXPECT_EQ(ClassSize(SizeToClass(2049)), 2304u);
+  EXPECT_EQ(ClassSize(SizeToClass(2305)), 2560u);
+  // Page caches' blocks: a 4 KiB or 8 KiB page + a header.
+  EXPECT_EQ(ClassSize(SizeToClass(4097)), 4608u);
+  EXPECT_EQ(ClassSize(SizeToClass(4104)), 4608u);
+  EXPECT_EQ(ClassSize(SizeToClass(4368)), 4608u);
+  EXPECT_EQ(ClassSize(SizeToClass(4609)), 5120u);
+  EXPECT_EQ(ClassSize(SizeToClass(8193)), 9216u);
+  EXPECT_EQ(ClassSize(SizeToClass(8544)), 9216u);
+  EXPECT_EQ(ClassSize(SizeToClass(9217)), 10240u);
+  EXPECT_EQ(ClassSize(SizeToClass(16385)), 20480u);
   EXPECT_EQ(ClassSize(SizeToClass(256u << 10)), 256u << 10);
   static_assert(SizeToClass(100) == SizeClass(7));  // usable in constant expressions
 }
