@@ -31,9 +31,10 @@
 //     after every phase of every cycle must stay below the start-up size
 //     plus 6 x phase_mb: at most one phase's worth of address space per
 //     kind of memory a malloc may keep for reuse (elfc's three slab page
-//     sizes), two for large blocks (elfc's large-block heap gives every
-//     block whole 2 MiB units of reserved address space, so the 256 KiB ..
-//     4 MiB phase reserves about twice its bytes: 256 MiB for 128), plus
+//     sizes), two for large blocks (elfc's large-block heap gives a block
+//     above 2 MiB whole 2 MiB units of reserved address space, and those
+//     below share units page by page, so the 256 KiB .. 4 MiB phase may
+//     reserve up to about twice its bytes), plus
 //     one phase for slack (magazines, metadata, alignment). The bound must
 //     not depend on the number of cycles: address space kept for one kind
 //     is reused by that kind next cycle, never added to.

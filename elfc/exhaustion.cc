@@ -36,10 +36,11 @@
 // each, round-robin, see Rotation), so every round asks in the same
 // interleaving, and every round must obtain at least 3/4 of what round 1
 // did; at the end half the headroom comes back as 4 MiB blocks. The
-// posix_memalign steps then use alignments up to 256 KiB only: an
-// over-aligned large block (alignment above 256 KiB) costs its alignment in
-// address space on elfc (its header takes a whole alignment unit, up to
-// 2 MiB for a block of a few KiB). What the strict criterion checks is that
+// posix_memalign steps then use alignments up to 256 KiB only: a large
+// block aligned to 1 MiB or more costs its alignment in address space on
+// elfc (its header takes a whole alignment unit, up to 2 MiB for a block
+// of a few KiB), and one aligned to 512 KiB has only three places in a
+// packed unit. What the strict criterion checks is that
 // memory freed after running out is available again, to any thread: a
 // thread's claimed slabs and cached blocks are given back when a mapping
 // fails (the threads that hit the limit drain their own at once, the

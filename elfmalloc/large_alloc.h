@@ -38,13 +38,14 @@
 // 2 MiB: a program under RLIMIT_AS holding 256 KiB-2 MiB blocks ran out of
 // address space with 2-7x the bytes it had asked for.) A unit is placed in
 // an arena like a one-unit block and goes back to it when its last block is
-// freed. Pages freed in a unit stay resident while the resident bytes of
-// free units and free pages are within the cache cap (below); otherwise the
-// block's pages are purged at its free. The decay period and malloc_trim
-// purge them like free units' pages. Placement ranks places as for units:
-// the fewest pages to fault in, then the shortest free run. Double and interior frees are found in the page map, under
-// the heap lock, in every build. Packing needs 4 KiB OS pages (512 per unit);
-// with larger pages every block takes units of its own.
+// freed. Pages freed in a unit stay resident for reuse under the same cap
+// as free units (below: each free enforces it over free units, the oldest
+// first, then free packed pages); the decay period and malloc_trim purge
+// them like free units' pages. A block takes the first place whose pages
+// are all resident, else the place with the fewest pages to fault in, then
+// the shortest free run. Double and interior frees are found in the page
+// map, under the heap lock, in every build. Packing needs 4 KiB OS pages
+// (512 per unit); with larger pages every block takes units of its own.
 //
 // Reuse. A freed run of units stays mapped with whatever pages it has
 // resident; free runs coalesce with their neighbours by construction (one

@@ -645,7 +645,7 @@ TEST_F(LargeCacheTest, ThreadsShareTheCache) {
   EXPECT_LE(GetLargeStats().cached_bytes, kDefaultLargeCacheBytes);
 }
 
-// ---- Packed units (large_alloc.h): blocks of at most 1 MiB share units.
+// ---- Packed units (large_alloc.h): blocks that fit a unit share units.
 
 class PackedUnitTest : public LargeCacheTest {
  protected:
