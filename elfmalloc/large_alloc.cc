@@ -1014,6 +1014,8 @@ void* PackedRealloc(PackedUnit* u, void* p, std::size_t new_size) {
   const std::size_t k2 = body / kPackedPage;
   std::size_t k = 0;
   unsigned shift = 0;
+  PurgeList purges;
+  bool in_place = false;
   {
     SpinLockHolder l(&g_lock);
     std::size_t s = 0;
@@ -1024,9 +1026,15 @@ void* PackedRealloc(PackedUnit* u, void* p, std::size_t new_size) {
     }
     k = u->run_pages[s];
     shift = u->align_shift[s];
-    bool in_place = false;
     if (k2 <= k) {
-      if (k2 < k) FreePagesLocked(u, s + k2, k - k2);
+      if (k2 < k) {
+        // The pages past the new end are freed like a block's.
+        const std::uint64_t now = CoarseMonotonicMs();
+        FreePagesLocked(u, s + k2, k - k2);
+        u->freed_ms = now;
+        LowerExpiryLocked(now);
+        EnforceCapLocked(&purges);
+      }
       in_place = true;
     } else if (s + k2 <= kPackedPages &&
                NextWithBit(u->free_bits, s + k, s + k2, false) == s + k2) {
@@ -1039,8 +1047,11 @@ void* PackedRealloc(PackedUnit* u, void* p, std::size_t new_size) {
       u->requested[s] = static_cast<std::uint32_t>(new_size);
       g_mapped_bytes.fetch_add(body, std::memory_order_relaxed);
       g_mapped_bytes.fetch_sub(k * kPackedPage, std::memory_order_relaxed);
-      return p;
     }
+  }
+  if (in_place) {
+    FinishPurges(&purges);
+    return p;
   }
   const std::size_t align = std::size_t{1} << shift;
   void* q = AllocImpl(new_size, align > kPackedPage ? align : 0, false,

@@ -751,6 +751,23 @@ TEST_F(PackedUnitTest, ReallocInPlaceAndOut) {
   LargeFree(sh);
 }
 
+// The pages a shrink frees are freed pages like a block's: the decay
+// period purges them.
+TEST_F(PackedUnitTest, PagesFreedByAShrinkDecay) {
+  SetLargeCacheLimits(kDefaultLargeCacheBytes, 50);
+  char* a = static_cast<char*>(LargeAlloc(600 * 1024));
+  ASSERT_NE(a, nullptr);
+  std::memset(a, 1, 600 * 1024);
+  SleepMs(60);
+  LargeCacheDecay();  // nothing else pending
+  ASSERT_EQ(LargeRealloc(a, 100 * 1024), a);
+  EXPECT_EQ(ResidentPages(a + 100 * 1024, 500 * 1024), 500u * 1024 / 4096);
+  SleepMs(120);
+  EXPECT_GE(LargeCacheDecay(), 500u * 1024);
+  EXPECT_EQ(ResidentPages(a + 100 * 1024, 500 * 1024), 0u);
+  LargeFree(a);
+}
+
 // calloc's path clears the pages a freed block left resident, and only
 // those.
 TEST_F(PackedUnitTest, ZeroedBlocksAreZero) {
