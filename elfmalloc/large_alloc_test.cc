@@ -837,6 +837,34 @@ TEST_F(PackedUnitTest, ResidentPagesAreReusedFirst) {
   LargeFree(anchor);
 }
 
+// Past 4096 packed units (8 GiB of them) a block takes units of its own.
+TEST_F(PackedUnitTest, BlocksBeyondTheUnitTableTakeUnitsOfTheirOwn) {
+#if defined(ADDRESS_SANITIZER) || defined(THREAD_SANITIZER)
+  GTEST_SKIP() << "reserves 8 GiB of address space";
+#endif
+  // Each fills a unit: 2 MiB less the header page and one more page.
+  const std::size_t n = kStampAlignment - 2 * 4096;
+  std::vector<void*> blocks;
+  for (int i = 0; i < 4096; ++i) {
+    void* p = LargeAlloc(n);
+    ASSERT_NE(p, nullptr) << i;
+    ASSERT_NE(LargeHeaderOf(p)->packed, nullptr) << i;
+    blocks.push_back(p);
+  }
+  void* extra = LargeAlloc(n);
+  ASSERT_NE(extra, nullptr);
+  EXPECT_EQ(LargeHeaderOf(extra)->packed, nullptr);
+  std::memset(extra, 1, n);
+  LargeFree(extra);
+  // Freeing one makes room again.
+  LargeFree(blocks.back());
+  blocks.pop_back();
+  void* again = LargeAlloc(n);
+  EXPECT_NE(LargeHeaderOf(again)->packed, nullptr);
+  blocks.push_back(again);
+  for (void* p : blocks) LargeFree(p);
+}
+
 // The guard-page report finds blocks in packed units (a fault in a page of
 // a block names the block; in a free page, nothing).
 TEST_F(PackedUnitTest, BlockContainingFindsPackedBlocks) {
