@@ -296,17 +296,8 @@ DieNotObjectStart(const void* p, SizeClass c, const char* op) {
 
 void CheckedFreeLarge(void* p, const char* op = "free") {
   const LargeBlockState state = LargeStateOf(p);
-  if (ABSL_PREDICT_FALSE(state == LargeBlockState::kFreed)) {
-    ABSL_RAW_LOG(FATAL,
-                 "elfmalloc: double free of %p (a large block, already "
-                 "freed)",
-                 p);
-  }
   if (ABSL_PREDICT_FALSE(state != LargeBlockState::kLive)) {
-    ABSL_RAW_LOG(FATAL,
-                 "elfmalloc: %s(%p): not the start of a large block (an "
-                 "interior pointer)",
-                 op, p);
+    DieBadLargeBlock(p, op, state);
   }
 }
 
@@ -639,10 +630,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* AllocClass(SizeClass c) {
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieNotOurs(
     const void* p) {
   if (RegionIsMapped(p) && ReadAllocType(p) == AllocType::kFreedLarge) {
-    ABSL_RAW_LOG(FATAL,
-                 "elfmalloc: double free of %p (a large block, already "
-                 "freed)",
-                 p);
+    DieBadLargeBlock(p, "free", LargeBlockState::kFreed);
   }
   ABSL_RAW_LOG(FATAL, "elfmalloc: %p was not allocated by elfmalloc", p);
   std::abort();  // not reached: FATAL aborts

@@ -79,7 +79,7 @@ struct LargeArena {
 //   * page 0 is the header; every other page is free (free_bits), in a live
 //     block, or being purged (neither: a freed block whose pages are being
 //     madvised, PurgeList; they turn free after). free_pages counts the free
-//     pages, longest_free is the longest run of them;
+//     pages, and its entry in g_packed_slots the longest run of them;
 //   * start_bits[i] is set iff a live block starts at page i; the block is
 //     pages [i, i + run_pages[i]), none of them free, and was asked for
 //     requested[i] bytes at alignment 1 << align_shift[i];
@@ -90,8 +90,8 @@ struct LargeArena {
 //   * freed_ms: when a block of the unit was last freed;
 //   * the unit has an entry in g_packed_slots from when it is made until
 //     its last page turns free, when it goes back to its arena in the same
-//     critical section (its stamp then reads kFreedLarge); the entry's
-//     longest_free mirrors the unit's.
+//     critical section (its stamp then reads kFreedLarge). Pages are taken
+//     and freed only while it has the entry.
 // The LargeHeader fields hdr.packed and the run fields of a live block are
 // read without the lock by the block's owner (usable size, requested size):
 // they change only under the lock, by operations on that same block.
@@ -99,7 +99,6 @@ struct PackedUnit {
   LargeHeader hdr;
   std::size_t slot;  // its entry in g_packed_slots; kNoSlot before
   std::size_t free_pages;
-  std::size_t longest_free;
   std::size_t dirty_free;
   std::uint64_t freed_ms;
   std::uint64_t free_bits[kPackedWords];
@@ -294,10 +293,9 @@ std::size_t LongestFreeRun(const PackedUnit* u) {
   return longest;
 }
 
-// Under the lock: u's longest free run, in the unit and in its table entry.
+// Under the lock: u's longest free run, in its table entry.
 void SetLongestLocked(PackedUnit* u) {
-  u->longest_free = LongestFreeRun(u);
-  if (u->slot != kNoSlot) g_packed_slots[u->slot].longest_free = u->longest_free;
+  g_packed_slots[u->slot].longest_free = LongestFreeRun(u);
 }
 
 // Under the lock: pages [s, s + k) of u, in no block and not free, turn
@@ -760,6 +758,21 @@ bool PlaceInArena(std::size_t region, bool want_old_resident, bool growth,
   return placed;
 }
 
+// PlaceInArena, and once more after giving back every free unit and arena
+// if that failed: out of address space (RLIMIT_AS) or memory, free arenas
+// may be exactly what is missing.
+bool PlaceOrRelease(std::size_t region, bool want_old_resident, bool growth,
+                    Placed* out) {
+  if (PlaceInArena(region, want_old_resident, growth, out)) return true;
+  if (g_cached_bytes.load(std::memory_order_relaxed) +
+          g_reserved_units.load(std::memory_order_relaxed) ==
+      0) {
+    return false;
+  }
+  LargeCacheRelease();
+  return PlaceInArena(region, want_old_resident, growth, out);
+}
+
 // Clears [u, u + size) where an arena block's units may hold old data.
 void ZeroResident(const Placed& pl, const char* u, std::size_t size) {
   const char* end = u + size;
@@ -858,14 +871,7 @@ void StartBlockLocked(PackedUnit* u, std::size_t s, std::size_t k,
 // Its resident pages count as freed now (the decay period starts).
 PackedUnit* NewPackedUnit() {
   Placed pl;
-  bool ok = PlaceInArena(kUnit, true, false, &pl);
-  if (!ok && g_cached_bytes.load(std::memory_order_relaxed) +
-                     g_reserved_units.load(std::memory_order_relaxed) !=
-                 0) {
-    LargeCacheRelease();
-    ok = PlaceInArena(kUnit, true, false, &pl);
-  }
-  if (!ok) return nullptr;
+  if (!PlaceOrRelease(kUnit, true, false, &pl)) return nullptr;
   char* base = pl.arena->base + pl.first * kUnit;
   auto* u = reinterpret_cast<PackedUnit*>(base);
   u->hdr.base = base;
@@ -877,7 +883,6 @@ PackedUnit* NewPackedUnit() {
   u->hdr.packed = u;
   u->slot = kNoSlot;
   u->free_pages = kPackedPages - 1;
-  u->longest_free = kPackedPages - 1;
   u->dirty_free = 0;
   u->freed_ms = CoarseMonotonicMs();
   std::memset(u->free_bits, 0, sizeof(u->free_bits));
@@ -925,7 +930,7 @@ void* PackedAlloc(std::size_t body, std::size_t h, std::size_t requested,
       return nullptr;
     }
     u->slot = g_packed_count++;
-    g_packed_slots[u->slot] = {u, u->longest_free};
+    g_packed_slots[u->slot] = {u, kPackedPages - 1};
     AddRelaxed(&g_packed_dirty, u->dirty_free * kPackedPage);
     if (u->dirty_free != 0) LowerExpiryLocked(u->freed_ms);
     StartBlockLocked(u, s, k, requested, shift, dirty_out);
@@ -962,19 +967,17 @@ LargeBlockState PackedStateLocked(const PackedUnit* u, const void* p,
                                   : LargeBlockState::kInterior;
 }
 
-[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieBadPacked(
-    const void* p, const char* op, LargeBlockState state) noexcept {
-  if (state == LargeBlockState::kFreed) {
-    ABSL_RAW_LOG(FATAL,
-                 "elfmalloc: double free of %p (a large block, already "
-                 "freed)",
-                 p);
+// Takes the lock and returns the first page of p's block in u; reports and
+// aborts if p is not a live block's start. The caller unlocks.
+std::size_t LockLiveBlock(PackedUnit* u, const void* p, const char* op) {
+  g_lock.Lock();
+  std::size_t s = 0;
+  const LargeBlockState state = PackedStateLocked(u, p, &s);
+  if (ABSL_PREDICT_FALSE(state != LargeBlockState::kLive)) {
+    g_lock.Unlock();
+    DieBadLargeBlock(p, op, state);
   }
-  ABSL_RAW_LOG(FATAL,
-               "elfmalloc: %s(%p): not the start of a large block (an "
-               "interior pointer)",
-               op, p);
-  std::abort();  // not reached: FATAL aborts
+  return s;
 }
 
 // Under the lock: the pages [s, s + k) of a freed block of u turn free, u
@@ -994,20 +997,13 @@ void ReleasePagesLocked(PackedUnit* u, std::size_t s, std::size_t k,
 
 void PackedFree(PackedUnit* u, void* p, const char* op) {
   PurgeList purges;
-  {
-    SpinLockHolder l(&g_lock);
-    std::size_t s = 0;
-    const LargeBlockState state = PackedStateLocked(u, p, &s);
-    if (ABSL_PREDICT_FALSE(state != LargeBlockState::kLive)) {
-      g_lock.Unlock();
-      DieBadPacked(p, op, state);
-    }
-    const std::size_t k = u->run_pages[s];
-    ClearBits(u->start_bits, s, 1);
-    g_mapped_bytes.fetch_sub(k * kPackedPage, std::memory_order_relaxed);
-    g_allocations.fetch_sub(1, std::memory_order_relaxed);
-    ReleasePagesLocked(u, s, k, &purges);
-  }
+  const std::size_t s = LockLiveBlock(u, p, op);
+  const std::size_t k = u->run_pages[s];
+  ClearBits(u->start_bits, s, 1);
+  g_mapped_bytes.fetch_sub(k * kPackedPage, std::memory_order_relaxed);
+  g_allocations.fetch_sub(1, std::memory_order_relaxed);
+  ReleasePagesLocked(u, s, k, &purges);
+  g_lock.Unlock();
   FinishPurges(&purges);
 }
 
@@ -1031,24 +1027,13 @@ void* PackedRealloc(PackedUnit* u, void* p, std::size_t new_size) {
   PurgeList purges;
   bool in_place = false;
   {
-    SpinLockHolder l(&g_lock);
-    std::size_t s = 0;
-    const LargeBlockState state = PackedStateLocked(u, p, &s);
-    if (ABSL_PREDICT_FALSE(state != LargeBlockState::kLive)) {
-      g_lock.Unlock();
-      DieBadPacked(p, "realloc", state);
-    }
+    const std::size_t s = LockLiveBlock(u, p, "realloc");
     k = u->run_pages[s];
     shift = u->align_shift[s];
     if (k2 <= k) {
-      if (k2 < k) {
-        // The pages past the new end are freed like a block's.
-        const std::uint64_t now = CoarseMonotonicMs();
-        FreePagesLocked(u, s + k2, k - k2);
-        u->freed_ms = now;
-        LowerExpiryLocked(now);
-        EnforceCapLocked(&purges);
-      }
+      // The pages past the new end are freed like a block's (the block
+      // keeps its first page, so the unit stays).
+      if (k2 < k) ReleasePagesLocked(u, s + k2, k - k2, &purges);
       in_place = true;
     } else if (s + k2 <= kPackedPages &&
                NextWithBit(u->free_bits, s + k, s + k2, false) == s + k2) {
@@ -1062,6 +1047,7 @@ void* PackedRealloc(PackedUnit* u, void* p, std::size_t new_size) {
       g_mapped_bytes.fetch_add(body, std::memory_order_relaxed);
       g_mapped_bytes.fetch_sub(k * kPackedPage, std::memory_order_relaxed);
     }
+    g_lock.Unlock();
   }
   if (in_place) {
     FinishPurges(&purges);
@@ -1104,16 +1090,7 @@ void* AllocImpl(std::size_t size, std::size_t align, bool zero,
   }
   if (h <= kUnit && UnitsFor(region) <= kMaxArenaUnits) {
     Placed pl;
-    bool ok = PlaceInArena(region, zero, growth, &pl);
-    if (!ok && g_cached_bytes.load(std::memory_order_relaxed) +
-                       g_reserved_units.load(std::memory_order_relaxed) !=
-                   0) {
-      // Out of address space (RLIMIT_AS) or memory: free arenas may be
-      // exactly what is missing.
-      LargeCacheRelease();
-      ok = PlaceInArena(region, zero, growth, &pl);
-    }
-    if (ok) {
+    if (PlaceOrRelease(region, zero, growth, &pl)) {
       char* base = pl.arena->base + pl.first * kUnit;
       if (zero) ZeroResident(pl, base + h, size);
       g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
@@ -1314,6 +1291,21 @@ std::size_t PackedPageOf(const PackedUnit* u, const void* p) {
          kPackedPage;
 }
 }  // namespace
+
+void DieBadLargeBlock(const void* p, const char* op,
+                      LargeBlockState state) noexcept {
+  if (state == LargeBlockState::kFreed) {
+    ABSL_RAW_LOG(FATAL,
+                 "elfmalloc: double free of %p (a large block, already "
+                 "freed)",
+                 p);
+  }
+  ABSL_RAW_LOG(FATAL,
+               "elfmalloc: %s(%p): not the start of a large block (an "
+               "interior pointer)",
+               op, p);
+  std::abort();  // not reached: FATAL aborts
+}
 
 LargeBlockState LargeStateOf(const void* p) noexcept {
   const LargeHeader* hdr = LargeHeaderOf(p);

@@ -101,6 +101,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "absl/base/attributes.h"
 #include "elfmalloc/alloc_type.h"
 
 namespace elfmalloc {
@@ -151,6 +152,11 @@ void LargeFree(void* p) noexcept;
 // a block in a packed unit.
 enum class LargeBlockState { kLive, kInterior, kFreed };
 LargeBlockState LargeStateOf(const void* p) noexcept;
+// Reports p, which LargeStateOf found not kLive, as a double free or an
+// interior pointer passed to `op`, and aborts. The one place these reports
+// are worded.
+[[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieBadLargeBlock(
+    const void* p, const char* op, LargeBlockState state) noexcept;
 
 // The bytes usable at p (the requested size rounded up to the OS page).
 std::size_t LargeUsableSize(const void* p) noexcept;

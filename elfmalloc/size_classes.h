@@ -211,30 +211,23 @@ inline constexpr std::size_t kFirstQuarterClass = 16;
 // (see the top of this file).
 inline constexpr std::size_t kPagePlusHeaderClasses[] = {1152, 2304, 4608, 9216};
 
-constexpr std::array<std::uint8_t, kLookupEntries> MakeLookup() {
-  std::array<std::uint8_t, kLookupEntries> lookup{};
+// A byte table: entry i is the class of the sizes in
+// ((i - 1) * granule, i * granule].
+template <std::size_t kEntries, std::size_t kGranule>
+constexpr std::array<std::uint8_t, kEntries> MakeLookup() {
+  std::array<std::uint8_t, kEntries> lookup{};
   std::size_t c = 0;
-  for (std::size_t i = 0; i < kLookupEntries; ++i) {
-    const std::size_t size = i * 8;  // the largest size mapping to entry i
+  for (std::size_t i = 0; i < kEntries; ++i) {
+    const std::size_t size = i * kGranule;  // the largest size mapping to i
     while (kSizeClassTable[c].size < size) ++c;
     lookup[i] = static_cast<std::uint8_t>(c);
   }
   return lookup;
 }
-inline constexpr std::array<std::uint8_t, kLookupEntries> kLookup = MakeLookup();
-
-constexpr std::array<std::uint8_t, kMidLookupEntries> MakeMidLookup() {
-  std::array<std::uint8_t, kMidLookupEntries> lookup{};
-  std::size_t c = 0;
-  for (std::size_t i = 0; i < kMidLookupEntries; ++i) {
-    const std::size_t size = i * 128;  // the largest size mapping to entry i
-    while (kSizeClassTable[c].size < size) ++c;
-    lookup[i] = static_cast<std::uint8_t>(c);
-  }
-  return lookup;
-}
+inline constexpr std::array<std::uint8_t, kLookupEntries> kLookup =
+    MakeLookup<kLookupEntries, 8>();
 inline constexpr std::array<std::uint8_t, kMidLookupEntries> kMidLookup =
-    MakeMidLookup();
+    MakeLookup<kMidLookupEntries, 128>();
 
 constexpr bool IsPagePlusHeaderClass(std::size_t size) {
   for (std::size_t s : kPagePlusHeaderClasses) {
