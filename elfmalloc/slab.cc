@@ -47,7 +47,8 @@ Slab::LocalIter::LocalIter(Slab* slab) noexcept
       objects_(reinterpret_cast<char*>(slab) +
                slab->metadata()->objects_offset),
       shift_(slab->metadata()->granule_shift),
-      words_(slab->metadata()->bitset_words) {}
+      words_(slab->metadata()->bitset_words),
+      low_first_(slab->metadata()->page_size >= kLowFirstMinPage) {}
 
 Slab::ClaimResult Slab::ClaimAvailable() noexcept {
   const std::uint64_t prev =

@@ -247,6 +247,71 @@ TEST(SlabTest, NextBatchMatchesNext) {
   }
 }
 
+// Low-first batches (slabs of kLowFirstMinPage bytes or more): an object
+// freed behind the batches, by another thread or from the owner's cache, is
+// handed out again before any object the slab never handed out, and a batch
+// takes only the objects it returns. The sequential iterator took a word
+// whole and walked on (objects 4 and 5 below), so every claimed slab of a
+// big class became wholly resident.
+TEST(SlabTest, LowFirstBatchesReuseFreedObjectsBeforeFreshOnes) {
+  for (std::size_t size : {std::size_t{1000}, 16 * K, 64 * K}) {
+    SCOPED_TRACE(size);
+    Fixture f(size);
+    ASSERT_GE(f.meta.page_size, kLowFirstMinPage);
+    ASSERT_GE(f.meta.n_objects, 8u);
+    const std::int64_t n = static_cast<std::int64_t>(f.meta.n_objects);
+    ASSERT_TRUE(f.slab->Claim());
+    Slab::LocalIter it = f.slab->Iterate();
+    void* buf[4];
+    ASSERT_EQ(it.NextBatch(buf, 4), 4u);
+    for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(buf[i], f.slab->ObjectAt(i));
+    // Only the four objects left the slab, not their whole bit-set word.
+    EXPECT_EQ(f.slab->AvailableCount(), n - 4);
+    EXPECT_EQ(it.TakeRemaining().mask, 0u);
+    EXPECT_EQ(f.slab->Free(f.slab->ObjectAt(1)), FreeResult::kNone);
+    EXPECT_EQ(f.slab->Free(f.slab->ObjectAt(3)), FreeResult::kNone);
+    ASSERT_EQ(it.NextBatch(buf, 3), 3u);
+    EXPECT_EQ(buf[0], f.slab->ObjectAt(1));
+    EXPECT_EQ(buf[1], f.slab->ObjectAt(3));
+    EXPECT_EQ(buf[2], f.slab->ObjectAt(4));
+    EXPECT_EQ(f.slab->AvailableCount(), n - 5);
+    // Filled downwards (the magazines' refills): out[-1] is the lowest.
+    EXPECT_EQ(f.slab->Free(f.slab->ObjectAt(0)), FreeResult::kNone);
+    ASSERT_EQ(it.NextBatch<true>(buf + 2, 2), 2u);
+    EXPECT_EQ(buf[1], f.slab->ObjectAt(0));
+    EXPECT_EQ(buf[0], f.slab->ObjectAt(5));
+    // The rest of the slab, then the end.
+    std::size_t taken = 6;
+    for (std::size_t k; (k = it.NextBatch(buf, 4)) != 0;) {
+      for (std::size_t i = 0; i < k; ++i) {
+        ASSERT_EQ(buf[i], f.slab->ObjectAt(taken + i));
+      }
+      taken += k;
+    }
+    EXPECT_EQ(taken, f.meta.n_objects);
+    EXPECT_EQ(f.slab->AvailableCount(), 0);
+    for (std::size_t w = 0; w < f.meta.bitset_words; ++w) {
+      EXPECT_EQ(SlabTestPeer::Word(f.slab, w), 0u);
+    }
+    EXPECT_EQ(f.slab->Unclaim().count, 0);
+  }
+}
+
+// Small slabs keep the sequential iterator: a batch takes whole words.
+TEST(SlabTest, SmallSlabBatchesTakeWholeWords) {
+  Fixture f(64);
+  ASSERT_LT(f.meta.page_size, kLowFirstMinPage);
+  ASSERT_TRUE(f.slab->Claim());
+  Slab::LocalIter it = f.slab->Iterate();
+  void* buf[4];
+  ASSERT_EQ(it.NextBatch(buf, 4), 4u);
+  EXPECT_EQ(f.slab->AvailableCount(),
+            static_cast<std::int64_t>(f.meta.n_objects) - 64);
+  EXPECT_EQ(f.slab->Free(f.slab->ObjectAt(1)), FreeResult::kNone);
+  ASSERT_EQ(it.NextBatch(buf, 1), 1u);
+  EXPECT_EQ(buf[0], f.slab->ObjectAt(4));
+}
+
 TEST(SlabTest, ClaimUnclaim) {
   Fixture f(128);
   const auto n = static_cast<std::int64_t>(f.meta.n_objects);
