@@ -53,7 +53,7 @@ Coalescer& Coalescer::operator=(Coalescer&& o) noexcept {
 }
 
 MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
-                             Coalescer* shared) noexcept
+                             Coalescer* shared, void** stack) noexcept
     : slabs_(cls) {
   const std::size_t size = cls->metadata().object_size;
   // Bursts (magazine_cache.h) for the adaptive classes at their default
@@ -61,18 +61,20 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
   std::size_t burst = capacity;
   if (capacity == 0) {
     capacity = MagazineCapacity(size);
-    burst = capacity;
-    if (size <= kAdaptiveMaxSize && size != 0) {
-      burst = kBurstMagazineBytes / size;
-      if (burst > kBurstMagazineCapacity) burst = kBurstMagazineCapacity;
-      if (burst < capacity) burst = capacity;
-    }
+    burst = MagazineBurstCapacity(size);
+  } else {
+    stack = nullptr;  // sized for the default capacity only
   }
   // The stack is sized for the burst capacity: the kernel commits it only
   // as far as it is used, so an idle cache costs address space only.
   const std::size_t bytes = burst * sizeof(void*);
-  void* m = mmap_alloc::Map(bytes);
-  if (m == nullptr) return;  // capacity 0: frees go straight to the slabs
+  void* m = stack;
+  if (m == nullptr) {
+    m = mmap_alloc::Map(bytes);
+    if (m == nullptr) return;  // capacity 0: frees go straight to the slabs
+    map_ = m;
+    map_bytes_ = bytes;
+  }
   if (shared != nullptr) {
     coalescer_ = shared;
   } else {
@@ -80,8 +82,6 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
     if (table > kMaxCoalescerCells) table = kMaxCoalescerCells;
     own_coalescer_.Init(table);  // without one, flushes free runs directly
   }
-  map_ = m;
-  map_bytes_ = bytes;
   hot_->capacity = static_cast<std::uint32_t>(capacity);
   max_capacity_ = hot_->capacity;
   burst_capacity_ = static_cast<std::uint32_t>(burst);
@@ -99,10 +99,11 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
 MagazineCache::~MagazineCache() { Destroy(); }
 
 void MagazineCache::Destroy() noexcept {
-  if (map_ != nullptr) {
+  if (hot_->stack != nullptr) {
     Flush(0);
-    mmap_alloc::Unmap(map_, map_bytes_);
+    if (map_ != nullptr) mmap_alloc::Unmap(map_, map_bytes_);
     map_ = nullptr;
+    map_bytes_ = 0;
   }
   own_coalescer_.Reset();
   coalescer_ = &own_coalescer_;

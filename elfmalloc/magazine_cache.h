@@ -143,6 +143,23 @@ constexpr std::size_t MagazineCapacity(std::size_t object_size) noexcept {
   return n == 0 ? 1 : n;
 }
 
+// The largest capacity a burst may grow a magazine of object_size bytes to
+// (see "Bursts"): the adaptive classes' burst budget, else the capacity.
+constexpr std::size_t MagazineBurstCapacity(std::size_t object_size) noexcept {
+  const std::size_t capacity = MagazineCapacity(object_size);
+  if (object_size == 0 || object_size > kAdaptiveMaxSize) return capacity;
+  std::size_t burst = kBurstMagazineBytes / object_size;
+  if (burst > kBurstMagazineCapacity) burst = kBurstMagazineCapacity;
+  return burst < capacity ? capacity : burst;
+}
+
+// The bytes of the stack of a magazine of object_size bytes at its default
+// capacity, sized for bursts: what a ThreadHeap reserves for it (its
+// stack arena, thread_cache.h).
+constexpr std::size_t MagazineStackBytes(std::size_t object_size) noexcept {
+  return MagazineBurstCapacity(object_size) * sizeof(void*);
+}
+
 // The fast-path state of one magazine: the stack, its top and its current
 // capacity, 16 bytes. It lives apart from the rest of the cache so that a
 // ThreadHeap keeps its classes' states in one dense array indexed by slab
@@ -222,9 +239,13 @@ class MagazineCache {
   MagazineCache() noexcept = default;  // invalid
   // capacity 0: MagazineCapacity(object size of the class). shared: the
   // coalescer its flushes use (it must outlive the cache; a ThreadHeap's),
-  // or nullptr for a table of the cache's own.
+  // or nullptr for a table of the cache's own. stack: with capacity 0,
+  // MagazineStackBytes(object size) bytes, aligned to 8, that outlive the
+  // cache (a ThreadHeap's stack arena), or nullptr for a mapping of the
+  // cache's own.
   explicit MagazineCache(SlabClass* cls, std::size_t capacity = 0,
-                         Coalescer* shared = nullptr) noexcept;
+                         Coalescer* shared = nullptr,
+                         void** stack = nullptr) noexcept;
   // Returns every cached object to its slab, then releases the current slab.
   ~MagazineCache();
   MagazineCache(MagazineCache&& o) noexcept;
@@ -346,7 +367,8 @@ class MagazineCache {
   // The table flushes use: own_coalescer_, or a ThreadHeap's.
   Coalescer* coalescer_ = &own_coalescer_;
   Coalescer own_coalescer_;
-  // The stack's mapping.
+  // The stack's mapping, if the cache mapped it (not for a stack given to
+  // the constructor).
   std::size_t map_bytes_ = 0;
   void* map_ = nullptr;
 };

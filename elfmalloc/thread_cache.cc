@@ -12,6 +12,7 @@
 #include "bsalloc/bsalloc.h"
 #include "elfmalloc/platform.h"
 #include "elfmalloc/spin_lock.h"
+#include "mmap_alloc/mmap_alloc.h"
 
 namespace elfmalloc {
 
@@ -241,14 +242,57 @@ void ThreadHeap::TickDecay() noexcept {
   }
 }
 
+namespace {
+
+// The stack arena's layout (thread_cache.h): the stack of class c at
+// kStackOffsets[c], each rounded up to a cache line, in class order.
+struct StackLayout {
+  std::size_t offsets[kNumSizeClasses];
+  std::size_t bytes;
+};
+constexpr StackLayout MakeStackLayout() {
+  StackLayout l{};
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+    l.offsets[i] = at;
+    const std::size_t b = MagazineStackBytes(
+        ClassSize(SizeClass(static_cast<std::uint8_t>(i))));
+    at += (b + 63) / 64 * 64;
+  }
+  l.bytes = at;
+  return l;
+}
+constexpr StackLayout kStackLayout = MakeStackLayout();
+static_assert(kStackLayout.bytes % 64 == 0);
+
+}  // namespace
+
+void** ThreadHeap::StackArena::StackOf(SizeClass c) noexcept {
+  if (map_ == nullptr) {
+    // MAP_NORESERVE: untouched stack room is not charged as committed.
+    mmap_alloc::MapOptions o;
+    o.noreserve = true;
+    map_ = mmap_alloc::Map(kStackLayout.bytes, o);
+    if (map_ == nullptr) return nullptr;
+  }
+  return reinterpret_cast<void**>(static_cast<char*>(map_) +
+                                  kStackLayout.offsets[c.index()]);
+}
+
+ThreadHeap::StackArena::~StackArena() {
+  if (map_ != nullptr) mmap_alloc::Unmap(map_, kStackLayout.bytes);
+}
+
 void ThreadHeap::CreateCache(SizeClass c) noexcept {
-  // Maps the magazine's stack (mmap_alloc); if that fails the cache has
-  // capacity 0 and passes everything straight to its slab allocator. The
-  // heap's coalescer table is mapped with the first cache (a failure is
-  // retried with the next; meanwhile flushes free their runs directly).
+  // The magazine's stack comes from the heap's stack arena (mapped with the
+  // first cache); if the arena cannot be mapped the cache maps its own, and
+  // if that fails too it has capacity 0 and passes everything straight to
+  // its slab allocator. The heap's coalescer table is mapped with the first
+  // cache (a failure is retried with the next; meanwhile flushes free their
+  // runs directly).
   if (!coalescer_.has_table()) coalescer_.Init(kMaxCoalescerCells);
-  caches_[c.index()].cache =
-      MagazineCache(&classes_[c.index()], 0, &coalescer_);
+  caches_[c.index()].cache = MagazineCache(&classes_[c.index()], 0,
+                                           &coalescer_, stacks_.StackOf(c));
 }
 
 // The drain checks cost a load and a compare per slow path; the drain

@@ -7,7 +7,9 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstddef>
 #include <new>
 #include <thread>
@@ -74,6 +76,57 @@ TEST(ThreadCacheTest, LifeCycle) {
   t.join();
   // The key destructor ran and destroyed the heap.
   EXPECT_EQ(LiveThreadHeaps(), live_before);
+}
+
+// The magazines' stacks of one heap lie side by side in its stack arena:
+// the stacks of the 44 classes above 256 bytes (at most 1.6 KiB each) fill a
+// few pages, where a mapping per stack took a page each. Filled to their
+// capacity, they keep every object intact (no stack overlaps another).
+TEST(ThreadCacheTest, StacksShareTheHeapsArena) {
+  SlabClass* classes = TestClasses().get();
+  std::thread t([&] {
+    ThreadHeap* h = InitThreadHeap(classes);
+    ASSERT_NE(h, nullptr);
+    const std::size_t first = SizeToClass(257).index();
+    std::uintptr_t lo = ~std::uintptr_t{0}, hi = 0;
+    std::vector<std::vector<void*>> objs(kNumSizeClasses);
+    for (std::size_t i = first; i < kNumSizeClasses; ++i) {
+      const SizeClass c(static_cast<std::uint8_t>(i));
+      MagazineCache& m = h->Cache(c);
+      const std::size_t bytes = MagazineStackBytes(ClassSize(c));
+      ASSERT_LE(bytes, 2048u) << ClassSize(c);
+      const auto base = reinterpret_cast<std::uintptr_t>(m.cached_objects());
+      ASSERT_NE(base, 0u);
+      lo = base < lo ? base : lo;
+      hi = base + bytes > hi ? base + bytes : hi;
+      // Fill the stack: allocate capacity objects, empty the stack (the
+      // refills' leftovers), free them all.
+      for (std::size_t k = 0; k < m.capacity(); ++k) {
+        void* p = m.Alloc();
+        ASSERT_NE(p, nullptr);
+        objs[i].push_back(p);
+      }
+      m.FlushAll();
+      for (void* p : objs[i]) m.Free(p);
+      ASSERT_EQ(m.cached(), m.capacity());
+    }
+    const std::size_t classes_above = kNumSizeClasses - first;
+    EXPECT_EQ(classes_above, 44u);
+    EXPECT_LE(hi - lo, std::size_t{16} << 10)
+        << "the stacks of " << classes_above << " classes span " << (hi - lo)
+        << " bytes";
+    // Every stack still holds exactly the objects freed into it.
+    for (std::size_t i = first; i < kNumSizeClasses; ++i) {
+      MagazineCache& m = h->Cache(SizeClass(static_cast<std::uint8_t>(i)));
+      std::vector<void*> got(m.cached_objects(),
+                             m.cached_objects() + m.cached());
+      std::vector<void*> want = objs[i];
+      std::sort(got.begin(), got.end());
+      std::sort(want.begin(), want.end());
+      ASSERT_EQ(got, want) << ClassSize(SizeClass(static_cast<std::uint8_t>(i)));
+    }
+  });
+  t.join();
 }
 
 TEST(ThreadCacheTest, ThreadExitReturnsCachedObjectsAndSlabs) {
