@@ -53,8 +53,9 @@ Coalescer& Coalescer::operator=(Coalescer&& o) noexcept {
 }
 
 MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
-                             Coalescer* shared, void** stack) noexcept
-    : slabs_(cls) {
+                             Coalescer* shared, void** stack,
+                             std::size_t* burst_budget) noexcept
+    : burst_budget_(burst_budget), slabs_(cls) {
   const std::size_t size = cls->metadata().object_size;
   // Bursts (magazine_cache.h) for the adaptive classes at their default
   // capacity; a capacity given by the caller is fixed.
@@ -109,7 +110,7 @@ void MagazineCache::Destroy() noexcept {
   coalescer_ = &own_coalescer_;
   // Empty again: both fast paths fail (a bound state outlives the cache).
   hot_->stack = nullptr;
-  hot_->capacity = 0;
+  SetCapacity(0);
   slabs_.Release();
 }
 
@@ -134,6 +135,8 @@ MagazineCache::MagazineCache(MagazineCache&& o) noexcept
       refills_(std::exchange(o.refills_, 0)),
       burst_capacity_(std::exchange(o.burst_capacity_, 0)),
       activity_(std::exchange(o.activity_, 0)),
+      grown_(std::exchange(o.grown_, 0)),
+      burst_budget_(std::exchange(o.burst_budget_, nullptr)),
       from_slabs_(o.from_slabs_.exchange(0, std::memory_order_relaxed)),
       to_slabs_(o.to_slabs_.exchange(0, std::memory_order_relaxed)),
       slabs_(std::move(o.slabs_)),
@@ -153,6 +156,8 @@ MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
     refills_ = std::exchange(o.refills_, 0);
     burst_capacity_ = std::exchange(o.burst_capacity_, 0);
     activity_ = std::exchange(o.activity_, 0);
+    grown_ = std::exchange(o.grown_, 0);
+    burst_budget_ = std::exchange(o.burst_budget_, nullptr);
     from_slabs_.store(o.from_slabs_.exchange(0, std::memory_order_relaxed),
                       std::memory_order_relaxed);
     to_slabs_.store(o.to_slabs_.exchange(0, std::memory_order_relaxed),
@@ -206,19 +211,45 @@ void MagazineCache::FreeSlow(void* p) noexcept {
   if (activity_ == 0 && hot_->capacity > min_capacity_) {
     // Free-only for a while: hold less.
     const std::uint32_t half = hot_->capacity / 2;
-    hot_->capacity = half > min_capacity_ ? half : min_capacity_;
+    SetCapacity(half > min_capacity_ ? half : min_capacity_);
   } else if (activity_ >= kBurstActivity &&
              hot_->capacity < burst_capacity_) {
     // A burst: this thread frees what it allocated in many refills. Hold
     // more, so that the next round runs out of the magazine.
-    const std::uint32_t twice = hot_->capacity * 2;
-    hot_->capacity = twice < burst_capacity_ ? twice : burst_capacity_;
+    Grow();
   }
   refills_ = 0;
   Flush(hot_->capacity / 2);
   const bool cached = TryFree(p);
   ABSL_ASSERT(cached);
   (void)cached;
+}
+
+void MagazineCache::SetCapacity(std::uint32_t capacity) noexcept {
+  const std::uint32_t grown =
+      capacity > max_capacity_ ? capacity - max_capacity_ : 0;
+  if (burst_budget_ != nullptr && grown != grown_) {
+    const std::size_t size = slabs_.metadata().object_size;
+    // Grow checked the room; a shrink gives back what this cache held.
+    *burst_budget_ = *burst_budget_ + std::size_t{grown_} * size -
+                     std::size_t{grown} * size;
+  }
+  grown_ = grown;
+  hot_->capacity = capacity;
+}
+
+void MagazineCache::Grow() noexcept {
+  std::uint32_t want = hot_->capacity * 2;
+  if (want > burst_capacity_) want = burst_capacity_;
+  if (burst_budget_ != nullptr) {
+    // The room: what the budget has left, plus what this cache holds.
+    const std::size_t size = slabs_.metadata().object_size;
+    const std::size_t room = *burst_budget_ / size + grown_;
+    if (want > max_capacity_ + room) {
+      want = static_cast<std::uint32_t>(max_capacity_ + room);
+    }
+  }
+  if (want > hot_->capacity) SetCapacity(want);
 }
 
 void MagazineCache::Flush(std::size_t from) noexcept {

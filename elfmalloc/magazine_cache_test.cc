@@ -140,6 +140,55 @@ TEST(MagazineCacheTest, BurstsGrowTheMagazine) {
   d.FlushAll();
 }
 
+// Magazines sharing a burst budget (a thread's) grow by at most its bytes
+// together, and give their share back when they shrink or are destroyed.
+TEST(MagazineCacheTest, BurstsShareTheBudget) {
+  Env e64(64), e128(128);
+  std::size_t budget = 512 * K;
+  // Rounds of n allocations then n frees; returns the largest capacity seen.
+  auto burst = [](MagazineCache& c, std::size_t n) {
+    std::vector<void*> objs(n);
+    std::size_t most = c.capacity();
+    for (int round = 0; round < 4; ++round) {
+      for (void*& p : objs) {
+        p = c.Alloc();
+        EXPECT_NE(p, nullptr);
+      }
+      for (void* p : objs) {
+        c.Free(p);
+        most = c.capacity() > most ? c.capacity() : most;
+      }
+    }
+    return most;
+  };
+  auto grown = [](const MagazineCache& c, std::size_t size) {
+    return c.capacity() > c.max_capacity()
+               ? (c.capacity() - c.max_capacity()) * size
+               : 0;
+  };
+  {
+    MagazineCache a(&e64.cls, 0, nullptr, nullptr, &budget);
+    MagazineCache b(&e128.cls, 0, nullptr, nullptr, &budget);
+    burst(a, 6000);  // 384 KiB of 64-byte objects
+    EXPECT_GT(a.capacity(), a.max_capacity());
+    EXPECT_EQ(budget + grown(a, 64), 512 * K);
+    const std::size_t left = budget;
+    ASSERT_LT(left, 256 * K);
+    // 512 KiB of 128-byte objects: more than is left. Without the budget
+    // the magazine would grow to hold the whole round (4000 objects).
+    const std::size_t most = burst(b, 4000);
+    EXPECT_GT(most, b.max_capacity());
+    EXPECT_LE((most - b.max_capacity()) * 128, left);
+    EXPECT_EQ(budget + grown(a, 64) + grown(b, 128), 512 * K);
+    a.FlushAll();
+    b.FlushAll();
+    // Moving a cache moves its share.
+    MagazineCache moved(std::move(a));
+    EXPECT_EQ(budget + grown(moved, 64) + grown(b, 128), 512 * K);
+  }
+  EXPECT_EQ(budget, 512 * K);  // destroyed: every share came back
+}
+
 TEST(MagazineCacheTest, FreeThenAllocIsLifo) {
   Env e(64);
   MagazineCache c(&e.cls);

@@ -291,8 +291,9 @@ void ThreadHeap::CreateCache(SizeClass c) noexcept {
   // cache (a failure is retried with the next; meanwhile flushes free their
   // runs directly).
   if (!coalescer_.has_table()) coalescer_.Init(kMaxCoalescerCells);
-  caches_[c.index()].cache = MagazineCache(&classes_[c.index()], 0,
-                                           &coalescer_, stacks_.StackOf(c));
+  caches_[c.index()].cache =
+      MagazineCache(&classes_[c.index()], 0, &coalescer_, stacks_.StackOf(c),
+                    &burst_budget_);
 }
 
 // The drain checks cost a load and a compare per slow path; the drain

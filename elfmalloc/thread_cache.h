@@ -199,6 +199,10 @@ class ThreadHeap {
   Coalescer coalescer_;
   // Declared before caches_ for the same reason.
   StackArena stacks_;
+  // The bytes of objects this heap's magazines may still grow by in bursts
+  // (magazine_cache.h, "Bursts"); before caches_, whose destructors give
+  // their share back.
+  std::size_t burst_budget_ = kThreadBurstBytes;
   // The rest of each cache (slow paths only), on its own cache line(s).
   struct alignas(64) Slot {
     MagazineCache cache;
