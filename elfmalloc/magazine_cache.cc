@@ -135,7 +135,6 @@ MagazineCache::MagazineCache(MagazineCache&& o) noexcept
       refills_(std::exchange(o.refills_, 0)),
       burst_capacity_(std::exchange(o.burst_capacity_, 0)),
       activity_(std::exchange(o.activity_, 0)),
-      grown_(std::exchange(o.grown_, 0)),
       burst_budget_(std::exchange(o.burst_budget_, nullptr)),
       from_slabs_(o.from_slabs_.exchange(0, std::memory_order_relaxed)),
       to_slabs_(o.to_slabs_.exchange(0, std::memory_order_relaxed)),
@@ -156,7 +155,6 @@ MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
     refills_ = std::exchange(o.refills_, 0);
     burst_capacity_ = std::exchange(o.burst_capacity_, 0);
     activity_ = std::exchange(o.activity_, 0);
-    grown_ = std::exchange(o.grown_, 0);
     burst_budget_ = std::exchange(o.burst_budget_, nullptr);
     from_slabs_.store(o.from_slabs_.exchange(0, std::memory_order_relaxed),
                       std::memory_order_relaxed);
@@ -225,16 +223,18 @@ void MagazineCache::FreeSlow(void* p) noexcept {
   (void)cached;
 }
 
+// The capacity above max_capacity_: what the cache holds of its budget.
+std::size_t MagazineCache::Grown(std::uint32_t capacity) const noexcept {
+  return capacity > max_capacity_ ? capacity - max_capacity_ : 0;
+}
+
 void MagazineCache::SetCapacity(std::uint32_t capacity) noexcept {
-  const std::uint32_t grown =
-      capacity > max_capacity_ ? capacity - max_capacity_ : 0;
-  if (burst_budget_ != nullptr && grown != grown_) {
+  const std::size_t before = Grown(hot_->capacity), after = Grown(capacity);
+  if (burst_budget_ != nullptr && after != before) {
     const std::size_t size = slabs_.metadata().object_size;
     // Grow checked the room; a shrink gives back what this cache held.
-    *burst_budget_ = *burst_budget_ + std::size_t{grown_} * size -
-                     std::size_t{grown} * size;
+    *burst_budget_ = *burst_budget_ + before * size - after * size;
   }
-  grown_ = grown;
   hot_->capacity = capacity;
 }
 
@@ -244,7 +244,7 @@ void MagazineCache::Grow() noexcept {
   if (burst_budget_ != nullptr) {
     // The room: what the budget has left, plus what this cache holds.
     const std::size_t size = slabs_.metadata().object_size;
-    const std::size_t room = *burst_budget_ / size + grown_;
+    const std::size_t room = *burst_budget_ / size + Grown(hot_->capacity);
     if (want > max_capacity_ + room) {
       want = static_cast<std::uint32_t>(max_capacity_ + room);
     }

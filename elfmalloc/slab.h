@@ -318,16 +318,9 @@ class Slab {
           if (bits != 0) slab_->SubtractTaken(std::popcount(bits));
           continue;
         }
-        const std::size_t bit =
-            base + static_cast<std::size_t>(std::countr_zero(bits));
+        Emit<kDown>(out, k++,
+                    base + static_cast<std::size_t>(std::countr_zero(bits)));
         bits &= bits - 1;
-        void* const obj = objects_ + (bit << shift_);
-        if constexpr (kDown) {
-          out[-1 - static_cast<std::ptrdiff_t>(k)] = obj;
-        } else {
-          out[k] = obj;
-        }
-        ++k;
       }
       bits_ = bits;
       bit_base_ = base;

@@ -245,7 +245,7 @@ void ThreadHeap::TickDecay() noexcept {
 namespace {
 
 // The stack arena's layout (thread_cache.h): the stack of class c at
-// kStackOffsets[c], each rounded up to a cache line, in class order.
+// kStackLayout.offsets[c], each rounded up to a cache line, in class order.
 struct StackLayout {
   std::size_t offsets[kNumSizeClasses];
   std::size_t bytes;
