@@ -131,7 +131,8 @@ void ConfigureLargeCache() {
 //     2 MiB-page slab classes and large blocks): these frees leave the fast
 //     path on their stamp (the small-slab stamp is the one compared
 //     anyway), and the out-of-line path checks p against its class
-//     (IsObjectStart) or its large block's header (CheckedFreeLarge);
+//     (IsObjectStart), or LargeFree checks it against its large block's
+//     header or packed unit's page map (in every build);
 //   * realloc of an interior pointer of any block (realloc copies or keeps
 //     the block; the check is a multiply and a few compares).
 // Measured (callgrind, tools/harness.py --instructions): +1 instruction
@@ -1695,8 +1696,7 @@ ABSL_ATTRIBUTE_NOINLINE void FreeNotSmall(AllocType t, void* p) noexcept {
     return FreeSlabTag(tag, p);
   }
   if (t != AllocType::kLarge) return FreeNotOurs(p);
-  if (kDefaultChecks) CheckedFreeLarge(p);
-  LargeFree(p);
+  LargeFree(p);  // checks p itself, in every build
 }
 
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieMisaligned(
@@ -1792,10 +1792,12 @@ ELFMALLOC_CLASSIFIES void* Reallocate(void* p, std::size_t n) noexcept {
     }
   } else {
     if (t != AllocType::kLarge) DieNotOurs(p);
-    if (kDefaultChecks) CheckedFreeLarge(p, "realloc");
     // Large: a size that fits a class moves to a slab (a whole mapping for
-    // <= 256 KiB is wasteful); otherwise mremap, which grows or shrinks.
+    // <= 256 KiB is wasteful); otherwise mremap, which grows or shrinks
+    // (LargeRealloc checks p itself, in every build; the move to a slab
+    // reads p's size before LargeFree would, so it checks p first).
     if (!IsSlabSize(n)) return LargeRealloc(p, n);
+    if (kDefaultChecks) CheckedFreeLarge(p, "realloc");
   }
   // A slab block grown past the slab limit is likely to grow again.
   void* q = IsSlabSize(n) ? Allocate(n) : AllocLarge(n, 0, LargeKind::kGrowth);

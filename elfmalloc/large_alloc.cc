@@ -84,7 +84,9 @@ struct LargeArena {
 //     pages [i, i + run_pages[i]), none of them free, and was asked for
 //     requested[i] bytes at alignment 1 << align_shift[i];
 //   * dirty_bits[i]: page i may be resident (touched since the unit was
-//     made or the page last purged); a clear page reads as zero.
+//     made or the page last purged); a clear page reads as zero. Every
+//     page of a live block is dirty (set when the block takes it), so a
+//     freed block's pages need no counting;
 //     dirty_free counts the pages both free and dirty; their bytes, summed
 //     over the units, are g_packed_dirty;
 //   * freed_ms: when a block of the unit was last freed;
@@ -134,15 +136,17 @@ ABSL_CONST_INIT std::atomic<std::uint64_t> g_cache_decay_ms{0};
 // expires. Lowered (to now + decay) on every free; recomputed exactly by
 // each decay pass.
 ABSL_CONST_INIT std::atomic<std::uint64_t> g_next_expiry_ms{UINT64_MAX};
-// The packed units, in a dense table of (unit, longest free run) so that a
-// placement reads one array instead of every unit's header (walking a list
-// of headers, one per 2 MiB unit, took 80% of the placement's time in
-// cache and TLB misses), and the bytes of their free resident pages. At
+// The packed units, in a dense table of (unit, longest free run, free
+// dirty pages) so that a placement reads one array instead of every unit's
+// header (walking a list of headers, one per 2 MiB unit, took 80% of the
+// placement's time in cache and TLB misses), and the bytes of their free
+// resident pages. At
 // most kMaxPackedUnits (8 GiB of packed blocks); beyond, blocks take units
 // of their own. 64 KiB of zero-initialised data, touched as units are made.
 struct PackedSlot {
   PackedUnit* unit;
-  std::size_t longest_free;
+  std::uint32_t longest_free;
+  std::uint32_t dirty_free;  // a copy of unit->dirty_free
 };
 constexpr std::size_t kMaxPackedUnits = 4096;
 constexpr std::size_t kNoSlot = SIZE_MAX;
@@ -205,19 +209,18 @@ void UnmapKeepErrno(void* base, std::size_t bytes) {
 bool TestBit(const std::uint64_t* w, std::size_t i) {
   return ((w[i / 64] >> (i % 64)) & 1) != 0;
 }
-// Calls f(word index, mask) for the words covering bits [i, i + n).
+// Calls f(word index, mask) for the words covering bits [i, i + n): the
+// first and last words with partial masks, the words between whole.
 template <typename F>
 void ForEachWord(std::size_t i, std::size_t n, F f) {
-  while (n != 0) {
-    const std::size_t off = i % 64;
-    const std::size_t take = 64 - off < n ? 64 - off : n;
-    const std::uint64_t mask =
-        (take == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << take) - 1)
-        << off;
-    f(i / 64, mask);
-    i += take;
-    n -= take;
+  if (n == 0) return;
+  const std::size_t last = (i + n - 1) / 64;
+  std::uint64_t mask = ~std::uint64_t{0} << (i % 64);
+  for (std::size_t w = i / 64; w < last; ++w) {
+    f(w, mask);
+    mask = ~std::uint64_t{0};
   }
+  f(last, mask & (~std::uint64_t{0} >> (63 - (i + n - 1) % 64)));
 }
 void SetBits(std::uint64_t* w, std::size_t i, std::size_t n) {
   ForEachWord(i, n, [w](std::size_t k, std::uint64_t m) { w[k] |= m; });
@@ -279,42 +282,100 @@ struct PurgeList {
 };
 
 
+// Runs of set bits in the kPackedWords words word(0), word(1), ... (page i
+// is bit i % 64 of word i / 64), found a word at a time: a word of ones
+// extends the run that reaches it, its trailing ones end that run, and only
+// the runs inside a word are walked one by one (a packed unit holds a few
+// blocks, so a word has few). Walking the bits a run at a time, as the
+// placement did before, took ~600 of the ~2,700 instructions a 256 KiB-2 MiB
+// replacement spent in the heap (callgrind, bigblock-mid).
+//
+// Calls f(first, length) for every maximal run, in order.
+template <typename Word, typename F>
+void ForEachRun(Word word, F f) {
+  std::size_t start = 0;
+  std::size_t run = 0;
+  for (std::size_t w = 0; w < kPackedWords; ++w) {
+    const std::uint64_t x = word(w);
+    if (x == ~std::uint64_t{0}) {
+      if (run == 0) start = w * 64;
+      run += 64;
+      continue;
+    }
+    // x has a zero: its trailing ones end the run that reached this word.
+    std::size_t pos = static_cast<std::size_t>(absl::countr_one(x));
+    if (pos != 0 && run == 0) start = w * 64;
+    run += pos;
+    if (run != 0 && !f(start, run)) return;
+    run = 0;
+    for (;;) {
+      const std::uint64_t rest = x >> pos;  // pos < 64: bit pos is zero
+      if (rest == 0) break;
+      pos += static_cast<std::size_t>(absl::countr_zero(rest));
+      const std::size_t r =
+          static_cast<std::size_t>(absl::countr_one(x >> pos));
+      if (pos + r == 64) {  // reaches the top: may go on in the next word
+        start = w * 64 + pos;
+        run = r;
+        break;
+      }
+      if (!f(w * 64 + pos, r)) return;
+      pos += r;
+    }
+  }
+  if (run != 0) f(start, run);
+}
+
+// The first page of the first run of at least k set bits of
+// word(0..kPackedWords), or kPackedPages.
+template <typename Word>
+std::size_t FirstRunOf(Word word, std::size_t k) {
+  std::size_t found = kPackedPages;
+  ForEachRun(word, [&](std::size_t first, std::size_t n) {
+    if (n < k) return true;
+    found = first;
+    return false;
+  });
+  return found;
+}
+
 // Under the lock: the longest run of free pages of u.
 std::size_t LongestFreeRun(const PackedUnit* u) {
   std::size_t longest = 0;
-  std::size_t i = 1;
-  while (i < kPackedPages) {
-    i = NextWithBit(u->free_bits, i, kPackedPages, true);
-    if (i == kPackedPages) break;
-    const std::size_t j = NextWithBit(u->free_bits, i, kPackedPages, false);
-    if (j - i > longest) longest = j - i;
-    i = j;
-  }
+  ForEachRun([u](std::size_t w) { return u->free_bits[w]; },
+             [&](std::size_t, std::size_t n) {
+               if (n > longest) longest = n;
+               return true;
+             });
   return longest;
 }
 
-// Under the lock: u's longest free run, in its table entry.
+// Under the lock: u's longest free run and free dirty pages, in its table
+// entry (after every change of its free set).
 void SetLongestLocked(PackedUnit* u) {
-  g_packed_slots[u->slot].longest_free = LongestFreeRun(u);
+  PackedSlot& slot = g_packed_slots[u->slot];
+  slot.longest_free = static_cast<std::uint32_t>(LongestFreeRun(u));
+  slot.dirty_free = static_cast<std::uint32_t>(u->dirty_free);
 }
 
 // Under the lock: pages [s, s + k) of u, in no block and not free, turn
-// free.
-void FreePagesLocked(PackedUnit* u, std::size_t s, std::size_t k) {
+// free; `dirty` of them are dirty (all of a block's, none of a purged run's:
+// the callers know, so no page is counted).
+void FreePagesLocked(PackedUnit* u, std::size_t s, std::size_t k,
+                     std::size_t dirty) {
   SetBits(u->free_bits, s, k);
   u->free_pages += k;
-  const std::size_t dirty = CountBits(u->dirty_bits, s, k);
   u->dirty_free += dirty;
   AddRelaxed(&g_packed_dirty, dirty * kPackedPage);
   SetLongestLocked(u);
 }
 
-// Under the lock: free pages [s, s + k) of u leave the free set (for a block
-// or a purge).
-void TakePagesLocked(PackedUnit* u, std::size_t s, std::size_t k) {
+// Under the lock: free pages [s, s + k) of u, `dirty` of them dirty, leave
+// the free set (for a block or a purge).
+void TakePagesLocked(PackedUnit* u, std::size_t s, std::size_t k,
+                     std::size_t dirty) {
   ClearBits(u->free_bits, s, k);
   u->free_pages -= k;
-  const std::size_t dirty = CountBits(u->dirty_bits, s, k);
   u->dirty_free -= dirty;
   SubRelaxed(&g_packed_dirty, dirty * kPackedPage);
   SetLongestLocked(u);
@@ -391,7 +452,7 @@ std::size_t FinishPurges(PurgeList* list) {
     for (std::size_t i = 0; i < list->n_packed; ++i) {
       const PurgeList::PackedRun& r = list->packed[i];
       ClearBits(r.unit->dirty_bits, r.first, r.n);
-      FreePagesLocked(r.unit, r.first, r.n);
+      FreePagesLocked(r.unit, r.first, r.n, 0);
       if (PackedUnitIsEmpty(r.unit)) ReturnUnitLocked(r.unit, now);
     }
   }
@@ -454,7 +515,7 @@ bool CollectPackedRunsLocked(Pred pred, PurgeList* out) {
         ++j;
       }
       if (out->n_packed == PurgeList::kMax) return false;
-      TakePagesLocked(u, i, j - i);
+      TakePagesLocked(u, i, j - i, j - i);  // free and dirty
       out->packed[out->n_packed++] = {u, i, j - i};
       i = j;
     }
@@ -816,8 +877,30 @@ bool Packable(std::size_t body, std::size_t h) {
 // 256 KiB-2 MiB placed first-fit faulted in 39 pages per replacement); the
 // first resident place rather than the best-fitting one, since ranking
 // every place on every allocation took 40% of that workload's time.
+// Unaligned blocks (align 1, nearly all) first look for the first run of
+// k pages both free and dirty, in the units with that many such pages,
+// with no page counted (ranking the free runs of every unit until one was
+// wholly resident cost ~1,000 instructions per allocation in bigblock-mid);
+// the block takes the run's first pages, so it may split a free run whose
+// head is not resident.
 bool FindPagesLocked(std::size_t k, std::size_t align, PackedUnit** unit,
-                     std::size_t* first) {
+                     std::size_t* first, std::size_t* dirty) {
+  if (align == 1) {
+    for (std::size_t t = 0; t < g_packed_count; ++t) {
+      const PackedSlot& slot = g_packed_slots[t];
+      if (slot.longest_free < k || slot.dirty_free < k) continue;
+      PackedUnit* u = slot.unit;
+      const std::size_t s = FirstRunOf(
+          [u](std::size_t w) { return u->free_bits[w] & u->dirty_bits[w]; },
+          k);
+      if (s != kPackedPages) {
+        *unit = u;
+        *first = s;
+        *dirty = k;
+        return true;
+      }
+    }
+  }
   std::size_t best_fault = SIZE_MAX;
   std::size_t best_len = SIZE_MAX;
   for (std::size_t t = 0; t < g_packed_count; ++t) {
@@ -839,6 +922,7 @@ bool FindPagesLocked(std::size_t k, std::size_t align, PackedUnit** unit,
             best_len = j - i;
             *unit = u;
             *first = s;
+            *dirty = k - fault;
             if (fault == 0) return true;
           }
         }
@@ -849,16 +933,16 @@ bool FindPagesLocked(std::size_t k, std::size_t align, PackedUnit** unit,
   return best_fault != SIZE_MAX;
 }
 
-// Under the lock: a block of k pages at page s of u (free pages), asked for
-// `requested` bytes at alignment 1 << shift. *was_dirty receives the dirty
-// bits its pages had (for calloc).
+// Under the lock: a block of k pages at page s of u (free pages, `dirty` of
+// them dirty), asked for `requested` bytes at alignment 1 << shift.
+// *was_dirty receives the dirty bits its pages had (for calloc).
 void StartBlockLocked(PackedUnit* u, std::size_t s, std::size_t k,
-                      std::size_t requested, unsigned shift,
-                      std::uint64_t* was_dirty) {
+                      std::size_t dirty, std::size_t requested,
+                      unsigned shift, std::uint64_t* was_dirty) {
   if (was_dirty != nullptr) {
     std::memcpy(was_dirty, u->dirty_bits, sizeof(u->dirty_bits));
   }
-  TakePagesLocked(u, s, k);
+  TakePagesLocked(u, s, k, dirty);
   SetBits(u->dirty_bits, s, k);
   SetBits(u->start_bits, s, 1);
   u->run_pages[s] = static_cast<std::uint16_t>(k);
@@ -900,6 +984,18 @@ PackedUnit* NewPackedUnit() {
   return u;
 }
 
+// A block with units (or a mapping) of its own: p must be its start (a
+// freed one reads kFreedLarge and never gets here). One compare, made in
+// every build: the caller's check and this one would read the same header.
+void CheckUnitBlockStart(const LargeHeader* hdr, const void* p,
+                         const char* op) {
+  if (ABSL_PREDICT_FALSE(static_cast<const char*>(hdr->base) +
+                             hdr->header_space !=
+                         p)) {
+    DieBadLargeBlock(p, op, LargeBlockState::kInterior);
+  }
+}
+
 // A block of `body` bytes (a page multiple, Packable) aligned to h, in a
 // packed unit; nullptr (errno ENOMEM) if no unit can be had.
 void* PackedAlloc(std::size_t body, std::size_t h, std::size_t requested,
@@ -913,8 +1009,9 @@ void* PackedAlloc(std::size_t body, std::size_t h, std::size_t requested,
   std::size_t s = 0;
   {
     SpinLockHolder l(&g_lock);
-    if (FindPagesLocked(k, align, &u, &s)) {
-      StartBlockLocked(u, s, k, requested, shift, dirty_out);
+    std::size_t dirty;
+    if (FindPagesLocked(k, align, &u, &s, &dirty)) {
+      StartBlockLocked(u, s, k, dirty, requested, shift, dirty_out);
     }
   }
   if (u == nullptr) {
@@ -930,10 +1027,12 @@ void* PackedAlloc(std::size_t body, std::size_t h, std::size_t requested,
       return nullptr;
     }
     u->slot = g_packed_count++;
-    g_packed_slots[u->slot] = {u, kPackedPages - 1};
+    g_packed_slots[u->slot].unit = u;
+    SetLongestLocked(u);
     AddRelaxed(&g_packed_dirty, u->dirty_free * kPackedPage);
     if (u->dirty_free != 0) LowerExpiryLocked(u->freed_ms);
-    StartBlockLocked(u, s, k, requested, shift, dirty_out);
+    StartBlockLocked(u, s, k, CountBits(u->dirty_bits, s, k), requested,
+                     shift, dirty_out);
   }
   g_mapped_bytes.fetch_add(body, std::memory_order_relaxed);
   g_allocations.fetch_add(1, std::memory_order_relaxed);
@@ -985,7 +1084,7 @@ std::size_t LockLiveBlock(PackedUnit* u, const void* p, const char* op) {
 void ReleasePagesLocked(PackedUnit* u, std::size_t s, std::size_t k,
                         PurgeList* purges) {
   const std::uint64_t now = CoarseMonotonicMs();
-  FreePagesLocked(u, s, k);
+  FreePagesLocked(u, s, k, k);  // a block's pages are all dirty
   if (PackedUnitIsEmpty(u)) {
     ReturnUnitLocked(u, now);
   } else {
@@ -1037,7 +1136,7 @@ void* PackedRealloc(PackedUnit* u, void* p, std::size_t new_size) {
       in_place = true;
     } else if (s + k2 <= kPackedPages &&
                NextWithBit(u->free_bits, s + k, s + k2, false) == s + k2) {
-      TakePagesLocked(u, s + k, k2 - k);
+      TakePagesLocked(u, s + k, k2 - k, CountBits(u->dirty_bits, s + k, k2 - k));
       SetBits(u->dirty_bits, s + k, k2 - k);
       in_place = true;
     }
@@ -1264,6 +1363,7 @@ void LargeFree(void* p) noexcept {
   if (p == nullptr) return;
   LargeHeader* hdr = LargeHeaderOf(p);
   if (hdr->packed != nullptr) return PackedFree(hdr->packed, p, "free");
+  CheckUnitBlockStart(hdr, p, "free");
   char* base = static_cast<char*>(hdr->base);
   const std::size_t region = hdr->region_size;
   LargeArena* a = hdr->arena;
@@ -1382,6 +1482,7 @@ void* LargeRealloc(void* p, std::size_t new_size) noexcept {
   // Success leaves errno as it was (a refused mremap falls back to a copy).
   LargeHeader* hdr = LargeHeaderOf(p);
   if (hdr->packed != nullptr) return PackedRealloc(hdr->packed, p, new_size);
+  CheckUnitBlockStart(hdr, p, "realloc");
   const int saved_errno = errno;
   const std::size_t h = hdr->header_space;
   const std::size_t old_region = hdr->region_size;
@@ -1482,6 +1583,46 @@ std::size_t LargeCacheDecay() noexcept {
 // handler: spin_lock.h).
 void LargeCachePreFork() noexcept { g_lock.LockForFork(); }
 void LargeCachePostFork() noexcept { g_lock.UnlockAfterFork(); }
+
+const char* LargeHeapInconsistency() noexcept {
+  SpinLockHolder l(&g_lock);
+  std::size_t packed_dirty = 0;
+  for (std::size_t t = 0; t < g_packed_count; ++t) {
+    const PackedUnit* u = g_packed_slots[t].unit;
+    if (u->slot != t) return "a packed unit's slot does not name its entry";
+    if (TestBit(u->free_bits, 0)) return "a packed unit's header page is free";
+    std::size_t free_pages = 0, dirty_free = 0, longest = 0, run = 0;
+    for (std::size_t i = 1; i < kPackedPages; ++i) {
+      const bool free = TestBit(u->free_bits, i);
+      free_pages += free ? 1 : 0;
+      dirty_free += free && TestBit(u->dirty_bits, i) ? 1 : 0;
+      run = free ? run + 1 : 0;
+      if (run > longest) longest = run;
+      if (TestBit(u->start_bits, i)) {
+        const std::size_t k = u->run_pages[i];
+        if (k == 0 || i + k > kPackedPages) return "a block's run is wrong";
+        for (std::size_t j = i; j < i + k; ++j) {
+          if (TestBit(u->free_bits, j)) return "a live block's page is free";
+          if (!TestBit(u->dirty_bits, j)) {
+            return "a live block's page is not dirty";
+          }
+          if (j != i && TestBit(u->start_bits, j)) return "blocks overlap";
+        }
+      }
+    }
+    if (free_pages != u->free_pages) return "free_pages is wrong";
+    if (dirty_free != u->dirty_free) return "dirty_free is wrong";
+    if (longest != g_packed_slots[t].longest_free ||
+        dirty_free != g_packed_slots[t].dirty_free) {
+      return "the table's entry is wrong";
+    }
+    packed_dirty += dirty_free * kPackedPage;
+  }
+  if (packed_dirty != g_packed_dirty.load(std::memory_order_relaxed)) {
+    return "g_packed_dirty is not the sum of the units' free dirty pages";
+  }
+  return nullptr;
+}
 
 LargeStats GetLargeStats() noexcept {
   LargeStats s;

@@ -42,7 +42,8 @@
 // as free units (below: each free enforces it over free units, the oldest
 // first, then free packed pages); the decay period and malloc_trim purge
 // them like free units' pages. A block takes the first place whose pages
-// are all resident, else the place with the fewest pages to fault in, then
+// are all resident (the first run of that many free resident pages, for an
+// unaligned block), else the place with the fewest pages to fault in, then
 // the shortest free run. Double and interior frees are found in the page
 // map, under the heap lock, in every build. Packing needs 4 KiB OS pages
 // (512 per unit); with larger pages every block takes units of its own.
@@ -142,7 +143,12 @@ void* LargeAllocZeroed(std::size_t size) noexcept;
 void* LargeAllocForGrowth(std::size_t size) noexcept;
 
 // Frees a block from LargeAlloc / LargeRealloc: its units go back to the
-// heap (see "Reuse"; a direct block is unmapped). nullptr is a no-op.
+// heap (see "Reuse"; a direct block is unmapped). nullptr is a no-op. In
+// every build, a p that is not the start of a live block (LargeStateOf) is
+// reported (DieBadLargeBlock) before anything changes: a packed block's
+// state is read under the heap lock the free takes anyway, so callers need
+// no check of their own (one that took the lock for LargeStateOf first
+// made each free of a packed block lock the heap twice).
 void LargeFree(void* p) noexcept;
 
 // What p is, for the checks of free and realloc (p has the kLarge stamp):
@@ -176,7 +182,7 @@ void* LargeBlockContaining(const void* a) noexcept;
 
 // Resizes p to new_size bytes keeping the first min(old, new) bytes and the
 // alignment. Returns the (possibly moved) block, or nullptr with errno set,
-// in which case p is untouched and still valid.
+// in which case p is untouched and still valid. Checks p as LargeFree does.
 void* LargeRealloc(void* p, std::size_t new_size) noexcept;
 
 // The header governing p (a pointer from LargeAlloc).
@@ -216,6 +222,11 @@ struct LargeStats {
   std::size_t arenas;          // arenas mapped
 };
 LargeStats GetLargeStats() noexcept;
+
+// For tests: checks the packed units' invariants (large_alloc.cc,
+// PackedUnit) against their bit sets, page by page, under the heap lock;
+// nullptr if they hold, else what is wrong. O(heap): never on a hot path.
+const char* LargeHeapInconsistency() noexcept;
 
 }  // namespace elfmalloc
 

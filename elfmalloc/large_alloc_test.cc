@@ -701,8 +701,8 @@ TEST_F(PackedUnitTest, AlignmentIsHonoured) {
   for (void* p : blocks) LargeFree(p);
 }
 
-// Interior pointers and second frees are named (every build checks them:
-// the general allocator's free calls LargeStateOf).
+// Interior pointers and second frees are named (LargeFree and LargeRealloc
+// check them in every build, under the lock they take anyway).
 TEST_F(PackedUnitTest, StateOfPointers) {
   char* a = static_cast<char*>(LargeAlloc(300 * 1024));
   char* b = static_cast<char*>(LargeAlloc(300 * 1024));
@@ -717,6 +717,85 @@ TEST_F(PackedUnitTest, StateOfPointers) {
   EXPECT_DEATH((void)LargeRealloc(b + 4096, 500000),
                "realloc\\(0x[0-9a-f]+\\): not the start of a large block");
   LargeFree(b);
+}
+
+// Blocks with units or a mapping of their own: LargeFree and LargeRealloc
+// report an interior pointer themselves, before anything changes (the
+// general allocator's free leaves the check to them).
+TEST(LargeAllocTest, FreeAndReallocReportInteriorPointersOfUnitBlocks) {
+  char* unit_block = static_cast<char*>(LargeAlloc(3 << 20));
+  char* direct = static_cast<char*>(LargeAlloc(100000, 4 << 20));
+  ASSERT_NE(unit_block, nullptr);
+  ASSERT_NE(direct, nullptr);
+  ASSERT_EQ(LargeHeaderOf(unit_block)->packed, nullptr);
+  ASSERT_EQ(LargeHeaderOf(direct)->arena, nullptr);
+  // (Offsets inside the block's first 2 MiB: the header is found there.)
+  for (char* p : {unit_block, direct}) {
+    EXPECT_DEATH(LargeFree(p + 64),
+                 "free\\(0x[0-9a-f]+\\): not the start of a large block");
+    EXPECT_DEATH((void)LargeRealloc(p + 64, 5 << 20),
+                 "realloc\\(0x[0-9a-f]+\\): not the start of a large block");
+  }
+  LargeFree(unit_block);
+  LargeFree(direct);
+}
+
+// Random packed blocks (unaligned and aligned, allocated, zeroed, grown,
+// shrunk and freed) under a small cap, so that purges interleave: after
+// every operation the page maps, counters and the table's longest runs
+// agree page by page (the placement trusts them: a free dirty run it finds
+// is taken without counting its pages), and no block loses its contents.
+TEST_F(PackedUnitTest, PageMapsStayConsistentUnderChurn) {
+  SetLargeCacheLimits(std::size_t{4} << 20, 0);
+  std::mt19937 rng(2024);
+  struct Live {
+    char* p;
+    std::size_t n;
+    unsigned tag;
+  };
+  std::vector<Live> live;
+  for (int op = 0; op < 3000; ++op) {
+    const unsigned r = rng() % 10;
+    if (live.size() < 40 && (r < 5 || live.empty())) {
+      const std::size_t n = 4096 + rng() % (1800 * 1024);
+      const std::size_t align = (rng() % 8 == 0) ? (8192u << (rng() % 6)) : 0;
+      char* p = static_cast<char*>(
+          r == 0 ? LargeAllocZeroed(n) : LargeAlloc(n, align));
+      ASSERT_NE(p, nullptr);
+      if (r == 0) {
+        for (std::size_t i = 0; i < n; i += 4093) ASSERT_EQ(p[i], 0) << i;
+      }
+      const unsigned tag = static_cast<unsigned>(op);
+      Fill(p, n, tag);
+      live.push_back({p, n, tag});
+    } else if (r < 7) {
+      Live& b = live[rng() % live.size()];
+      ASSERT_TRUE(Check(b.p, b.n, b.tag));
+      const std::size_t n = 4096 + rng() % (1800 * 1024);
+      char* q = static_cast<char*>(LargeRealloc(b.p, n));
+      ASSERT_NE(q, nullptr);
+      if (n >= b.n) {
+        ASSERT_TRUE(Check(q, b.n, b.tag));
+      } else {  // a shrink keeps the pattern of the first n bytes
+        for (std::size_t i = 0; i < n; i += 97) {
+          ASSERT_EQ(static_cast<unsigned char>(q[i]),
+                    static_cast<unsigned char>(i * 31 + b.tag));
+        }
+      }
+      b = {q, n, b.tag};
+      Fill(q, n, b.tag);
+    } else {
+      const std::size_t i = rng() % live.size();
+      ASSERT_TRUE(Check(live[i].p, live[i].n, live[i].tag));
+      LargeFree(live[i].p);
+      live[i] = live.back();
+      live.pop_back();
+    }
+    const char* bad = LargeHeapInconsistency();
+    ASSERT_EQ(bad, nullptr) << bad << " after operation " << op;
+  }
+  for (const Live& b : live) LargeFree(b.p);
+  EXPECT_EQ(LargeHeapInconsistency(), nullptr);
 }
 
 TEST_F(PackedUnitTest, ReallocInPlaceAndOut) {
