@@ -155,9 +155,13 @@ ABSL_CONST_INIT std::atomic<std::uint64_t> g_next_expiry_ms{UINT64_MAX};
 // of their own. 64 KiB of zero-initialised data, touched as units are made.
 struct PackedSlot {
   PackedUnit* unit;
-  std::uint32_t longest_free;
-  std::uint32_t dirty_free;  // a copy of unit->dirty_free
+  std::uint16_t longest_free;
+  std::uint16_t dirty_free;  // a copy of unit->dirty_free
+  // The lock id (spin_lock.h) of the thread that last placed a block in
+  // the unit: the placement prefers the caller's own units (FindPagesLocked).
+  std::uint32_t user;
 };
+static_assert(kPackedPages <= UINT16_MAX);
 constexpr std::size_t kMaxPackedUnits = 4096;
 constexpr std::size_t kNoSlot = SIZE_MAX;
 ABSL_CONST_INIT PackedSlot g_packed_slots[kMaxPackedUnits] = {};
@@ -364,8 +368,8 @@ std::size_t LongestFreeRun(const PackedUnit* u) {
 // entry (after every change of its free set).
 void SetLongestLocked(PackedUnit* u) {
   PackedSlot& slot = g_packed_slots[u->slot];
-  slot.longest_free = static_cast<std::uint32_t>(LongestFreeRun(u));
-  slot.dirty_free = static_cast<std::uint32_t>(u->dirty_free);
+  slot.longest_free = static_cast<std::uint16_t>(LongestFreeRun(u));
+  slot.dirty_free = static_cast<std::uint16_t>(u->dirty_free);
 }
 
 // Under the lock: pages [s, s + k) of u, in no block and not free, turn
@@ -892,23 +896,44 @@ bool Packable(std::size_t body, std::size_t h) {
 // with no page counted (ranking the free runs of every unit until one was
 // wholly resident cost ~1,000 instructions per allocation in bigblock-mid);
 // the block takes the run's first pages, so it may split a free run whose
-// head is not resident.
+// head is not resident. A unit in which the calling thread placed the last
+// block comes before the others (the first other unit with such a run is
+// the fallback): the pages a thread reuses are then mostly ones its own
+// core wrote, and two threads touch fewer of each other's units. With two
+// threads replacing blocks of 256 KiB-2 MiB (bigblock-mid), first-fit over
+// all units ran at 0.90M replacements/s, this at 0.97M (mimalloc, whose
+// heaps are per thread, 1.01M); one thread is unchanged.
 bool FindPagesLocked(std::size_t k, std::size_t align, PackedUnit** unit,
                      std::size_t* first, std::size_t* dirty) {
   if (align == 1) {
+    const std::uint32_t me = internal::ThreadId();
+    PackedUnit* other = nullptr;  // the first place in another's unit
+    std::size_t other_first = 0;
     for (std::size_t t = 0; t < g_packed_count; ++t) {
       const PackedSlot& slot = g_packed_slots[t];
       if (slot.longest_free < k || slot.dirty_free < k) continue;
+      const bool mine = slot.user == me;
+      if (!mine && other != nullptr) continue;
       PackedUnit* u = slot.unit;
       const std::size_t s = FirstRunOf(
           [u](std::size_t w) { return u->free_bits[w] & u->dirty_bits[w]; },
           k);
-      if (s != kPackedPages) {
-        *unit = u;
-        *first = s;
-        *dirty = k;
-        return true;
+      if (s == kPackedPages) continue;
+      if (!mine) {
+        other = u;
+        other_first = s;
+        continue;
       }
+      *unit = u;
+      *first = s;
+      *dirty = k;
+      return true;
+    }
+    if (other != nullptr) {
+      *unit = other;
+      *first = other_first;
+      *dirty = k;
+      return true;
     }
   }
   std::size_t best_fault = SIZE_MAX;
@@ -953,6 +978,7 @@ void StartBlockLocked(PackedUnit* u, std::size_t s, std::size_t k,
     std::memcpy(was_dirty, u->dirty_bits, sizeof(u->dirty_bits));
   }
   TakePagesLocked(u, s, k, dirty);
+  g_packed_slots[u->slot].user = internal::ThreadId();
   SetBits(u->dirty_bits, s, k);
   SetBits(u->start_bits, s, 1);
   u->run_pages[s] = static_cast<std::uint16_t>(k);

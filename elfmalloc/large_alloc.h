@@ -43,7 +43,8 @@
 // first, then free packed pages); the decay period and malloc_trim purge
 // them like free units' pages. A block takes the first place whose pages
 // are all resident (the first run of that many free resident pages, for an
-// unaligned block), else the place with the fewest pages to fault in, then
+// unaligned block, in a unit where the calling thread placed the last block
+// if there is one), else the place with the fewest pages to fault in, then
 // the shortest free run. Double and interior frees are found in the page
 // map, under the heap lock, in every build. Packing needs 4 KiB OS pages
 // (512 per unit); with larger pages every block takes units of its own.

@@ -4,6 +4,7 @@
 // cap, decay, release, zeroing, threads, bounds).
 #include "elfmalloc/large_alloc.h"
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -960,6 +961,55 @@ TEST_F(PackedUnitTest, BlockContainingFindsPackedBlocks) {
 
 // Threads churn through packed sizes side by side (TSan checks the lock
 // protocol; the content checks catch pages handed to two owners).
+// A thread's block goes to a unit in which that thread last placed one,
+// before an earlier unit with room that another thread uses: the pages it
+// reuses were written by the same core (bigblock-mid, 2 threads: 0.90M ->
+// 0.97M replacements/s).
+TEST_F(PackedUnitTest, BlocksGoToTheThreadsOwnUnitsFirst) {
+  constexpr std::size_t kBlock = 600 * 1024;  // 150 pages: 3 fit a unit
+  std::atomic<int> step{0};
+  auto wait_for = [&step](int s) {
+    while (step.load(std::memory_order_acquire) != s) std::this_thread::yield();
+  };
+  char* mine[3];
+  char* theirs[3];
+  char* their_again = nullptr;
+  std::thread worker([&] {
+    wait_for(1);
+    for (char*& p : theirs) {
+      p = static_cast<char*>(LargeAlloc(kBlock));
+      std::memset(p, 2, kBlock);
+    }
+    LargeFree(theirs[1]);
+    step.store(2, std::memory_order_release);
+    wait_for(3);
+    their_again = static_cast<char*>(LargeAlloc(kBlock));
+    step.store(4, std::memory_order_release);
+  });
+  for (char*& p : mine) {
+    p = static_cast<char*>(LargeAlloc(kBlock));
+    std::memset(p, 1, kBlock);
+  }
+  step.store(1, std::memory_order_release);
+  wait_for(2);
+  LargeFree(mine[1]);
+  // Both units have a resident hole of the block's size; ours comes first
+  // in the table.
+  ASSERT_EQ(UnitOf(mine[0]), UnitOf(mine[2]));
+  ASSERT_EQ(UnitOf(theirs[0]), UnitOf(theirs[2]));
+  ASSERT_NE(UnitOf(mine[0]), UnitOf(theirs[0]));
+  step.store(3, std::memory_order_release);
+  wait_for(4);
+  worker.join();
+  EXPECT_EQ(their_again, theirs[1]);
+  char* my_again = static_cast<char*>(LargeAlloc(kBlock));
+  EXPECT_EQ(my_again, mine[1]);
+  for (char* p : {mine[0], my_again, mine[2], theirs[0], their_again,
+                  theirs[2]}) {
+    LargeFree(p);
+  }
+}
+
 TEST_F(PackedUnitTest, ThreadsShareUnits) {
   auto work = [](unsigned seed) {
     std::mt19937 rng(seed);
