@@ -1573,8 +1573,8 @@ void* Allocate(std::size_t n) noexcept {
 #endif
   // The sizes of the first lookup table (up to 1 KiB, most requests) are
   // tested first: their class then costs one compare and a load, where
-  // IsSlabSize followed by SizeToClass compared twice (2 instructions per
-  // malloc more in glibc_thread and pair_latency, callgrind).
+  // IsSlabSize followed by SizeToClass compares twice (2-3 instructions
+  // per malloc more in glibc_thread and pair_latency, callgrind).
   void* p;
   if (ABSL_PREDICT_TRUE(n <= internal::kLookupMaxSize)) {
     if (ABSL_PREDICT_TRUE(TryAllocClass(

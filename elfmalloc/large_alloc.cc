@@ -116,8 +116,8 @@ namespace {
 
 // Live large blocks (regions, headers included). Updated outside the heap
 // lock, so they live on a cache line of their own: beside the lock word,
-// each update took the lock's line away from the thread about to take it
-// (with two threads replacing 256 KiB-2 MiB blocks, the update was the
+// each update takes the lock's line away from the thread about to take it
+// (with two threads replacing 256 KiB-2 MiB blocks, the update is then the
 // hottest instruction of the allocation path).
 struct alignas(64) LargeCounters {
   std::atomic<std::size_t> mapped_bytes{0};
@@ -300,9 +300,9 @@ struct PurgeList {
 // is bit i % 64 of word i / 64), found a word at a time: a word of ones
 // extends the run that reaches it, its trailing ones end that run, and only
 // the runs inside a word are walked one by one (a packed unit holds a few
-// blocks, so a word has few). Walking the bits a run at a time, as the
-// placement did before, took ~600 of the ~2,700 instructions a 256 KiB-2 MiB
-// replacement spent in the heap (callgrind, bigblock-mid).
+// blocks, so a word has few). Walking them a run at a time with
+// NextWithBit costs ~600 of the ~2,800 instructions a 256 KiB-2 MiB
+// replacement spends in the heap (callgrind, bigblock-mid).
 //
 // Calls f(first, length) for every maximal run, in order.
 template <typename Word, typename F>
@@ -893,8 +893,8 @@ bool Packable(std::size_t body, std::size_t h) {
 // every place on every allocation took 40% of that workload's time.
 // Unaligned blocks (align 1, nearly all) first look for the first run of
 // k pages both free and dirty, in the units with that many such pages,
-// with no page counted (ranking the free runs of every unit until one was
-// wholly resident cost ~1,000 instructions per allocation in bigblock-mid);
+// with no page counted (ranking the free runs of every unit until one is
+// wholly resident costs ~1,000 instructions per allocation in bigblock-mid);
 // the block takes the run's first pages, so it may split a free run whose
 // head is not resident. A unit in which the calling thread placed the last
 // block comes before the others (the first other unit with such a run is

@@ -148,8 +148,8 @@ void* LargeAllocForGrowth(std::size_t size) noexcept;
 // every build, a p that is not the start of a live block (LargeStateOf) is
 // reported (DieBadLargeBlock) before anything changes: a packed block's
 // state is read under the heap lock the free takes anyway, so callers need
-// no check of their own (one that took the lock for LargeStateOf first
-// made each free of a packed block lock the heap twice).
+// no check of their own (a caller's LargeStateOf would lock the heap a
+// second time for every free of a packed block).
 void LargeFree(void* p) noexcept;
 
 // What p is, for the checks of free and realloc (p has the kLarge stamp):
