@@ -1577,8 +1577,7 @@ void* Allocate(std::size_t n) noexcept {
   // per malloc more in glibc_thread and pair_latency, callgrind).
   void* p;
   if (ABSL_PREDICT_TRUE(n <= internal::kLookupMaxSize)) {
-    if (ABSL_PREDICT_TRUE(TryAllocClass(
-            SizeClass(internal::kLookup[(n + 7) >> 3]), &p))) {
+    if (ABSL_PREDICT_TRUE(TryAllocClass(SmallSizeToClass(n), &p))) {
       return HandoutNonNull(p);
     }
   } else if (IsSlabSize(n) && TryAllocClass(SizeToClass(n), &p)) {

@@ -119,13 +119,13 @@ namespace {
 // each update takes the lock's line away from the thread about to take it
 // (with two threads replacing 256 KiB-2 MiB blocks, the update is then the
 // hottest instruction of the allocation path).
+// (One aligned struct: aligned variables of their own were placed apart by
+// the compiler, one of them beside the lock again.)
 struct alignas(64) LargeCounters {
   std::atomic<std::size_t> mapped_bytes{0};
   std::atomic<std::size_t> allocations{0};
 };
-ABSL_CONST_INIT LargeCounters g_counters;
-std::atomic<std::size_t>& g_mapped_bytes = g_counters.mapped_bytes;
-std::atomic<std::size_t>& g_allocations = g_counters.allocations;
+ABSL_CONST_INIT LargeCounters g_live;
 
 // The heap. Everything below is written under g_lock (on the lock's cache
 // line or after it: the holder writes them); the atomics are relaxed so
@@ -545,7 +545,7 @@ bool CollectPackedRunsLocked(Pred pred, PurgeList* out) {
 std::size_t CacheLimit() {
   const std::size_t max = g_cache_max_bytes.load(std::memory_order_relaxed);
   if (max == 0) return 0;
-  const std::size_t live = g_mapped_bytes.load(std::memory_order_relaxed);
+  const std::size_t live = g_live.mapped_bytes.load(std::memory_order_relaxed);
   return live > max / 2 ? 2 * live : max;
 }
 
@@ -1020,14 +1020,17 @@ PackedUnit* NewPackedUnit() {
   return u;
 }
 
-// A block with units (or a mapping) of its own: p must be its start (a
-// freed one reads kFreedLarge and never gets here). One compare, made in
-// every build: the caller's check and this one would read the same header.
+// Whether p is the start of the block with units (or a mapping) of its own
+// that hdr governs (a freed one reads kFreedLarge and never gets here).
+bool IsUnitBlockStart(const LargeHeader* hdr, const void* p) {
+  return static_cast<const char*>(hdr->base) + hdr->header_space == p;
+}
+
+// LargeFree's and LargeRealloc's check of such a block: one compare, made
+// in every build.
 void CheckUnitBlockStart(const LargeHeader* hdr, const void* p,
                          const char* op) {
-  if (ABSL_PREDICT_FALSE(static_cast<const char*>(hdr->base) +
-                             hdr->header_space !=
-                         p)) {
+  if (ABSL_PREDICT_FALSE(!IsUnitBlockStart(hdr, p))) {
     DieBadLargeBlock(p, op, LargeBlockState::kInterior);
   }
 }
@@ -1070,8 +1073,8 @@ void* PackedAlloc(std::size_t body, std::size_t h, std::size_t requested,
     StartBlockLocked(u, s, k, CountBits(u->dirty_bits, s, k), requested,
                      shift, dirty_out);
   }
-  g_mapped_bytes.fetch_add(body, std::memory_order_relaxed);
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  g_live.mapped_bytes.fetch_add(body, std::memory_order_relaxed);
+  g_live.allocations.fetch_add(1, std::memory_order_relaxed);
   char* p = reinterpret_cast<char*>(u) + s * kPackedPage;
   if (zero) {
     // Only pages that may hold old data; the rest are zero and stay
@@ -1135,8 +1138,8 @@ void PackedFree(PackedUnit* u, void* p, const char* op) {
   const std::size_t s = LockLiveBlock(u, p, op);
   const std::size_t k = u->run_pages[s];
   ClearBits(u->start_bits, s, 1);
-  g_mapped_bytes.fetch_sub(k * kPackedPage, std::memory_order_relaxed);
-  g_allocations.fetch_sub(1, std::memory_order_relaxed);
+  g_live.mapped_bytes.fetch_sub(k * kPackedPage, std::memory_order_relaxed);
+  g_live.allocations.fetch_sub(1, std::memory_order_relaxed);
   ReleasePagesLocked(u, s, k, &purges);
   g_lock.Unlock();
   FinishPurges(&purges);
@@ -1172,15 +1175,16 @@ void* PackedRealloc(PackedUnit* u, void* p, std::size_t new_size) {
       in_place = true;
     } else if (s + k2 <= kPackedPages &&
                NextWithBit(u->free_bits, s + k, s + k2, false) == s + k2) {
-      TakePagesLocked(u, s + k, k2 - k, CountBits(u->dirty_bits, s + k, k2 - k));
+      TakePagesLocked(u, s + k, k2 - k,
+                      CountBits(u->dirty_bits, s + k, k2 - k));
       SetBits(u->dirty_bits, s + k, k2 - k);
       in_place = true;
     }
     if (in_place) {
       u->run_pages[s] = static_cast<std::uint16_t>(k2);
       u->requested[s] = static_cast<std::uint32_t>(new_size);
-      g_mapped_bytes.fetch_add(body, std::memory_order_relaxed);
-      g_mapped_bytes.fetch_sub(k * kPackedPage, std::memory_order_relaxed);
+      g_live.mapped_bytes.fetch_add(body, std::memory_order_relaxed);
+      g_live.mapped_bytes.fetch_sub(k * kPackedPage, std::memory_order_relaxed);
     }
     g_lock.Unlock();
   }
@@ -1228,8 +1232,8 @@ void* AllocImpl(std::size_t size, std::size_t align, bool zero,
     if (PlaceOrRelease(region, zero, growth, &pl)) {
       char* base = pl.arena->base + pl.first * kUnit;
       if (zero) ZeroResident(pl, base + h, size);
-      g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
-      g_allocations.fetch_add(1, std::memory_order_relaxed);
+      g_live.mapped_bytes.fetch_add(region, std::memory_order_relaxed);
+      g_live.allocations.fetch_add(1, std::memory_order_relaxed);
       errno = saved_errno;
       return Publish(base, region, size, h, kUnit, pl.arena);
     }
@@ -1245,8 +1249,8 @@ void* AllocImpl(std::size_t size, std::size_t align, bool zero,
     base = mmap_alloc::Map(region, o);
     if (base == nullptr) return nullptr;  // errno from mmap_alloc
   }
-  g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  g_live.mapped_bytes.fetch_add(region, std::memory_order_relaxed);
+  g_live.allocations.fetch_add(1, std::memory_order_relaxed);
   errno = saved_errno;
   return Publish(base, region, size, h, m, nullptr);
 }
@@ -1376,8 +1380,8 @@ void* MoveOutAndGrow(void* p, std::size_t region, std::size_t new_size) {
     EnforceCapLocked(&purges);
   }
   FinishPurges(&purges);
-  g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
-  g_mapped_bytes.fetch_sub(old_region, std::memory_order_relaxed);
+  g_live.mapped_bytes.fetch_add(region, std::memory_order_relaxed);
+  g_live.mapped_bytes.fetch_sub(old_region, std::memory_order_relaxed);
   return Publish(grown, region, new_size, h, kUnit, nullptr);
 }
 
@@ -1403,8 +1407,8 @@ void LargeFree(void* p) noexcept {
   char* base = static_cast<char*>(hdr->base);
   const std::size_t region = hdr->region_size;
   LargeArena* a = hdr->arena;
-  g_mapped_bytes.fetch_sub(region, std::memory_order_relaxed);
-  g_allocations.fetch_sub(1, std::memory_order_relaxed);
+  g_live.mapped_bytes.fetch_sub(region, std::memory_order_relaxed);
+  g_live.allocations.fetch_sub(1, std::memory_order_relaxed);
   if (a == nullptr) {
     UnmapKeepErrno(base, region);
     return;
@@ -1450,9 +1454,8 @@ LargeBlockState LargeStateOf(const void* p) noexcept {
     std::size_t s;
     return PackedStateLocked(u, p, &s);
   }
-  return static_cast<const char*>(hdr->base) + hdr->header_space == p
-             ? LargeBlockState::kLive
-             : LargeBlockState::kInterior;
+  return IsUnitBlockStart(hdr, p) ? LargeBlockState::kLive
+                                  : LargeBlockState::kInterior;
 }
 
 std::size_t LargeUsableSize(const void* p) noexcept {
@@ -1552,8 +1555,8 @@ void* LargeRealloc(void* p, std::size_t new_size) noexcept {
     if (in_place) {
       hdr->region_size = region;
       hdr->requested = new_size;
-      g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
-      g_mapped_bytes.fetch_sub(old_region, std::memory_order_relaxed);
+      g_live.mapped_bytes.fetch_add(region, std::memory_order_relaxed);
+      g_live.mapped_bytes.fetch_sub(old_region, std::memory_order_relaxed);
       return p;
     }
     if (void* q = MoveOutAndGrow(p, region, new_size)) {
@@ -1573,8 +1576,8 @@ void* LargeRealloc(void* p, std::size_t new_size) noexcept {
     void* base = mmap_alloc::Remap(hdr->base, old_region, region, m);
     if (base != nullptr) {
       // The header moved with its page; rewrite what changed.
-      g_mapped_bytes.fetch_add(region, std::memory_order_relaxed);
-      g_mapped_bytes.fetch_sub(old_region, std::memory_order_relaxed);
+      g_live.mapped_bytes.fetch_add(region, std::memory_order_relaxed);
+      g_live.mapped_bytes.fetch_sub(old_region, std::memory_order_relaxed);
       return Publish(base, region, new_size, h, m, nullptr);
     }
     errno = saved_errno;
@@ -1662,8 +1665,8 @@ const char* LargeHeapInconsistency() noexcept {
 
 LargeStats GetLargeStats() noexcept {
   LargeStats s;
-  s.mapped_bytes = g_mapped_bytes.load(std::memory_order_relaxed);
-  s.allocations = g_allocations.load(std::memory_order_relaxed);
+  s.mapped_bytes = g_live.mapped_bytes.load(std::memory_order_relaxed);
+  s.allocations = g_live.allocations.load(std::memory_order_relaxed);
   s.cached_bytes = g_cached_bytes.load(std::memory_order_relaxed) +
                    g_packed_dirty.load(std::memory_order_relaxed);
   s.reuses = g_reuses.load(std::memory_order_relaxed);

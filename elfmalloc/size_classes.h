@@ -293,13 +293,17 @@ constexpr bool IsSlabSize(std::size_t n) noexcept {
   return n <= kMaxSlabObjectSize;
 }
 
+// The class of a size up to kLookupMaxSize (1 KiB): one load. SizeToClass's
+// first branch, and the allocation fast path's test for most requests.
+constexpr SizeClass SmallSizeToClass(std::size_t n) noexcept {
+  return SizeClass(internal::kLookup[(n + 7) >> 3]);
+}
+
 // The smallest class whose objects hold n bytes. Size 0 maps to the 8-byte
 // class (malloc(0) returns a unique pointer). Precondition: IsSlabSize(n);
 // the result for larger n is unspecified (but always a valid index).
 constexpr SizeClass SizeToClass(std::size_t n) noexcept {
-  if (n <= internal::kLookupMaxSize) {
-    return SizeClass(internal::kLookup[(n + 7) >> 3]);
-  }
+  if (n <= internal::kLookupMaxSize) return SmallSizeToClass(n);
   if (n <= internal::kMidLookupMaxSize) {
     return SizeClass(internal::kMidLookup[(n + 127) >> 7]);
   }
