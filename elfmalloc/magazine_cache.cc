@@ -54,7 +54,8 @@ Coalescer& Coalescer::operator=(Coalescer&& o) noexcept {
 
 MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
                              Coalescer* shared, void** stack,
-                             std::size_t* burst_budget) noexcept
+                             std::size_t* burst_budget,
+                             void** nursery) noexcept
     : burst_budget_(burst_budget), slabs_(cls) {
   const std::size_t size = cls->metadata().object_size;
   // Bursts (magazine_cache.h) for the adaptive classes at their default
@@ -66,6 +67,7 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
   } else {
     stack = nullptr;  // sized for the default capacity only
   }
+  if (stack == nullptr || capacity <= kNurseryEntries) nursery = nullptr;
   // The stack is sized for the burst capacity: the kernel commits it only
   // as far as it is used, so an idle cache costs address space only.
   const std::size_t bytes = burst * sizeof(void*);
@@ -95,6 +97,19 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
   }
   min_capacity_ = static_cast<std::uint32_t>(min);
   hot_->stack = static_cast<void**>(m);
+  if (nursery != nullptr) {
+    full_stack_ = hot_->stack;
+    hot_->stack = nursery;
+    hot_->capacity = static_cast<std::uint32_t>(kNurseryEntries);
+  }
+}
+
+void MagazineCache::Graduate() noexcept {
+  void** full = std::exchange(full_stack_, nullptr);
+  const std::uint32_t top = hot_->top.load(std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < top; ++i) full[i] = hot_->stack[i];
+  hot_->stack = full;
+  hot_->capacity = max_capacity_;
 }
 
 MagazineCache::~MagazineCache() { Destroy(); }
@@ -110,6 +125,7 @@ void MagazineCache::Destroy() noexcept {
   coalescer_ = &own_coalescer_;
   // Empty again: both fast paths fail (a bound state outlives the cache).
   hot_->stack = nullptr;
+  full_stack_ = nullptr;
   SetCapacity(0);
   slabs_.Release();
 }
@@ -140,6 +156,7 @@ MagazineCache::MagazineCache(MagazineCache&& o) noexcept
       to_slabs_(o.to_slabs_.exchange(0, std::memory_order_relaxed)),
       slabs_(std::move(o.slabs_)),
       own_coalescer_(std::move(o.own_coalescer_)),
+      full_stack_(std::exchange(o.full_stack_, nullptr)),
       map_bytes_(std::exchange(o.map_bytes_, 0)),
       map_(std::exchange(o.map_, nullptr)) {
   TakeCoalescer(o);
@@ -163,6 +180,7 @@ MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
     slabs_ = std::move(o.slabs_);
     own_coalescer_ = std::move(o.own_coalescer_);
     TakeCoalescer(o);
+    full_stack_ = std::exchange(o.full_stack_, nullptr);
     map_bytes_ = std::exchange(o.map_bytes_, 0);
     map_ = std::exchange(o.map_, nullptr);
   }
@@ -177,9 +195,20 @@ void* MagazineCache::AllocSlow() noexcept {
   // A refill means this thread reuses the class: back to the full
   // magazine at once.
   ++refills_;
-  if (hot_->capacity < max_capacity_) hot_->capacity = max_capacity_;
   // A quarter of the default capacity, also in a magazine a burst grew.
-  const std::size_t want = max_capacity_ / 4 > 0 ? max_capacity_ / 4 : 1;
+  std::size_t want = max_capacity_ / 4 > 0 ? max_capacity_ / 4 : 1;
+  if (in_nursery()) {
+    // The first refill fills the nursery at most; the next one means the
+    // thread uses the class more than a nursery's worth ("Nursery").
+    if (from_slabs_.load(std::memory_order_relaxed) != 0) {
+      Graduate();
+    } else if (want > kNurseryEntries) {
+      want = kNurseryEntries;
+    }
+  }
+  if (!in_nursery() && hot_->capacity < max_capacity_) {
+    hot_->capacity = max_capacity_;
+  }
   void* one;
   void** out = hot_->capacity != 0 ? hot_->stack : &one;
   const std::size_t got = slabs_.AllocBatch(out, want);
@@ -203,6 +232,15 @@ void MagazineCache::FreeSlow(void* p) noexcept {
   if (hot_->capacity == 0) {
     Add(to_slabs_, 1);
     slabs_.Free(p);
+    return;
+  }
+  if (in_nursery()) {
+    // The nursery is full: the thread caches more of the class than it
+    // holds. The full stack has room for p at once.
+    Graduate();
+    const bool moved = TryFree(p);
+    ABSL_ASSERT(moved);
+    (void)moved;
     return;
   }
   activity_ = activity_ / 2 + refills_;

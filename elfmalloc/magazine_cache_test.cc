@@ -424,6 +424,89 @@ TEST(MagazineCacheTest, MoveKeepsTheCachedObjects) {
   b.Free(p);
 }
 
+// A cache given a nursery starts in it: light use (a first refill of at
+// most kNurseryEntries objects, frees that fit) never touches the full
+// stack; the first overflow moves every cached object to the full stack and
+// restores the default capacity; so does a second refill; moving the cache
+// keeps its state.
+TEST(MagazineCacheTest, NurseryHoldsLightUseAndGraduatesWithItsObjects) {
+  Env e(64);
+  const std::size_t stack_entries = MagazineStackBytes(64) / sizeof(void*);
+  std::vector<void*> stack(stack_entries, nullptr);
+  std::vector<void*> nursery(kNurseryEntries, nullptr);
+  SlabAllocator other(&e.cls);
+  {
+    MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr,
+                    nursery.data());
+    ASSERT_TRUE(c.in_nursery());
+    EXPECT_EQ(c.capacity(), kNurseryEntries);
+    EXPECT_EQ(c.max_capacity(), 1024u);
+    void* p = c.Alloc();
+    ASSERT_NE(p, nullptr);
+    // The first refill took a nursery's worth, not a quarter magazine.
+    EXPECT_EQ(c.cached(), kNurseryEntries - 1);
+    EXPECT_EQ(c.cached_objects(), nursery.data());
+    c.Free(p);
+    EXPECT_TRUE(c.in_nursery());
+    EXPECT_EQ(c.cached(), kNurseryEntries);
+    // One more free overflows the nursery: graduation, nothing lost.
+    std::set<void*> want(c.cached_objects(), c.cached_objects() + c.cached());
+    void* q = other.Alloc();
+    ASSERT_NE(q, nullptr);
+    want.insert(q);
+    c.Free(q);
+    EXPECT_FALSE(c.in_nursery());
+    EXPECT_EQ(c.cached_objects(), stack.data());
+    EXPECT_EQ(c.capacity(), c.max_capacity());
+    EXPECT_EQ(std::set<void*>(c.cached_objects(),
+                              c.cached_objects() + c.cached()),
+              want);
+    // Every object still comes back out, newest first.
+    EXPECT_EQ(c.Alloc(), q);
+  }
+  {
+    MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr,
+                    nursery.data());
+    // Allocating past the first refill: the second refill graduates and
+    // takes a quarter magazine.
+    std::vector<void*> objs;
+    for (std::size_t i = 0; i <= kNurseryEntries; ++i) {
+      objs.push_back(c.Alloc());
+      ASSERT_NE(objs.back(), nullptr);
+    }
+    EXPECT_FALSE(c.in_nursery());
+    EXPECT_EQ(c.capacity(), c.max_capacity());
+    EXPECT_EQ(c.cached(), c.max_capacity() / 4 - 1);
+    MagazineCache d(std::move(c));
+    EXPECT_FALSE(d.in_nursery());
+    for (void* o : objs) d.Free(o);
+    EXPECT_EQ(std::set<void*>(objs.begin(), objs.end()).size(), objs.size());
+  }
+  {
+    // Moving a cache that is still in its nursery keeps it there.
+    MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr,
+                    nursery.data());
+    void* p = c.Alloc();
+    MagazineCache d(std::move(c));
+    EXPECT_TRUE(d.in_nursery());
+    EXPECT_FALSE(c.in_nursery());
+    EXPECT_EQ(d.cached_objects(), nursery.data());
+    d.Free(p);
+    EXPECT_EQ(d.cached(), kNurseryEntries);
+  }
+  // Without a stack of its own, or with a default capacity no larger than
+  // a nursery, a cache has none.
+  MagazineCache own(&e.cls, 0, nullptr, nullptr, nullptr, nursery.data());
+  EXPECT_FALSE(own.in_nursery());
+  Env big(4 * K, 256 * K);
+  std::vector<void*> small_stack(MagazineStackBytes(4 * K) / sizeof(void*));
+  MagazineCache few(&big.cls, 0, nullptr, small_stack.data(), nullptr,
+                    nursery.data());
+  EXPECT_FALSE(few.in_nursery());
+  EXPECT_EQ(few.capacity(), 16u);
+  other.Release();
+}
+
 // Threads allocate through their own magazine caches, stamp each object,
 // and pass batches to the next thread, which checks and frees them through
 // its cache: remote frees, coalesced flushes and slab transitions all race.

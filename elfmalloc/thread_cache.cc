@@ -140,7 +140,8 @@ class HeapRegistry {
     SpinLockHolder l(&g_key_lock);
     for (ThreadHeap* h = head_; h != nullptr; h = h->next_) {
       for (std::size_t c = 0; c < kNumSizeClasses; ++c) {
-        out[c] += h->caches_[c].cache.cached();
+        // The fast-path state exists whether or not the slot does.
+        out[c] += h->hot_[c + 1].top.load(std::memory_order_relaxed);
       }
     }
   }
@@ -220,9 +221,18 @@ bool EnsureKey() {
 
 }  // namespace
 
+ThreadHeap::~ThreadHeap() {
+  // Last class first, as an array of caches was destroyed.
+  for (std::size_t i = kNumSizeClasses; i-- > 0;) {
+    if (Constructed(i)) caches_[i].cache().~MagazineCache();
+  }
+}
+
 std::size_t ThreadHeap::CachesCreated() const noexcept {
   std::size_t n = 0;
-  for (const Slot& s : caches_) n += s.cache.valid() ? 1 : 0;
+  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+    n += Constructed(i) && caches_[i].cache().valid() ? 1 : 0;
+  }
   return n;
 }
 
@@ -231,7 +241,8 @@ void ThreadHeap::TickDecay() noexcept {
   const PageAlloc* ticked[kMaxPageAllocs] = {};
   std::size_t n = 0;
   for (std::size_t i = 0; i < kNumSizeClasses && n < kMaxPageAllocs; ++i) {
-    MagazineCache& m = caches_[i].cache;
+    if (!Constructed(i)) continue;
+    MagazineCache& m = caches_[i].cache();
     if (!m.valid()) continue;
     const PageAlloc* pa = &m.slab_class()->pages();
     bool seen = false;
@@ -250,9 +261,14 @@ struct StackLayout {
   std::size_t offsets[kNumSizeClasses];
   std::size_t bytes;
 };
+// The nurseries (magazine_cache.h, "Nursery") come first, class by class,
+// kNurseryEntries entries each: a thread's small classes, the ones most
+// threads use, share their first page or two.
+constexpr std::size_t kNurseryBytes =
+    (kNumSizeClasses * kNurseryEntries * sizeof(void*) + 63) / 64 * 64;
 constexpr StackLayout MakeStackLayout() {
   StackLayout l{};
-  std::size_t at = 0;
+  std::size_t at = kNurseryBytes;
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
     l.offsets[i] = at;
     const std::size_t b = MagazineStackBytes(
@@ -279,6 +295,10 @@ void** ThreadHeap::StackArena::StackOf(SizeClass c) noexcept {
                                   kStackLayout.offsets[c.index()]);
 }
 
+void** ThreadHeap::StackArena::NurseryOf(SizeClass c) noexcept {
+  return static_cast<void**>(map_) + c.index() * kNurseryEntries;
+}
+
 ThreadHeap::StackArena::~StackArena() {
   if (map_ != nullptr) mmap_alloc::Unmap(map_, kStackLayout.bytes);
 }
@@ -291,9 +311,18 @@ void ThreadHeap::CreateCache(SizeClass c) noexcept {
   // cache (a failure is retried with the next; meanwhile flushes free their
   // runs directly).
   if (!coalescer_.has_table()) coalescer_.Init(kMaxCoalescerCells);
-  caches_[c.index()].cache =
-      MagazineCache(&classes_[c.index()], 0, &coalescer_, stacks_.StackOf(c),
-                    &burst_budget_);
+  const std::size_t i = c.index();
+  if (!Constructed(i)) {
+    MagazineCache* m = ::new (caches_[i].bytes) MagazineCache();
+    m->BindHot(&hot_[i + 1]);
+    constructed_.store(constructed_.load(std::memory_order_relaxed) |
+                           (std::uint64_t{1} << i),
+                       std::memory_order_release);
+  }
+  void** stack = stacks_.StackOf(c);
+  caches_[i].cache() =
+      MagazineCache(&classes_[i], 0, &coalescer_, stack, &burst_budget_,
+                    stack != nullptr ? stacks_.NurseryOf(c) : nullptr);
 }
 
 // The drain checks cost a load and a compare per slow path; the drain
@@ -340,15 +369,18 @@ void ThreadHeap::DrainAndFree(SizeClass c, void* p) noexcept {
 void ThreadHeap::Drain() noexcept {
   // Read first: a request made while draining is served next time.
   drain_epoch_ = g_drain_epoch.load(std::memory_order_relaxed);
-  for (Slot& s : caches_) {
-    if (s.cache.valid()) s.cache.Drain();
+  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+    if (Constructed(i) && caches_[i].cache().valid()) {
+      caches_[i].cache().Drain();
+    }
   }
 }
 
 void ThreadHeap::Trim(std::size_t keep_bytes) noexcept {
-  for (Slot& s : caches_) {
-    if (!s.cache.valid()) continue;
-    s.cache.FlushTo(keep_bytes / s.cache.metadata().object_size);
+  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+    if (!Constructed(i)) continue;
+    MagazineCache& m = caches_[i].cache();
+    if (m.valid()) m.FlushTo(keep_bytes / m.metadata().object_size);
   }
 }
 

@@ -14,7 +14,9 @@
 // of 26 classes (16 B-32 KiB): 330 -> 294 MiB resident (glibc 100 MiB;
 // the rest is mostly each thread's claimed slab of each class). Each stack
 // keeps its room for bursts (MagazineStackBytes), so the arena takes as
-// much address space as the separate mappings did.
+// much address space as the separate mappings did. The arena starts with
+// every class's nursery (magazine_cache.h, "Nursery"), where a cache lives
+// until its thread uses the class more than lightly.
 //
 // The thread's state is a constinit, initial-exec `thread_local` pair
 // (trivially destructible, so reading it never allocates or registers a
@@ -86,8 +88,10 @@
 #ifndef ELFMALLOC_THREAD_CACHE_H_
 #define ELFMALLOC_THREAD_CACHE_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 
 #include "absl/base/attributes.h"
 #include "absl/base/optimization.h"
@@ -104,17 +108,15 @@ class ThreadHeap {
  public:
   // classes: kNumSizeClasses SlabClasses that outlive the heap.
   // drain_epoch: the drain epoch at creation (see "Draining").
+  // Writes the fast-path states only: a cache's slot is constructed on
+  // the class's first use (see "Slots").
   explicit ThreadHeap(SlabClass* classes,
                       std::uint32_t drain_epoch = 0) noexcept
-      : classes_(classes), drain_epoch_(drain_epoch) {
-    for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
-      caches_[i].cache.BindHot(&hot_[i + 1]);
-    }
-  }
+      : classes_(classes), drain_epoch_(drain_epoch) {}
   ThreadHeap(const ThreadHeap&) = delete;
   ThreadHeap& operator=(const ThreadHeap&) = delete;
   // The caches' destructors return their objects and slabs.
-  ~ThreadHeap() = default;
+  ~ThreadHeap();
 
   // An object of class c (nullptr when memory is exhausted). The fast path
   // is the magazine's pop (TryAlloc); the first use of a class creates its
@@ -150,15 +152,17 @@ class ThreadHeap {
 
   // The front end of class c, created on first use.
   MagazineCache& Cache(SizeClass c) noexcept {
-    MagazineCache& m = caches_[c.index()].cache;
-    if (ABSL_PREDICT_FALSE(!m.valid())) CreateCache(c);
-    return m;
+    if (ABSL_PREDICT_FALSE(!Constructed(c.index()) ||
+                           !caches_[c.index()].cache().valid())) {
+      CreateCache(c);
+    }
+    return caches_[c.index()].cache();
   }
   // Number of classes whose cache exists (for tests).
   std::size_t CachesCreated() const noexcept;
   // Allocations minus frees of class c made through this heap.
   std::int64_t NetAllocations(std::size_t c) const noexcept {
-    return caches_[c].cache.net_allocations();
+    return Constructed(c) ? caches_[c].cache().net_allocations() : 0;
   }
   // Flushes every cache down to at most `keep_bytes` of cached objects.
   void Trim(std::size_t keep_bytes) noexcept;
@@ -187,6 +191,10 @@ class ThreadHeap {
     // The stack of class c: MagazineStackBytes(ClassSize(c)) bytes, or
     // nullptr when the arena cannot be mapped (the cache then maps its own).
     void** StackOf(SizeClass c) noexcept;
+    // The nursery of class c (magazine_cache.h, "Nursery"): kNurseryEntries
+    // entries, all classes' side by side at the arena's start. Only after
+    // StackOf(c) returned non-null.
+    void** NurseryOf(SizeClass c) noexcept;
 
    private:
     void* map_ = nullptr;
@@ -203,10 +211,28 @@ class ThreadHeap {
   // (magazine_cache.h, "Bursts"); before caches_, whose destructors give
   // their share back.
   std::size_t burst_budget_ = kThreadBurstBytes;
-  // The rest of each cache (slow paths only), on its own cache line(s).
+  // Slots. The rest of each cache (slow paths only), on its own cache
+  // line(s), constructed on the class's first use (CreateCache): a slot is
+  // 448 bytes, and constructing all 61 when the heap was built wrote 7
+  // pages per thread, most of them for classes the thread never uses.
+  // `constructed_` has bit c set once slot c holds a cache (valid or not);
+  // the owner sets it after the construction with release order, and
+  // statistics on other threads read it with acquire order before they
+  // read the cache's counters.
   struct alignas(64) Slot {
-    MagazineCache cache;
+    alignas(MagazineCache) unsigned char bytes[sizeof(MagazineCache)];
+    MagazineCache& cache() noexcept {
+      return *std::launder(reinterpret_cast<MagazineCache*>(bytes));
+    }
+    const MagazineCache& cache() const noexcept {
+      return *std::launder(reinterpret_cast<const MagazineCache*>(bytes));
+    }
   };
+  static_assert(kNumSizeClasses <= 64, "constructed_ has a bit per class");
+  bool Constructed(std::size_t c) const noexcept {
+    return (constructed_.load(std::memory_order_acquire) >> c) & 1;
+  }
+  std::atomic<std::uint64_t> constructed_{0};
   Slot caches_[kNumSizeClasses];
   SlabClass* classes_;
   // Links in the registry of heaps (thread_cache.cc), guarded by its lock.

@@ -95,20 +95,23 @@ TEST(ThreadCacheTest, StacksShareTheHeapsArena) {
       MagazineCache& m = h->Cache(c);
       const std::size_t bytes = MagazineStackBytes(ClassSize(c));
       ASSERT_LE(bytes, 2048u) << ClassSize(c);
-      const auto base = reinterpret_cast<std::uintptr_t>(m.cached_objects());
-      ASSERT_NE(base, 0u);
-      lo = base < lo ? base : lo;
-      hi = base + bytes > hi ? base + bytes : hi;
-      // Fill the stack: allocate capacity objects, empty the stack (the
-      // refills' leftovers), free them all.
-      for (std::size_t k = 0; k < m.capacity(); ++k) {
+      // Fill the stack: allocate the default capacity's objects, empty the
+      // stack (the refills' leftovers), free them all. A cache that
+      // started in its nursery has left it by then.
+      for (std::size_t k = 0; k < m.max_capacity(); ++k) {
         void* p = m.Alloc();
         ASSERT_NE(p, nullptr);
         objs[i].push_back(p);
       }
       m.FlushAll();
       for (void* p : objs[i]) m.Free(p);
+      ASSERT_FALSE(m.in_nursery()) << ClassSize(c);
       ASSERT_EQ(m.cached(), m.capacity());
+      ASSERT_EQ(m.capacity(), m.max_capacity());
+      const auto base = reinterpret_cast<std::uintptr_t>(m.cached_objects());
+      ASSERT_NE(base, 0u);
+      lo = base < lo ? base : lo;
+      hi = base + bytes > hi ? base + bytes : hi;
     }
     const std::size_t classes_above = kNumSizeClasses - first;
     EXPECT_EQ(classes_above, 44u);
