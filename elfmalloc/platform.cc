@@ -8,16 +8,19 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 
 namespace elfmalloc {
 
@@ -50,12 +53,22 @@ std::size_t AvailableCpus() noexcept {
   static std::atomic<std::size_t> cached{0};
   std::size_t n = cached.load(std::memory_order_relaxed);
   if (n != 0) return n;
-  cpu_set_t set;
-  CPU_ZERO(&set);
+  // The system call itself, which returns the bytes of the mask it wrote,
+  // and a popcount of them: the C library's sched_getaffinity and
+  // __sched_cpucount lie in parts of it that a program calling malloc
+  // rarely runs otherwise, and the faults that map them mapped 64 KiB
+  // neighbourhoods each (fault-around) into every process's resident set.
+  std::uint64_t mask[1024 / 64] = {};
   n = 1;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    const int c = CPU_COUNT(&set);
-    if (c > 0) n = static_cast<std::size_t>(c);
+  const long got = syscall(SYS_sched_getaffinity, 0, sizeof(mask), mask);
+  if (got > 0) {
+    std::size_t c = 0;
+    const std::size_t words =
+        (static_cast<std::size_t>(got) + sizeof(mask[0]) - 1) / sizeof(mask[0]);
+    for (std::size_t i = 0; i < words && i < std::size(mask); ++i) {
+      c += static_cast<std::size_t>(std::popcount(mask[i]));
+    }
+    if (c > 0) n = c;
   }
   cached.store(n, std::memory_order_relaxed);
   return n;

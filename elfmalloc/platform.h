@@ -33,9 +33,10 @@ std::uint64_t CoarseMonotonicMs() noexcept;
 // per-process secrets; a system call, so call it once.
 bool RandomBytes(void* buf, std::size_t n) noexcept;
 
-// CPUs in the process's affinity mask (sched_getaffinity fills a stack set:
-// one system call, no allocation, unlike sysconf(_SC_NPROCESSORS_ONLN),
-// which may read /sys through stdio). At least 1. Computed once.
+// CPUs in the process's affinity mask (the sched_getaffinity system call
+// fills a stack mask of 1024 CPUs: one system call, no allocation, unlike
+// sysconf(_SC_NPROCESSORS_ONLN), which may read /sys through stdio). At
+// least 1. Computed once.
 std::size_t AvailableCpus() noexcept;
 
 // Sleeps for ms milliseconds (CLOCK_MONOTONIC; resumed after a signal).

@@ -14,6 +14,7 @@
 #include "mmap_alloc/mmap_alloc.h"
 
 #include <errno.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -177,10 +178,15 @@ std::size_t PageSize() noexcept {
   std::size_t page = cached.load(std::memory_order_relaxed);
   if (ABSL_PREDICT_FALSE(page == 0)) {
     const int saved = errno;
-    const long v = sysconf(_SC_PAGESIZE);
+    // The kernel's auxiliary vector first: sysconf lies in a part of the C
+    // library that a program calling malloc rarely runs otherwise, and the
+    // fault that maps it maps its 64 KiB neighbourhood (fault-around) into
+    // the process's resident set.
+    long v = static_cast<long>(getauxval(AT_PAGESZ));
+    if (v <= 0) v = sysconf(_SC_PAGESIZE);
     errno = saved;
     ABSL_RAW_CHECK(v > 0 && IsPowerOfTwo(static_cast<std::size_t>(v)),
-                   "sysconf(_SC_PAGESIZE) returned a non-power-of-two");
+                   "the page size is not a power of two");
     page = static_cast<std::size_t>(v);
     cached.store(page, std::memory_order_relaxed);
   }
