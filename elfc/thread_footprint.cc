@@ -15,7 +15,7 @@
 // --bound_kib (default 80) KiB.
 //
 // Measured here (200 threads, 8 classes): glibc ~4 KiB per thread,
-// tcmalloc ~7, jemalloc ~66, mimalloc ~104; elfc ~68 (mostly the first page
+// tcmalloc ~7, jemalloc ~66, mimalloc ~104; elfc ~64 (mostly the first page
 // of the slab the thread claims in each class, then its heap's fast-path
 // array, the slots of the classes it used and its magazines' nurseries),
 // and ~98 when every heap constructed all 61 of its caches and every cache

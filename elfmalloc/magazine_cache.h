@@ -109,7 +109,7 @@
 // own: a thread that touched 8 small classes committed 8 stack pages, 32 of
 // the ~98 KiB that a thread holding one block of each of 8 classes cost
 // (elfc/thread_footprint.cc; with the nurseries and the heap's lazily
-// built slots, thread_cache.h, ~68 KiB). Graduating copies at most 32
+// built slots, thread_cache.h, ~64 KiB). Graduating copies at most 32
 // pointers, once per class and thread; instructions per operation of the
 // single-thread harness rows are unchanged (callgrind).
 //

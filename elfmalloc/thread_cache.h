@@ -200,6 +200,19 @@ class ThreadHeap {
     void* map_ = nullptr;
   };
 
+  // The fields the constructor writes come first, beside the fast-path
+  // states, so that a heap whose thread uses a few classes commits the
+  // pages of those and of its used slots only (at the end, they took a
+  // page of their own).
+  SlabClass* classes_;
+  // Links in the registry of heaps (thread_cache.cc), guarded by its lock.
+  ThreadHeap* prev_ = nullptr;
+  ThreadHeap* next_ = nullptr;
+  // The pool of retired heaps (thread_cache.cc), guarded by the same lock.
+  ThreadHeap* pool_next_ = nullptr;
+  bool pooled_ = false;
+  // The drain epoch this heap last drained at (see "Draining" above).
+  std::uint32_t drain_epoch_;
   alignas(64) MagazineHot hot_[kHotEntries];
   // The coalescer table every cache's flush uses (magazine_cache.h, "The
   // Coalescer"), mapped with the first cache. Declared before caches_ so
@@ -234,15 +247,6 @@ class ThreadHeap {
   }
   std::atomic<std::uint64_t> constructed_{0};
   Slot caches_[kNumSizeClasses];
-  SlabClass* classes_;
-  // Links in the registry of heaps (thread_cache.cc), guarded by its lock.
-  ThreadHeap* prev_ = nullptr;
-  ThreadHeap* next_ = nullptr;
-  // The pool of retired heaps (thread_cache.cc), guarded by the same lock.
-  ThreadHeap* pool_next_ = nullptr;
-  bool pooled_ = false;
-  // The drain epoch this heap last drained at (see "Draining" above).
-  std::uint32_t drain_epoch_;
 };
 
 enum class ThreadState : std::uint8_t {
