@@ -12,14 +12,14 @@
 // 787 B for 8), writes its first bytes, and waits again; the resident size
 // is read once more. The difference divided by the thread count is the
 // memory one thread's handful of blocks costs; it must be at most
-// --bound_kib (default 80) KiB.
+// --bound_kib (default 60) KiB.
 //
 // Measured here (200 threads, 8 classes): glibc ~4 KiB per thread,
-// tcmalloc ~7, jemalloc ~66, mimalloc ~104; elfc ~64 (mostly the first page
-// of the slab the thread claims in each class, then its heap's fast-path
-// array, the slots of the classes it used and its magazines' nurseries),
-// and ~98 when every heap constructed all 61 of its caches and every cache
-// started in a stack of its own.
+// tcmalloc ~7, jemalloc ~66, mimalloc ~104; elfc ~50 (its heap's fast-path
+// array and the slots of the classes it used, its magazines' nurseries, the
+// first page of the slab it claims in the classes of 640 B and more), ~98
+// when every heap constructed all 61 of its caches, every cache started in
+// a stack of its own and claimed a slab of its own at its first refill.
 //
 // Usage: thread_footprint [--threads=N] [--classes=N] [--bound_kib=N]
 #include <pthread.h>
@@ -36,7 +36,7 @@ namespace {
 
 int g_threads = 200;
 int g_classes = 8;
-std::size_t g_bound_kib = 80;
+std::size_t g_bound_kib = 60;
 
 pthread_barrier_t g_idle, g_holding, g_done;
 

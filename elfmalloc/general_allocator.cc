@@ -380,6 +380,19 @@ class Heap {
   // class order (no path holds two of them at once except this one). A
   // lock the forking thread itself holds (fork from a signal handler that
   // interrupted its section) is left to that section (spin_lock.h).
+  // Lets every fallback allocator's claimed slab go (a wholly free one
+  // back to its page allocator): when memory runs short and at
+  // malloc_trim. A lock that is busy (or held by this thread, in the code
+  // the pressure hook runs inside) is skipped.
+  void ReleaseFallbackSlabs() noexcept {
+    for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+      Fallback& f = fallback(SizeClass(static_cast<std::uint8_t>(i)));
+      if (!f.lock.TryLock()) continue;
+      f.slabs.Release();
+      f.lock.Unlock();
+    }
+  }
+
   void LockAll() noexcept {
     for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
       fallback(SizeClass(static_cast<std::uint8_t>(i))).lock.LockForFork();
@@ -448,6 +461,7 @@ void OnMemoryPressure() {
   LargeCacheRelease();
   Heap* heap = g_heap.load(std::memory_order_acquire);
   if (heap == nullptr) return;
+  heap->ReleaseFallbackSlabs();
   for (PageAlloc* pa : {&heap->small(), &heap->mid(), &heap->medium()}) {
     PageAlloc::Handle h = pa->NewHandle();
     if (h.valid()) {
@@ -455,6 +469,35 @@ void OnMemoryPressure() {
       h.UnmapFreeRegions();
     }
   }
+}
+
+// The first refill of a thread heap's cache (magazine_cache.h, "Shared
+// first refill"): up to n objects from class cls's fallback allocator, so
+// that threads holding a few objects of a class share its slab. The
+// fallback path counts its own allocations in Fallback::net; these are the
+// cache's (it counts what its refills took). It waits for other threads
+// (a batch under the lock is short; with TryLock, 200 threads starting
+// together mostly found it busy and claimed slabs of their own), never for
+// its own: a signal handler that interrupted the holder on this thread
+// takes its objects from its own slab.
+std::size_t SharedFirstRefill(SlabClass* cls, void** out,
+                              std::size_t n) noexcept {
+  Heap* heap = g_heap.load(std::memory_order_acquire);
+  if (heap == nullptr) return 0;
+  const std::size_t c = static_cast<std::size_t>(cls - heap->classes());
+  if (c >= kNumSizeClasses) return 0;
+  const SizeClass sc(static_cast<std::uint8_t>(c));
+  // Only the classes of 64 KiB slabs: a fallback allocator keeps its slab
+  // claimed until memory runs short (Heap::ReleaseFallbackSlabs), and a
+  // claimed slab of the 16..256 KiB classes pins a whole 2 MiB region,
+  // which a program under RLIMIT_AS needs back (//elfc:address_space_*).
+  if (ClassPageSize(sc) != kSmallPageSize) return 0;
+  Fallback& f = heap->fallback(sc);
+  if (f.lock.HeldByCurrentThread()) return 0;
+  f.lock.Lock();
+  const std::size_t got = f.slabs.AllocBatch(out, n);
+  f.lock.Unlock();
+  return got;
 }
 
 ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
@@ -482,6 +525,7 @@ ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
 #endif
   InstallFaultHandler(&HandleFault);
   g_heap.store(h, std::memory_order_release);
+  SetSharedRefill(&SharedFirstRefill);
   SetOptionsApplyHook(&ApplyRuntimeOptions);
   return h;
 }
@@ -1873,6 +1917,7 @@ std::size_t ReleaseFreeMemory() noexcept {
   ReleasePooledThreadHeaps();
   RequestDrain();
   DrainThreadHeap();
+  heap->ReleaseFallbackSlabs();
   for (PageAlloc* pa : {&heap->small(), &heap->mid(), &heap->medium()}) {
     // A temporary handle (bagpipe handles are cheap, bsalloc-backed).
     PageAlloc::Handle h = pa->NewHandle();

@@ -52,6 +52,14 @@ Coalescer& Coalescer::operator=(Coalescer&& o) noexcept {
   return *this;
 }
 
+namespace {
+ABSL_CONST_INIT std::atomic<SharedRefill> g_shared_refill{nullptr};
+}  // namespace
+
+void SetSharedRefill(SharedRefill refill) noexcept {
+  g_shared_refill.store(refill, std::memory_order_release);
+}
+
 MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
                              Coalescer* shared, void** stack,
                              std::size_t* burst_budget,
@@ -67,6 +75,9 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
   } else {
     stack = nullptr;  // sized for the default capacity only
   }
+  // A cache given its stack belongs to a thread's heap: its first refill
+  // may be shared ("Shared first refill").
+  shared_first_refill_ = stack != nullptr;
   if (stack == nullptr || capacity <= kNurseryEntries) nursery = nullptr;
   // The stack is sized for the burst capacity: the kernel commits it only
   // as far as it is used, so an idle cache costs address space only.
@@ -157,6 +168,7 @@ MagazineCache::MagazineCache(MagazineCache&& o) noexcept
       slabs_(std::move(o.slabs_)),
       own_coalescer_(std::move(o.own_coalescer_)),
       full_stack_(std::exchange(o.full_stack_, nullptr)),
+      shared_first_refill_(std::exchange(o.shared_first_refill_, false)),
       map_bytes_(std::exchange(o.map_bytes_, 0)),
       map_(std::exchange(o.map_, nullptr)) {
   TakeCoalescer(o);
@@ -181,6 +193,7 @@ MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
     own_coalescer_ = std::move(o.own_coalescer_);
     TakeCoalescer(o);
     full_stack_ = std::exchange(o.full_stack_, nullptr);
+    shared_first_refill_ = std::exchange(o.shared_first_refill_, false);
     map_bytes_ = std::exchange(o.map_bytes_, 0);
     map_ = std::exchange(o.map_, nullptr);
   }
@@ -211,7 +224,20 @@ void* MagazineCache::AllocSlow() noexcept {
   }
   void* one;
   void** out = hot_->capacity != 0 ? hot_->stack : &one;
-  const std::size_t got = slabs_.AllocBatch(out, want);
+  std::size_t got = 0;
+  if (shared_first_refill_) {
+    // The first refill of a heap's cache comes from the shared source, if
+    // there is one and it is free ("Shared first refill").
+    shared_first_refill_ = false;
+    const SharedRefill shared = g_shared_refill.load(std::memory_order_acquire);
+    if (shared != nullptr) {
+      const std::size_t size = slabs_.metadata().object_size;
+      std::size_t n = kSharedFirstRefillBytes / (size == 0 ? 1 : size);
+      n = n == 0 ? 1 : (n < want ? n : want);
+      got = shared(slabs_.slab_class(), out, n);
+    }
+  }
+  if (got == 0) got = slabs_.AllocBatch(out, want);
   if (got == 0) return nullptr;
   Add(from_slabs_, static_cast<std::int64_t>(got));
   if (hot_->capacity == 0) return one;

@@ -507,6 +507,69 @@ TEST(MagazineCacheTest, NurseryHoldsLightUseAndGraduatesWithItsObjects) {
   other.Release();
 }
 
+// The shared first refill: a heap's cache (one given its stack) takes its
+// first refill from the shared source, at most kSharedFirstRefillBytes of
+// objects, and its later ones from its own slab; a cache built alone never
+// asks the source; a source that returns 0 sends the cache to its slab.
+SlabAllocator* g_test_source = nullptr;
+int g_test_source_calls = 0;
+std::size_t TestSource(SlabClass*, void** out, std::size_t n) noexcept {
+  ++g_test_source_calls;
+  return g_test_source == nullptr ? 0 : g_test_source->AllocBatch(out, n);
+}
+
+TEST(MagazineCacheTest, FirstRefillOfAHeapsCacheIsShared) {
+  Env e(64);
+  SlabAllocator source(&e.cls);
+  g_test_source = &source;
+  g_test_source_calls = 0;
+  SetSharedRefill(&TestSource);
+  std::vector<void*> stack(MagazineStackBytes(64) / sizeof(void*));
+  std::vector<void*> nursery(kNurseryEntries);
+  {
+    MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr,
+                    nursery.data());
+    void* p = c.Alloc();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(g_test_source_calls, 1);
+    // The source's slab, not a slab of the cache's own: 2 KiB of 64-byte
+    // objects, all from the source's current slab.
+    EXPECT_TRUE(source.Contains(p));
+    EXPECT_EQ(c.cached(), kSharedFirstRefillBytes / 64 - 1);
+    std::vector<void*> objs{p};
+    for (std::size_t i = 0; i < kSharedFirstRefillBytes / 64; ++i) {
+      objs.push_back(c.Alloc());
+      ASSERT_NE(objs.back(), nullptr);
+    }
+    // The second refill came from the cache's own slab.
+    EXPECT_EQ(g_test_source_calls, 1);
+    EXPECT_FALSE(source.Contains(objs.back()));
+    for (void* o : objs) c.Free(o);
+    c.FlushAll();
+  }
+  {
+    // A cache built alone (no stack given) never asks.
+    MagazineCache alone(&e.cls);
+    void* p = alone.Alloc();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(g_test_source_calls, 1);
+    alone.Free(p);
+  }
+  {
+    // A source that cannot serve.
+    g_test_source = nullptr;
+    MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr,
+                    nursery.data());
+    void* p = c.Alloc();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(g_test_source_calls, 2);
+    EXPECT_FALSE(source.Contains(p));
+    c.Free(p);
+  }
+  SetSharedRefill(nullptr);
+  source.Release();
+}
+
 // Threads allocate through their own magazine caches, stamp each object,
 // and pass batches to the next thread, which checks and frees them through
 // its cache: remote frees, coalesced flushes and slab transitions all race.
