@@ -197,6 +197,10 @@ bool EnsureKey() {
 
 }  // namespace
 
+// Records made at once: a page's worth (bsalloc's smallest block).
+constexpr std::size_t kRecordsPerChunk = 4096 / sizeof(Record);
+static_assert(kRecordsPerChunk >= 1);
+
 Record* AcquireRecord() noexcept {
   if (!EnsureKey()) return nullptr;
   Record* r = nullptr;
@@ -209,15 +213,25 @@ Record* AcquireRecord() noexcept {
     }
   }
   if (r == nullptr) {
-    void* mem = bsalloc::Allocate(sizeof(Record));
+    // A page of records at a time (kRecordsPerChunk), the first for this
+    // thread and the rest free for the next threads: bsalloc hands out
+    // whole pages, so a record alone took 4 KiB of every thread's memory.
+    void* mem = bsalloc::Allocate(kRecordsPerChunk * sizeof(Record));
     if (mem == nullptr) return nullptr;
-    r = new (mem) Record();
+    Record* chunk = static_cast<Record*>(mem);
+    const auto base = static_cast<std::uint32_t>(
+        g_record_count.fetch_add(kRecordsPerChunk, std::memory_order_relaxed));
+    for (std::size_t i = 0; i < kRecordsPerChunk; ++i) {
+      Record* c = new (&chunk[i]) Record();
+      c->index = base + static_cast<std::uint32_t>(i);
+      if (i + 1 < kRecordsPerChunk) c->next_record = &chunk[i + 1];
+    }
+    r = &chunk[0];
     r->in_use.store(true, std::memory_order_relaxed);
-    r->index = static_cast<std::uint32_t>(
-        g_record_count.fetch_add(1, std::memory_order_relaxed));
+    Record* last = &chunk[kRecordsPerChunk - 1];
     Record* head = g_records.load(std::memory_order_relaxed);
     do {
-      r->next_record = head;
+      last->next_record = head;
     } while (!g_records.compare_exchange_weak(head, r,
                                               std::memory_order_release,
                                               std::memory_order_relaxed));

@@ -290,8 +290,9 @@ void AfterForkInChild() noexcept;
 
 // A small integer that no other live thread has: the index of the calling
 // thread's record (made now if it has none). Threads that exit free theirs,
-// and a new thread takes a free record before it makes one, so indices stay
-// below the largest number of threads ever alive at once. Bagpipe gives
+// and a new thread takes a free record before it makes more (a page of
+// them at a time), so indices stay below the largest number of threads
+// ever alive at once, rounded up to a page of records. Bagpipe gives
 // each thread its own home queue with it. ~0u if no record could be
 // allocated (out of memory).
 std::uint32_t ThreadIndex() noexcept;
@@ -303,7 +304,7 @@ struct Stats {
   std::uint64_t retired = 0;  // Retire calls
   std::uint64_t freed = 0;    // free_fn calls
   std::uint64_t leaked = 0;   // Retire calls without a record (OOM)
-  std::uint64_t records = 0;  // thread records ever allocated
+  std::uint64_t records = 0;  // thread records ever made (a page at a time)
   // Advance + collect attempts (each one a membarrier() system call in
   // asymmetric mode), from retires, pins, Collect() and thread exit.
   std::uint64_t collections = 0;

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "bsalloc/bsalloc.h"
 #include "gtest/gtest.h"
 
 namespace bagpipe {
@@ -127,6 +128,29 @@ TEST(EpochTest, ExitedThreadsGarbageIsCollectedAndRecordsReused) {
     std::thread([] { epoch::Guard guard; }).join();
   }
   EXPECT_EQ(epoch::GetStats().records, records);
+}
+
+// Threads that are alive together get their records a page at a time: 64
+// threads that pin at once map at most two pages of records between them
+// (a mapping per record took a page per thread that found no free record).
+TEST(EpochTest, RecordsOfConcurrentThreadsShareAPage) {
+  constexpr int kThreads = 64;
+  std::atomic<int> pinned{0};
+  std::atomic<bool> release{false};
+  const std::uint64_t maps_before = bsalloc::GetStats().map_calls;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      epoch::Guard guard;
+      pinned.fetch_add(1);
+      while (!release.load()) std::this_thread::yield();
+    });
+  }
+  while (pinned.load() < kThreads) std::this_thread::yield();
+  const std::uint64_t maps = bsalloc::GetStats().map_calls - maps_before;
+  release.store(true);
+  for (std::thread& t : threads) t.join();
+  EXPECT_LE(maps, 2u);
 }
 
 TEST(EpochTest, LimboIsBoundedByThreshold) {
