@@ -144,8 +144,9 @@ class ThreadHeap {
   // The fast-path states, indexed by slab tag (class + 1, Slab::TagOf):
   // entry 0 and every entry past the last class stay empty, so a tag that
   // names no class fails TryFree and reaches the slow path, which reports
-  // it. 4 KiB, of which the first kNumSizeClasses + 1 entries (a
-  // kilobyte) are ever touched.
+  // it. 4 KiB, all written (empty) when the heap is built: the heap's
+  // memory may be a recycled bsalloc block, so the entries past the last
+  // class cannot be assumed zero.
   MagazineHot* hot() noexcept { return hot_; }
   // Free when the magazine is full or not created yet.
   ABSL_ATTRIBUTE_NOINLINE void FreeSlow(SizeClass c, void* p) noexcept;
