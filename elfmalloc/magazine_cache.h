@@ -122,8 +122,7 @@
 // The first refill takes at most kSharedFirstRefillBytes (2 KiB) of objects
 // (at least one), so that consecutive threads' objects share pages: with a
 // nursery's 32 objects, each thread's first 512-byte object lay 16 KiB
-// after the previous thread's, on a page of its own (64 -> 57 KiB per
-// thread instead of 64 -> 50 below).
+// after the previous thread's, on a page of its own.
 // A thread that holds a few objects of a class then touches no page of a
 // slab of its own for it: threads that each hold a handful of blocks share
 // their classes' slabs, as they do in allocators with central free lists.
