@@ -75,9 +75,6 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
   } else {
     stack = nullptr;  // sized for the default capacity only
   }
-  // A cache given its stack belongs to a thread's heap: its first refill
-  // may be shared ("Shared first refill").
-  shared_first_refill_ = stack != nullptr;
   if (stack == nullptr || capacity <= kNurseryEntries) nursery = nullptr;
   // The stack is sized for the burst capacity: the kernel commits it only
   // as far as it is used, so an idle cache costs address space only.
@@ -168,7 +165,6 @@ MagazineCache::MagazineCache(MagazineCache&& o) noexcept
       slabs_(std::move(o.slabs_)),
       own_coalescer_(std::move(o.own_coalescer_)),
       full_stack_(std::exchange(o.full_stack_, nullptr)),
-      shared_first_refill_(std::exchange(o.shared_first_refill_, false)),
       map_bytes_(std::exchange(o.map_bytes_, 0)),
       map_(std::exchange(o.map_, nullptr)) {
   TakeCoalescer(o);
@@ -193,7 +189,6 @@ MagazineCache& MagazineCache::operator=(MagazineCache&& o) noexcept {
     own_coalescer_ = std::move(o.own_coalescer_);
     TakeCoalescer(o);
     full_stack_ = std::exchange(o.full_stack_, nullptr);
-    shared_first_refill_ = std::exchange(o.shared_first_refill_, false);
     map_bytes_ = std::exchange(o.map_bytes_, 0);
     map_ = std::exchange(o.map_, nullptr);
   }
@@ -210,13 +205,15 @@ void* MagazineCache::AllocSlow() noexcept {
   ++refills_;
   // A quarter of the default capacity, also in a magazine a burst grew.
   std::size_t want = max_capacity_ / 4 > 0 ? max_capacity_ / 4 : 1;
+  bool first = false;
   if (in_nursery()) {
     // The first refill fills the nursery at most; the next one means the
     // thread uses the class more than a nursery's worth ("Nursery").
     if (from_slabs_.load(std::memory_order_relaxed) != 0) {
       Graduate();
-    } else if (want > kNurseryEntries) {
-      want = kNurseryEntries;
+    } else {
+      first = true;
+      if (want > kNurseryEntries) want = kNurseryEntries;
     }
   }
   if (!in_nursery() && hot_->capacity < max_capacity_) {
@@ -225,10 +222,9 @@ void* MagazineCache::AllocSlow() noexcept {
   void* one;
   void** out = hot_->capacity != 0 ? hot_->stack : &one;
   std::size_t got = 0;
-  if (shared_first_refill_) {
-    // The first refill of a heap's cache comes from the shared source, if
-    // there is one and it is free ("Shared first refill").
-    shared_first_refill_ = false;
+  if (first) {
+    // The nursery's first refill comes from the shared source, if there is
+    // one and it can serve ("Shared first refill").
     const SharedRefill shared = g_shared_refill.load(std::memory_order_acquire);
     if (shared != nullptr) {
       const std::size_t size = slabs_.metadata().object_size;

@@ -113,8 +113,8 @@
 // pointers, once per class and thread; instructions per operation of the
 // single-thread harness rows are unchanged (callgrind).
 //
-// Shared first refill: a cache that a thread's heap built (one given its
-// stack) takes its first refill from a source shared by every thread, when
+// Shared first refill: a cache in its nursery (only a thread's heap gives
+// one) takes its first refill from a source shared by every thread, when
 // one is set (SetSharedRefill: the general allocator's per-class fallback
 // allocator, whose slab threads without a heap use too, for the classes of
 // 64 KiB slabs), instead of claiming a slab of its own; from the second
@@ -167,8 +167,8 @@ inline constexpr std::size_t kLargeMagazineBytes = std::size_t{256} << 10;
 // The largest object size whose magazine capacity adapts (see "Adaptive
 // capacity").
 inline constexpr std::size_t kAdaptiveMaxSize = 256;
-// A source of objects for the first refill of a heap's caches (see "Shared
-// first refill"): up to n objects of class cls into out, in the order of
+// A source of objects for the first refill of a cache in its nursery (see
+// "Shared first refill"): up to n objects of class cls into out, in the order of
 // SlabAllocator::AllocBatch, returning how many; 0 (busy, or out of
 // memory) sends the cache to its own slab. It must not wait for a lock
 // the calling thread holds (a signal handler may refill).
@@ -454,9 +454,6 @@ class MagazineCache {
   // moves to (see "Nursery"); nullptr afterwards, and for a cache built
   // without a nursery.
   void** full_stack_ = nullptr;
-  // Whether the next refill is the first of a heap's cache, which tries the
-  // shared source (see "Shared first refill").
-  bool shared_first_refill_ = false;
   // The stack's mapping, if the cache mapped it (not for a stack given to
   // the constructor).
   std::size_t map_bytes_ = 0;

@@ -507,7 +507,7 @@ TEST(MagazineCacheTest, NurseryHoldsLightUseAndGraduatesWithItsObjects) {
   other.Release();
 }
 
-// The shared first refill: a heap's cache (one given its stack) takes its
+// The shared first refill: a cache in its nursery (a heap's) takes its
 // first refill from the shared source, at most kSharedFirstRefillBytes of
 // objects, and its later ones from its own slab; a cache built alone never
 // asks the source; a source that returns 0 sends the cache to its slab.
