@@ -1041,23 +1041,110 @@ void InitHardening() {
 
 // ---- Patterns (see g_canary_pattern) ----
 
+// Ranges up to kInlinePatternBytes are filled and compared inline, in
+// words (overlapping at the end: the pattern is periodic, so the word for
+// any address is pattern + (address % 8)); longer ones go to glibc's
+// vectorised memcpy / memcmp. Most canaries (the slack after a request, a
+// few to a few dozen bytes) and the freed pattern of small blocks are
+// short, and there the call, its dispatch and its length checks cost more
+// than the bytes: inline words cut the hardened build's instructions per
+// operation by 6% in glibc_thread (598 -> 560) and 4% in shbench 8-64 B
+// (840 -> 806), by 1-2% in the rows of bigger blocks (callgrind,
+// tools/harness.py --instructions).
+constexpr std::size_t kInlinePatternBytes = 64;
+
+template <typename T>
+inline T LoadUnaligned(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+template <typename T>
+inline void StoreUnaligned(char* p, T v) {
+  std::memcpy(p, &v, sizeof(T));
+}
+
+// Copies [src, src + len) to dst for len <= kInlinePatternBytes, in
+// overlapping words, halves, quarters or one byte.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CopyShort(char* dst, const char* src,
+                                                   std::size_t len) {
+  if (len >= kWord) {
+    for (std::size_t i = 0; i + kWord < len; i += kWord) {
+      StoreUnaligned(dst + i, LoadUnaligned<std::uint64_t>(src + i));
+    }
+    StoreUnaligned(dst + len - kWord,
+                   LoadUnaligned<std::uint64_t>(src + len - kWord));
+  } else if (len >= 4) {
+    StoreUnaligned(dst, LoadUnaligned<std::uint32_t>(src));
+    StoreUnaligned(dst + len - 4, LoadUnaligned<std::uint32_t>(src + len - 4));
+  } else if (len >= 2) {
+    StoreUnaligned(dst, LoadUnaligned<std::uint16_t>(src));
+    StoreUnaligned(dst + len - 2, LoadUnaligned<std::uint16_t>(src + len - 2));
+  } else if (len == 1) {
+    *dst = *src;
+  }
+}
+
+// Whether [a, a + len) and [b, b + len) differ, for len <=
+// kInlinePatternBytes (the differences of all words or'ed, one branch).
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool DiffersShort(const char* a,
+                                                      const char* b,
+                                                      std::size_t len) {
+  std::uint64_t d = 0;
+  if (len >= kWord) {
+    for (std::size_t i = 0; i + kWord < len; i += kWord) {
+      d |= LoadUnaligned<std::uint64_t>(a + i) ^
+           LoadUnaligned<std::uint64_t>(b + i);
+    }
+    d |= LoadUnaligned<std::uint64_t>(a + len - kWord) ^
+         LoadUnaligned<std::uint64_t>(b + len - kWord);
+  } else if (len >= 4) {
+    d = (LoadUnaligned<std::uint32_t>(a) ^ LoadUnaligned<std::uint32_t>(b)) |
+        (LoadUnaligned<std::uint32_t>(a + len - 4) ^
+         LoadUnaligned<std::uint32_t>(b + len - 4));
+  } else if (len >= 2) {
+    d = static_cast<std::uint16_t>(LoadUnaligned<std::uint16_t>(a) ^
+                                   LoadUnaligned<std::uint16_t>(b)) |
+        static_cast<std::uint16_t>(LoadUnaligned<std::uint16_t>(a + len - 2) ^
+                                   LoadUnaligned<std::uint16_t>(b + len - 2));
+  } else if (len == 1) {
+    d = static_cast<unsigned char>(*a ^ *b);
+  }
+  return d != 0;
+}
+
 // Writes `pattern` over [from, to), at most kMaxPatternBytes.
-void FillPattern(char* from, char* to, const char* pattern) {
-  std::memcpy(from, pattern + (reinterpret_cast<std::uintptr_t>(from) & 7),
-              static_cast<std::size_t>(to - from));
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void FillPattern(char* from, char* to,
+                                                     const char* pattern) {
+  const char* src = pattern + (reinterpret_cast<std::uintptr_t>(from) & 7);
+  const std::size_t len = static_cast<std::size_t>(to - from);
+  if (ABSL_PREDICT_TRUE(len <= kInlinePatternBytes)) {
+    CopyShort(from, src, len);
+  } else {
+    std::memcpy(from, src, len);
+  }
+}
+
+// The first byte of [from, to) that differs from expected (they differ).
+ABSL_ATTRIBUTE_NOINLINE const char* FirstMismatch(const char* from,
+                                                  const char* expected) {
+  for (std::size_t i = 0;; ++i) {
+    if (from[i] != expected[i]) return from + i;
+  }
 }
 
 // The first byte of [from, to) (at most kMaxPatternBytes) that is not
 // `pattern`, or nullptr.
-const char* FindPatternMismatch(const char* from, const char* to,
-                                const char* pattern) {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline const char* FindPatternMismatch(
+    const char* from, const char* to, const char* pattern) {
   const char* expected =
       pattern + (reinterpret_cast<std::uintptr_t>(from) & 7);
   const std::size_t len = static_cast<std::size_t>(to - from);
-  if (ABSL_PREDICT_TRUE(std::memcmp(from, expected, len) == 0)) return nullptr;
-  for (std::size_t i = 0;; ++i) {
-    if (from[i] != expected[i]) return from + i;
-  }
+  const bool differs = ABSL_PREDICT_TRUE(len <= kInlinePatternBytes)
+                           ? DiffersShort(from, expected, len)
+                           : std::memcmp(from, expected, len) != 0;
+  if (ABSL_PREDICT_TRUE(!differs)) return nullptr;
+  return FirstMismatch(from, expected);
 }
 
 // ---- Canaries ----
@@ -1308,6 +1395,12 @@ inline void SetLink(void* block, const void* next) {
                (a | (LinkCheck(a, self) << kAddressBits)) ^ g_hkeys.link ^ self);
 }
 
+// The link SetLink(block, nullptr) writes.
+inline std::uint64_t EndLink(const void* block) {
+  const std::uint64_t self = reinterpret_cast<std::uintptr_t>(block);
+  return (LinkCheck(0, self) << kAddressBits) ^ g_hkeys.link ^ self;
+}
+
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieForgedLink(
     const void* block, SizeClass c) {
   ABSL_RAW_LOG(FATAL,
@@ -1452,9 +1545,9 @@ void QuarantineFree(SizeClass c, void* p) noexcept {
   if (q.newest != nullptr) {
     // The newest block's link must still be the end mark before it names
     // p (a write after free of it would otherwise be erased).
-    const SizeClass nc = TagClass(q.newest);
-    if (ABSL_PREDICT_FALSE(GetLink(q.newest, nc) != nullptr)) {
-      DieForgedLink(q.newest, nc);
+    if (ABSL_PREDICT_FALSE(LoadTrailer(LinkWord(q.newest)) !=
+                           EndLink(q.newest))) {
+      DieForgedLink(q.newest, TagClass(q.newest));
     }
     SetLink(q.newest, p);
   } else {
