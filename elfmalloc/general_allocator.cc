@@ -63,6 +63,21 @@ namespace {
 // consumer workloads ran at a quarter of glibc's speed), and 1 MiB held not
 // even one 2 MiB page.
 constexpr double kCutoff = 0.3;
+
+// Growth headroom for realloc (see Reallocate). Programs grow buffers in
+// small steps: CPython grows bytearrays and lists by an eighth, so with
+// four classes per doubling every other step crossed into the next class
+// and copied the block (Debian's python3 running the harness's script
+// executed 16% more instructions under elfc than under glibc, all of them
+// in memcpy called by realloc; glibc grows its chunks in place). A grown
+// block of 4 KiB or more now takes the class of half again its request:
+// that script then runs 8% fewer instructions with either of Python's
+// allocators, realloc_growth runs 12-23% faster with 8% less peak RSS, and
+// perl's peak RSS is unchanged (its strings grow below 4 KiB, where a copy
+// is cheap and headroom would cost memory: 3.7% more with no threshold).
+// tcmalloc grows a reallocated block by at least a quarter for the same
+// reason.
+constexpr std::size_t kReallocHeadroomMin = 4096;
 std::size_t AvailableQueues() {
   const std::size_t cpus = AvailableCpus();
   std::size_t q = absl::bit_ceil(2 * cpus);
@@ -1942,8 +1957,17 @@ ELFMALLOC_CLASSIFIES void* Reallocate(void* p, std::size_t n) noexcept {
     if (!IsSlabSize(n)) return LargeRealloc(p, n);
     if (kDefaultChecks) CheckedFreeLarge(p, "realloc");
   }
-  // A slab block grown past the slab limit is likely to grow again.
-  void* q = IsSlabSize(n) ? Allocate(n) : AllocLarge(n, 0, LargeKind::kGrowth);
+  // A block that grows is likely to grow again: a slab block of
+  // kReallocHeadroomMin bytes or more moves to the class of half again the
+  // request (at most the largest class), and one grown past the slab limit
+  // is placed with room to grow in place (LargeKind::kGrowth).
+  std::size_t want = n;
+  if (IsSlabType(t) && n >= kReallocHeadroomMin && IsSlabSize(n) &&
+      n > ClassSize(TagClass(p))) {
+    want = IsSlabSize(n + n / 2) ? n + n / 2 : kMaxSlabObjectSize;
+  }
+  void* q =
+      IsSlabSize(n) ? Allocate(want) : AllocLarge(n, 0, LargeKind::kGrowth);
   if (q == nullptr) return nullptr;
   const std::size_t old_usable = UsableSize(p);
   std::memcpy(q, p, old_usable < n ? old_usable : n);
