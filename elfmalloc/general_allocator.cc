@@ -122,9 +122,14 @@ void ConfigureLargeCache() {
 // (FreeMarked) confirms that p is an object start of its class: the
 // mark at a position no block starts at is not ours. Cost: a load, a
 // compare and a store on the block's first cache line per free, a store
-// per allocation (the program is about to write that line anyway): 4
-// instructions of the 70 of a malloc/free pair (callgrind, pair_latency;
-// +1.8% over the single-thread harness rows when it was added).
+// per allocation (the program is about to write that line anyway): 6
+// instructions of the 69 of a malloc/free pair (callgrind, pair_latency).
+// With the alignment test below, the checks every build makes cost 6.5%
+// of the instructions of the single-thread harness rows and 4.6% of the
+// throughput over all of them (against //elfc:libelfc_unchecked.so;
+// info/reliability.md, "The cost of the checks and of the hardened
+// build"): on allocation-bound loops every instruction shows, and the
+// unchecked free touches nothing but the magazine.
 // glibc's tcache key is the same idea (in the second word; its free lists
 // live in the blocks).
 //
