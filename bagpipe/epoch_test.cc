@@ -180,9 +180,9 @@ TEST(EpochTest, LimboIsBoundedByThreshold) {
 // benchmark. Now a thread that retired during the last pin period is left to
 // the retire path.
 TEST(EpochTest, PinPathLeavesThreadsThatKeepRetiringToTheRetirePath) {
-  constexpr std::uint32_t kThreshold = 4;  // pin period: 64 pins
+  constexpr std::uint32_t kThreshold = 4;  // pin period: 4 * kPinPeriodFactor
   constexpr int kRetires = 64;
-  constexpr int kPinsPerRetire = 40;  // every 64-pin period sees a retire
+  constexpr int kPinsPerRetire = 40;  // every pin period sees a retire
   epoch::SetCollectThresholdForTesting(kThreshold);
   std::atomic<int> freed{0};
   std::vector<Garbage> garbage(kRetires);
@@ -208,7 +208,7 @@ TEST(EpochTest, PinPathLeavesThreadsThatKeepRetiringToTheRetirePath) {
 // The other half of the bound: a thread that holds garbage but stopped
 // retiring still gets it collected by pinning alone.
 TEST(EpochTest, PinPathCollectsGarbageOfThreadThatStoppedRetiring) {
-  epoch::SetCollectThresholdForTesting(8);  // pin period: 128 pins
+  epoch::SetCollectThresholdForTesting(8);  // pin period: 8 * kPinPeriodFactor
   epoch::DrainForTesting();  // start from an empty limbo list
   std::atomic<int> freed{0};
   constexpr int kN = 3;  // below the threshold: no retire-path collection
@@ -220,7 +220,11 @@ TEST(EpochTest, PinPathCollectsGarbageOfThreadThatStoppedRetiring) {
     epoch::Guard guard;
     epoch::Retire(&g.node);
   }
-  for (int i = 0; i < 20 * 128 && freed.load() < kN; ++i) epoch::Guard guard;
+  for (int i = 0; i < 20 * 8 * static_cast<int>(epoch::internal::kPinPeriodFactor) &&
+                  freed.load() < kN;
+       ++i) {
+    epoch::Guard guard;
+  }
   EXPECT_EQ(freed.load(), kN);
   EXPECT_GT(epoch::GetStats().collections, before);
   epoch::SetCollectThresholdForTesting(64);
