@@ -125,7 +125,7 @@ void ConfigureLargeCache() {
 // per allocation (the program is about to write that line anyway): 6
 // instructions of the 69 of a malloc/free pair (callgrind, pair_latency).
 // With the alignment test below, the checks every build makes cost 6.5%
-// of the instructions of the single-thread harness rows and 4.6% of the
+// of the instructions of the single-thread harness rows and 2.9% of the
 // throughput over all of them (against //elfc:libelfc_unchecked.so;
 // info/reliability.md, "The cost of the checks and of the hardened
 // build"): on allocation-bound loops every instruction shows, and the
