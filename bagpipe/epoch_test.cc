@@ -220,9 +220,9 @@ TEST(EpochTest, PinPathCollectsGarbageOfThreadThatStoppedRetiring) {
     epoch::Guard guard;
     epoch::Retire(&g.node);
   }
-  for (int i = 0; i < 20 * 8 * static_cast<int>(epoch::internal::kPinPeriodFactor) &&
-                  freed.load() < kN;
-       ++i) {
+  constexpr int kPeriod =
+      8 * static_cast<int>(epoch::internal::kPinPeriodFactor);
+  for (int i = 0; i < 20 * kPeriod && freed.load() < kN; ++i) {
     epoch::Guard guard;
   }
   EXPECT_EQ(freed.load(), kN);

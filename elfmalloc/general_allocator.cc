@@ -79,6 +79,14 @@ constexpr double kCutoff = 0.3;
 // reason.
 constexpr std::size_t kReallocHeadroomMin = 4096;
 
+// What realloc asks for when a slab block grows to n bytes (see
+// kReallocHeadroomMin): half again n, at most `max` (the largest request
+// a slab serves); n itself below the threshold or from `max` up.
+std::size_t RoomToGrow(std::size_t n, std::size_t max) {
+  if (n < kReallocHeadroomMin || n >= max) return n;
+  return n + n / 2 < max ? n + n / 2 : max;
+}
+
 std::size_t AvailableQueues() {
   const std::size_t cpus = AvailableCpus();
   std::size_t q = absl::bit_ceil(2 * cpus);
@@ -1648,11 +1656,7 @@ void* HardenedAllocateForGrowth(std::size_t n) {
   if (!IsHardenedSlabSize(n)) {
     return HardenedAllocLarge(n, 0, LargeKind::kGrowth);
   }
-  std::size_t room = n;
-  if (n >= kReallocHeadroomMin) {
-    room = IsHardenedSlabSize(n + n / 2) ? n + n / 2
-                                         : kMaxSlabObjectSize - kWord;
-  }
+  const std::size_t room = RoomToGrow(n, kMaxSlabObjectSize - kWord);
   // HardenedAllocClass is inlined here and in HardenedAllocate: with a
   // second caller GCC made it a call, 17 more instructions per malloc.
   const SizeClass c = SizeToClass(Footprint(room));
@@ -1957,6 +1961,10 @@ ELFMALLOC_CLASSIFIES void* Reallocate(void* p, std::size_t n) noexcept {
   if (p == nullptr) return Allocate(n);
   if (kChecked) CheckRegionMapped(p);
   const AllocType t = ReadAllocType(p);
+  // A block that grows is likely to grow again: a slab block moves to a
+  // class with room (RoomToGrow), and one grown past the slab limit is
+  // placed to grow in place (LargeKind::kGrowth).
+  std::size_t want = n;
   if (IsSlabType(t)) {
     const SizeClass c = TagClass(p);
     // p must be the start of a block in every build: realloc copies and
@@ -1977,6 +1985,8 @@ ELFMALLOC_CLASSIFIES void* Reallocate(void* p, std::size_t n) noexcept {
       // Shrink only when it saves at least half the block.
       const std::size_t now = ClassSize(SizeToClass(n));
       if (now > old / 2) return p;
+    } else {
+      want = RoomToGrow(n, kMaxSlabObjectSize);
     }
   } else {
     if (t != AllocType::kLarge) DieNotOurs(p);
@@ -1986,15 +1996,6 @@ ELFMALLOC_CLASSIFIES void* Reallocate(void* p, std::size_t n) noexcept {
     // reads p's size before LargeFree would, so it checks p first).
     if (!IsSlabSize(n)) return LargeRealloc(p, n);
     if (kDefaultChecks) CheckedFreeLarge(p, "realloc");
-  }
-  // A block that grows is likely to grow again: a slab block of
-  // kReallocHeadroomMin bytes or more moves to the class of half again the
-  // request (at most the largest class), and one grown past the slab limit
-  // is placed with room to grow in place (LargeKind::kGrowth).
-  std::size_t want = n;
-  if (IsSlabType(t) && n >= kReallocHeadroomMin && IsSlabSize(n) &&
-      n > ClassSize(TagClass(p))) {
-    want = IsSlabSize(n + n / 2) ? n + n / 2 : kMaxSlabObjectSize;
   }
   void* q =
       IsSlabSize(n) ? Allocate(want) : AllocLarge(n, 0, LargeKind::kGrowth);
