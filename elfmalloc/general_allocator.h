@@ -9,11 +9,11 @@
 //   elfmalloc::Deallocate(p);                    // any thread
 //   elfmalloc::Deallocate(q);
 //
-// Routing. n <= 256 KiB goes to SizeToClass(n) (size_classes.h): 8; 16..256
+// Routing. n <= 256 KiB goes to SizeToClass(n) (size_classes.h): 16..256
 // by 16; then 4 classes per doubling up to 256 KiB. Bigger requests are
 // large allocations (large_alloc.h: mapped, and cached for reuse when
-// freed). Every block is aligned to at least min(16, its class size) (8 for
-// the 8-byte class) and to ClassAlignment(class) in general.
+// freed). Every block is aligned to at least 16 and to
+// ClassAlignment(class) in general.
 // Allocate(n, align) with a larger alignment uses the class of
 // bit_ceil(max(n, align)) (a power-of-two class, aligned to its size) while
 // that is <= 256 KiB, and a large allocation aligned to `align` otherwise.
@@ -126,12 +126,11 @@ bool StartBackgroundDecay() noexcept;
 
 // The general allocator as a malloc_bind backend (malloc_bind/malloc_bind.h,
 // concept Backend): what libelfc.so, the malloc fuzzer and malloc_bind's
-// tests bind. The 8-byte class is aligned to 8 only (every other block to at
-// least 16), so the whole-range guarantee is 8: the binding routes
-// alignment-16 requests for tiny sizes to AllocateAligned, which picks a
-// 16-aligned class.
+// tests bind. Every block is aligned to at least 16 (the smallest class is
+// 16 bytes), so memalign(16, n) is malloc(n).
 struct MallocBackend {
-  static constexpr std::size_t kDefaultAlignment = 8;
+  static constexpr std::size_t kDefaultAlignment = 16;
+  static_assert(ClassAlignment(SizeClass(0)) >= kDefaultAlignment);
   // Deallocate(nullptr) is a no-op, and a request above PTRDIFF_MAX fails
   // in the large allocator (its size arithmetic refuses it): malloc and free
   // need no tests of their own.

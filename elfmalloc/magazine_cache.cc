@@ -93,8 +93,7 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
     if (table > kMaxCoalescerCells) table = kMaxCoalescerCells;
     own_coalescer_.Init(table);  // without one, flushes free runs directly
   }
-  hot_->capacity = static_cast<std::uint32_t>(capacity);
-  max_capacity_ = hot_->capacity;
+  max_capacity_ = static_cast<std::uint32_t>(capacity);
   burst_capacity_ = static_cast<std::uint32_t>(burst);
   // Adaptive only up to kAdaptiveMaxSize (see magazine_cache.h).
   std::size_t min = capacity;
@@ -104,26 +103,26 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
     if (min > capacity) min = capacity;
   }
   min_capacity_ = static_cast<std::uint32_t>(min);
-  hot_->stack = static_cast<void**>(m);
   if (nursery != nullptr) {
-    full_stack_ = hot_->stack;
-    hot_->stack = nursery;
-    hot_->capacity = static_cast<std::uint32_t>(kNurseryEntries);
+    full_stack_ = static_cast<void**>(m);
+    hot_->Set(nursery, 0, static_cast<std::uint32_t>(kNurseryEntries));
+  } else {
+    hot_->Set(static_cast<void**>(m), 0, max_capacity_);
   }
 }
 
 void MagazineCache::Graduate() noexcept {
   void** full = std::exchange(full_stack_, nullptr);
-  const std::uint32_t top = hot_->top.load(std::memory_order_relaxed);
-  for (std::uint32_t i = 0; i < top; ++i) full[i] = hot_->stack[i];
-  hot_->stack = full;
-  hot_->capacity = max_capacity_;
+  const std::uint32_t top = hot_->top();
+  void** const nursery = hot_->stack();
+  for (std::uint32_t i = 0; i < top; ++i) full[i] = nursery[i];
+  hot_->Set(full, top, max_capacity_);
 }
 
 MagazineCache::~MagazineCache() { Destroy(); }
 
 void MagazineCache::Destroy() noexcept {
-  if (hot_->stack != nullptr) {
+  if (hot_->stack() != nullptr) {
     Flush(0);
     if (map_ != nullptr) mmap_alloc::Unmap(map_, map_bytes_);
     map_ = nullptr;
@@ -132,9 +131,10 @@ void MagazineCache::Destroy() noexcept {
   own_coalescer_.Reset();
   coalescer_ = &own_coalescer_;
   // Empty again: both fast paths fail (a bound state outlives the cache).
-  hot_->stack = nullptr;
-  full_stack_ = nullptr;
+  // The capacity first: SetCapacity gives a grown one back to the budget.
   SetCapacity(0);
+  hot_->Set(nullptr, 0, 0);
+  full_stack_ = nullptr;
   slabs_.Release();
 }
 
@@ -147,10 +147,8 @@ void MagazineCache::TakeCoalescer(MagazineCache& o) noexcept {
 }
 
 void MagazineCache::TakeHot(MagazineCache& o) noexcept {
-  hot_->stack = std::exchange(o.hot_->stack, nullptr);
-  hot_->top.store(o.hot_->top.exchange(0, std::memory_order_relaxed),
-                  std::memory_order_relaxed);
-  hot_->capacity = std::exchange(o.hot_->capacity, 0);
+  hot_->Set(o.hot_->stack(), o.hot_->top(), o.hot_->capacity());
+  o.hot_->Set(nullptr, 0, 0);
 }
 
 MagazineCache::MagazineCache(MagazineCache&& o) noexcept
@@ -216,11 +214,11 @@ void* MagazineCache::AllocSlow() noexcept {
       if (want > kNurseryEntries) want = kNurseryEntries;
     }
   }
-  if (!in_nursery() && hot_->capacity < max_capacity_) {
-    hot_->capacity = max_capacity_;
+  if (!in_nursery() && hot_->capacity() < max_capacity_) {
+    hot_->SetCapacity(max_capacity_);
   }
   void* one;
-  void** out = hot_->capacity != 0 ? hot_->stack : &one;
+  void** out = hot_->capacity() != 0 ? hot_->stack() : &one;
   std::size_t got = 0;
   if (first) {
     // The nursery's first refill comes from the shared source, if there is
@@ -236,13 +234,12 @@ void* MagazineCache::AllocSlow() noexcept {
   if (got == 0) got = slabs_.AllocBatch(out, want);
   if (got == 0) return nullptr;
   Add(from_slabs_, static_cast<std::int64_t>(got));
-  if (hot_->capacity == 0) return one;
+  if (hot_->capacity() == 0) return one;
   // The batch is in descending address order, so pops hand the objects
   // out in ascending order, the slab's first ones first (AllocBatch).
   // The stack was empty: it now holds got objects; hand out the top.
-  hot_->top.store(static_cast<std::uint32_t>(got - 1),
-                  std::memory_order_relaxed);
-  return hot_->stack[got - 1];
+  hot_->SetTop(static_cast<std::uint32_t>(got - 1));
+  return out[got - 1];
 }
 
 // The activity at an overflow from which the magazine grows (see "Bursts"):
@@ -251,7 +248,7 @@ void* MagazineCache::AllocSlow() noexcept {
 constexpr std::uint32_t kBurstActivity = 4;
 
 void MagazineCache::FreeSlow(void* p) noexcept {
-  if (hot_->capacity == 0) {
+  if (hot_->capacity() == 0) {
     Add(to_slabs_, 1);
     slabs_.Free(p);
     return;
@@ -266,18 +263,27 @@ void MagazineCache::FreeSlow(void* p) noexcept {
     return;
   }
   activity_ = activity_ / 2 + refills_;
-  if (activity_ == 0 && hot_->capacity > min_capacity_) {
-    // Free-only for a while: hold less.
-    const std::uint32_t half = hot_->capacity / 2;
-    SetCapacity(half > min_capacity_ ? half : min_capacity_);
-  } else if (activity_ >= kBurstActivity &&
-             hot_->capacity < burst_capacity_) {
+  const std::uint32_t capacity = hot_->capacity();
+  if (activity_ == 0 && capacity > min_capacity_) {
+    // Free-only for a while: hold less. The flush comes first, so that the
+    // top never exceeds the capacity (MagazineHot's invariant).
+    const std::uint32_t half = capacity / 2;
+    const std::uint32_t less = half > min_capacity_ ? half : min_capacity_;
+    Flush(less / 2);
+    SetCapacity(less);
+    refills_ = 0;
+    const bool cached = TryFree(p);
+    ABSL_ASSERT(cached);
+    (void)cached;
+    return;
+  }
+  if (activity_ >= kBurstActivity && capacity < burst_capacity_) {
     // A burst: this thread frees what it allocated in many refills. Hold
     // more, so that the next round runs out of the magazine.
     Grow();
   }
   refills_ = 0;
-  Flush(hot_->capacity / 2);
+  Flush(hot_->capacity() / 2);
   const bool cached = TryFree(p);
   ABSL_ASSERT(cached);
   (void)cached;
@@ -289,31 +295,31 @@ std::size_t MagazineCache::Grown(std::uint32_t capacity) const noexcept {
 }
 
 void MagazineCache::SetCapacity(std::uint32_t capacity) noexcept {
-  const std::size_t before = Grown(hot_->capacity), after = Grown(capacity);
+  const std::size_t before = Grown(hot_->capacity()), after = Grown(capacity);
   if (burst_budget_ != nullptr && after != before) {
     const std::size_t size = slabs_.metadata().object_size;
     // Grow checked the room; a shrink gives back what this cache held.
     *burst_budget_ = *burst_budget_ + before * size - after * size;
   }
-  hot_->capacity = capacity;
+  hot_->SetCapacity(capacity);
 }
 
 void MagazineCache::Grow() noexcept {
-  std::uint32_t want = hot_->capacity * 2;
+  std::uint32_t want = hot_->capacity() * 2;
   if (want > burst_capacity_) want = burst_capacity_;
   if (burst_budget_ != nullptr) {
     // The room: what the budget has left, plus what this cache holds.
     const std::size_t size = slabs_.metadata().object_size;
-    const std::size_t room = *burst_budget_ / size + Grown(hot_->capacity);
+    const std::size_t room = *burst_budget_ / size + Grown(hot_->capacity());
     if (want > max_capacity_ + room) {
       want = static_cast<std::uint32_t>(max_capacity_ + room);
     }
   }
-  if (want > hot_->capacity) SetCapacity(want);
+  if (want > hot_->capacity()) SetCapacity(want);
 }
 
 void MagazineCache::Flush(std::size_t from) noexcept {
-  const std::size_t top = hot_->top.load(std::memory_order_relaxed);
+  const std::size_t top = hot_->top();
   if (top <= from) return;
   Add(to_slabs_, static_cast<std::int64_t>(top - from));
   // Every cached object is of this cache's class, so the layout comes from
@@ -325,7 +331,7 @@ void MagazineCache::Flush(std::size_t from) noexcept {
   const std::size_t shift = m.granule_shift;
   // Locals, so that the loop keeps them in registers across the rare
   // collision frees.
-  void** const stack = hot_->stack;
+  void** const stack = hot_->stack();
   Coalescer& co = *coalescer_;
   using Cell = Coalescer::Cell;
   // No table, or one that an interrupted flush is using (see "The
@@ -396,8 +402,7 @@ void MagazineCache::Flush(std::size_t from) noexcept {
     std::atomic_signal_fence(std::memory_order_seq_cst);
     co.busy_ = false;
   }
-  hot_->top.store(static_cast<std::uint32_t>(from),
-                  std::memory_order_relaxed);
+  hot_->SetTop(static_cast<std::uint32_t>(from));
 }
 
 }  // namespace elfmalloc

@@ -15,7 +15,7 @@ namespace elfmalloc {
 namespace {
 
 TEST(SizeClassesTest, ExactClassList) {
-  std::vector<std::size_t> expected = {8};
+  std::vector<std::size_t> expected;
   for (std::size_t s = 16; s <= 256; s += 16) expected.push_back(s);
   for (std::size_t s = 256; s < (256u << 10); s *= 2) {
     // A buffer plus a header: 1 KiB + 128 B ... 8 KiB + 1 KiB.
@@ -65,10 +65,11 @@ TEST(SizeClassesTest, ExhaustiveLookupIsSmallestFit) {
 }
 
 TEST(SizeClassesTest, Boundaries) {
-  EXPECT_EQ(ClassSize(SizeToClass(0)), 8u);
-  EXPECT_EQ(ClassSize(SizeToClass(1)), 8u);
-  EXPECT_EQ(ClassSize(SizeToClass(8)), 8u);
-  EXPECT_EQ(ClassSize(SizeToClass(9)), 16u);
+  EXPECT_EQ(ClassSize(SizeToClass(0)), 16u);
+  EXPECT_EQ(ClassSize(SizeToClass(1)), 16u);
+  EXPECT_EQ(ClassSize(SizeToClass(8)), 16u);
+  EXPECT_EQ(ClassSize(SizeToClass(16)), 16u);
+  EXPECT_EQ(ClassSize(SizeToClass(17)), 32u);
   EXPECT_EQ(ClassSize(SizeToClass(192)), 192u);
   EXPECT_EQ(ClassSize(SizeToClass(193)), 208u);
   EXPECT_EQ(ClassSize(SizeToClass(257)), 320u);
@@ -89,7 +90,7 @@ TEST(SizeClassesTest, Boundaries) {
   EXPECT_EQ(ClassSize(SizeToClass(9217)), 10240u);
   EXPECT_EQ(ClassSize(SizeToClass(16385)), 20480u);
   EXPECT_EQ(ClassSize(SizeToClass(256u << 10)), 256u << 10);
-  static_assert(SizeToClass(100) == SizeClass(7));  // usable in constant expressions
+  static_assert(SizeToClass(100) == SizeClass(6));  // usable in constant expressions
 }
 
 TEST(SizeClassesTest, Alignment) {
@@ -123,11 +124,12 @@ TEST(SizeClassesTest, InternalWastePerRange) {
     double max_average;  // bound on the average
   };
   // Below 256 B the spacing is 16 bytes, so the relative worst case is
-  // large for the smallest sizes (17 B in a 32-byte block) but small in
-  // absolute terms; from 256 B, 4 classes per doubling bound it by 20%
-  // (a request one byte above a class of 4q takes 5q).
+  // large for the smallest sizes (1 B in a 16-byte block, the smallest;
+  // glibc's smallest chunk is 32 bytes) but small in absolute terms; from
+  // 256 B, 4 classes per doubling bound it by 20% (a request one byte
+  // above a class of 4q takes 5q).
   const Range ranges[] = {
-      {1, 64, 0.875, 0.30},          {65, 256, 0.20, 0.06},
+      {1, 64, 0.9375, 0.30},          {65, 256, 0.20, 0.06},
       {257, 1024, 0.20, 0.11},       {1025, 4096, 0.20, 0.11},
       {4097, 16384, 0.20, 0.11},     {16385, 65536, 0.20, 0.11},
       {65537, 262144, 0.20, 0.11},

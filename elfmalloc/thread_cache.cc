@@ -141,7 +141,7 @@ class HeapRegistry {
     for (ThreadHeap* h = head_; h != nullptr; h = h->next_) {
       for (std::size_t c = 0; c < kNumSizeClasses; ++c) {
         // The fast-path state exists whether or not the slot does.
-        out[c] += h->hot_[c + 1].top.load(std::memory_order_relaxed);
+        out[c] += h->hot_[c + 1].CachedApprox();
       }
     }
   }

@@ -22,8 +22,9 @@ MALLOC_BIND_INSTANTIATE_CXX_API_CONFORMANCE(
 namespace malloc_bind {
 namespace {
 
-// kDefaultAlignment is 8 because elfmalloc's 8-byte class is 8-aligned; a
-// 16-byte alignment request must therefore take the aligned path.
+// Every elfmalloc class is 16-byte aligned (kDefaultAlignment 16): a
+// 16-byte alignment request of a tiny size takes the plain path and must
+// still get 16.
 TEST(ElfmallocBindingTest, SixteenByteAlignmentOfTinyBlocks) {
   for (int i = 0; i < 64; ++i) {
     void* p = mb_elf_memalign(16, 1);
