@@ -516,6 +516,23 @@ TEST(GeneralAllocatorDeathTest, DoubleFreeIsCaughtAfterAWriteToTheFirstWord) {
       << 8;
 }
 
+// The free's fast path compares the first half of the mark word only
+// (general_allocator.cc, FreeSlabTag); a live block whose word matches the
+// mark in that half only is freed normally, and freed for real: a second
+// free is then caught.
+TEST(GeneralAllocatorDeathTest, HalfAMarkIsNotADoubleFree) {
+  auto* p = static_cast<unsigned char*>(Allocate(32));
+  Deallocate(p);
+  std::uint64_t mark;
+  std::memcpy(&mark, p + 8, sizeof(mark));  // the freed block's mark
+  ASSERT_EQ(Allocate(32), p);  // the magazine hands the same block back
+  std::memcpy(p + 8, &mark, 4);
+  const std::uint32_t other = 0x5a5a5a5au ^ static_cast<std::uint32_t>(mark >> 32);
+  std::memcpy(p + 12, &other, 4);
+  Deallocate(p);  // not a double free
+  EXPECT_DEATH(Deallocate(p), "double free of 0x[0-9a-f]+ \\(size class");
+}
+
 // Pointers that are not the start of a block, refused in every build
 // where the check is free (general_allocator.cc, "Pointers that are not
 // the start of a block"): misaligned frees, interior frees of small-slab
