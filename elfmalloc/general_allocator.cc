@@ -118,15 +118,16 @@ void ConfigureLargeCache() {
 // once or after any number of other frees, as long as the two frees do not
 // race each other): free writes the block's free mark, FreeMark(p) = a
 // per-process secret key (from the kernel's AT_RANDOM bytes) xor p, into
-// its first word, and a free that finds the mark already there aborts with
-// one line naming the pointer and its size class. Every allocation of a
+// its second word (kMarkOffset; the hardened build: its first), and a free
+// that finds the mark already there aborts with one line naming the
+// pointer and its size class. Every allocation of a
 // slab block clears the word (Handout). The block is ours from free to the
 // next allocation (the magazines keep their pointers in stacks of their
 // own, not in the blocks), so the mark survives the magazine, the flush to
 // the slab and any later magazine until the block is handed out again.
 // A live block carries its mark only if the program stored that value at
 // that address: the key is secret and the mark bound to the address, so
-// that takes reading the block's own first word while it was free and
+// that takes reading the block's own mark word while it was free and
 // writing it back after it was reallocated. Before aborting, the slow path
 // (FreeMarked) confirms that p is an object start of its class: the
 // mark at a position no block starts at is not ours. Cost: a load, a
