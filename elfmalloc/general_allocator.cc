@@ -274,7 +274,8 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline std::uint64_t FreeMark(const void* p) {
 // second free detectable. glibc keeps its tcache key in the second word
 // too. The hardened build keeps the mark in the first word: its
 // quarantine link is the second.
-inline constexpr std::size_t kMarkOffset = kHardened ? 0 : sizeof(std::uint64_t);
+inline constexpr std::size_t kMarkOffset =
+    kHardened ? 0 : sizeof(std::uint64_t);
 static_assert(ClassSize(SizeClass(0)) >= kMarkOffset + sizeof(std::uint64_t));
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline std::uint64_t* MarkWord(void* p) {
   return reinterpret_cast<std::uint64_t*>(static_cast<char*>(p) +
@@ -352,9 +353,12 @@ constexpr std::array<ObjectStartTest, kNumSizeClasses> kObjectStartTests = [] {
 static_assert([] {
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
     const SizeClass c(static_cast<std::uint8_t>(i));
-    // Every class's objects are laid out at their exact size.
+    // Every class's objects are laid out at their exact size, each at a
+    // multiple of the class's alignment (free's alignment test,
+    // kTagAlignMask, relies on it).
     if (!kClassLayouts[i].valid() ||
-        kClassLayouts[i].object_size != ClassSize(c)) {
+        kClassLayouts[i].object_size != ClassSize(c) ||
+        kClassLayouts[i].objects_offset % ClassAlignment(c) != 0) {
       return false;
     }
   }
@@ -447,12 +451,6 @@ class Heap {
                          m.n_objects == k.n_objects &&
                          m.object_size == k.object_size,
                      "slab layout differs from kClassLayouts");
-      // Free's alignment test (kTagAlignMask) relies on every object of
-      // the class starting at a multiple of its alignment.
-      ABSL_RAW_CHECK(cls->metadata().object_size == ClassSize(c) &&
-                         cls->metadata().objects_offset %
-                                 ClassAlignment(c) == 0,
-                     "slab layout breaks the class alignment");
       ::new (&fallback_[i]) Fallback();
       fallback(c).slabs = SlabAllocator(cls);
     }
@@ -828,16 +826,9 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline SizeClass TagClass(const void* p) {
   return SizeClass(static_cast<std::uint8_t>(c));
 }
 
-// The checked build's slab check: whether p, whose tag says class c, is an
-// object start of that class.
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsObjectStartOfClass(const void* p,
-                                                             SizeClass c) {
-  return IsObjectStart(p, c);
-}
-
 inline void CheckedFreeSlabOfClass(void* p, SizeClass c,
                                    const char* op = "free") {
-  if (ABSL_PREDICT_FALSE(!IsObjectStartOfClass(p, c))) {
+  if (ABSL_PREDICT_FALSE(!IsObjectStart(p, c))) {
     DieNotObjectStart(p, c, op);
   }
 }
@@ -1927,13 +1918,13 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void FreeSlabTag(unsigned tag,
     // 8 bytes, a 16-byte block whose last byte was just written (a string's
     // terminator, a flag) paid that wait on every free (pair_latency at
     // 16 B: 7.2 -> 3.3 ns per malloc/free pair).
-    char* const word = static_cast<char*>(p) + kMarkOffset;
+    std::uint64_t* const word = MarkWord(p);
     const std::uint64_t mark = FreeMark(p);
     std::uint32_t head, mark_head;
     std::memcpy(&head, word, sizeof(head));
     std::memcpy(&mark_head, &mark, sizeof(mark_head));
     if (ABSL_PREDICT_FALSE(head == mark_head)) return FreeMarkedTag(tag, p);
-    std::memcpy(word, &mark, sizeof(mark));
+    *word = mark;
   }
   if (ABSL_PREDICT_FALSE(!CurrentHotStates()[tag].TryFree(p))) {
     return FreeTagSlow(tag, p);
@@ -2004,7 +1995,7 @@ ELFMALLOC_CLASSIFIES void Deallocate(void* p) noexcept {
     if (kChecked) {
       const unsigned ci = tag - 1u;
       if (ABSL_PREDICT_FALSE(ci >= kNumSizeClasses)) return FreeNotOurs(p);
-      if (ABSL_PREDICT_FALSE(!IsObjectStartOfClass(
+      if (ABSL_PREDICT_FALSE(!IsObjectStart(
               p, SizeClass(static_cast<std::uint8_t>(ci))))) {
         return FreeNotObjectStartOfClass(ci, p);
       }

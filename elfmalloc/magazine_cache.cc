@@ -263,6 +263,7 @@ void MagazineCache::FreeSlow(void* p) noexcept {
     return;
   }
   activity_ = activity_ / 2 + refills_;
+  refills_ = 0;
   const std::uint32_t capacity = hot_->capacity();
   if (activity_ == 0 && capacity > min_capacity_) {
     // Free-only for a while: hold less. The flush comes first, so that the
@@ -271,19 +272,14 @@ void MagazineCache::FreeSlow(void* p) noexcept {
     const std::uint32_t less = half > min_capacity_ ? half : min_capacity_;
     Flush(less / 2);
     SetCapacity(less);
-    refills_ = 0;
-    const bool cached = TryFree(p);
-    ABSL_ASSERT(cached);
-    (void)cached;
-    return;
+  } else {
+    if (activity_ >= kBurstActivity && capacity < burst_capacity_) {
+      // A burst: this thread frees what it allocated in many refills. Hold
+      // more, so that the next round runs out of the magazine.
+      Grow();
+    }
+    Flush(hot_->capacity() / 2);
   }
-  if (activity_ >= kBurstActivity && capacity < burst_capacity_) {
-    // A burst: this thread frees what it allocated in many refills. Hold
-    // more, so that the next round runs out of the magazine.
-    Grow();
-  }
-  refills_ = 0;
-  Flush(hot_->capacity() / 2);
   const bool cached = TryFree(p);
   ABSL_ASSERT(cached);
   (void)cached;

@@ -231,8 +231,8 @@ constexpr std::size_t MagazineStackBytes(std::size_t object_size) noexcept {
 // yet, or an unused tag) fails both fast paths, sending the caller to its
 // slow path.
 //
-// Why a pointer and not an index (a stack base, a top and a capacity, as
-// before): a malloc/free pair whose block feeds the next pair forwards the
+// Why a pointer and not an index (a stack base, a top index and a
+// capacity): a malloc/free pair whose block feeds the next pair forwards the
 // free's stores of the top and the entry to the malloc's loads of them.
 // With the top an index, the pop's entry address is computed from a loaded
 // value (base + top * 8), and on an Intel Xeon the chain of forwarded

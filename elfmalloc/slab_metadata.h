@@ -136,9 +136,10 @@ constexpr void Fit(SlabCandidate& c, std::size_t limit) {
 // least kSlabHeaderSize + 8, cutoff_factor is outside (0, 1], or no object fits.
 // Constexpr, so that a layout can also be computed at compile time (the
 // general allocator's table for its checked free path).
-constexpr SlabMetadata ComputeMetadata(std::size_t object_size, std::size_t page_size,
-                             double cutoff_factor,
-                             std::size_t usable_size) noexcept {
+constexpr SlabMetadata ComputeMetadata(std::size_t object_size,
+                                       std::size_t page_size,
+                                       double cutoff_factor,
+                                       std::size_t usable_size) noexcept {
   SlabMetadata m;
   if (object_size == 0 || page_size < kSlabHeaderSize + 8 ||
       (page_size & (page_size - 1)) != 0 || !(cutoff_factor > 0.0) ||
