@@ -148,8 +148,9 @@ void ConfigureLargeCache() {
 //   * free of a small-slab pointer (the classes up to 14 KiB) that is not
 //     aligned as its class's objects are: every object of class c starts
 //     at a multiple of ClassAlignment(c) (slab layouts align objects to
-//     it, slab_metadata.h), so the fast path tests p against a mask looked
-//     up by the slab tag it has read anyway (kTagAlignMask). That catches
+//     it, slab_metadata.h), so the fast path tests p against the mask kept
+//     in the entry of the thread's fast-path array that the slab tag
+//     selects anyway (TagAlignMask; thread_cache.h, HotSlot). That catches
 //     every misaligned pointer, every interior pointer of the power-of-two
 //     classes and most of the others' (p + 8 of a 24-byte block, p + 256
 //     of a 3000-byte one); the multiples of the alignment inside a block
@@ -355,7 +356,7 @@ static_assert([] {
     const SizeClass c(static_cast<std::uint8_t>(i));
     // Every class's objects are laid out at their exact size, each at a
     // multiple of the class's alignment (free's alignment test,
-    // kTagAlignMask, relies on it).
+    // TagAlignMask, relies on it).
     if (!kClassLayouts[i].valid() ||
         kClassLayouts[i].object_size != ClassSize(c) ||
         kClassLayouts[i].objects_offset % ClassAlignment(c) != 0) {
@@ -749,7 +750,7 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocClassRefill(ThreadHeap* th, SizeClass c) {
 // class + 1, which folds into the address's displacement; all empty while
 // the thread has no heap, so there is no heap test).
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool TryAllocClass(SizeClass c, void** p) {
-  return (CurrentHotStates() + 1)[c.index()].TryAlloc(p);
+  return (CurrentHotStates() + 1)[c.index()].hot.TryAlloc(p);
 }
 
 // The pop of class c failed: no thread heap yet, or an empty or not yet
@@ -1858,23 +1859,6 @@ void* Allocate(std::size_t n, std::size_t align) noexcept {
 
 namespace {
 
-// The alignment mask of each slab tag's objects (see "Pointers that are
-// not the start of a block"): ClassAlignment(class) - 1 for tag class + 1,
-// 7 for tags that name no class (every block is 8-byte aligned; their
-// frees reach FreeTagSlow, which reports the tag). Only the small-slab
-// classes' masks are read (alignments up to 8 KiB).
-constexpr std::array<std::uint16_t, 256> kTagAlignMask = [] {
-  std::array<std::uint16_t, 256> m{};
-  for (std::size_t t = 0; t < m.size(); ++t) {
-    std::size_t a = 8;
-    if (t >= 1 && t <= kNumSizeClasses) {
-      const SizeClass c(static_cast<std::uint8_t>(t - 1));
-      if (ClassPageSize(c) != kMediumPageSize) a = ClassAlignment(c);
-    }
-    m[t] = static_cast<std::uint16_t>(a - 1);
-  }
-  return m;
-}();
 
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieMisaligned(
     const void* p);
@@ -1907,8 +1891,8 @@ ABSL_ATTRIBUTE_NOINLINE void FreeNotObjectStart(unsigned tag,
 // The slab free of p (stamp checked, tag read): the free mark (see
 // FreeMark), then the magazine push. Every slow path is a tail call: the
 // fast path needs no stack frame.
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline void FreeSlabTag(unsigned tag,
-                                                     void* p) noexcept {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void FreeSlabTag(unsigned tag, void* p,
+                                                     HotSlot& slot) noexcept {
   if (kDefaultChecks) {
     // The fast path compares the mark word's first 4 bytes only, and
     // FreeMarked the whole word when they match (a live block matches
@@ -1926,9 +1910,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void FreeSlabTag(unsigned tag,
     if (ABSL_PREDICT_FALSE(head == mark_head)) return FreeMarkedTag(tag, p);
     *word = mark;
   }
-  if (ABSL_PREDICT_FALSE(!CurrentHotStates()[tag].TryFree(p))) {
-    return FreeTagSlow(tag, p);
-  }
+  if (ABSL_PREDICT_FALSE(!slot.hot.TryFree(p))) return FreeTagSlow(tag, p);
 }
 
 // Frees of everything but small-slab blocks (AllocType::kSmallSlab: the
@@ -1948,7 +1930,7 @@ ABSL_ATTRIBUTE_NOINLINE void FreeNotSmall(AllocType t, void* p) noexcept {
     if (kDefaultChecks) {
       CheckedFreeSlabOfClass(p, SizeClass(static_cast<std::uint8_t>(ci)));
     }
-    return FreeSlabTag(tag, p);
+    return FreeSlabTag(tag, p, CurrentHotStates()[tag]);
   }
   if (t != AllocType::kLarge) return FreeNotOurs(p);
   LargeFree(p);  // checks p itself, in every build
@@ -1985,11 +1967,12 @@ ELFMALLOC_CLASSIFIES void Deallocate(void* p) noexcept {
     // (ThreadHeap::hot()), so the fast path neither range-checks it nor
     // tests for a thread heap (CurrentHotStates).
     const unsigned tag = Slab::TagOf(p);
+    HotSlot& slot = CurrentHotStates()[tag];
     // Misaligned and (most) interior pointers: one test and branch (see
     // "Pointers that are not the start of a block").
     if (kDefaultChecks &&
         ABSL_PREDICT_FALSE((reinterpret_cast<std::uintptr_t>(p) &
-                            kTagAlignMask[tag]) != 0)) {
+                            slot.align_mask) != 0)) {
       return FreeNotObjectStart(tag, p);
     }
     if (kChecked) {
@@ -2000,7 +1983,7 @@ ELFMALLOC_CLASSIFIES void Deallocate(void* p) noexcept {
         return FreeNotObjectStartOfClass(ci, p);
       }
     }
-    return FreeSlabTag(tag, p);
+    return FreeSlabTag(tag, p, slot);
   }
   return FreeNotSmall(t, p);
 }

@@ -193,6 +193,20 @@ constexpr std::size_t ClassAlignment(SizeClass c) noexcept {
   return s & (~s + 1);
 }
 
+// The mask free's alignment test applies to a pointer whose slab tag
+// (class index + 1, slab.h "Tags") is `tag`: ClassAlignment - 1 for the
+// classes below the 2 MiB pages (whose frees take the fast path), 7 for
+// every other tag (those frees check their pointer elsewhere, or name no
+// class and are reported by the slow path). A pointer with any of these
+// bits set is no object start of the class.
+constexpr std::uint64_t TagAlignMask(std::size_t tag) noexcept {
+  if (tag >= 1 && tag <= kNumSizeClasses) {
+    const SizeClass c(static_cast<std::uint8_t>(tag - 1));
+    if (ClassPageSize(c) != kMediumPageSize) return ClassAlignment(c) - 1;
+  }
+  return 7;
+}
+
 namespace internal {
 
 // Sizes up to kLookupMaxSize are looked up in a byte array indexed by

@@ -114,6 +114,26 @@ TEST(SizeClassesTest, Alignment) {
   }
 }
 
+// Free's alignment test (TagAlignMask, by slab tag = class + 1): the
+// classes below the 2 MiB pages test their own alignment, so a pointer that
+// passes is a multiple of it; every other tag tests the 8-byte alignment
+// every pointer elfmalloc hands out has.
+TEST(SizeClassesTest, TagAlignMasks) {
+  EXPECT_EQ(TagAlignMask(0), 7u);
+  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+    const SizeClass c(static_cast<std::uint8_t>(i));
+    const std::uint64_t mask = TagAlignMask(i + 1);
+    if (ClassPageSize(c) == kMediumPageSize) {
+      EXPECT_EQ(mask, 7u) << ClassSize(c);
+    } else {
+      EXPECT_EQ(mask + 1, ClassAlignment(c)) << ClassSize(c);
+    }
+  }
+  for (std::size_t t = kNumSizeClasses + 1; t < 256; ++t) {
+    EXPECT_EQ(TagAlignMask(t), 7u) << t;
+  }
+}
+
 // Internal waste (class size - request) / class size per range of request
 // sizes: the worst case and the average over every size in the range. The
 // table is printed so that a change of classes shows its cost in the log.

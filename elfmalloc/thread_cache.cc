@@ -17,12 +17,13 @@
 namespace elfmalloc {
 
 namespace internal {
-// Never written: every state empty (see tls_hot).
-MagazineHot kNoHeapHot[kHotEntries];
+// Never written after its constant initialisation: every state empty
+// (see tls_hot), with the tags' masks.
+ABSL_CONST_INIT NoHeapHot kNoHeapHot;
 ABSL_CONST_INIT thread_local ThreadHeap* tls_heap
     __attribute__((tls_model("initial-exec"))) = nullptr;
-ABSL_CONST_INIT thread_local MagazineHot* tls_hot
-    __attribute__((tls_model("initial-exec"))) = kNoHeapHot;
+ABSL_CONST_INIT thread_local HotSlot* tls_hot
+    __attribute__((tls_model("initial-exec"))) = kNoHeapHot.slots;
 ABSL_CONST_INIT thread_local ThreadState tls_state
     __attribute__((tls_model("initial-exec"))) = ThreadState::kUninitialized;
 }  // namespace internal
@@ -35,7 +36,7 @@ using internal::tls_state;
 // tls_heap and tls_hot change together (thread_cache.h).
 void SetThreadHeap(ThreadHeap* h) {
   tls_heap = h;
-  internal::tls_hot = h != nullptr ? h->hot() : internal::kNoHeapHot;
+  internal::tls_hot = h != nullptr ? h->hot() : internal::kNoHeapHot.slots;
 }
 
 // The key is created once, under the lock, by the first thread that builds a
@@ -141,7 +142,7 @@ class HeapRegistry {
     for (ThreadHeap* h = head_; h != nullptr; h = h->next_) {
       for (std::size_t c = 0; c < kNumSizeClasses; ++c) {
         // The fast-path state exists whether or not the slot does.
-        out[c] += h->hot_[c + 1].CachedApprox();
+        out[c] += h->hot_[c + 1].hot.CachedApprox();
       }
     }
   }
@@ -314,7 +315,7 @@ void ThreadHeap::CreateCache(SizeClass c) noexcept {
   const std::size_t i = c.index();
   if (!Constructed(i)) {
     MagazineCache* m = ::new (caches_[i].bytes) MagazineCache();
-    m->BindHot(&hot_[i + 1]);
+    m->BindHot(&hot_[i + 1].hot);
     constructed_.store(constructed_.load(std::memory_order_relaxed) |
                            (std::uint64_t{1} << i),
                        std::memory_order_release);

@@ -104,6 +104,22 @@ namespace elfmalloc {
 // Entries of a heap's fast-path array: one per possible slab tag byte.
 inline constexpr std::size_t kHotEntries = 256;
 
+// One entry of a heap's fast-path array: the magazine's state and the
+// alignment mask of the tag's objects (TagAlignMask), which free tests the
+// pointer against before it touches the block. Free indexes this entry by
+// the pointer's slab tag anyway, so the mask costs one test with memory;
+// from a table of its own it cost two more instructions per free (the
+// table's address and the load; callgrind, pair_latency). The mask is
+// written once, when the array is built, and never changes.
+struct HotSlot {
+  constexpr HotSlot() noexcept = default;
+  constexpr explicit HotSlot(std::uint64_t mask) noexcept : align_mask(mask) {}
+  MagazineHot hot;
+  std::uint64_t align_mask = 0;
+  std::uint64_t unused = 0;  // a power-of-two size: indexing is a shift
+};
+static_assert(sizeof(HotSlot) == 32);
+
 class ThreadHeap {
  public:
   // classes: kNumSizeClasses SlabClasses that outlive the heap.
@@ -112,7 +128,11 @@ class ThreadHeap {
   // the class's first use (see "Slots").
   explicit ThreadHeap(SlabClass* classes,
                       std::uint32_t drain_epoch = 0) noexcept
-      : classes_(classes), drain_epoch_(drain_epoch) {}
+      : classes_(classes), drain_epoch_(drain_epoch) {
+    for (std::size_t t = 0; t < kHotEntries; ++t) {
+      hot_[t].align_mask = TagAlignMask(t);
+    }
+  }
   ThreadHeap(const ThreadHeap&) = delete;
   ThreadHeap& operator=(const ThreadHeap&) = delete;
   // The caches' destructors return their objects and slabs.
@@ -126,7 +146,7 @@ class ThreadHeap {
     return ABSL_PREDICT_TRUE(TryAlloc(c, &p)) ? p : AllocSlow(c);
   }
   ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryAlloc(SizeClass c, void** p) noexcept {
-    return (hot_ + 1)[c.index()].TryAlloc(p);
+    return (hot_ + 1)[c.index()].hot.TryAlloc(p);
   }
   ABSL_ATTRIBUTE_NOINLINE void* AllocSlow(SizeClass c) noexcept;
   // After Alloc/AllocSlow returned nullptr: drains this heap if a drain was
@@ -139,15 +159,15 @@ class ThreadHeap {
     if (ABSL_PREDICT_FALSE(!TryFree(c, p))) FreeSlow(c, p);
   }
   ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryFree(SizeClass c, void* p) noexcept {
-    return (hot_ + 1)[c.index()].TryFree(p);
+    return (hot_ + 1)[c.index()].hot.TryFree(p);
   }
   // The fast-path states, indexed by slab tag (class + 1, Slab::TagOf):
   // entry 0 and every entry past the last class stay empty, so a tag that
   // names no class fails TryFree and reaches the slow path, which reports
-  // it. 4 KiB, all written (empty) when the heap is built: the heap's
-  // memory may be a recycled bsalloc block, so the entries past the last
-  // class cannot be assumed zero.
-  MagazineHot* hot() noexcept { return hot_; }
+  // it. 8 KiB, all written (empty, with their masks) when the heap is
+  // built: the heap's memory may be a recycled bsalloc block, so the
+  // entries past the last class cannot be assumed zero.
+  HotSlot* hot() noexcept { return hot_; }
   // Free when the magazine is full or not created yet.
   ABSL_ATTRIBUTE_NOINLINE void FreeSlow(SizeClass c, void* p) noexcept;
 
@@ -214,7 +234,7 @@ class ThreadHeap {
   bool pooled_ = false;
   // The drain epoch this heap last drained at (see "Draining" above).
   std::uint32_t drain_epoch_;
-  alignas(64) MagazineHot hot_[kHotEntries];
+  alignas(64) HotSlot hot_[kHotEntries];
   // The coalescer table every cache's flush uses (magazine_cache.h, "The
   // Coalescer"), mapped with the first cache. Declared before caches_ so
   // that it is destroyed after them (their destructors flush).
@@ -264,9 +284,18 @@ ABSL_CONST_INIT extern thread_local ThreadHeap* tls_heap
 // states whose fast paths fail, so that malloc and free index it without
 // testing for a heap first (the slow paths do). Set and cleared with
 // tls_heap (SetThreadHeap).
-ABSL_CONST_INIT extern thread_local MagazineHot* tls_hot
+ABSL_CONST_INIT extern thread_local HotSlot* tls_hot
     __attribute__((tls_model("initial-exec")));
-extern MagazineHot kNoHeapHot[kHotEntries];
+// Empty states with every tag's mask, constant-initialised.
+struct NoHeapHot {
+  constexpr NoHeapHot() noexcept {
+    for (std::size_t t = 0; t < kHotEntries; ++t) {
+      slots[t].align_mask = TagAlignMask(t);
+    }
+  }
+  HotSlot slots[kHotEntries];
+};
+extern NoHeapHot kNoHeapHot;
 ABSL_CONST_INIT extern thread_local ThreadState tls_state
     __attribute__((tls_model("initial-exec")));
 }  // namespace internal
@@ -279,7 +308,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline ThreadHeap* CurrentThreadHeap() noexcept {
 
 // The calling thread's fast-path states (ThreadHeap::hot()), indexed by
 // slab tag: never null; all empty while the thread has no heap.
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline MagazineHot* CurrentHotStates() noexcept {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline HotSlot* CurrentHotStates() noexcept {
   return internal::tls_hot;
 }
 

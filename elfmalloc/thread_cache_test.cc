@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstddef>
+#include <cstring>
 #include <new>
 #include <thread>
 #include <vector>
@@ -76,6 +77,41 @@ TEST(ThreadCacheTest, LifeCycle) {
   t.join();
   // The key destructor ran and destroyed the heap.
   EXPECT_EQ(LiveThreadHeaps(), live_before);
+}
+
+// Every fast-path entry carries its tag's alignment mask, which free tests
+// before anything else: in a heap from the start (the entries are written
+// when it is built, over memory that may hold an old heap's), and in the
+// entries a thread without a heap reads (constant-initialised), so that a
+// misaligned free is caught the same way with and without a heap.
+TEST(ThreadCacheTest, FastPathEntriesCarryTheTagsAlignmentMasks) {
+  for (std::size_t t = 0; t < kHotEntries; ++t) {
+    EXPECT_EQ(internal::kNoHeapHot.slots[t].align_mask, TagAlignMask(t)) << t;
+    EXPECT_EQ(internal::kNoHeapHot.slots[t].hot.capacity(), 0u) << t;
+  }
+  SlabClass* classes = TestClasses().get();
+  std::thread th([&] {
+    EXPECT_EQ(CurrentHotStates(), internal::kNoHeapHot.slots);
+    ThreadHeap* h = InitThreadHeap(classes);
+    ASSERT_NE(h, nullptr);
+    EXPECT_EQ(CurrentHotStates(), h->hot());
+    void* p = h->Cache(SizeClass(3)).Alloc();  // binds class 3's entry
+    ASSERT_NE(p, nullptr);
+    for (std::size_t t = 0; t < kHotEntries; ++t) {
+      EXPECT_EQ(h->hot()[t].align_mask, TagAlignMask(t)) << t;
+    }
+    h->Cache(SizeClass(3)).Free(p);
+  });
+  th.join();
+  // Over a recycled block: the masks are written, not assumed.
+  alignas(ThreadHeap) static unsigned char storage[sizeof(ThreadHeap)];
+  std::memset(storage, 0xA5, sizeof(storage));
+  ThreadHeap* h = ::new (storage) ThreadHeap(classes);
+  for (std::size_t t = 0; t < kHotEntries; ++t) {
+    EXPECT_EQ(h->hot()[t].align_mask, TagAlignMask(t)) << t;
+    EXPECT_EQ(h->hot()[t].hot.capacity(), 0u) << t;
+  }
+  h->~ThreadHeap();
 }
 
 // The magazines' stacks of one heap lie side by side in its stack arena:
