@@ -10,7 +10,8 @@
 # Installs missing Debian packages first (tools/setup.sh). Each (leg, test target)
 # pair counts once; a leg whose build fails before any test ran counts as one
 # failure. A default-leg run over //... also builds the consumer workspace
-# (tools/consumer/consumer_test.sh), counted as one more test. Exit status is
+# (tools/consumer/consumer_test.sh) and the libraries under --config=checked,
+# each counted as one more test. Exit status is
 # non-zero when anything failed. .ci/run calls exactly this.
 # BAZEL_STARTUP_OPTS from the environment (e.g. --output_base=DIR) go before
 # every bazel command.
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     --quick) legs="default" ;;
     --legs=*) legs="${1#--legs=}" ;;
     --) shift; targets=("$@"); break ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -96,6 +97,11 @@ done
 # depends on this one (tools/consumer) builds and runs.
 if [[ ",$legs," == *,default,* ]] && [ "${targets[*]}" = "//..." ]; then
   run_step tools/consumer/consumer_test.sh tools/consumer/consumer_test.sh
+  # The documented --config=checked builds the libraries, the unchecked one
+  # included (it undefines ELFMALLOC_CHECKED; elfmalloc/BUILD). Last: it
+  # rebuilds what it touches with the checked flags.
+  run_step config_checked_build bazel "${startup[@]}" build --config=checked \
+    --curses=no --color=no //elfc:libelfc.so //elfc:libelfc_unchecked.so
 fi
 
 echo

@@ -7,7 +7,9 @@
 # the unchecked build (for measuring the checks' cost) says "(unchecked)".
 #
 #   checked_test.sh PROGRAM LIBELFC_SO LIBELFC_CHECKED_SO VERSION_FILE \
-#       LIBELFC_HARDENED_SO LIBELFC_UNCHECKED_SO
+#       LIBELFC_HARDENED_SO LIBELFC_UNCHECKED_SO [checked]
+# "checked": the build runs under --config=checked, where libelfc.so is a
+# checked build too (elfc/BUILD passes it).
 set -uo pipefail
 program=$1
 normal=$(realpath "$2")
@@ -15,6 +17,8 @@ checked=$(realpath "$3")
 version=$(tr -d ' \n' <"$4")
 hardened=$(realpath "$5")
 unchecked=$(realpath "$6")
+normal_suffix=""
+[ "${7:-}" = "checked" ] && normal_suffix=" (checked)"
 fail() { echo "FAIL: $*"; exit 1; }
 
 out=$(LD_PRELOAD=$checked "$program" version) || fail "version under the checked build: $out"
@@ -26,7 +30,7 @@ out=$(LD_PRELOAD=$hardened "$program" version) || fail "version under the harden
 echo "hardened: $out"
 
 out=$(LD_PRELOAD=$normal "$program" version) || fail "version under the normal build: $out"
-[ "$out" = "version: $version" ] || fail "normal build says '$out', want 'version: $version'"
+[ "$out" = "version: $version$normal_suffix" ] || fail "normal build says '$out', want 'version: $version$normal_suffix'"
 echo "normal: $out"
 
 out=$(LD_PRELOAD=$unchecked "$program" version) || fail "version under the unchecked build: $out"

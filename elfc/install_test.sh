@@ -10,7 +10,9 @@
 #   * libelfc_checked.so preloaded over the shared program: "(checked)"
 #   * libelfc_hardened.so preloaded over the shared program: "(hardened)"
 #
-#   install_test.sh DIR_WITH_INSTALL_FILES
+#   install_test.sh DIR_WITH_INSTALL_FILES [checked]
+# "checked": the build runs under --config=checked, where the installed
+# libraries are checked builds too (elfc/BUILD passes it).
 set -euo pipefail
 from=$(realpath "$1")
 repo=$PWD
@@ -19,6 +21,8 @@ prefix="$tmp/prefix"
 src="$repo/elfc/testdata/install"
 version=$(tr -d ' \n' <"$from/VERSION")
 fail() { echo "FAIL: $*"; exit 1; }
+suffix=""
+[ "${2:-}" = "checked" ] && suffix=" (checked)"
 
 bash "$repo/tools/install.sh" --prefix="$prefix" --from="$from"
 
@@ -26,7 +30,7 @@ needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' 
 run() {  # $1 = label, $2 = program
   local out
   out=$("$2") || fail "$1: the program failed: $out"
-  [ "$out" = "install_prog: PASS (elfc $version)" ] || fail "$1: unexpected output: $out"
+  [ "$out" = "install_prog: PASS (elfc $version$suffix)" ] || fail "$1: unexpected output: $out"
   echo "$1: $out [NEEDED: $(needed "$2")]"
 }
 
