@@ -1859,7 +1859,6 @@ void* Allocate(std::size_t n, std::size_t align) noexcept {
 
 namespace {
 
-
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void DieMisaligned(
     const void* p);
 

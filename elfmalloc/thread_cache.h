@@ -107,18 +107,25 @@ inline constexpr std::size_t kHotEntries = 256;
 // One entry of a heap's fast-path array: the magazine's state and the
 // alignment mask of the tag's objects (TagAlignMask), which free tests the
 // pointer against before it touches the block. Free indexes this entry by
-// the pointer's slab tag anyway, so the mask costs one test with memory;
-// from a table of its own it cost two more instructions per free (the
-// table's address and the load; callgrind, pair_latency). The mask is
-// written once, when the array is built, and never changes.
+// the pointer's slab tag anyway, so the mask costs a load from a line it
+// reads anyway; from a table of its own the test cost one instruction more
+// per free (callgrind, pair_latency) and the checks every build makes cost
+// 17% instead of 10% of the malloc/free pair's throughput (against the
+// unchecked build, 7 interleaved runs). The mask is written once, when the
+// array is built (WriteAlignMasks), and never changes.
 struct HotSlot {
-  constexpr HotSlot() noexcept = default;
-  constexpr explicit HotSlot(std::uint64_t mask) noexcept : align_mask(mask) {}
   MagazineHot hot;
   std::uint64_t align_mask = 0;
   std::uint64_t unused = 0;  // a power-of-two size: indexing is a shift
 };
 static_assert(sizeof(HotSlot) == 32);
+
+// Gives every entry of a fast-path array its tag's mask.
+constexpr void WriteAlignMasks(HotSlot* slots) noexcept {
+  for (std::size_t t = 0; t < kHotEntries; ++t) {
+    slots[t].align_mask = TagAlignMask(t);
+  }
+}
 
 class ThreadHeap {
  public:
@@ -129,9 +136,7 @@ class ThreadHeap {
   explicit ThreadHeap(SlabClass* classes,
                       std::uint32_t drain_epoch = 0) noexcept
       : classes_(classes), drain_epoch_(drain_epoch) {
-    for (std::size_t t = 0; t < kHotEntries; ++t) {
-      hot_[t].align_mask = TagAlignMask(t);
-    }
+    WriteAlignMasks(hot_);
   }
   ThreadHeap(const ThreadHeap&) = delete;
   ThreadHeap& operator=(const ThreadHeap&) = delete;
@@ -288,11 +293,7 @@ ABSL_CONST_INIT extern thread_local HotSlot* tls_hot
     __attribute__((tls_model("initial-exec")));
 // Empty states with every tag's mask, constant-initialised.
 struct NoHeapHot {
-  constexpr NoHeapHot() noexcept {
-    for (std::size_t t = 0; t < kHotEntries; ++t) {
-      slots[t].align_mask = TagAlignMask(t);
-    }
-  }
+  constexpr NoHeapHot() noexcept { WriteAlignMasks(slots); }
   HotSlot slots[kHotEntries];
 };
 extern NoHeapHot kNoHeapHot;

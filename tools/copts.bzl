@@ -42,3 +42,13 @@ ALLOCATORS_TEST_COPTS = ALLOCATORS_COPTS + [
 # function: 6 of the ~85 instructions of a malloc/free pair (callgrind).
 # Profilers unwind through these leaf-like functions with DWARF CFI.
 ALLOCATORS_FAST_PATH_COPTS = ALLOCATORS_COPTS + ["-fomit-frame-pointer"]
+
+# The unchecked builds (//elfmalloc:general_allocator_unchecked and
+# //elfc:elfc_malloc_unchecked) stay unchecked under --config=checked, which
+# defines ELFMALLOC_CHECKED for every target: they exist to measure the
+# checks, and ELFMALLOC_UNCHECKED excludes ELFMALLOC_CHECKED. A target's own
+# copts come after the configuration's, so this undefines it.
+ALLOCATORS_UNCHECKED_COPTS = select({
+    "//elfmalloc:checked_config": ["-UELFMALLOC_CHECKED"],
+    "//conditions:default": [],
+})
