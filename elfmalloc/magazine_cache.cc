@@ -111,12 +111,12 @@ MagazineCache::MagazineCache(SlabClass* cls, std::size_t capacity,
   }
 }
 
-void MagazineCache::Graduate() noexcept {
+void MagazineCache::Graduate(std::uint32_t capacity) noexcept {
   void** full = std::exchange(full_stack_, nullptr);
   const std::uint32_t top = hot_->top();
   void** const nursery = hot_->stack();
   for (std::uint32_t i = 0; i < top; ++i) full[i] = nursery[i];
-  hot_->Set(full, top, max_capacity_);
+  hot_->Set(full, top, capacity);
 }
 
 MagazineCache::~MagazineCache() { Destroy(); }
@@ -208,7 +208,7 @@ void* MagazineCache::AllocSlow() noexcept {
     // The first refill fills the nursery at most; the next one means the
     // thread uses the class more than a nursery's worth ("Nursery").
     if (from_slabs_.load(std::memory_order_relaxed) != 0) {
-      Graduate();
+      Graduate(max_capacity_);
     } else {
       first = true;
       if (want > kNurseryEntries) want = kNurseryEntries;
@@ -255,8 +255,14 @@ void MagazineCache::FreeSlow(void* p) noexcept {
   }
   if (in_nursery()) {
     // The nursery is full: the thread caches more of the class than it
-    // holds. The full stack has room for p at once.
-    Graduate();
+    // holds. The full stack has room for p at once. A thread that has only
+    // freed objects of the class so far starts at the free-only minimum
+    // (see "Nursery"); a nursery larger than that minimum (classes above
+    // 256 B) goes to the default, as the minimum would shrink it.
+    Graduate(from_slabs_.load(std::memory_order_relaxed) != 0 ||
+                     min_capacity_ <= kNurseryEntries
+                 ? max_capacity_
+                 : min_capacity_);
     const bool moved = TryFree(p);
     ABSL_ASSERT(moved);
     (void)moved;

@@ -507,6 +507,41 @@ TEST(MagazineCacheTest, NurseryHoldsLightUseAndGraduatesWithItsObjects) {
   other.Release();
 }
 
+// A thread whose first use of a class is freeing (a consumer freeing what
+// another thread allocated) leaves the nursery at the free-only minimum,
+// not at the default capacity: a consumer started at the default held up
+// to 64 KiB of every class until its overflows halved it, long enough to
+// push the producer of a pair onto a second slab per class, both wholly
+// touched (prodcons peak RSS). A refill restores the default at once.
+TEST(MagazineCacheTest, FreeOnlyNurseryGraduatesAtTheMinimum) {
+  Env e(64);
+  const std::size_t stack_entries = MagazineStackBytes(64) / sizeof(void*);
+  std::vector<void*> stack(stack_entries, nullptr);
+  std::vector<void*> nursery(kNurseryEntries, nullptr);
+  SlabAllocator other(&e.cls);
+  MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr, nursery.data());
+  ASSERT_TRUE(c.in_nursery());
+  std::vector<void*> objs;
+  for (std::size_t i = 0; i <= kNurseryEntries; ++i) {
+    objs.push_back(other.Alloc());
+    ASSERT_NE(objs.back(), nullptr);
+  }
+  for (void* p : objs) c.Free(p);
+  EXPECT_FALSE(c.in_nursery());
+  // 8 KiB / 64 B.
+  EXPECT_EQ(c.capacity(), 128u);
+  EXPECT_EQ(c.cached(), kNurseryEntries + 1);
+  // Every object comes back out, then a refill restores the default.
+  std::set<void*> out;
+  for (std::size_t i = 0; i <= kNurseryEntries + 1; ++i) out.insert(c.Alloc());
+  EXPECT_EQ(out.size(), kNurseryEntries + 2);
+  for (void* p : objs) EXPECT_EQ(out.count(p), 1u);
+  EXPECT_EQ(c.capacity(), c.max_capacity());
+  for (void* p : out) c.Free(p);
+  c.FlushAll();
+  other.Release();
+}
+
 // The shared first refill: a cache in its nursery (a heap's) takes its
 // first refill from the shared source, at most kSharedFirstRefillBytes of
 // objects, and its later ones from its own slab; a cache built alone never

@@ -254,7 +254,8 @@ TEST(SlabTest, NextBatchMatchesNext) {
 // whole and walked on (objects 4 and 5 below), so every claimed slab of a
 // big class became wholly resident.
 TEST(SlabTest, LowFirstBatchesReuseFreedObjectsBeforeFreshOnes) {
-  for (std::size_t size : {std::size_t{1000}, 16 * K, 64 * K}) {
+  for (std::size_t size : {std::size_t{16}, std::size_t{256},
+                           std::size_t{1000}, 16 * K, 64 * K}) {
     SCOPED_TRACE(size);
     Fixture f(size);
     ASSERT_GE(f.meta.page_size, kLowFirstMinPage);
@@ -297,9 +298,11 @@ TEST(SlabTest, LowFirstBatchesReuseFreedObjectsBeforeFreshOnes) {
   }
 }
 
-// Small slabs keep the sequential iterator: a batch takes whole words.
+// Slabs below kLowFirstMinPage (none of the general allocator's; the
+// object allocators' may be) keep the sequential iterator: a batch takes
+// whole words.
 TEST(SlabTest, SmallSlabBatchesTakeWholeWords) {
-  Fixture f(64);
+  Fixture f(64, 0.6, 32 * K);
   ASSERT_LT(f.meta.page_size, kLowFirstMinPage);
   ASSERT_TRUE(f.slab->Claim());
   Slab::LocalIter it = f.slab->Iterate();
