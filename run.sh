@@ -39,8 +39,8 @@
 # churn with thread replacement), pair_latency, large-block churn, realloc
 # growth, random-size cross-thread churn (rpmalloc), glibc's thread benchmark
 # pattern, mixed-size stress, a long-running server, a database-like mix, and
-# real programs from Debian with fixed inputs (sqlite3, python3, perl), each
-# run with LD_PRELOAD. Installs missing Debian packages first, including the
+# real programs from Debian with fixed inputs (sqlite3, python3, perl, g++,
+# git), each run with LD_PRELOAD. Installs missing Debian packages first, including the
 # peers (libjemalloc2, libtcmalloc-minimal4, libmimalloc2.0); a missing peer
 # is skipped with a note. Bazel options from the environment, if set:
 # BAZEL_STARTUP_OPTS (e.g. --output_base=DIR), BAZEL_BUILD_OPTS (e.g.

@@ -2,7 +2,7 @@
 """Runs the allocator workloads under elfc and its peers, side by side.
 
 Every program of //tools/workloads, and real programs from Debian (sqlite3,
-python3, perl) with fixed inputs, run under elfc, glibc, jemalloc, tcmalloc
+python3, perl, g++, git) with fixed inputs, run under elfc, glibc, jemalloc, tcmalloc
 and mimalloc (LD_PRELOAD), interleaved and repeated. Prints throughput and
 peak RSS tables with elfc's ratios, whether the performance targets are
 met, and in every mode one line starting `SUMMARY:` (elfc / best peer
@@ -14,7 +14,7 @@ rows above 1.30x, the load average).
 
 Modes:
   quick (default)  threads 1 and 2, 3 repetitions, 0.5 s runs, short inputs
-                   for the real programs (28 rows, ~4-5 minutes)
+                   for the real programs (31 rows, ~5 minutes)
   --full           threads 1, 2, 4, ... and nproc, 5 repetitions, 1 s runs,
                    full inputs; writes info/performance.md, the summary plot
                    info/perf_summary.png and one plot per workload
@@ -64,6 +64,7 @@ import hashlib
 import math
 import os
 import platform
+import random
 import re
 import resource
 import shlex
@@ -144,6 +145,9 @@ WORKLOADS = [
     Row("python3-pymalloc", "/usr/bin/python3", [], "single", None,
         "program"),
     Row("perl", "/usr/bin/perl", [], "single", None, "program"),
+    Row("g++", "/usr/bin/g++", [], "single", None, "program"),
+    Row("git-log", "/usr/bin/git", [], "single", None, "program"),
+    Row("git-pack", "/usr/bin/git", [], "single", None, "program"),
 ]
 
 # The targets of the issues, checked at the end of every run.
@@ -259,6 +263,119 @@ print scalar(keys %h), " $total $sum ", scalar(@a), "\n";
 '''
 
 
+def cxx_source(functions):
+    """A C++ translation unit for g++: a few standard-library templates
+    (map, set, unordered_map, vector, sort, ostringstream) instantiated for
+    `functions` struct types of their own, so that the compiler's work (and
+    its allocations: trees, RTL, the optimisers' tables) grows with the
+    count."""
+    out = ["#include <algorithm>", "#include <map>", "#include <set>",
+           "#include <sstream>", "#include <string>",
+           "#include <unordered_map>", "#include <vector>",
+           "bool Split(const std::string& s, std::string* k, long* v) {",
+           "  const std::size_t eq = s.find('=');",
+           "  if (eq == std::string::npos || eq == 0) return false;",
+           "  *k = s.substr(0, eq);",
+           "  *v = std::stol(s.substr(eq + 1));",
+           "  return true;",
+           "}",
+           "template <typename T> std::map<std::string, std::vector<T>> Group(",
+           "    const std::vector<std::pair<std::string, T>>& in) {",
+           "  std::map<std::string, std::vector<T>> out;",
+           "  for (const auto& [k, v] : in) out[k].push_back(v);",
+           "  for (auto& [k, v] : out) std::sort(v.begin(), v.end());",
+           "  return out;",
+           "}"]
+    for i in range(functions):
+        out += [
+            "struct S%d {" % i,
+            "  long a; double b; std::string c; int d[%d];" % (i % 7 + 1),
+            "  bool operator<(const S%d& o) const {" % i,
+            "    return a < o.a || (a == o.a && c < o.c);",
+            "  }",
+            "};",
+            "std::string F%d(const std::vector<std::string>& args) {" % i,
+            "  std::vector<std::pair<std::string, S%d>> kv;" % i,
+            "  std::unordered_map<std::string, std::set<S%d>> u;" % i,
+            "  std::string k;",
+            "  long v;",
+            "  for (const auto& s : args) {",
+            "    if (Split(s, &k, &v)) {",
+            "      kv.emplace_back(k, S%d{v, %d.5, k, {}});" % (i, i),
+            "      u[k].insert(kv.back().second);",
+            "    }",
+            "  }",
+            "  std::ostringstream os;",
+            "  for (const auto& [key, list] : Group(kv)) {",
+            "    os << key << ':' << list.size() << ':' << u[key].size() "
+            "<< ';';",
+            "  }",
+            "  return os.str();",
+            "}"]
+    return "\n".join(out) + "\n"
+
+
+GIT_WORDS = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta",
+             "theta", "iota", "kappa", "lambda", "mu"]
+
+
+def git_history(commits):
+    """A `git fast-import` stream: 150 files of ~200 lines, then `commits`
+    commits that each edit 5 of them (lines replaced, inserted, deleted),
+    from a fixed seed, with fixed authors and dates: the same repository,
+    to the object ids, every time."""
+    rng = random.Random(1)
+    files = {"src/f%03d.c" % i: ["line %d %s" % (j, rng.choice(GIT_WORDS))
+                                 for j in range(200)] for i in range(150)}
+    out = []
+    for c in range(commits):
+        changed = rng.sample(sorted(files), 5)
+        for f in changed:
+            lines = files[f]
+            for _ in range(8):
+                k = rng.randrange(len(lines))
+                op = rng.random()
+                if op < 0.4:
+                    lines[k] = "line %d %s %s" % (k, rng.choice(GIT_WORDS),
+                                                  rng.choice(GIT_WORDS))
+                elif op < 0.7:
+                    lines.insert(k, "new %s %d" % (rng.choice(GIT_WORDS),
+                                                   rng.randrange(1000)))
+                elif len(lines) > 50:
+                    del lines[k]
+        when = 1600000000 + c * 60
+        msg = "change %d\n" % c
+        out.append("commit refs/heads/main\n"
+                   "author A U Thor <a@example.com> %d +0000\n"
+                   "committer A U Thor <a@example.com> %d +0000\n"
+                   "data %d\n%s" % (when, when, len(msg), msg))
+        for f in (sorted(files) if c == 0 else changed):
+            data = "\n".join(files[f]) + "\n"
+            out.append("M 100644 inline %s\ndata %d\n%s\n" % (
+                f, len(data.encode()), data))
+        out.append("\n")
+    return "".join(out)
+
+
+# git reads no configuration but the repository's own.
+GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+
+
+def git_repository(workdir, commits):
+    """Creates workdir/repo from git_history(commits) (once per run, shared
+    by the git rows; the import runs without LD_PRELOAD)."""
+    repo = os.path.join(workdir, "repo")
+    if os.path.isdir(repo):
+        return
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    env.update(GIT_ENV)
+    subprocess.run(["git", "init", "-q", "-b", "main", repo], env=env,
+                   check=True)
+    subprocess.run(["git", "-C", repo, "fast-import", "--quiet"],
+                   input=git_history(commits).encode(), env=env, check=True)
+
+
 def program_setup(name, full, workdir):
     """Writes the input of real-program row `name` into workdir; returns
     (argv after the program, extra environment, ops, description)."""
@@ -290,6 +407,30 @@ def program_setup(name, full, workdir):
         return (["work.pl", str(n)], {}, n,
                 "hashes, arrays, string growth, sorting (script in "
                 "tools/harness.py; ops = loop iterations)")
+    if name == "g++":
+        n = 4 if full else 2
+        with open(os.path.join(workdir, "work.cc"), "w") as f:
+            f.write(cxx_source(n))
+        return (["-std=c++17", "-O2", "-S", "-o", "-", "work.cc"], {}, n,
+                "compiling a C++ file of standard-library templates "
+                "instantiated for %d types of its own to assembly (cc1plus; "
+                "source generated by tools/harness.py; ops = types)" % n)
+    if name in ("git-log", "git-pack"):
+        commits = 2000
+        git_repository(workdir, commits)
+        if name == "git-log":
+            return (["-C", "repo", "log", "-p", "--stat", "--oneline"],
+                    dict(GIT_ENV), commits,
+                    "every commit's patch and diffstat of a repository of "
+                    "%d commits over 150 files (built by git fast-import "
+                    "from a stream tools/harness.py generates; ops = "
+                    "commits)" % commits)
+        return (["-C", "repo", "pack-objects", "--all", "--threads=1",
+                 "-q", "--no-reuse-delta", "--no-reuse-object",
+                 "../pack"], dict(GIT_ENV), commits,
+                "the same repository packed with every delta computed "
+                "afresh (as `git repack -f`); the output is the pack's "
+                "checksum; ops = commits")
     raise ValueError(name)
 
 
@@ -902,7 +1043,8 @@ def machine_description(commit_note):
         "peers": ", ".join("%s %s (%s)" % (n, pkg_version(p), p)
                            for n, _, p in PEERS),
         "programs": ", ".join("%s %s" % (p, pkg_version(p))
-                              for p in ("sqlite3", "python3", "perl")),
+                              for p in ("sqlite3", "python3", "perl", "g++",
+                                        "git")),
         "commit": commit_note,
     }
 
