@@ -2,12 +2,12 @@
 """Runs the allocator workloads under elfc and its peers, side by side.
 
 Every program of //tools/workloads, and real programs from Debian (sqlite3,
-python3, perl, g++, git) with fixed inputs, run under elfc, glibc, jemalloc, tcmalloc
-and mimalloc (LD_PRELOAD), interleaved and repeated. Prints throughput and
-peak RSS tables with elfc's ratios, whether the performance targets are
-met, and in every mode one line starting `SUMMARY:` (elfc / best peer
-geometric mean, rows below 0.85x, peak RSS geometric mean against glibc,
-rows above 1.30x, the load average).
+python3, perl, g++, git) with fixed inputs, run under elfc, glibc, jemalloc,
+tcmalloc and mimalloc (LD_PRELOAD), interleaved and repeated. Prints
+throughput and peak RSS tables with elfc's ratios, whether the performance
+targets are met, and in every mode one line starting `SUMMARY:` (elfc /
+best peer geometric mean, rows below 0.85x, peak RSS geometric mean against
+glibc, rows above 1.30x, the load average).
 
   bazel build //elfc:libelfc.so //tools/workloads:all     (./run.sh does this)
   /usr/bin/python3 tools/harness.py --bin_dir=bazel-bin [--full] [...]
