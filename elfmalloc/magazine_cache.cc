@@ -255,14 +255,13 @@ void MagazineCache::FreeSlow(void* p) noexcept {
   }
   if (in_nursery()) {
     // The nursery is full: the thread caches more of the class than it
-    // holds. The full stack has room for p at once. A thread that has only
-    // freed objects of the class so far starts at the free-only minimum
-    // (see "Nursery"); a nursery larger than that minimum (classes above
-    // 256 B) goes to the default, as the minimum would shrink it.
-    Graduate(from_slabs_.load(std::memory_order_relaxed) != 0 ||
-                     min_capacity_ <= kNurseryEntries
-                 ? max_capacity_
-                 : min_capacity_);
+    // holds. A thread that has only freed objects of the class so far
+    // starts at the free-only minimum (see "Nursery"), unless that minimum
+    // is no larger than the nursery (the 256-byte class: 32 objects) and
+    // would leave no room for p. (Above 256 B the minimum is the default.)
+    const bool free_only = from_slabs_.load(std::memory_order_relaxed) == 0;
+    Graduate(free_only && min_capacity_ > kNurseryEntries ? min_capacity_
+                                                          : max_capacity_);
     const bool moved = TryFree(p);
     ABSL_ASSERT(moved);
     (void)moved;

@@ -111,9 +111,10 @@
 // overflows halved it, and meanwhile its producer, short of those
 // objects, claimed a second slab in every class and touched both: alone
 // this rule takes a producer-consumer pair's peak RSS from 5.9 to 5.6 MiB,
-// with low-first 64 KiB slabs (slab.h) to 5.2 MiB. The full stacks of the classes up to 256 B are sized for bursts
-// (up to 128 KiB of address space each), so each began on a page of its
-// own: a thread that touched 8 small classes committed 8 stack pages, 32 of
+// with low-first 64 KiB slabs (slab.h) to 5.2 MiB.
+//
+// The full stacks of the classes up to 256 B are sized for bursts (up to
+// 128 KiB of address space each), so each began on a page of its own: a thread that touched 8 small classes committed 8 stack pages, 32 of
 // the ~98 KiB that a thread holding one block of each of 8 classes cost
 // (elfc/thread_footprint.cc; with the nurseries and the heap's lazily
 // built slots, thread_cache.h, ~64 KiB). Graduating copies at most 32

@@ -424,20 +424,33 @@ TEST(MagazineCacheTest, MoveKeepsTheCachedObjects) {
   b.Free(p);
 }
 
+// A full stack and a nursery for a cache of `size`-byte objects, as a
+// ThreadHeap's stack arena gives them.
+struct NurseryStacks {
+  explicit NurseryStacks(std::size_t size)
+      : stack(MagazineStackBytes(size) / sizeof(void*), nullptr),
+        nursery(kNurseryEntries, nullptr) {}
+  MagazineCache Make(SlabClass* cls) {
+    return MagazineCache(cls, 0, nullptr, stack.data(), nullptr,
+                         nursery.data());
+  }
+  std::vector<void*> stack;
+  std::vector<void*> nursery;
+};
+
 // A cache given a nursery starts in it: light use (a first refill of at
 // most kNurseryEntries objects, frees that fit) never touches the full
-// stack; the first overflow moves every cached object to the full stack and
-// restores the default capacity; so does a second refill; moving the cache
-// keeps its state.
+// stack; the first overflow of a thread that took objects from the slabs
+// moves every cached object to the full stack and restores the default
+// capacity; so does a second refill; moving the cache keeps its state.
 TEST(MagazineCacheTest, NurseryHoldsLightUseAndGraduatesWithItsObjects) {
   Env e(64);
-  const std::size_t stack_entries = MagazineStackBytes(64) / sizeof(void*);
-  std::vector<void*> stack(stack_entries, nullptr);
-  std::vector<void*> nursery(kNurseryEntries, nullptr);
+  NurseryStacks stacks(64);
+  std::vector<void*>& stack = stacks.stack;
+  std::vector<void*>& nursery = stacks.nursery;
   SlabAllocator other(&e.cls);
   {
-    MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr,
-                    nursery.data());
+    MagazineCache c = stacks.Make(&e.cls);
     ASSERT_TRUE(c.in_nursery());
     EXPECT_EQ(c.capacity(), kNurseryEntries);
     EXPECT_EQ(c.max_capacity(), 1024u);
@@ -465,8 +478,7 @@ TEST(MagazineCacheTest, NurseryHoldsLightUseAndGraduatesWithItsObjects) {
     EXPECT_EQ(c.Alloc(), q);
   }
   {
-    MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr,
-                    nursery.data());
+    MagazineCache c = stacks.Make(&e.cls);
     // Allocating past the first refill: the second refill graduates and
     // takes a quarter magazine.
     std::vector<void*> objs;
@@ -484,8 +496,7 @@ TEST(MagazineCacheTest, NurseryHoldsLightUseAndGraduatesWithItsObjects) {
   }
   {
     // Moving a cache that is still in its nursery keeps it there.
-    MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr,
-                    nursery.data());
+    MagazineCache c = stacks.Make(&e.cls);
     void* p = c.Alloc();
     MagazineCache d(std::move(c));
     EXPECT_TRUE(d.in_nursery());
@@ -515,11 +526,9 @@ TEST(MagazineCacheTest, NurseryHoldsLightUseAndGraduatesWithItsObjects) {
 // touched (prodcons peak RSS). A refill restores the default at once.
 TEST(MagazineCacheTest, FreeOnlyNurseryGraduatesAtTheMinimum) {
   Env e(64);
-  const std::size_t stack_entries = MagazineStackBytes(64) / sizeof(void*);
-  std::vector<void*> stack(stack_entries, nullptr);
-  std::vector<void*> nursery(kNurseryEntries, nullptr);
+  NurseryStacks stacks(64);
   SlabAllocator other(&e.cls);
-  MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr, nursery.data());
+  MagazineCache c = stacks.Make(&e.cls);
   ASSERT_TRUE(c.in_nursery());
   std::vector<void*> objs;
   for (std::size_t i = 0; i <= kNurseryEntries; ++i) {
@@ -559,11 +568,9 @@ TEST(MagazineCacheTest, FirstRefillOfAHeapsCacheIsShared) {
   g_test_source = &source;
   g_test_source_calls = 0;
   SetSharedRefill(&TestSource);
-  std::vector<void*> stack(MagazineStackBytes(64) / sizeof(void*));
-  std::vector<void*> nursery(kNurseryEntries);
+  NurseryStacks stacks(64);
   {
-    MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr,
-                    nursery.data());
+    MagazineCache c = stacks.Make(&e.cls);
     void* p = c.Alloc();
     ASSERT_NE(p, nullptr);
     EXPECT_EQ(g_test_source_calls, 1);
@@ -593,8 +600,7 @@ TEST(MagazineCacheTest, FirstRefillOfAHeapsCacheIsShared) {
   {
     // A source that cannot serve.
     g_test_source = nullptr;
-    MagazineCache c(&e.cls, 0, nullptr, stack.data(), nullptr,
-                    nursery.data());
+    MagazineCache c = stacks.Make(&e.cls);
     void* p = c.Alloc();
     ASSERT_NE(p, nullptr);
     EXPECT_EQ(g_test_source_calls, 2);
