@@ -1033,10 +1033,11 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
 //
 // Guard pages (large blocks, above 256 KiB). A request of n bytes maps
 // n + one page through the large allocator; the page after
-// round_up(n, page) is made inaccessible (mmap_alloc::Protect, PROT_NONE)
-// and made accessible again before the block goes back to LargeFree or
-// LargeRealloc (mremap refuses ranges of mixed protections, and a cached
-// region must be whole). An access that crosses it faults at once, and the
+// round_up(n, page) is made inaccessible (mmap_alloc::Guard: the kernel's
+// guard markers, which neither split the mapping nor take its lock for
+// writing; mprotect on kernels before 6.13) and accessible again before
+// the block goes back to LargeFree or LargeRealloc (a cached region must
+// be whole, and mremap refuses ranges of mixed protections). An access that crosses it faults at once, and the
 // fault is reported like every other misuse: InitHardening installs a
 // SIGSEGV handler (InstallFaultHandler, platform.h; not when the program
 // has one of its own) that finds the large block around the faulting
@@ -1342,9 +1343,10 @@ void GuardLarge(void* p, std::size_t n) {
   char* guard = GuardPageOf(p, n);
   char* user_end = static_cast<char*>(p) + n;
   FillPattern(user_end, PatternEnd(user_end, guard), g_canary_pattern);
-  // A failure (the kernel's limit on mappings) leaves the block unguarded,
-  // as an allocation that cannot get a guard page is better than none.
-  mmap_alloc::Protect(guard, mmap_alloc::PageSize(), mmap_alloc::Perm::kNone);
+  // A failure (the kernel's limit on mappings, with the mprotect fallback)
+  // leaves the block unguarded, as an allocation that cannot get a guard
+  // page is better than none.
+  mmap_alloc::Guard(guard, mmap_alloc::PageSize());
 }
 
 // Checks large block p's canary and makes its guard page accessible again;
@@ -1360,9 +1362,7 @@ std::size_t UnguardLarge(void* p) {
                  "past its %zu requested bytes, at offset %zu",
                  p, n, static_cast<std::size_t>(bad - static_cast<char*>(p)));
   }
-  constexpr mmap_alloc::Perm kReadWrite =
-      mmap_alloc::Perm::kRead | mmap_alloc::Perm::kWrite;
-  if (!mmap_alloc::Protect(guard, mmap_alloc::PageSize(), kReadWrite)) {
+  if (!mmap_alloc::Unguard(guard, mmap_alloc::PageSize())) {
     ABSL_RAW_LOG(FATAL,
                  "elfmalloc: cannot unprotect the guard page of %p; the "
                  "region cannot be reused",

@@ -36,6 +36,12 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#ifndef MADV_GUARD_REMOVE
+#define MADV_GUARD_REMOVE 103
+#endif
 #ifndef PR_SET_VMA
 #define PR_SET_VMA 0x53564d41
 #endif
@@ -327,6 +333,74 @@ bool Protect(void* p, std::size_t size, Perm perm) noexcept {
     return false;
   }
   if (readable) MarkRange(p, len, true);
+  return true;
+}
+
+namespace {
+
+// How Guard guards (see mmap_alloc.h): with markers until the kernel
+// refuses them once (EINVAL), then with mprotect. A range does not
+// remember which way it was guarded, so Unguard undoes every way that any
+// Guard has used: each "used" flag only ever goes from false to true, set
+// before the system call of its kind, and a range reaches Unguard only
+// after its Guard returned and the range was handed on (a lock or an
+// acquire/release pair in the caller), which orders the flag's store
+// before Unguard's load; relaxed is therefore enough.
+ABSL_CONST_INIT std::atomic<bool> g_guard_try_markers{true};
+ABSL_CONST_INIT std::atomic<bool> g_guard_markers_used{false};
+ABSL_CONST_INIT std::atomic<bool> g_guard_protect_used{false};
+
+}  // namespace
+
+namespace internal {
+void UseGuardFallbackForTesting() noexcept {
+  g_guard_try_markers.store(false, std::memory_order_relaxed);
+}
+}  // namespace internal
+
+bool Guard(void* p, std::size_t size) noexcept {
+  ErrnoGuard guard;
+  std::size_t len;
+  if (!CheckRange(guard, p, size, &len)) return false;
+  MarkRange(p, len, false);
+  if (g_guard_try_markers.load(std::memory_order_relaxed)) {
+    g_guard_markers_used.store(true, std::memory_order_relaxed);
+    if (madvise(p, len, MADV_GUARD_INSTALL) == 0) return true;
+    if (errno != EINVAL) {
+      guard.Fail(errno);
+      MarkRange(p, len, true);
+      return false;
+    }
+    // A kernel before 6.13, or a mapping it will not mark (locked, huge
+    // pages): mprotect from now on.
+    g_guard_try_markers.store(false, std::memory_order_relaxed);
+  }
+  g_guard_protect_used.store(true, std::memory_order_relaxed);
+  if (ABSL_PREDICT_FALSE(mprotect(p, len, PROT_NONE) != 0)) {
+    guard.Fail(errno);
+    MarkRange(p, len, true);
+    return false;
+  }
+  return true;
+}
+
+bool Unguard(void* p, std::size_t size) noexcept {
+  ErrnoGuard guard;
+  std::size_t len;
+  if (!CheckRange(guard, p, size, &len)) return false;
+  // Removing markers from a range that has none is a no-op, and so is
+  // restoring the permissions of a range that kept them.
+  if (g_guard_markers_used.load(std::memory_order_relaxed) &&
+      madvise(p, len, MADV_GUARD_REMOVE) != 0 && errno != EINVAL) {
+    guard.Fail(errno);
+    return false;
+  }
+  if (g_guard_protect_used.load(std::memory_order_relaxed) &&
+      mprotect(p, len, PROT_READ | PROT_WRITE) != 0) {
+    guard.Fail(errno);
+    return false;
+  }
+  MarkRange(p, len, true);
   return true;
 }
 

@@ -10,6 +10,8 @@
 //                        (MADV_DONTNEED: reads as zero afterwards; MADV_FREE:
 //                        contents unspecified until written, cheaper);
 //   Protect              change read/write/exec permissions;
+//   Guard / Unguard      make a stretch of a mapping fault on any access
+//                        (a guard page next to a block) and undo it;
 //   Remap / GrowInPlace / ShrinkInPlace
 //                        resize with mremap, moving pages instead of copying;
 //   AdviseHugePages      the MADV_HUGEPAGE hint for transparent huge pages;
@@ -140,6 +142,27 @@ bool Uncommit(void* p, std::size_t size,
 // ENOMEM if the range is not mapped, EACCES if the kernel refuses (e.g. exec).
 bool Protect(void* p, std::size_t size, Perm perm) noexcept;
 
+// Guard pages. Guard makes every access to [p, p + size rounded up) fault
+// (SIGSEGV) until Unguard; the range must lie in a private anonymous
+// read/write mapping made here. Its contents are discarded: after Unguard
+// it reads as zero, or, where the fallback below was taken, as it was.
+//
+// Guard installs the kernel's guard markers (MADV_GUARD_INSTALL, Linux
+// 6.13): page-table entries that fault, set under the mapping lock taken
+// for reading, with the mapping left one VMA. mprotect(PROT_NONE) splits
+// the mapping in three and takes the lock for writing, and undoing it
+// flushes the TLBs of every CPU running the process: two threads that each
+// allocate and free guarded 256 KiB-2 MiB blocks spent most of their time
+// in the kernel waiting for each other's mprotect. Once the kernel refuses
+// the markers (EINVAL: before 6.13, or a locked or huge-page mapping),
+// Guard uses mprotect for the rest of the process, and Unguard undoes both
+// kinds (a range does not remember which way it was guarded). The registry
+// below counts a guarded range as unmapped. false with errno set (EINVAL:
+// unaligned p or size 0; ENOMEM: the range is not mapped, or the kernel's
+// limit on mappings is reached).
+bool Guard(void* p, std::size_t size) noexcept;
+bool Unguard(void* p, std::size_t size) noexcept;
+
 // Resizes the mapping [p, p + old_size) to new_size (both rounded up to pages),
 // keeping contents (up to the smaller size) and permissions. The region may
 // move; pages are moved by the kernel, never copied. If align (0 = page size)
@@ -188,7 +211,7 @@ bool NameRegion(void* p, std::size_t size, const char* name) noexcept;
 
 // The mapping registry. Every readable mapping made through this file marks
 // the 2 MiB-aligned addresses it covers, and Unmap, Protect (to PROT_NONE),
-// Remap, MoveTo and ShrinkInPlace clear the ones they take away, so
+// Guard, Remap, MoveTo and ShrinkInPlace clear the ones they take away, so
 // IsMappedBoundary answers, without a system call and without touching the
 // address, whether the page at a 2 MiB boundary is mapped readable by this
 // library: one bit per 2 MiB of the 47-bit user address space, in 64 KiB
@@ -351,6 +374,10 @@ namespace internal {
 // temporary read/write as described at MapAlloc::Reallocate.
 void* ReallocateByCopy(const MapAlloc& alloc, void* p, std::size_t old_size,
                        std::size_t new_size, std::size_t align) noexcept;
+
+// Makes Guard take its mprotect fallback from now on, as on a kernel
+// without guard markers (for tests of that path).
+void UseGuardFallbackForTesting() noexcept;
 
 }  // namespace internal
 

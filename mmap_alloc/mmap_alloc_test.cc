@@ -1,6 +1,6 @@
 // Tests for the page-level primitives of mmap_alloc (Map, Unmap, Commit,
-// Uncommit, Protect, Remap, GrowInPlace, ShrinkInPlace, AdviseHugePages,
-// NameRegion) and their failure paths.
+// Uncommit, Protect, Guard, Unguard, Remap, GrowInPlace, ShrinkInPlace,
+// AdviseHugePages, NameRegion) and their failure paths.
 //
 // Every claim is checked against the kernel's own view, never against
 // mmap_alloc's return values alone: permissions and mapping extents come from
@@ -159,6 +159,94 @@ TEST(MmapAllocTest, ProtectTakesEffect) {
   EXPECT_DEATH((void)static_cast<volatile char*>(p)[0], "");
   ASSERT_TRUE(Protect(p, kPage, kRW));
   EXPECT_TRUE(Check(p, kPage, 9));
+  EXPECT_TRUE(Unmap(p, kPage));
+}
+
+// Whether the byte at p can be read / written, asked of the kernel through
+// a pipe (EFAULT instead of a signal), so that one process can probe a
+// guarded page many times.
+bool CanRead(const void* p) {
+  int fds[2];
+  if (pipe(fds) != 0) return false;
+  const bool ok = write(fds[1], p, 1) == 1;
+  close(fds[0]);
+  close(fds[1]);
+  return ok;
+}
+bool CanWrite(void* p) {
+  int fds[2];
+  if (pipe(fds) != 0) return false;
+  char c = 5;
+  bool ok = write(fds[1], &c, 1) == 1 && read(fds[0], p, 1) == 1;
+  close(fds[0]);
+  close(fds[1]);
+  return ok;
+}
+
+// Guard makes exactly its range inaccessible (with guard markers where the
+// kernel has them, Linux 6.13, else with mprotect); Unguard makes it
+// readable and writable again, and the neighbours keep their contents
+// throughout. Run once per way, the fallback in a child (the choice is per
+// process and sticky).
+void CheckGuardAndUnguard(bool fallback) {
+  if (fallback) internal::UseGuardFallbackForTesting();
+  char* p = static_cast<char*>(Map(3 * kPage));
+  ASSERT_NE(p, nullptr);
+  Fill(p, kPage, 9);
+  Fill(p + 2 * kPage, kPage, 10);
+  ASSERT_TRUE(Guard(p + kPage, kPage));
+  EXPECT_TRUE(CanRead(p + kPage - 1));
+  EXPECT_FALSE(CanRead(p + kPage));
+  EXPECT_FALSE(CanRead(p + 2 * kPage - 1));
+  EXPECT_FALSE(CanWrite(p + kPage + 8));
+  EXPECT_TRUE(CanRead(p + 2 * kPage));
+  EXPECT_TRUE(Check(p, kPage, 9));
+  EXPECT_TRUE(Check(p + 2 * kPage, kPage, 10));
+  ASSERT_TRUE(Unguard(p + kPage, kPage));
+  EXPECT_TRUE(CanRead(p + kPage));
+  EXPECT_TRUE(CanWrite(p + 2 * kPage - 1));
+  EXPECT_TRUE(Check(p, kPage, 9));
+  EXPECT_TRUE(Check(p + 2 * kPage, kPage, 10));
+  // Guarding again after Unguard works the same way.
+  ASSERT_TRUE(Guard(p + kPage, kPage));
+  EXPECT_FALSE(CanRead(p + kPage));
+  ASSERT_TRUE(Unguard(p + kPage, kPage));
+  EXPECT_TRUE(CanWrite(p + kPage));
+  EXPECT_TRUE(Unmap(p, 3 * kPage));
+}
+
+TEST(MmapAllocTest, GuardTakesEffect) {
+  CheckGuardAndUnguard(false);
+  // An access to a guarded page is a SIGSEGV like any other.
+  char* p = static_cast<char*>(Map(2 * kPage));
+  ASSERT_NE(p, nullptr);
+  ASSERT_TRUE(Guard(p + kPage, kPage));
+  EXPECT_DEATH(static_cast<volatile char*>(p)[kPage] = 1, "");
+  ASSERT_TRUE(Unguard(p + kPage, kPage));
+  EXPECT_TRUE(Unmap(p, 2 * kPage));
+}
+
+TEST(MmapAllocTest, GuardFallbackTakesEffect) {
+  EXPECT_EXIT(
+      {
+        CheckGuardAndUnguard(true);
+        _exit(::testing::Test::HasFailure() ? 1 : 0);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST(MmapAllocTest, GuardRejectsBadRanges) {
+  errno = 0;
+  EXPECT_FALSE(Guard(nullptr, kPage));
+  EXPECT_EQ(errno, EINVAL);
+  char* p = static_cast<char*>(Map(kPage));
+  ASSERT_NE(p, nullptr);
+  errno = 0;
+  EXPECT_FALSE(Guard(p + 1, kPage));
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_FALSE(Unguard(p, 0));
+  EXPECT_EQ(errno, EINVAL);
   EXPECT_TRUE(Unmap(p, kPage));
 }
 
@@ -577,7 +665,7 @@ TEST(MmapAllocTest, RemapKeepsLargeAlignment) {
 // The mapping registry follows every call that maps, unmaps, moves or
 // protects: the 2 MiB boundaries a readable mapping covers are marked, and
 // nothing else is (a static array, the stack, memory another mmap made).
-TEST(MmapAllocRegistryTest, FollowsMapUnmapProtectRemapAndMove) {
+TEST(MmapAllocRegistryTest, FollowsMapUnmapProtectGuardRemapAndMove) {
   constexpr std::size_t G = kRegistryGranule;
   static char static_array[64];
   int on_stack = 0;
@@ -604,6 +692,12 @@ TEST(MmapAllocRegistryTest, FollowsMapUnmapProtectRemapAndMove) {
   ASSERT_TRUE(Protect(a + G, PageSize(), Perm::kNone));
   EXPECT_FALSE(IsMappedBoundary(a + G));
   ASSERT_TRUE(Protect(a + G, PageSize(), Perm::kRead | Perm::kWrite));
+  EXPECT_TRUE(IsMappedBoundary(a + G));
+  // So does a guard page, until Unguard.
+  ASSERT_TRUE(Guard(a + G, PageSize()));
+  EXPECT_FALSE(IsMappedBoundary(a + G));
+  EXPECT_TRUE(IsMappedBoundary(a));
+  ASSERT_TRUE(Unguard(a + G, PageSize()));
   EXPECT_TRUE(IsMappedBoundary(a + G));
   // Shrinking gives the tail's boundary back.
   ASSERT_TRUE(ShrinkInPlace(a, 2 * G, G));
