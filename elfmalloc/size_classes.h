@@ -45,12 +45,13 @@
 // objects per slab: 2 MiB holds 7 of 256 KiB after its header's aligned
 // slot). A class in use touches about one to three of its slabs, so the
 // slab size sets the fixed cost of every class in use. Mid pages stay at
-// 256 KiB: 128 KiB ones cut the peak RSS of programs with many medium sizes
-// by about a tenth (shbench 64 B-4 KiB: 1.55 -> 1.40x glibc's), but two
-// threads allocating and freeing 2 KiB blocks then take and return pages
-// so often that they run a third slower (threadtest 2 KiB, 2 threads:
-// 70 -> 46 M ops/s), and on 64 KiB pages (31 objects of 2 KiB) at less
-// than half the speed.
+// 256 KiB: with 128 KiB ones, mixed sizes from 8 B to 2 KiB or 16 KiB
+// handed between two threads peak 6-7% lower (mstress 28.4 -> 26.5 MiB,
+// xthread_churn 23.5 -> 22.2) but shbench 64 B-4 KiB with two threads 5%
+// higher (7.8 -> 8.1 MiB), and two threads allocating and freeing 2 KiB
+// blocks take and return pages so often that they run 10% slower
+// (threadtest 2 KiB: 75 -> 68 M ops/s); on 64 KiB pages (31 objects of
+// 2 KiB) they ran at less than half the speed.
 //
 // The table is a literal constexpr array (tcmalloc size_classes.cc style) so
 // that its contents are reviewable at a glance; static_asserts below check the
