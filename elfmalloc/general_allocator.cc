@@ -1466,6 +1466,7 @@ struct HardenedThreadState {
   std::uint64_t* ring;  // g_quarantine_ring_mask + 1 entries, or nullptr
   std::size_t head;     // index of the oldest entry
   void* newest;         // the block entered last, while blocks > 0
+  bool busy;            // inside a HardenedSection (see there)
   std::size_t blocks;   // entries held
   std::size_t bytes;    // the class sizes of the blocks held
   std::uint64_t rng;    // wyrand state; 0 until the first use
@@ -1548,6 +1549,38 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline std::size_t CheckHardenedSlabBlock(
 
 // ---- The quarantine ----
 
+// The part of a hardened malloc or free that works on the thread's
+// magazines and quarantine. A signal handler that interrupts it and frees
+// finds its ring and magazines mid-update: its frees skip the quarantine
+// and go straight to the magazine, so that a handler that frees and
+// allocates as many blocks as it allocates and frees pushes and pops
+// above the interrupted operation and leaves the stack as it found it (see
+// MagazineHot). Through the quarantine, a free pushes into the magazine
+// only what leaves the ring (nothing while the ring fills, one or two
+// blocks of other sizes after), so the handler's allocations would pop
+// blocks the interrupted malloc was taking: a timer handler freeing and
+// reallocating 8 blocks every 20 us had one block handed out twice within
+// a few thousand interruptions. Signal fences keep the flag's stores on
+// their side of the work (the handler runs on this thread).
+class HardenedSection {
+ public:
+  HardenedSection() noexcept : outer_(tls_hardened.busy) {
+    tls_hardened.busy = true;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  }
+  ~HardenedSection() {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    tls_hardened.busy = outer_;
+  }
+  HardenedSection(const HardenedSection&) = delete;
+  HardenedSection& operator=(const HardenedSection&) = delete;
+  // Whether this section interrupted another one (a signal handler's).
+  bool nested() const noexcept { return outer_; }
+
+ private:
+  const bool outer_;
+};
+
 // How much of a quarantined block of `size` bytes carries the freed pattern:
 // [1 word, QuarantineFillEnd). The block's trailer (its last word) is left
 // as it is (see "Neighbours"); the smallest class (16 bytes) has no room
@@ -1628,15 +1661,9 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* PopQuarantine(SizeClass* class_out) {
   return b;
 }
 
-// Slab block p of class c was freed by a thread with a heap (its free mark
-// is written): into the quarantine; the blocks it pushes out go on to the
-// magazine.
-void QuarantineFree(SizeClass c, void* p) noexcept {
-  const std::size_t size = ClassSize(c);
-  if (size > g_quarantine_max_bytes || g_quarantine_max_blocks == 0) {
-    return PushFreed(c, p);
-  }
-  HardenedThreadState& q = tls_hardened;
+// QuarantineFree's work.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void EnterQuarantine(
+    HardenedThreadState& q, SizeClass c, void* p, std::size_t size) {
   if (ABSL_PREDICT_FALSE(q.ring == nullptr)) {
     q.ring = static_cast<std::uint64_t*>(mmap_alloc::Map(RingBytes()));
     // No ring (out of memory): no delay for this block.
@@ -1665,11 +1692,24 @@ void QuarantineFree(SizeClass c, void* p) noexcept {
   ++q.blocks;
 }
 
+// Slab block p of class c was freed by a thread with a heap (its free mark
+// is written): into the quarantine; the blocks it pushes out go on to the
+// magazine.
+void QuarantineFree(SizeClass c, void* p) noexcept {
+  const std::size_t size = ClassSize(c);
+  if (size > g_quarantine_max_bytes || g_quarantine_max_blocks == 0) {
+    return PushFreed(c, p);
+  }
+  EnterQuarantine(tls_hardened, c, p, size);
+}
+
 // The release hook (SetThreadHeapReleaseHook): the calling thread's
 // quarantine into its heap th, checked block by block, and its ring
 // unmapped.
 void DrainQuarantine(ThreadHeap* th) {
   HardenedThreadState& q = tls_hardened;
+  const HardenedSection section;
+  if (section.nested()) return;  // a signal handler's, inside the thread's own
   while (q.blocks != 0) {
     SizeClass c;
     void* b = PopQuarantine(&c);
@@ -1686,6 +1726,7 @@ void DrainQuarantine(ThreadHeap* th) {
 // An object of class c: the magazine pop, and a shuffled refill when the
 // magazine was empty.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* HardenedAllocClass(SizeClass c) {
+  const HardenedSection section;
   ThreadHeap* th = CurrentThreadHeap();
   void* p;
   if (ABSL_PREDICT_TRUE(th != nullptr) && th->TryAlloc(c, &p)) {
@@ -1757,8 +1798,13 @@ void HardenedDeallocate(void* p) noexcept {
     }
     CheckHardenedSlabBlock(p, c, "free");
     *word = mark;
-    if (CurrentThreadHeap() == nullptr) return PushFreed(c, p);
-    return QuarantineFree(c, p);
+    const HardenedSection section;
+    if (section.nested() || CurrentThreadHeap() == nullptr) {
+      PushFreed(c, p);
+    } else {
+      QuarantineFree(c, p);
+    }
+    return;
   }
   if (t != AllocType::kLarge) return FreeNotOurs(p);
   CheckedFreeLarge(p);

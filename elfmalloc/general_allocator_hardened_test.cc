@@ -6,7 +6,9 @@
 // (gtest death tests). The test's
 // environment (BUILD) shrinks the quarantine to 64 blocks / 64 KiB, so that
 // a few frees push a block out of it.
+#include <errno.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include <algorithm>
 #include <csignal>
@@ -429,6 +431,65 @@ TEST(HardenedBuildTest, ThreadsQuarantineConcurrently) {
   std::thread b(work);
   a.join();
   b.join();
+}
+
+// A signal handler that frees and allocates as many blocks as it takes,
+// interrupting the hardened malloc and free (HardenedSection): its frees
+// skip the quarantine, so its allocations pop what its frees pushed and
+// the interrupted operation finds the magazine as it left it. Through the
+// quarantine (which feeds the magazine only what leaves the ring) the
+// handler's allocations popped the block the interrupted malloc was
+// taking, and one block went to two callers (reported as a double free).
+// A 20 us timer interrupts a malloc/free loop thousands of times; every
+// block handed out carries a tag that must still be there when it is
+// freed.
+void* g_handler_blocks[8];
+volatile int g_handler_runs = 0;
+void FreeingHandler(int) {
+  const int saved = errno;
+  g_handler_runs = g_handler_runs + 1;
+  for (void*& b : g_handler_blocks) {
+    Deallocate(b);
+    b = Allocate(40);
+  }
+  errno = saved;
+}
+
+TEST(HardenedBuildTest, SignalHandlerFreesDuringQuarantinedFrees) {
+  for (void*& b : g_handler_blocks) b = Allocate(40);
+  struct sigaction sa = {};
+  sa.sa_handler = &FreeingHandler;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  struct sigaction old_sa;
+  ASSERT_EQ(sigaction(SIGALRM, &sa, &old_sa), 0);
+  sigevent ev = {};
+  ev.sigev_notify = SIGEV_SIGNAL;
+  ev.sigev_signo = SIGALRM;
+  timer_t timer;
+  ASSERT_EQ(timer_create(CLOCK_MONOTONIC, &ev, &timer), 0);
+  itimerspec every = {};
+  every.it_interval.tv_nsec = 20000;
+  every.it_value.tv_nsec = 20000;
+  ASSERT_EQ(timer_settime(timer, 0, &every, nullptr), 0);
+  constexpr int kLive = 32;
+  std::uint64_t* live[kLive] = {};
+  for (long i = 0; i < 50000000 && g_handler_runs < 5000; ++i) {
+    const int k = static_cast<int>(i % kLive);
+    if (live[k] != nullptr) {
+      ASSERT_EQ(live[k][0], reinterpret_cast<std::uintptr_t>(live[k]) ^ 0x5a)
+          << "a block handed out twice";
+      Deallocate(live[k]);
+    }
+    live[k] = static_cast<std::uint64_t*>(Allocate(40));
+    ASSERT_NE(live[k], nullptr);
+    live[k][0] = reinterpret_cast<std::uintptr_t>(live[k]) ^ 0x5a;
+  }
+  ASSERT_EQ(timer_delete(timer), 0);
+  ASSERT_EQ(sigaction(SIGALRM, &old_sa, nullptr), 0);
+  EXPECT_GE(g_handler_runs, 5000);
+  for (std::uint64_t* p : live) Deallocate(p);
+  for (void* b : g_handler_blocks) Deallocate(b);
 }
 
 TEST(HardenedBuildDeathTest, DoubleFreeInTheQuarantineAborts) {
