@@ -1026,12 +1026,14 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
 // pattern are checked (a difference: "write after free", with the offset)
 // and they go to the magazine. Each quarantined free also checks the mark
 // of the block freed just before it, so that a write through a pointer
-// that has just dangled is found at the next free. Blocks bigger than quarantine_bytes skip
-// it. The FIFO is a ring of bit_ceil(quarantine_blocks) encoded entries,
-// mapped (mmap_alloc) at the thread's first quarantined free: intrusive
-// links through the blocks' second words, encoded and checked, took 6%
-// more instructions per malloc/free pair (469 against 441 for blocks of
-// 32 bytes, callgrind). Threads without a heap (initialising, exiting) skip it; at
+// that has just dangled is found at the next free. Blocks bigger than
+// quarantine_bytes skip it. The FIFO is a ring of
+// bit_ceil(quarantine_blocks) encoded entries, mapped (mmap_alloc) at the
+// thread's first quarantined free: intrusive links through the blocks'
+// second words, encoded and checked, took 6% more instructions per
+// malloc/free pair (469 against 441 for blocks of 32 bytes, callgrind).
+// Threads without a heap (initialising, exiting) and signal handlers
+// inside the thread's own malloc or free (HardenedSection) skip it; at
 // thread exit and in MarkThreadIdle the thread's quarantine is emptied
 // into its heap through SetThreadHeapReleaseHook and its ring unmapped,
 // and ReleaseFreeMemory empties the caller's. A write after free is
@@ -1044,12 +1046,13 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
 // guard markers, which neither split the mapping nor take its lock for
 // writing; mprotect on kernels before 6.13) and accessible again before
 // the block goes back to LargeFree or LargeRealloc (a cached region must
-// be whole, and mremap refuses ranges of mixed protections). An access that crosses it faults at once, and the
-// fault is reported like every other misuse: InitHardening installs a
-// SIGSEGV handler (InstallFaultHandler, platform.h; not when the program
-// has one of its own) that finds the large block around the faulting
-// address (LargeBlockContaining) and, if the address is in that block's
-// guard page, aborts with one line naming the address, the block and its
+// be whole, and mremap refuses ranges of mixed protections). An access
+// that crosses it faults at once, and the fault is reported like every
+// other misuse: InitHardening installs a SIGSEGV handler
+// (InstallFaultHandler, platform.h; not when the program has one of its
+// own) that finds the large block around the faulting address
+// (LargeBlockContaining) and, if the address is in that block's guard
+// page, aborts with one line naming the address, the block and its
 // requested size. Any other fault goes on to the previous disposition.
 //
 // Not hardened: the large allocator's header (before the block) and the
@@ -1246,14 +1249,9 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool PatternDiffers(const char* from,
 // `pattern`, or nullptr.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline const char* FindPatternMismatch(
     const char* from, const char* to, const char* pattern) {
-  const char* expected =
-      pattern + (reinterpret_cast<std::uintptr_t>(from) & 7);
-  const std::size_t len = static_cast<std::size_t>(to - from);
-  const bool differs = ABSL_PREDICT_TRUE(len <= kInlinePatternBytes)
-                           ? DiffersShort(from, expected, len)
-                           : std::memcmp(from, expected, len) != 0;
-  if (ABSL_PREDICT_TRUE(!differs)) return nullptr;
-  return FirstMismatch(from, expected);
+  if (ABSL_PREDICT_TRUE(!PatternDiffers(from, to, pattern))) return nullptr;
+  return FirstMismatch(from,
+                       pattern + (reinterpret_cast<std::uintptr_t>(from) & 7));
 }
 
 // ---- Canaries ----
@@ -1465,7 +1463,10 @@ void* HardenedLargeRealloc(void* p, std::size_t n) {
 struct HardenedThreadState {
   std::uint64_t* ring;  // g_quarantine_ring_mask + 1 entries, or nullptr
   std::size_t head;     // index of the oldest entry
-  void* newest;         // the block entered last, while blocks > 0
+  // The block of the newest entry, while blocks > 0. Derivable from the
+  // ring, but decoding it there took 7 more instructions per malloc/free
+  // pair than keeping it (callgrind).
+  void* newest;
   bool busy;            // inside a HardenedSection (see there)
   std::size_t blocks;   // entries held
   std::size_t bytes;    // the class sizes of the blocks held
@@ -1595,7 +1596,7 @@ DieWriteAfterFree(const void* p, SizeClass c, std::size_t offset) {
   ABSL_RAW_LOG(FATAL,
                "elfmalloc: write after free: %p (size class %u: %zu-byte "
                "blocks) was modified at offset %zu while it was free (found "
-               "when it left the quarantine)",
+               "by the quarantine)",
                p, static_cast<unsigned>(c.index()), ClassSize(c), offset);
   std::abort();
 }
@@ -1614,23 +1615,26 @@ inline std::uint64_t EncodeEntry(const void* p, SizeClass c) {
           (std::uint64_t{c.index()} << kAddressBits)) ^
          g_hkeys.ring;
 }
+// The block of a decoded entry.
+inline void* EntryBlock(std::uint64_t v) {
+  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(v & kAddressMask));
+}
 
 // The quarantine's bytes for ring entries (see "Quarantine").
 inline std::size_t RingBytes() {
   return (g_quarantine_ring_mask + 1) * sizeof(std::uint64_t);
 }
 
-// Quarantined block b of class c was found modified (its mark, or the
-// freed pattern, which `pattern_differs` says): aborts naming the first
-// modified offset. Out of line and recomputing what it reports, so that
-// the pop passes it three values and keeps no frame for it.
+// Quarantined block b of class c has a freed pattern that differs: aborts
+// naming the first modified offset. Out of line and finding that offset
+// itself, so that the pop passes it two values and keeps no frame for it.
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void
-DieQuarantinedBlockModified(void* b, SizeClass c, bool pattern_differs) {
-  if (!pattern_differs) DieWriteAfterFree(b, c, 0);
+DieFreedPatternDiffers(void* b, SizeClass c) {
   char* cb = static_cast<char*>(b);
   const char* bad = FindPatternMismatch(
       cb + kWord, cb + QuarantineFillEnd(ClassSize(c)), g_freed_pattern);
-  DieWriteAfterFree(b, c, bad == nullptr ? 0 : static_cast<std::size_t>(bad - cb));
+  DieWriteAfterFree(b, c,
+                    bad == nullptr ? 0 : static_cast<std::size_t>(bad - cb));
 }
 
 // Takes the oldest block out of the calling thread's quarantine (which must
@@ -1644,15 +1648,15 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* PopQuarantine(SizeClass* class_out) {
   const std::uint64_t ci = v >> kAddressBits;
   if (ABSL_PREDICT_FALSE(ci >= kNumSizeClasses)) DieCorruptedRing(entry);
   const SizeClass c(static_cast<std::uint8_t>(ci));
-  void* b = reinterpret_cast<void*>(static_cast<std::uintptr_t>(v & kAddressMask));
+  void* b = EntryBlock(v);
   const std::size_t size = ClassSize(c);
   if (ABSL_PREDICT_FALSE(*static_cast<std::uint64_t*>(b) != FreeMark(b))) {
-    DieQuarantinedBlockModified(b, c, false);
+    DieWriteAfterFree(b, c, 0);
   }
   char* cb = static_cast<char*>(b);
   if (ABSL_PREDICT_FALSE(PatternDiffers(
           cb + kWord, cb + QuarantineFillEnd(size), g_freed_pattern))) {
-    DieQuarantinedBlockModified(b, c, true);
+    DieFreedPatternDiffers(b, c);
   }
   q.head = (q.head + 1) & g_quarantine_ring_mask;
   q.bytes -= size;
@@ -1661,22 +1665,29 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* PopQuarantine(SizeClass* class_out) {
   return b;
 }
 
-// QuarantineFree's work.
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline void EnterQuarantine(
-    HardenedThreadState& q, SizeClass c, void* p, std::size_t size) {
+// Slab block p of class c was freed by a thread with a heap (its free mark
+// is written): into the quarantine; the blocks it pushes out go on to the
+// magazine.
+void QuarantineFree(SizeClass c, void* p) noexcept {
+  const std::size_t size = ClassSize(c);
+  if (size > g_quarantine_max_bytes || g_quarantine_max_blocks == 0) {
+    return PushFreed(c, p);
+  }
+  HardenedThreadState& q = tls_hardened;
   if (ABSL_PREDICT_FALSE(q.ring == nullptr)) {
     q.ring = static_cast<std::uint64_t*>(mmap_alloc::Map(RingBytes()));
     // No ring (out of memory): no delay for this block.
     if (q.ring == nullptr) return PushFreed(c, p);
     q.head = 0;
   }
-  // The block freed before this one still carries its mark: a dangling
-  // pointer is most often written through soon after the free, and this
-  // finds such a write at the next free rather than when the block leaves.
+  // The block freed before this one (the newest) still carries its mark:
+  // a dangling pointer is most often written through soon after the free,
+  // and this finds such a write at the next free rather than when the
+  // block leaves.
   if (q.blocks != 0 &&
       ABSL_PREDICT_FALSE(*static_cast<std::uint64_t*>(q.newest) !=
                          FreeMark(q.newest))) {
-    DieQuarantinedBlockModified(q.newest, TagClass(q.newest), false);
+    DieWriteAfterFree(q.newest, TagClass(q.newest), 0);
   }
   char* b = static_cast<char*>(p);
   FillPattern(b + kWord, b + QuarantineFillEnd(size), g_freed_pattern);
@@ -1692,24 +1703,13 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void EnterQuarantine(
   ++q.blocks;
 }
 
-// Slab block p of class c was freed by a thread with a heap (its free mark
-// is written): into the quarantine; the blocks it pushes out go on to the
-// magazine.
-void QuarantineFree(SizeClass c, void* p) noexcept {
-  const std::size_t size = ClassSize(c);
-  if (size > g_quarantine_max_bytes || g_quarantine_max_blocks == 0) {
-    return PushFreed(c, p);
-  }
-  EnterQuarantine(tls_hardened, c, p, size);
-}
-
 // The release hook (SetThreadHeapReleaseHook): the calling thread's
 // quarantine into its heap th, checked block by block, and its ring
 // unmapped.
 void DrainQuarantine(ThreadHeap* th) {
   HardenedThreadState& q = tls_hardened;
   const HardenedSection section;
-  if (section.nested()) return;  // a signal handler's, inside the thread's own
+  if (section.nested()) return;  // a signal handler's, inside a free
   while (q.blocks != 0) {
     SizeClass c;
     void* b = PopQuarantine(&c);
