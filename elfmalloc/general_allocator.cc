@@ -298,7 +298,8 @@ constexpr std::array<SlabMetadata, kNumSizeClasses> kClassLayouts = [] {
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
     const SizeClass c(static_cast<std::uint8_t>(i));
     m[i] = ComputeMetadata(ClassSize(c), ClassPageSize(c), kCutoff,
-                           ClassPageSize(c));
+                           ClassPageSize(c),
+                           kHardened ? sizeof(std::uint64_t) : 0);
   }
   return m;
 }();
@@ -996,9 +997,11 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
 // the block next to the damage rather than of the damaged one. Trailers
 // are written and read as whole words (relaxed atomics), since a
 // neighbour may be handed out by another thread meanwhile: the check sees
-// the old trailer or the new one, never a mix. Not covered: the first
-// slot of a slab (before it lie the slab's header and bit-set) and
-// writes that restore the trailer they cross.
+// the old trailer or the new one, never a mix. The first slot of a slab
+// has a neighbour too: the hardened layout keeps a word before it, past
+// the slab's bit-set (ComputeMetadata's lead_bytes), that is always 0 (a
+// slot's trailer that is never handed out). Not covered: writes that
+// restore the trailer they cross.
 //
 // Randomised allocation order. A refill of a thread's magazine (a quarter
 // of its capacity from the claimed slab, in address order) is shuffled
@@ -1301,6 +1304,13 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void SetSlabCanary(void* p, SizeClass c,
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void
 DieNeighbourOverwritten(const void* p, SizeClass c, const void* neighbour,
                         bool before) {
+  if (neighbour == nullptr) {  // before the first slot of its slab
+    ABSL_RAW_LOG(FATAL,
+                 "elfmalloc: heap corruption: the guard word before %p, the "
+                 "first block of its slab (size class %u: %zu-byte blocks), "
+                 "was overwritten: a write before the start of the block",
+                 p, static_cast<unsigned>(c.index()), ClassSize(c));
+  }
   ABSL_RAW_LOG(FATAL,
                "elfmalloc: heap corruption: the canary at the end of %p, the "
                "block %s %p (size class %u: %zu-byte blocks), was "
@@ -1520,12 +1530,13 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CheckNeighbourTrailers(
     const std::uint64_t v = LoadTrailer(t);
     return v == 0 || (v ^ TrailerValue(t, 0)) <= size - kWord;
   };
-  if (a > first) {
-    const auto* t = reinterpret_cast<const std::uint64_t*>(a - kWord);
-    if (ABSL_PREDICT_FALSE(!valid(t))) {
-      DieNeighbourOverwritten(p, c, reinterpret_cast<const void*>(a - size),
-                              true);
-    }
+  // Object 0's previous trailer is the word the layout keeps before it
+  // (ComputeMetadata's lead_bytes), always 0.
+  const auto* before = reinterpret_cast<const std::uint64_t*>(a - kWord);
+  if (ABSL_PREDICT_FALSE(!valid(before))) {
+    DieNeighbourOverwritten(
+        p, c, a > first ? reinterpret_cast<const void*>(a - size) : nullptr,
+        true);
   }
   if (a < last) {
     const auto* t = reinterpret_cast<const std::uint64_t*>(a + 2 * size - kWord);

@@ -369,6 +369,37 @@ TEST(HardenedBuildDeathTest, WritesIntoANeighbourSlotAbort) {
   }
 }
 
+// The first slot of a slab has a neighbour too: the word the hardened
+// layout keeps before it (a write there would otherwise land in the slab's
+// bit-set or its padding, unseen).
+TEST(HardenedBuildDeathTest, WritesBeforeTheFirstSlotOfASlabAbort) {
+  for (std::size_t n : {24, 100, 3000}) {
+    const SizeClass c = SizeToClass(n + 8);
+    const std::uintptr_t page_mask = ClassPageSize(c) - 1;
+    // Enough blocks to fill at least one slab: the lowest offset among
+    // them is its first slot's.
+    std::vector<void*> keep;
+    char* first = nullptr;
+    for (std::size_t i = 0; i < 3 * (page_mask + 1) / ClassSize(c); ++i) {
+      char* p = static_cast<char*>(Allocate(n));
+      keep.push_back(p);
+      if (first == nullptr || (reinterpret_cast<std::uintptr_t>(p) & page_mask) <
+                                  (reinterpret_cast<std::uintptr_t>(first) &
+                                   page_mask)) {
+        first = p;
+      }
+    }
+    EXPECT_DEATH(
+        {
+          std::memset(first - 16, 0x41, 16);
+          Deallocate(first);
+        },
+        "heap corruption: the guard word before .*, the first block of its "
+        "slab");
+    for (void* p : keep) Deallocate(p);
+  }
+}
+
 TEST(HardenedBuildDeathTest, WriteAfterFreeAbortsWhenItLeavesTheQuarantine) {
   for (std::size_t n : {24, 100, 3000}) {
     char* p = static_cast<char*>(Allocate(n));

@@ -16,9 +16,10 @@ namespace elfmalloc {
 
 SlabClass::SlabClass(PageAlloc* pages, const Options& o) noexcept
     : pages_(pages),
-      meta_(ComputeMetadata(o.object_size, pages->page_size(), o.cutoff,
-                            o.usable_size == 0 ? pages->page_size()
-                                               : o.usable_size)),
+      meta_(ComputeMetadata(
+          o.object_size, pages->page_size(), o.cutoff,
+          o.usable_size == 0 ? pages->page_size() : o.usable_size,
+          o.zero_object_tails ? sizeof(std::uint64_t) : 0)),
       available_(o.bag_storage == nullptr
                      ? AvailableBag(o.available_queues)
                      : AvailableBag(o.available_queues, {}, o.bag_storage)) {
@@ -173,10 +174,11 @@ bool SlabAllocator::Refresh() noexcept {
 }
 
 void SlabAllocator::ZeroObjectTails(void* page, const SlabMetadata& m) noexcept {
-  // The page is exclusively ours and holds no object: plain stores.
-  char* last = static_cast<char*>(page) + m.objects_offset + m.object_size -
+  // The page is exclusively ours and holds no object: plain stores. The
+  // first word zeroed is the one before object 0 (the layout's lead).
+  char* last = static_cast<char*>(page) + m.objects_offset -
                sizeof(std::uint64_t);
-  for (std::size_t i = 0; i < m.n_objects; ++i, last += m.object_size) {
+  for (std::size_t i = 0; i <= m.n_objects; ++i, last += m.object_size) {
     std::memset(last, 0, sizeof(std::uint64_t));
   }
 }

@@ -84,12 +84,14 @@ class SlabClass {
     // allocator's size class index, so a free finds its class next to the
     // stamp.
     std::uint8_t tag = Slab::kNoTag;
-    // When a page that another layout left data in (its header names other
-    // metadata) is laid out for this class, zero the last word of each
-    // object. Afterwards every object's last word is 0 or was written
-    // through this class's layout: the hardened general allocator keeps a
-    // trailer there and checks its neighbours' (a page whose header reads
-    // as zero is wholly zero, fresh or uncommitted).
+    // Lay slabs out with a word before object 0 (ComputeMetadata's
+    // lead_bytes), and when a page that another layout left data in (its
+    // header names other metadata) is laid out for this class, zero that
+    // word and the last word of each object. Afterwards every object's last
+    // word, and the word before object 0, is 0 or was written through this
+    // class's layout: the hardened general allocator keeps a trailer there
+    // and checks its neighbours' (a page whose header reads as zero is
+    // wholly zero, fresh or uncommitted).
     bool zero_object_tails = false;
   };
 

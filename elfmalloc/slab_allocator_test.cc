@@ -362,7 +362,8 @@ TEST(SlabAllocatorTest, SharedPageAllocReinitialisesForAnotherClass) {
 }
 
 // zero_object_tails: a page another class's layout left data in gets the
-// last word of every object zeroed when this class lays it out; a class
+// last word of every object, and the word kept before object 0, zeroed
+// when this class lays it out; a class
 // without the option leaves the old bytes (so the test sees the option).
 TEST(SlabAllocatorTest, ZeroObjectTailsClearsWhatAnotherLayoutLeft) {
   for (bool zero : {true, false}) {
@@ -389,6 +390,19 @@ TEST(SlabAllocatorTest, ZeroObjectTailsClearsWhatAnotherLayoutLeft) {
     }
     EXPECT_EQ(zero_tails, zero ? objs.size() : 0u) << "zero_object_tails "
                                                    << zero;
+    if (zero) {
+      // The layout keeps a word before object 0, past the bit-set, and it
+      // is zeroed like the objects' tails.
+      const SlabMetadata& m = big.metadata();
+      EXPECT_GE(m.objects_offset,
+                kSlabHeaderSize + 8 * m.bitset_words + sizeof(std::uint64_t));
+      std::uint64_t lead;
+      std::memcpy(&lead,
+                  reinterpret_cast<char*>(b.SlabOf(objs[0])) +
+                      m.objects_offset - sizeof(std::uint64_t),
+                  sizeof(lead));
+      EXPECT_EQ(lead, 0u);
+    }
   }
 }
 
