@@ -299,7 +299,7 @@ constexpr std::array<SlabMetadata, kNumSizeClasses> kClassLayouts = [] {
     const SizeClass c(static_cast<std::uint8_t>(i));
     m[i] = ComputeMetadata(ClassSize(c), ClassPageSize(c), kCutoff,
                            ClassPageSize(c),
-                           kHardened ? sizeof(std::uint64_t) : 0);
+                           kHardened ? sizeof(std::uint64_t) : 0);  // guards
   }
   return m;
 }();
@@ -997,11 +997,11 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
 // the block next to the damage rather than of the damaged one. Trailers
 // are written and read as whole words (relaxed atomics), since a
 // neighbour may be handed out by another thread meanwhile: the check sees
-// the old trailer or the new one, never a mix. The first slot of a slab
-// has a neighbour too: the hardened layout keeps a word before it, past
-// the slab's bit-set (ComputeMetadata's lead_bytes), that is always 0 (a
-// slot's trailer that is never handed out). Not covered: writes that
-// restore the trailer they cross.
+// the old trailer or the new one, never a mix. The first and the last
+// slot of a slab have neighbours too: the hardened layout keeps a guard
+// word before object 0, past the slab's bit-set, and one after the last
+// object (ComputeMetadata's guard_bytes), always 0 (no slot's trailer).
+// Not covered: writes that restore the trailer they cross.
 //
 // Randomised allocation order. A refill of a thread's magazine (a quarter
 // of its capacity from the claimed slab, in address order) is shuffled
@@ -1304,12 +1304,15 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void SetSlabCanary(void* p, SizeClass c,
 [[noreturn]] ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD void
 DieNeighbourOverwritten(const void* p, SizeClass c, const void* neighbour,
                         bool before) {
-  if (neighbour == nullptr) {  // before the first slot of its slab
+  if (neighbour == nullptr) {  // the slab's guard word (see "Neighbours")
     ABSL_RAW_LOG(FATAL,
-                 "elfmalloc: heap corruption: the guard word before %p, the "
-                 "first block of its slab (size class %u: %zu-byte blocks), "
-                 "was overwritten: a write before the start of the block",
-                 p, static_cast<unsigned>(c.index()), ClassSize(c));
+                 "elfmalloc: heap corruption: the guard word %s %p, the %s "
+                 "block of its slab (size class %u: %zu-byte blocks), was "
+                 "overwritten: a write %s",
+                 before ? "before" : "after", p, before ? "first" : "last",
+                 static_cast<unsigned>(c.index()), ClassSize(c),
+                 before ? "before the start of the block"
+                        : "past the end of the block, skipping its canary");
   }
   ABSL_RAW_LOG(FATAL,
                "elfmalloc: heap corruption: the canary at the end of %p, the "
@@ -1530,20 +1533,21 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CheckNeighbourTrailers(
     const std::uint64_t v = LoadTrailer(t);
     return v == 0 || (v ^ TrailerValue(t, 0)) <= size - kWord;
   };
-  // Object 0's previous trailer is the word the layout keeps before it
-  // (ComputeMetadata's lead_bytes), always 0.
+  // The first object's previous trailer is the guard word the layout
+  // keeps before it, the last object's next one the guard word after it
+  // (ComputeMetadata's guard_bytes), both always 0.
   const auto* before = reinterpret_cast<const std::uint64_t*>(a - kWord);
   if (ABSL_PREDICT_FALSE(!valid(before))) {
     DieNeighbourOverwritten(
         p, c, a > first ? reinterpret_cast<const void*>(a - size) : nullptr,
         true);
   }
-  if (a < last) {
-    const auto* t = reinterpret_cast<const std::uint64_t*>(a + 2 * size - kWord);
-    if (ABSL_PREDICT_FALSE(!valid(t))) {
-      DieNeighbourOverwritten(p, c, reinterpret_cast<const void*>(a + size),
-                              false);
-    }
+  const auto* after = reinterpret_cast<const std::uint64_t*>(
+      a < last ? a + 2 * size - kWord : a + size);
+  if (ABSL_PREDICT_FALSE(!valid(after))) {
+    DieNeighbourOverwritten(
+        p, c, a < last ? reinterpret_cast<const void*>(a + size) : nullptr,
+        false);
   }
 }
 

@@ -369,25 +369,28 @@ TEST(HardenedBuildDeathTest, WritesIntoANeighbourSlotAbort) {
   }
 }
 
-// The first slot of a slab has a neighbour too: the word the hardened
-// layout keeps before it (a write there would otherwise land in the slab's
-// bit-set or its padding, unseen).
-TEST(HardenedBuildDeathTest, WritesBeforeTheFirstSlotOfASlabAbort) {
+// The first and the last slot of a slab have neighbours too: the guard
+// words the hardened layout keeps before object 0 and after the last
+// object (a write there would otherwise land in the slab's bit-set or its
+// padding, unseen).
+TEST(HardenedBuildDeathTest, WritesPastTheEndSlotsOfASlabAbort) {
   for (std::size_t n : {24, 100, 3000}) {
     const SizeClass c = SizeToClass(n + 8);
+    const std::size_t slot = ClassSize(c);
     const std::uintptr_t page_mask = ClassPageSize(c) - 1;
-    // Enough blocks to fill at least one slab: the lowest offset among
-    // them is its first slot's.
+    auto offset = [page_mask](const char* p) {
+      return reinterpret_cast<std::uintptr_t>(p) & page_mask;
+    };
+    // Enough blocks to fill at least one slab: the lowest and highest
+    // offsets among them are its first and last slots'.
     std::vector<void*> keep;
     char* first = nullptr;
-    for (std::size_t i = 0; i < 3 * (page_mask + 1) / ClassSize(c); ++i) {
+    char* last = nullptr;
+    for (std::size_t i = 0; i < 3 * (page_mask + 1) / slot; ++i) {
       char* p = static_cast<char*>(Allocate(n));
       keep.push_back(p);
-      if (first == nullptr || (reinterpret_cast<std::uintptr_t>(p) & page_mask) <
-                                  (reinterpret_cast<std::uintptr_t>(first) &
-                                   page_mask)) {
-        first = p;
-      }
+      if (first == nullptr || offset(p) < offset(first)) first = p;
+      if (last == nullptr || offset(p) > offset(last)) last = p;
     }
     EXPECT_DEATH(
         {
@@ -395,6 +398,13 @@ TEST(HardenedBuildDeathTest, WritesBeforeTheFirstSlotOfASlabAbort) {
           Deallocate(first);
         },
         "heap corruption: the guard word before .*, the first block of its "
+        "slab");
+    EXPECT_DEATH(
+        {
+          std::memset(last + slot, 0x41, 8);  // past the canary and trailer
+          Deallocate(last);
+        },
+        "heap corruption: the guard word after .*, the last block of its "
         "slab");
     for (void* p : keep) Deallocate(p);
   }

@@ -175,12 +175,15 @@ bool SlabAllocator::Refresh() noexcept {
 
 void SlabAllocator::ZeroObjectTails(void* page, const SlabMetadata& m) noexcept {
   // The page is exclusively ours and holds no object: plain stores. The
-  // first word zeroed is the one before object 0 (the layout's lead).
+  // first word zeroed is the guard before object 0, the last the guard
+  // after the last object.
   char* last = static_cast<char*>(page) + m.objects_offset -
                sizeof(std::uint64_t);
   for (std::size_t i = 0; i <= m.n_objects; ++i, last += m.object_size) {
     std::memset(last, 0, sizeof(std::uint64_t));
   }
+  std::memset(last - m.object_size + sizeof(std::uint64_t), 0,
+              sizeof(std::uint64_t));
 }
 
 void SlabAllocator::OnFree(Slab* s, FreeResult r) noexcept {

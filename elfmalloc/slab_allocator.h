@@ -84,12 +84,13 @@ class SlabClass {
     // allocator's size class index, so a free finds its class next to the
     // stamp.
     std::uint8_t tag = Slab::kNoTag;
-    // Lay slabs out with a word before object 0 (ComputeMetadata's
-    // lead_bytes), and when a page that another layout left data in (its
-    // header names other metadata) is laid out for this class, zero that
-    // word and the last word of each object. Afterwards every object's last
-    // word, and the word before object 0, is 0 or was written through this
-    // class's layout: the hardened general allocator keeps a trailer there
+    // Lay slabs out with a guard word before object 0 and one after the
+    // last object (ComputeMetadata's guard_bytes), and when a page that
+    // another layout left data in (its header names other metadata) is laid
+    // out for this class, zero both and the last word of each object.
+    // Afterwards every object's last word is 0 or was written through this
+    // class's layout, and the guard words are 0 unless a stray write hit
+    // them: the hardened general allocator keeps a trailer in the last words
     // and checks its neighbours' (a page whose header reads as zero is
     // wholly zero, fresh or uncommitted).
     bool zero_object_tails = false;

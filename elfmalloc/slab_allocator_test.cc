@@ -362,7 +362,8 @@ TEST(SlabAllocatorTest, SharedPageAllocReinitialisesForAnotherClass) {
 }
 
 // zero_object_tails: a page another class's layout left data in gets the
-// last word of every object, and the word kept before object 0, zeroed
+// last word of every object, and the guard words kept before object 0 and
+// after the last one, zeroed
 // when this class lays it out; a class
 // without the option leaves the old bytes (so the test sees the option).
 TEST(SlabAllocatorTest, ZeroObjectTailsClearsWhatAnotherLayoutLeft) {
@@ -391,17 +392,22 @@ TEST(SlabAllocatorTest, ZeroObjectTailsClearsWhatAnotherLayoutLeft) {
     EXPECT_EQ(zero_tails, zero ? objs.size() : 0u) << "zero_object_tails "
                                                    << zero;
     if (zero) {
-      // The layout keeps a word before object 0, past the bit-set, and it
-      // is zeroed like the objects' tails.
+      // The layout keeps a word before object 0, past the bit-set, and one
+      // after the last object, zeroed like the objects' tails.
       const SlabMetadata& m = big.metadata();
       EXPECT_GE(m.objects_offset,
                 kSlabHeaderSize + 8 * m.bitset_words + sizeof(std::uint64_t));
-      std::uint64_t lead;
-      std::memcpy(&lead,
-                  reinterpret_cast<char*>(b.SlabOf(objs[0])) +
-                      m.objects_offset - sizeof(std::uint64_t),
-                  sizeof(lead));
-      EXPECT_EQ(lead, 0u);
+      EXPECT_LE(m.objects_offset + m.n_objects * m.object_size +
+                    sizeof(std::uint64_t),
+                m.usable_size);
+      const char* slab = reinterpret_cast<char*>(b.SlabOf(objs[0]));
+      std::uint64_t before, after;
+      std::memcpy(&before, slab + m.objects_offset - sizeof(std::uint64_t),
+                  sizeof(before));
+      std::memcpy(&after, slab + m.objects_offset + m.n_objects * m.object_size,
+                  sizeof(after));
+      EXPECT_EQ(before, 0u);
+      EXPECT_EQ(after, 0u);
     }
   }
 }

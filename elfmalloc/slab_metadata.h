@@ -87,7 +87,7 @@ struct SlabCandidate {
   std::size_t size;       // padded object size
   std::size_t bpo;        // bits per object
   std::size_t alignment;  // object alignment
-  std::size_t lead;       // bytes kept before object 0 (ComputeMetadata)
+  std::size_t guard;      // bytes kept before object 0 and after the last
   std::size_t n;
   std::size_t words;
   std::size_t offset;
@@ -102,14 +102,15 @@ constexpr std::size_t WordsFor(std::size_t n, std::size_t bpo) {
 }
 
 constexpr std::size_t OffsetFor(std::size_t words, std::size_t alignment,
-                                std::size_t lead) {
-  return RoundUp(kSlabHeaderSize + words * sizeof(std::uint64_t) + lead,
+                                std::size_t guard) {
+  return RoundUp(kSlabHeaderSize + words * sizeof(std::uint64_t) + guard,
                  alignment);
 }
 
 // The end offset of n objects of candidate c; monotone in n.
 constexpr std::size_t EndFor(const SlabCandidate& c, std::size_t n) {
-  return OffsetFor(WordsFor(n, c.bpo), c.alignment, c.lead) + n * c.size;
+  return OffsetFor(WordsFor(n, c.bpo), c.alignment, c.guard) + n * c.size +
+         c.guard;
 }
 
 // Fills c.n (0 if not even one object fits), c.words and c.offset.
@@ -127,7 +128,7 @@ constexpr void Fit(SlabCandidate& c, std::size_t limit) {
   }
   c.n = lo;
   c.words = WordsFor(lo, c.bpo);
-  c.offset = OffsetFor(c.words, c.alignment, c.lead);
+  c.offset = OffsetFor(c.words, c.alignment, c.guard);
 }
 }  // namespace internal
 
@@ -137,17 +138,18 @@ constexpr void Fit(SlabCandidate& c, std::size_t limit) {
 // at which a floating slab is handed out again. Returns an invalid metadata
 // (n_objects == 0) if object_size is 0, page_size is not a power of two at
 // least kSlabHeaderSize + 8, cutoff_factor is outside (0, 1], or no object fits.
-// lead_bytes (at most a few words) are kept free between the bit-set and
-// object 0, never part of either: the hardened general allocator keeps a
-// zero word there, the trailer of a slot that is never handed out, so that
-// object 0 has a neighbour trailer before it like every other object.
+// guard_bytes (at most a few words) are kept free between the bit-set and
+// object 0 and again after the last object, never part of the bit-set or
+// an object: the hardened general allocator keeps a zero word in each,
+// so that the first and the last object have a neighbouring word to
+// check, like every other object.
 // Constexpr, so that a layout can also be computed at compile time (the
 // general allocator's table for its checked free path).
 constexpr SlabMetadata ComputeMetadata(std::size_t object_size,
                                        std::size_t page_size,
                                        double cutoff_factor,
                                        std::size_t usable_size,
-                                       std::size_t lead_bytes = 0) noexcept {
+                                       std::size_t guard_bytes = 0) noexcept {
   SlabMetadata m;
   if (object_size == 0 || page_size < kSlabHeaderSize + 8 ||
       (page_size & (page_size - 1)) != 0 || !(cutoff_factor > 0.0) ||
@@ -164,7 +166,7 @@ constexpr SlabMetadata ComputeMetadata(std::size_t object_size,
   for (std::size_t shift = 0; shift <= max_shift; ++shift) {
     internal::SlabCandidate c{};
     c.shift = shift;
-    c.lead = lead_bytes;
+    c.guard = guard_bytes;
     c.size = internal::RoundUp(object_size, std::size_t{1} << shift);
     c.bpo = c.size >> shift;
     if (c.bpo > kBitsPerWord) continue;
