@@ -598,6 +598,25 @@ std::size_t SharedFirstRefill(SlabClass* cls, void** out,
   return got;
 }
 
+// A signal handler's malloc inside a slow path of its thread that the
+// thread's handler stash cannot serve (thread_cache.h, "Signal handlers";
+// the hardened build's HardenedSection): an object of the class's fallback
+// allocator if its lock is free (the interrupted code may hold it), else
+// nullptr.
+void* NestedFallbackAlloc(SizeClass c) noexcept {
+  Heap* heap = g_heap.load(std::memory_order_acquire);
+  if (heap == nullptr) return nullptr;
+  Fallback& f = heap->fallback(c);
+  if (!f.lock.TryLock()) return nullptr;
+  void* p = f.slabs.Alloc();
+  if (p != nullptr) {
+    f.net.store(f.net.load(std::memory_order_relaxed) + 1,
+                std::memory_order_relaxed);
+  }
+  f.lock.Unlock();
+  return p;
+}
+
 ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
   SpinLockHolder l(&g_init_lock);
   Heap* h = g_heap.load(std::memory_order_acquire);
@@ -624,6 +643,7 @@ ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
   InstallFaultHandler(&HandleFault);
   g_heap.store(h, std::memory_order_release);
   SetSharedRefill(&SharedFirstRefill);
+  SetNestedAllocSource(&NestedFallbackAlloc);
   SetOptionsApplyHook(&ApplyRuntimeOptions);
   return h;
 }
@@ -1470,6 +1490,11 @@ void* HardenedLargeRealloc(void* p, std::size_t n) {
 
 // ---- The per-thread state: quarantine and PRNG ----
 
+// Entries of a thread's handler stash (see HardenedSection): as many
+// blocks as signal handlers may free, in all, while one malloc or free of
+// the thread is interrupted (more are leaked, never corrupting anything).
+constexpr std::size_t kHandlerStashEntries = 64;
+
 // The thread's quarantine (see "Quarantine"): a ring of encoded entries,
 // the oldest at `head`, and its PRNG. Owned by its thread; trivially
 // destructible (the release hook empties the ring and unmaps it).
@@ -1481,9 +1506,14 @@ struct HardenedThreadState {
   // pair than keeping it (callgrind).
   void* newest;
   bool busy;            // inside a HardenedSection (see there)
+  // Set by a signal handler's free into `stash` (see HardenedSection).
+  bool stash_pending;
   std::size_t blocks;   // entries held
   std::size_t bytes;    // the class sizes of the blocks held
   std::uint64_t rng;    // wyrand state; 0 until the first use
+  // Blocks freed by signal handlers that interrupted this thread's hardened
+  // malloc or free (see HardenedSection): encoded entries, 0 when empty.
+  std::uint64_t stash[kHandlerStashEntries];
 };
 ABSL_CONST_INIT thread_local HardenedThreadState tls_hardened
     __attribute__((tls_model("initial-exec"))) = {};
@@ -1566,18 +1596,30 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline std::size_t CheckHardenedSlabBlock(
 // ---- The quarantine ----
 
 // The part of a hardened malloc or free that works on the thread's
-// magazines and quarantine. A signal handler that interrupts it and frees
-// finds its ring and magazines mid-update: its frees skip the quarantine
-// and go straight to the magazine, so that a handler that frees and
-// allocates as many blocks as it allocates and frees pushes and pops
-// above the interrupted operation and leaves the stack as it found it (see
-// MagazineHot). Through the quarantine, a free pushes into the magazine
-// only what leaves the ring (nothing while the ring fills, one or two
-// blocks of other sizes after), so the handler's allocations would pop
-// blocks the interrupted malloc was taking: a timer handler freeing and
-// reallocating 8 blocks every 20 us had one block handed out twice within
-// a few thousand interruptions. Signal fences keep the flag's stores on
-// their side of the work (the handler runs on this thread).
+// magazines and quarantine. A signal handler that interrupts it finds its
+// ring, its magazines and its slab allocators mid-update (a refill half
+// written, a shuffle half done, a flush half sent), so a handler's malloc
+// and free inside a section (nested()) touch none of them: a nested free
+// puts its block in the thread's handler stash, a nested malloc takes a
+// block of its class from the stash (a handler that frees and then
+// allocates gets its own blocks back) or else from its class's shared
+// fallback allocator if its lock is free, and fails (ENOMEM) otherwise.
+// The outermost section hands what the stash holds to the magazines when
+// it ends, still inside the section. Through the magazines, a handler
+// freeing and reallocating 8 blocks every 20 us corrupted a refill about
+// once in 600,000 interruptions (a block handed out twice, reported as a
+// double free); through the quarantine, within a few thousand. Signal
+// fences keep the flag's stores on their side of the work (the handler
+// runs on this thread).
+//
+// The stash protocol. Only nested frees write entries (into a slot that
+// reads 0) and set stash_pending; nested mallocs and the drain take them.
+// A handler runs to completion before the code it interrupted resumes, so
+// a handler's steps never interleave with each other; the drain, which a
+// handler may interrupt anywhere, takes each entry with one exchange (a
+// single instruction, so a handler sees the entry either still there, and
+// may take it, or gone), and clears stash_pending before it scans, so an
+// entry a handler adds behind the scan is found by the next drain.
 class HardenedSection {
  public:
   HardenedSection() noexcept : outer_(tls_hardened.busy) {
@@ -1586,6 +1628,9 @@ class HardenedSection {
   }
   ~HardenedSection() {
     std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (!outer_ && ABSL_PREDICT_FALSE(tls_hardened.stash_pending)) {
+      DrainHandlerStash();
+    }
     tls_hardened.busy = outer_;
   }
   HardenedSection(const HardenedSection&) = delete;
@@ -1594,6 +1639,7 @@ class HardenedSection {
   bool nested() const noexcept { return outer_; }
 
  private:
+  static void DrainHandlerStash() noexcept;
   const bool outer_;
 };
 
@@ -1633,6 +1679,52 @@ inline std::uint64_t EncodeEntry(const void* p, SizeClass c) {
 // The block of a decoded entry.
 inline void* EntryBlock(std::uint64_t v) {
   return reinterpret_cast<void*>(static_cast<std::uintptr_t>(v & kAddressMask));
+}
+
+// A signal handler's free inside a section (see HardenedSection): into the
+// stash, or leaked if it is full.
+void StashFree(SizeClass c, void* p) noexcept {
+  HardenedThreadState& q = tls_hardened;
+  for (std::uint64_t& slot : q.stash) {
+    if (slot == 0) {
+      slot = EncodeEntry(p, c);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      q.stash_pending = true;
+      return;
+    }
+  }
+}
+
+// A signal handler's malloc of class c inside a section (see
+// HardenedSection). Not null only with a block whose free mark is cleared.
+ABSL_ATTRIBUTE_NOINLINE void* NestedAllocClass(SizeClass c) noexcept {
+  HardenedThreadState& q = tls_hardened;
+  for (std::uint64_t& slot : q.stash) {
+    const std::uint64_t e = slot;
+    if (e != 0 && ((e ^ g_hkeys.ring) >> kAddressBits) == c.index()) {
+      slot = 0;
+      return HandoutNonNull(EntryBlock(e ^ g_hkeys.ring));
+    }
+  }
+  void* p = NestedFallbackAlloc(c);
+  if (p == nullptr) errno = ENOMEM;
+  return Handout(p);
+}
+
+void HardenedSection::DrainHandlerStash() noexcept {
+  HardenedThreadState& q = tls_hardened;
+  q.stash_pending = false;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  for (std::uint64_t& slot : q.stash) {
+    const std::uint64_t e =
+        std::atomic_ref<std::uint64_t>(slot).exchange(0,
+                                                      std::memory_order_relaxed);
+    if (e == 0) continue;
+    const std::uint64_t v = e ^ g_hkeys.ring;
+    const std::uint64_t ci = v >> kAddressBits;
+    if (ABSL_PREDICT_FALSE(ci >= kNumSizeClasses)) DieCorruptedRing(&slot);
+    PushFreed(SizeClass(static_cast<std::uint8_t>(ci)), EntryBlock(v));
+  }
 }
 
 // The quarantine's bytes for ring entries (see "Quarantine").
@@ -1742,6 +1834,7 @@ void DrainQuarantine(ThreadHeap* th) {
 // magazine was empty.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* HardenedAllocClass(SizeClass c) {
   const HardenedSection section;
+  if (ABSL_PREDICT_FALSE(section.nested())) return NestedAllocClass(c);
   ThreadHeap* th = CurrentThreadHeap();
   void* p;
   if (ABSL_PREDICT_TRUE(th != nullptr) && th->TryAlloc(c, &p)) {
@@ -1814,7 +1907,9 @@ void HardenedDeallocate(void* p) noexcept {
     CheckHardenedSlabBlock(p, c, "free");
     *word = mark;
     const HardenedSection section;
-    if (section.nested() || CurrentThreadHeap() == nullptr) {
+    if (ABSL_PREDICT_FALSE(section.nested())) {
+      StashFree(c, p);
+    } else if (CurrentThreadHeap() == nullptr) {
       PushFreed(c, p);
     } else {
       QuarantineFree(c, p);

@@ -189,6 +189,40 @@ TEST(MagazineCacheTest, BurstsShareTheBudget) {
   EXPECT_EQ(budget, 512 * K);  // destroyed: every share came back
 }
 
+// A ShadowScope blocks the fast paths while the slow paths work on a copy
+// (MagazineHot, "Signal handlers"), and publishes the copy when it ends.
+TEST(MagazineCacheTest, ShadowScopeBlocksTheFastPathsUntilItEnds) {
+  Env e(64);
+  MagazineHot hot{};
+  MagazineCache c;
+  c.BindHot(&hot);
+  c = MagazineCache(&e.cls);
+  void* a = c.Alloc();
+  void* b = c.Alloc();
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  c.Free(a);
+  const std::size_t cached = c.cached();
+  ASSERT_GE(cached, 1u);
+  {
+    const MagazineCache::ShadowScope shadow(c);
+    void* p;
+    // What a signal handler's fast paths see: an empty and full magazine.
+    EXPECT_FALSE(hot.TryAlloc(&p));
+    EXPECT_FALSE(hot.TryFree(b));
+    EXPECT_EQ(hot.CachedApprox(), 0u);
+    // The owner's slow path works on the copy.
+    EXPECT_EQ(c.cached(), cached);
+    c.Free(b);
+    EXPECT_EQ(c.cached(), cached + 1);
+  }
+  EXPECT_EQ(hot.top(), cached + 1);
+  void* p;
+  ASSERT_TRUE(hot.TryAlloc(&p));
+  EXPECT_EQ(p, b);
+  c.Free(p);
+}
+
 TEST(MagazineCacheTest, FreeThenAllocIsLifo) {
   Env e(64);
   MagazineCache c(&e.cls);

@@ -326,62 +326,174 @@ void ThreadHeap::CreateCache(SizeClass c) noexcept {
                     stack != nullptr ? stacks_.NurseryOf(c) : nullptr);
 }
 
+namespace {
+ABSL_CONST_INIT std::atomic<NestedAllocSource> g_nested_alloc_source{nullptr};
+
+// Stash entries: the object's address and its class above it (user space
+// addresses fit in 48 bits); 0 is an empty slot.
+constexpr unsigned kStashClassShift = 48;
+std::uint64_t StashEntry(SizeClass c, void* p) {
+  return reinterpret_cast<std::uintptr_t>(p) |
+         std::uint64_t{c.index()} << kStashClassShift;
+}
+void* StashObject(std::uint64_t e) {
+  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(
+      e & ((std::uint64_t{1} << kStashClassShift) - 1)));
+}
+}  // namespace
+
+void SetNestedAllocSource(NestedAllocSource source) noexcept {
+  g_nested_alloc_source.store(source, std::memory_order_release);
+}
+
+// A slow path of the owner (see "Signal handlers"): the flag, and the
+// stash's drain before it ends (a handler that interrupts the drain adds
+// to the stash and is found by the next pass, or by the next section once
+// the flag is clear).
+class ThreadHeap::Section {
+ public:
+  explicit Section(ThreadHeap* h) noexcept : h_(h) {
+    h->in_slow_path_ = true;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  }
+  ~Section() {
+    while (ABSL_PREDICT_FALSE(h_->stash_pending_)) h_->DrainStash();
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    h_->in_slow_path_ = false;
+  }
+  Section(const Section&) = delete;
+  Section& operator=(const Section&) = delete;
+
+ private:
+  ThreadHeap* const h_;
+};
+
 // The drain checks cost a load and a compare per slow path; the drain
 // itself is out of line, so the common slow path stays a tail call into the
 // magazine.
 void* ThreadHeap::AllocSlow(SizeClass c) noexcept {
+  if (ABSL_PREDICT_FALSE(in_slow_path_)) return NestedAlloc(c);
+  const Section section(this);
   if (ABSL_PREDICT_FALSE(DrainRequested(drain_epoch_))) {
-    return AllocAfterFailure(c);
+    return AllocAfterFailureInSection(c);
   }
-  return Cache(c).Alloc();
+  return AllocInSection(c);
+}
+
+void* ThreadHeap::AllocInSection(SizeClass c) noexcept {
+  MagazineCache& m = Cache(c);
+  const MagazineCache::ShadowScope shadow(m);
+  return m.Alloc();
 }
 
 void* ThreadHeap::AllocAfterFailure(SizeClass c) noexcept {
+  if (ABSL_PREDICT_FALSE(in_slow_path_)) return NestedAlloc(c);
+  const Section section(this);
+  return AllocAfterFailureInSection(c);
+}
+
+void* ThreadHeap::AllocAfterFailureInSection(SizeClass c) noexcept {
   // A failing refill asks every heap to drain (the pressure hook): this one
   // first, then once more. The slabs it held may be exactly the pages (or,
   // once unmapped, the address space) the refill needs.
-  if (DrainRequested(drain_epoch_)) Drain();
-  void* p = Cache(c).Alloc();
+  if (DrainRequested(drain_epoch_)) DrainInSection();
+  void* p = AllocInSection(c);
   if (p == nullptr) {
     bool again = false;
     if (DrainRequested(drain_epoch_)) {
-      Drain();
+      DrainInSection();
       again = true;
     }
     // Retired threads' heaps keep their claimed slabs while pooled.
     if (TryReleasePooledThreadHeaps() != 0) again = true;
-    if (again) p = Cache(c).Alloc();
+    if (again) p = AllocInSection(c);
   }
   return p;
 }
 
 void ThreadHeap::FreeSlow(SizeClass c, void* p) noexcept {
-  if (ABSL_PREDICT_FALSE(DrainRequested(drain_epoch_))) {
-    return DrainAndFree(c, p);
-  }
-  Cache(c).Free(p);
+  if (ABSL_PREDICT_FALSE(in_slow_path_)) return NestedFree(c, p);
+  const Section section(this);
+  if (ABSL_PREDICT_FALSE(DrainRequested(drain_epoch_))) DrainInSection();
+  FreeInSection(c, p);
 }
 
-void ThreadHeap::DrainAndFree(SizeClass c, void* p) noexcept {
-  Drain();
-  Cache(c).Free(p);
+void ThreadHeap::FreeInSection(SizeClass c, void* p) noexcept {
+  MagazineCache& m = Cache(c);
+  const MagazineCache::ShadowScope shadow(m);
+  m.Free(p);
+}
+
+void* ThreadHeap::NestedAlloc(SizeClass c) noexcept {
+  for (std::uint64_t& slot : stash_) {
+    const std::uint64_t e = slot;
+    if (e != 0 && (e >> kStashClassShift) == c.index()) {
+      slot = 0;  // the drain, which takes entries, cannot interrupt us
+      return StashObject(e);
+    }
+  }
+  const NestedAllocSource source =
+      g_nested_alloc_source.load(std::memory_order_acquire);
+  return source != nullptr ? source(c) : nullptr;
+}
+
+void ThreadHeap::NestedFree(SizeClass c, void* p) noexcept {
+  for (std::uint64_t& slot : stash_) {
+    if (slot == 0) {
+      slot = StashEntry(c, p);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      stash_pending_ = true;
+      return;
+    }
+  }
+  // Full: p is leaked (see "Signal handlers").
+}
+
+void ThreadHeap::DrainStash() noexcept {
+  stash_pending_ = false;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  for (std::uint64_t& slot : stash_) {
+    const std::uint64_t e = std::atomic_ref<std::uint64_t>(slot).exchange(
+        0, std::memory_order_relaxed);
+    if (e == 0) continue;
+    FreeInSection(SizeClass(static_cast<std::uint8_t>(e >> kStashClassShift)),
+                  StashObject(e));
+  }
+}
+
+std::size_t ThreadHeap::StashedForTesting() const noexcept {
+  std::size_t n = 0;
+  for (const std::uint64_t e : stash_) n += e != 0 ? 1 : 0;
+  return n;
 }
 
 void ThreadHeap::Drain() noexcept {
+  if (in_slow_path_) return;
+  const Section section(this);
+  DrainInSection();
+}
+
+void ThreadHeap::DrainInSection() noexcept {
   // Read first: a request made while draining is served next time.
   drain_epoch_ = g_drain_epoch.load(std::memory_order_relaxed);
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
     if (Constructed(i) && caches_[i].cache().valid()) {
-      caches_[i].cache().Drain();
+      MagazineCache& m = caches_[i].cache();
+      const MagazineCache::ShadowScope shadow(m);
+      m.Drain();
     }
   }
 }
 
 void ThreadHeap::Trim(std::size_t keep_bytes) noexcept {
+  if (in_slow_path_) return;
+  const Section section(this);
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
     if (!Constructed(i)) continue;
     MagazineCache& m = caches_[i].cache();
-    if (m.valid()) m.FlushTo(keep_bytes / m.metadata().object_size);
+    if (!m.valid()) continue;
+    const MagazineCache::ShadowScope shadow(m);
+    m.FlushTo(keep_bytes / m.metadata().object_size);
   }
 }
 

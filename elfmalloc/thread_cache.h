@@ -77,6 +77,30 @@
 //   kUninitialized (the next allocation builds a fresh heap): for threads
 //   going idle, and for tests that must observe the exit path.
 //
+// * Signal handlers that allocate and free while they interrupt one of the
+//   thread's slow paths (a refill, a flush, a drain) would find a magazine
+//   or a slab allocator half updated. So the slow paths run in a section
+//   (a flag of the heap, set and cleared by the owner) with the magazine
+//   they change blocked (MagazineCache::ShadowScope: both fast paths fail),
+//   and a slow path that finds the flag set is a handler's: it does not
+//   touch the caches. Its free puts the block in the heap's handler stash
+//   (kHandlerStashEntries encoded entries; more are leaked, never
+//   corrupting anything); its malloc takes a block of the class from the
+//   stash (a handler that frees and then allocates gets its own blocks
+//   back), else asks the nested-allocation source (SetNestedAllocSource:
+//   the general allocator's shared fallback, if its lock is free), else
+//   fails. The section hands what the stash holds to the caches before it
+//   ends. Handlers that interrupt a fast path (two instructions between
+//   its test and its update) and reach a slow path of the same class are
+//   not covered. The stash protocol: only handlers add entries (into a
+//   slot that reads 0) and set stash_pending_; a handler runs to
+//   completion before the code it interrupted resumes, so handlers never
+//   interleave with each other; the drain, which a handler may interrupt
+//   anywhere, takes each entry with one exchange (one instruction: a
+//   handler sees the entry there, and may take it, or gone) and clears
+//   stash_pending_ before it scans, so that an entry added behind the scan
+//   is found by the next drain.
+//
 // The fast path is one TLS load: tls_hot, the heap's fast-path states, or
 // empty states while the thread has no heap (tls_heap is non-null exactly in
 // kInitialized; the slow paths read it).
@@ -103,6 +127,15 @@ namespace elfmalloc {
 
 // Entries of a heap's fast-path array: one per possible slab tag byte.
 inline constexpr std::size_t kHotEntries = 256;
+// Entries of a heap's handler stash (see "Signal handlers").
+inline constexpr std::size_t kHandlerStashEntries = 64;
+
+// Where a signal handler's malloc that its heap's stash cannot serve gets
+// an object of class c (see "Signal handlers"): it must not wait for
+// anything the interrupted thread may hold. nullptr (the default): such a
+// malloc fails.
+using NestedAllocSource = void* (*)(SizeClass c) noexcept;
+void SetNestedAllocSource(NestedAllocSource source) noexcept;
 
 // One entry of a heap's fast-path array: the magazine's state and the
 // alignment mask of the tag's objects (TagAlignMask), which free tests the
@@ -191,9 +224,13 @@ class ThreadHeap {
     return Constructed(c) ? caches_[c].cache().net_allocations() : 0;
   }
   // Flushes every cache down to at most `keep_bytes` of cached objects.
+  // No-op inside a slow path (a signal handler's call).
   void Trim(std::size_t keep_bytes) noexcept;
   // Drains every cache (MagazineCache::Drain) and notes the drain epoch.
+  // No-op inside a slow path (a signal handler's call).
   void Drain() noexcept;
+  // Blocks in the handler stash (tests).
+  std::size_t StashedForTesting() const noexcept;
   // Checks the decay rule of each page allocator this heap's caches use
   // (one Tick per page allocator: a clock read each). InitThreadHeap calls
   // it when a thread takes over a pooled heap: the decay rule runs on page
@@ -203,9 +240,19 @@ class ThreadHeap {
 
  private:
   friend class HeapRegistry;
+  class Section;
   void CreateCache(SizeClass c) noexcept;
-  // FreeSlow's drain (see "Draining"), out of line.
-  ABSL_ATTRIBUTE_NOINLINE void DrainAndFree(SizeClass c, void* p) noexcept;
+  // The slow paths' work, inside a Section.
+  void* AllocInSection(SizeClass c) noexcept;
+  void* AllocAfterFailureInSection(SizeClass c) noexcept;
+  void FreeInSection(SizeClass c, void* p) noexcept;
+  void DrainInSection() noexcept;
+  // A signal handler's malloc and free inside a slow path (see "Signal
+  // handlers").
+  ABSL_ATTRIBUTE_NOINLINE void* NestedAlloc(SizeClass c) noexcept;
+  ABSL_ATTRIBUTE_NOINLINE void NestedFree(SizeClass c, void* p) noexcept;
+  // The stash into the caches (inside a Section).
+  void DrainStash() noexcept;
 
   // The magazines' stacks, one mapping per heap (see the file comment).
   class StackArena {
@@ -239,6 +286,10 @@ class ThreadHeap {
   bool pooled_ = false;
   // The drain epoch this heap last drained at (see "Draining" above).
   std::uint32_t drain_epoch_;
+  // Inside a slow path, and the handler stash (see "Signal handlers").
+  bool in_slow_path_ = false;
+  bool stash_pending_ = false;
+  std::uint64_t stash_[kHandlerStashEntries] = {};
   alignas(64) HotSlot hot_[kHotEntries];
   // The coalescer table every cache's flush uses (magazine_cache.h, "The
   // Coalescer"), mapped with the first cache. Declared before caches_ so

@@ -435,5 +435,73 @@ TEST(ThreadCacheTest, AfterThreadExitTheStateIsDropped) {
   pthread_key_delete(late);
 }
 
+// Signal handlers (thread_cache.h): a handler that interrupts a slow path
+// finds the magazine it changes blocked, and its free and malloc go
+// through the heap's handler stash instead of the caches. The shared
+// first-refill hook runs inside the nursery's first refill, where it plays
+// the handler.
+struct HandlerInRefill {
+  ThreadHeap* heap = nullptr;
+  SizeClass c{0};
+  void* block = nullptr;  // of class c, from outside the heap
+  bool fast_alloc_failed = false;
+  bool fast_free_failed = false;
+  std::size_t stashed_after_free = 0;
+  void* got_back = nullptr;
+  std::size_t stashed_at_end = 0;
+  int calls = 0;
+};
+HandlerInRefill* g_handler = nullptr;
+
+std::size_t PlayHandler(SlabClass*, void**, std::size_t) noexcept {
+  HandlerInRefill& t = *g_handler;
+  if (t.calls++ != 0) return 0;
+  void* q;
+  t.fast_alloc_failed = !t.heap->TryAlloc(t.c, &q);
+  t.fast_free_failed = !t.heap->TryFree(t.c, t.block);
+  if (!t.fast_free_failed) return 0;  // the block is in the magazine now
+  t.heap->Free(t.c, t.block);
+  t.stashed_after_free = t.heap->StashedForTesting();
+  t.got_back = t.heap->Alloc(t.c);  // the handler's own block back
+  t.heap->Free(t.c, t.block);       // and freed again: left to the drain
+  t.stashed_at_end = t.heap->StashedForTesting();
+  return 0;  // the refill goes on from the slabs
+}
+
+TEST(ThreadCacheTest, HandlersInsideASlowPathUseTheStash) {
+  SlabClass* classes = TestClasses().get();
+  std::thread t([classes] {
+    HandlerInRefill h;
+    h.c = SizeToClass(64);
+    SlabAllocator outside(&classes[h.c.index()]);
+    h.block = outside.Alloc();
+    ASSERT_NE(h.block, nullptr);
+    h.heap = InitThreadHeap(classes);
+    ASSERT_NE(h.heap, nullptr);
+    g_handler = &h;
+    SetSharedRefill(&PlayHandler);
+    void* p = h.heap->Alloc(h.c);  // the class's first use: a nursery refill
+    SetSharedRefill(nullptr);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(h.calls, 1);
+    EXPECT_TRUE(h.fast_alloc_failed);
+    EXPECT_TRUE(h.fast_free_failed);
+    EXPECT_EQ(h.stashed_after_free, 1u);
+    EXPECT_EQ(h.got_back, h.block);
+    EXPECT_EQ(h.stashed_at_end, 1u);
+    // The slow path's end gave the stashed block to the magazine.
+    EXPECT_EQ(h.heap->StashedForTesting(), 0u);
+    std::vector<void*> cached;
+    void* q;
+    while (h.heap->TryAlloc(h.c, &q)) cached.push_back(q);
+    EXPECT_NE(std::find(cached.begin(), cached.end(), h.block), cached.end());
+    EXPECT_EQ(std::find(cached.begin(), cached.end(), p), cached.end());
+    for (void* b : cached) h.heap->Free(h.c, b);
+    h.heap->Free(h.c, p);
+    ReleaseThreadHeap();
+  });
+  t.join();
+}
+
 }  // namespace
 }  // namespace elfmalloc
