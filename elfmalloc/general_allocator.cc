@@ -675,12 +675,20 @@ void PostForkParent() {
 // the item it was moving. Thread-owned state (other threads' heaps, their
 // claimed slabs, their epoch records) is released as far as it is safe in
 // ThreadCachePostForkChild and bagpipe::epoch::AfterForkInChild.
+#if defined(ELFMALLOC_HARDENED)
+void LeaveInterruptedHardenedSectionInForkChild();
+#endif
+
 void PostForkChild() {
   // The background decay thread was not copied (general_allocator.h,
   // "Background decay"): StartBackgroundDecay may start one again.
   g_decay_thread_started.store(false, std::memory_order_relaxed);
   LargeCachePostFork();
   if (Heap* h = g_heap.load(std::memory_order_acquire)) h->UnlockAll();
+#if defined(ELFMALLOC_HARDENED)
+  LeaveInterruptedHardenedSectionInForkChild();
+#endif
+  LeaveInterruptedSlowPathInForkChild();
   ThreadCachePostForkChild();
   g_init_lock.UnlockAfterFork();
   LeaveForkHandlers();
@@ -1642,6 +1650,19 @@ class HardenedSection {
   static void DrainHandlerStash() noexcept;
   const bool outer_;
 };
+
+// A fork child of a signal handler that interrupted a section (see
+// PostForkChild) leaves it: its mallocs and frees are its own, not a
+// handler's (whose stash and fallback may be exactly what the interrupted
+// code holds), as the thread heap's slow path does
+// (LeaveInterruptedSlowPathInForkChild). A child that returns from the
+// handler into the interrupted malloc or free after allocating and freeing
+// itself resumes it on a quarantine and magazines it changed meanwhile:
+// not covered (a child that allocates in a handler normally exits or
+// execs).
+void LeaveInterruptedHardenedSectionInForkChild() {
+  tls_hardened.busy = false;
+}
 
 // How much of a quarantined block of `size` bytes carries the freed pattern:
 // [1 word, QuarantineFillEnd). The block's trailer (its last word) is left

@@ -487,17 +487,19 @@ class MagazineCache {
   // "Signal handlers"). Owner-only, not nested.
   class ShadowScope {
    public:
+    // Whenever the state is blocked, hot_ points at the copy (so that a
+    // fork child can find it: LeaveShadowInForkChild).
     explicit ShadowScope(MagazineCache& m) noexcept : m_(m) {
       ABSL_ASSERT(m.hot_ == m.published_);
       shadow_.CopyFrom(*m.published_);
-      m.published_->Block();
-      std::atomic_signal_fence(std::memory_order_seq_cst);
       m.hot_ = &shadow_;
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      m.published_->Block();
     }
     ~ShadowScope() {
-      m_.hot_ = m_.published_;
-      std::atomic_signal_fence(std::memory_order_seq_cst);
       m_.published_->Publish(shadow_);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      m_.hot_ = m_.published_;
     }
     ShadowScope(const ShadowScope&) = delete;
     ShadowScope& operator=(const ShadowScope&) = delete;
@@ -537,6 +539,16 @@ class MagazineCache {
   // When the stack is full: flush its upper half, then cache p (or, with
   // capacity 0, free p to its slab).
   void FreeSlow(void* p) noexcept;
+
+  // In a fork child of a signal handler that interrupted a ShadowScope of
+  // this cache: unblocks the state as an empty magazine on the same stack
+  // (the objects the copy held are leaked: the interrupted slow path may
+  // have given some of them back to their slabs already).
+  void LeaveShadowInForkChild() noexcept {
+    if (hot_ == published_) return;
+    published_->Set(hot_->stack(), 0, hot_->capacity());
+    hot_ = published_;
+  }
 
   // Frees every cached object back to the slabs.
   void FlushAll() noexcept { Flush(0); }

@@ -223,6 +223,32 @@ TEST(MagazineCacheTest, ShadowScopeBlocksTheFastPathsUntilItEnds) {
   c.Free(p);
 }
 
+// A fork child of a handler that interrupted a ShadowScope unblocks the
+// magazine, empty, on the same stack.
+TEST(MagazineCacheTest, LeaveShadowInForkChildUnblocksAnEmptyMagazine) {
+  Env e(64);
+  MagazineHot hot{};
+  MagazineCache c;
+  c.BindHot(&hot);
+  c = MagazineCache(&e.cls);
+  void* a = c.Alloc();
+  ASSERT_NE(a, nullptr);
+  c.Free(a);
+  void** const stack = hot.stack();
+  const std::uint32_t capacity = hot.capacity();
+  const MagazineCache::ShadowScope shadow(c);
+  void* p;
+  ASSERT_FALSE(hot.TryAlloc(&p));
+  c.LeaveShadowInForkChild();  // what the child does; the scope never ends
+  EXPECT_EQ(hot.stack(), stack);
+  EXPECT_EQ(hot.capacity(), capacity);
+  EXPECT_EQ(hot.top(), 0u);
+  EXPECT_FALSE(hot.TryAlloc(&p));
+  EXPECT_TRUE(hot.TryFree(a));
+  EXPECT_TRUE(hot.TryAlloc(&p));
+  EXPECT_EQ(p, a);
+}
+
 TEST(MagazineCacheTest, FreeThenAllocIsLifo) {
   Env e(64);
   MagazineCache c(&e.cls);

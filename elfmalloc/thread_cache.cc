@@ -619,6 +619,15 @@ void ThreadCachePreFork() noexcept { g_key_lock.LockForFork(); }
 
 void ThreadCachePostForkParent() noexcept { g_key_lock.UnlockAfterFork(); }
 
+void LeaveInterruptedSlowPathInForkChild() noexcept {
+  ThreadHeap* h = tls_heap;
+  if (h == nullptr || !h->in_slow_path_) return;
+  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+    if (h->Constructed(i)) h->caches_[i].cache().LeaveShadowInForkChild();
+  }
+  h->in_slow_path_ = false;
+}
+
 void ThreadCachePostForkChild() noexcept {
   if (!g_key_lock.TakenForFork()) return;
   // Single-threaded here; the lock is still held from PreFork.

@@ -240,6 +240,7 @@ class ThreadHeap {
 
  private:
   friend class HeapRegistry;
+  friend void LeaveInterruptedSlowPathInForkChild() noexcept;
   class Section;
   void CreateCache(SizeClass c) noexcept;
   // The slow paths' work, inside a Section.
@@ -428,6 +429,15 @@ void AddCachedObjects(std::size_t out[kNumSizeClasses]) noexcept;
 void ThreadCachePreFork() noexcept;
 void ThreadCachePostForkParent() noexcept;
 void ThreadCachePostForkChild() noexcept;
+// In a fork child: if the forking thread was inside its heap's slow path
+// (a signal handler's fork, see "Signal handlers"), the child leaves it,
+// so that its own mallocs and frees are not taken for a handler's (their
+// stash and fallback may be exactly what the interrupted code holds), and
+// the magazine the slow path was changing is unblocked, empty
+// (MagazineCache::LeaveShadowInForkChild). A child that returns from the
+// handler into the interrupted slow path is not covered (a child that
+// allocates in a handler normally exits or execs).
+void LeaveInterruptedSlowPathInForkChild() noexcept;
 
 // Test hook: runs fn(arg) while holding the registry lock (to prove that a
 // fork during that window leaves the child a usable allocator).
