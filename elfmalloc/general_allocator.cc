@@ -1498,10 +1498,6 @@ void* HardenedLargeRealloc(void* p, std::size_t n) {
 
 // ---- The per-thread state: quarantine and PRNG ----
 
-// Entries of a thread's handler stash (see HardenedSection): as many
-// blocks as signal handlers may free, in all, while one malloc or free of
-// the thread is interrupted (more are leaked, never corrupting anything).
-constexpr std::size_t kHandlerStashEntries = 64;
 
 // The thread's quarantine (see "Quarantine"): a ring of encoded entries,
 // the oldest at `head`, and its PRNG. Owned by its thread; trivially
@@ -1514,14 +1510,9 @@ struct HardenedThreadState {
   // pair than keeping it (callgrind).
   void* newest;
   bool busy;            // inside a HardenedSection (see there)
-  // Set by a signal handler's free into `stash` (see HardenedSection).
-  bool stash_pending;
   std::size_t blocks;   // entries held
   std::size_t bytes;    // the class sizes of the blocks held
   std::uint64_t rng;    // wyrand state; 0 until the first use
-  // Blocks freed by signal handlers that interrupted this thread's hardened
-  // malloc or free (see HardenedSection): encoded entries, 0 when empty.
-  std::uint64_t stash[kHandlerStashEntries];
 };
 ABSL_CONST_INIT thread_local HardenedThreadState tls_hardened
     __attribute__((tls_model("initial-exec"))) = {};
@@ -1607,27 +1598,16 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline std::size_t CheckHardenedSlabBlock(
 // magazines and quarantine. A signal handler that interrupts it finds its
 // ring, its magazines and its slab allocators mid-update (a refill half
 // written, a shuffle half done, a flush half sent), so a handler's malloc
-// and free inside a section (nested()) touch none of them: a nested free
-// puts its block in the thread's handler stash, a nested malloc takes a
-// block of its class from the stash (a handler that frees and then
-// allocates gets its own blocks back) or else from its class's shared
-// fallback allocator if its lock is free, and fails (ENOMEM) otherwise.
-// The outermost section hands what the stash holds to the magazines when
-// it ends, still inside the section. Through the magazines, a handler
-// freeing and reallocating 8 blocks every 20 us corrupted a refill about
-// once in 600,000 interruptions (a block handed out twice, reported as a
-// double free); through the quarantine, within a few thousand. Signal
-// fences keep the flag's stores on their side of the work (the handler
-// runs on this thread).
-//
-// The stash protocol. Only nested frees write entries (into a slot that
-// reads 0) and set stash_pending; nested mallocs and the drain take them.
-// A handler runs to completion before the code it interrupted resumes, so
-// a handler's steps never interleave with each other; the drain, which a
-// handler may interrupt anywhere, takes each entry with one exchange (a
-// single instruction, so a handler sees the entry either still there, and
-// may take it, or gone), and clears stash_pending before it scans, so an
-// entry a handler adds behind the scan is found by the next drain.
+// and free inside a section (nested()) touch none of them: they go through
+// the thread heap's handler stash (thread_cache.h, "Signal handlers": a
+// handler that frees and then allocates gets its own blocks back; else the
+// class's fallback allocator if its lock is free; else ENOMEM), which the
+// outermost section hands to the magazines when it ends. Through the
+// magazines, a handler freeing and reallocating 8 blocks every 20 us
+// corrupted a refill once in 20-40 runs of 20,000 interruptions (a block
+// handed out twice, reported as a double free); through the quarantine,
+// within a few thousand. Signal fences keep the flag's stores on their
+// side of the work (the handler runs on this thread).
 class HardenedSection {
  public:
   HardenedSection() noexcept : outer_(tls_hardened.busy) {
@@ -1636,8 +1616,11 @@ class HardenedSection {
   }
   ~HardenedSection() {
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (!outer_ && ABSL_PREDICT_FALSE(tls_hardened.stash_pending)) {
-      DrainHandlerStash();
+    if (!outer_) {
+      ThreadHeap* th = CurrentThreadHeap();
+      if (th != nullptr && ABSL_PREDICT_FALSE(th->HandlerStashPending())) {
+        th->DrainHandlerStash();
+      }
     }
     tls_hardened.busy = outer_;
   }
@@ -1647,7 +1630,6 @@ class HardenedSection {
   bool nested() const noexcept { return outer_; }
 
  private:
-  static void DrainHandlerStash() noexcept;
   const bool outer_;
 };
 
@@ -1655,13 +1637,20 @@ class HardenedSection {
 // PostForkChild) leaves it: its mallocs and frees are its own, not a
 // handler's (whose stash and fallback may be exactly what the interrupted
 // code holds), as the thread heap's slow path does
-// (LeaveInterruptedSlowPathInForkChild). A child that returns from the
-// handler into the interrupted malloc or free after allocating and freeing
-// itself resumes it on a quarantine and magazines it changed meanwhile:
-// not covered (a child that allocates in a handler normally exits or
-// execs).
+// (LeaveInterruptedSlowPathInForkChild). The quarantine the section may
+// have been changing (a ring being unmapped, an entry half moved) is
+// given up, and the child, single-threaded, quarantines nothing more: its
+// blocks are leaked, never reused while another entry names them. A child
+// that returns from the handler into the interrupted malloc or free is not
+// covered (a child that allocates in a handler normally exits or execs).
 void LeaveInterruptedHardenedSectionInForkChild() {
-  tls_hardened.busy = false;
+  HardenedThreadState& q = tls_hardened;
+  if (!q.busy) return;
+  q.busy = false;
+  g_quarantine_max_blocks = 0;
+  q.ring = nullptr;
+  q.blocks = 0;
+  q.bytes = 0;
 }
 
 // How much of a quarantined block of `size` bytes carries the freed pattern:
@@ -1702,50 +1691,13 @@ inline void* EntryBlock(std::uint64_t v) {
   return reinterpret_cast<void*>(static_cast<std::uintptr_t>(v & kAddressMask));
 }
 
-// A signal handler's free inside a section (see HardenedSection): into the
-// stash, or leaked if it is full.
-void StashFree(SizeClass c, void* p) noexcept {
-  HardenedThreadState& q = tls_hardened;
-  for (std::uint64_t& slot : q.stash) {
-    if (slot == 0) {
-      slot = EncodeEntry(p, c);
-      std::atomic_signal_fence(std::memory_order_seq_cst);
-      q.stash_pending = true;
-      return;
-    }
-  }
-}
-
 // A signal handler's malloc of class c inside a section (see
 // HardenedSection). Not null only with a block whose free mark is cleared.
 ABSL_ATTRIBUTE_NOINLINE void* NestedAllocClass(SizeClass c) noexcept {
-  HardenedThreadState& q = tls_hardened;
-  for (std::uint64_t& slot : q.stash) {
-    const std::uint64_t e = slot;
-    if (e != 0 && ((e ^ g_hkeys.ring) >> kAddressBits) == c.index()) {
-      slot = 0;
-      return HandoutNonNull(EntryBlock(e ^ g_hkeys.ring));
-    }
-  }
-  void* p = NestedFallbackAlloc(c);
+  ThreadHeap* th = CurrentThreadHeap();
+  void* p = th != nullptr ? th->HandlerAlloc(c) : NestedFallbackAlloc(c);
   if (p == nullptr) errno = ENOMEM;
   return Handout(p);
-}
-
-void HardenedSection::DrainHandlerStash() noexcept {
-  HardenedThreadState& q = tls_hardened;
-  q.stash_pending = false;
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  for (std::uint64_t& slot : q.stash) {
-    const std::uint64_t e =
-        std::atomic_ref<std::uint64_t>(slot).exchange(0,
-                                                      std::memory_order_relaxed);
-    if (e == 0) continue;
-    const std::uint64_t v = e ^ g_hkeys.ring;
-    const std::uint64_t ci = v >> kAddressBits;
-    if (ABSL_PREDICT_FALSE(ci >= kNumSizeClasses)) DieCorruptedRing(&slot);
-    PushFreed(SizeClass(static_cast<std::uint8_t>(ci)), EntryBlock(v));
-  }
 }
 
 // The quarantine's bytes for ring entries (see "Quarantine").
@@ -1928,10 +1880,11 @@ void HardenedDeallocate(void* p) noexcept {
     CheckHardenedSlabBlock(p, c, "free");
     *word = mark;
     const HardenedSection section;
-    if (ABSL_PREDICT_FALSE(section.nested())) {
-      StashFree(c, p);
-    } else if (CurrentThreadHeap() == nullptr) {
+    ThreadHeap* th = CurrentThreadHeap();
+    if (th == nullptr) {
       PushFreed(c, p);
+    } else if (ABSL_PREDICT_FALSE(section.nested())) {
+      th->HandlerFree(c, p);
     } else {
       QuarantineFree(c, p);
     }

@@ -273,8 +273,8 @@ constexpr std::size_t MagazineStackBytes(std::size_t object_size) noexcept {
 // publishes the copy with one Set. Without the shadow, a handler freeing
 // and allocating 8 blocks every 20 us while the thread allocated and freed
 // bursts of 3,000 blocks had a block handed out twice in 4 runs of 10
-// (elfc/signal_handler_malloc.cc --bursts): its push landed on an entry a
-// refill had just written below the top it had not yet raised.
+// (elfc/signal_handler_malloc.cc): its push landed on an entry a refill
+// had just written below the top it had not yet raised.
 struct alignas(16) MagazineHot {
   std::atomic<void**> cur{nullptr};
   std::atomic<std::uint32_t> empty{0};

@@ -461,6 +461,11 @@ void ThreadHeap::DrainStash() noexcept {
   }
 }
 
+void ThreadHeap::DrainHandlerStash() noexcept {
+  if (in_slow_path_) return;  // a handler's: the section's end drains
+  const Section section(this);  // its destructor drains
+}
+
 std::size_t ThreadHeap::StashedForTesting() const noexcept {
   std::size_t n = 0;
   for (const std::uint64_t e : stash_) n += e != 0 ? 1 : 0;

@@ -231,6 +231,15 @@ class ThreadHeap {
   void Drain() noexcept;
   // Blocks in the handler stash (tests).
   std::size_t StashedForTesting() const noexcept;
+
+  // The handler stash for a caller that tells handlers apart itself (the
+  // hardened general allocator's sections, which also guard its
+  // quarantine): a handler's free and malloc (see "Signal handlers"), and,
+  // when the interrupted operation ends, the stash into the caches.
+  void HandlerFree(SizeClass c, void* p) noexcept { NestedFree(c, p); }
+  void* HandlerAlloc(SizeClass c) noexcept { return NestedAlloc(c); }
+  bool HandlerStashPending() const noexcept { return stash_pending_; }
+  void DrainHandlerStash() noexcept;
   // Checks the decay rule of each page allocator this heap's caches use
   // (one Tick per page allocator: a clock read each). InitThreadHeap calls
   // it when a thread takes over a pooled heap: the decay rule runs on page
