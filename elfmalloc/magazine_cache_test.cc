@@ -189,19 +189,25 @@ TEST(MagazineCacheTest, BurstsShareTheBudget) {
   EXPECT_EQ(budget, 512 * K);  // destroyed: every share came back
 }
 
+// A cache of e's class whose fast-path state is `hot`, as a thread heap's
+// are, with one object cached (the one returned).
+void* BindAndCacheOne(Env& e, MagazineHot& hot, MagazineCache& c) {
+  c.BindHot(&hot);
+  c = MagazineCache(&e.cls);
+  void* a = c.Alloc();
+  if (a != nullptr) c.Free(a);
+  return a;
+}
+
 // A ShadowScope blocks the fast paths while the slow paths work on a copy
 // (MagazineHot, "Signal handlers"), and publishes the copy when it ends.
 TEST(MagazineCacheTest, ShadowScopeBlocksTheFastPathsUntilItEnds) {
   Env e(64);
   MagazineHot hot{};
   MagazineCache c;
-  c.BindHot(&hot);
-  c = MagazineCache(&e.cls);
-  void* a = c.Alloc();
+  ASSERT_NE(BindAndCacheOne(e, hot, c), nullptr);
   void* b = c.Alloc();
-  ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
-  c.Free(a);
   const std::size_t cached = c.cached();
   ASSERT_GE(cached, 1u);
   {
@@ -229,11 +235,8 @@ TEST(MagazineCacheTest, LeaveShadowInForkChildUnblocksAnEmptyMagazine) {
   Env e(64);
   MagazineHot hot{};
   MagazineCache c;
-  c.BindHot(&hot);
-  c = MagazineCache(&e.cls);
-  void* a = c.Alloc();
+  void* a = BindAndCacheOne(e, hot, c);
   ASSERT_NE(a, nullptr);
-  c.Free(a);
   void** const stack = hot.stack();
   const std::uint32_t capacity = hot.capacity();
   const MagazineCache::ShadowScope shadow(c);
