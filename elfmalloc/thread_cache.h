@@ -238,7 +238,6 @@ class ThreadHeap {
   // when the interrupted operation ends, the stash into the caches.
   void HandlerFree(SizeClass c, void* p) noexcept { NestedFree(c, p); }
   void* HandlerAlloc(SizeClass c) noexcept { return NestedAlloc(c); }
-  bool HandlerStashPending() const noexcept { return stash_pending_; }
   void DrainHandlerStash() noexcept;
   // Checks the decay rule of each page allocator this heap's caches use
   // (one Tick per page allocator: a clock read each). InitThreadHeap calls
