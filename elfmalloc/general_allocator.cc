@@ -598,6 +598,16 @@ std::size_t SharedFirstRefill(SlabClass* cls, void** out,
   return got;
 }
 
+// An object of f's class, with f's lock held.
+void* FallbackAllocLocked(Fallback& f) {
+  void* p = f.slabs.Alloc();
+  if (p != nullptr) {
+    f.net.store(f.net.load(std::memory_order_relaxed) + 1,
+                std::memory_order_relaxed);
+  }
+  return p;
+}
+
 // A signal handler's malloc inside a slow path of its thread that the
 // thread's handler stash cannot serve (thread_cache.h, "Signal handlers";
 // the hardened build's HardenedSection): an object of the class's fallback
@@ -608,11 +618,7 @@ void* NestedFallbackAlloc(SizeClass c) noexcept {
   if (heap == nullptr) return nullptr;
   Fallback& f = heap->fallback(c);
   if (!f.lock.TryLock()) return nullptr;
-  void* p = f.slabs.Alloc();
-  if (p != nullptr) {
-    f.net.store(f.net.load(std::memory_order_relaxed) + 1,
-                std::memory_order_relaxed);
-  }
+  void* p = FallbackAllocLocked(f);
   f.lock.Unlock();
   return p;
 }
@@ -722,12 +728,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline Heap* GetHeap() {
 void* FallbackAlloc(Heap* heap, SizeClass c) {
   Fallback& f = heap->fallback(c);
   SpinLockHolder l(&f.lock);
-  void* p = f.slabs.Alloc();
-  if (p != nullptr) {
-    f.net.store(f.net.load(std::memory_order_relaxed) + 1,
-                std::memory_order_relaxed);
-  }
-  return p;
+  return FallbackAllocLocked(f);
 }
 
 // A live block never carries its free mark (see FreeMark, kMarkOffset).
@@ -1497,7 +1498,6 @@ void* HardenedLargeRealloc(void* p, std::size_t n) {
 }
 
 // ---- The per-thread state: quarantine and PRNG ----
-
 
 // The thread's quarantine (see "Quarantine"): a ring of encoded entries,
 // the oldest at `head`, and its PRNG. Owned by its thread; trivially

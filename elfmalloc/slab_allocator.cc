@@ -174,15 +174,16 @@ bool SlabAllocator::Refresh() noexcept {
 }
 
 void SlabAllocator::ZeroObjectTails(void* page, const SlabMetadata& m) noexcept {
-  // The page is exclusively ours and holds no object: plain stores. The
-  // first word zeroed is the guard before object 0, the last the guard
-  // after the last object.
-  char* last = static_cast<char*>(page) + m.objects_offset -
-               sizeof(std::uint64_t);
+  // The page is exclusively ours and holds no object: plain stores. With
+  // zero_object_tails the layout has guard words (ComputeMetadata's
+  // guard_bytes): the word before object 0 and the one after the last
+  // object are those, never the bit-set.
+  char* const objects = static_cast<char*>(page) + m.objects_offset;
+  char* last = objects - sizeof(std::uint64_t);
   for (std::size_t i = 0; i <= m.n_objects; ++i, last += m.object_size) {
     std::memset(last, 0, sizeof(std::uint64_t));
   }
-  std::memset(last - m.object_size + sizeof(std::uint64_t), 0,
+  std::memset(objects + m.n_objects * m.object_size, 0,
               sizeof(std::uint64_t));
 }
 
