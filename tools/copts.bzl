@@ -10,7 +10,9 @@ compiled by us, so their headers are the only foreign code these flags see;
 they live in /usr/include and are therefore system headers for the compiler.
 """
 
-ALLOCATORS_COPTS = [
+# The options as a plain list (a select cannot be iterated): for a target
+# that filters them, such as a C program's.
+ALLOCATORS_COPTS_LIST = [
     # The language level lives with the targets, not in .bazelrc, so another
     # workspace that depends on them builds them as we do.
     "-std=c++20",
@@ -30,6 +32,18 @@ ALLOCATORS_COPTS = [
     "-Wvla",
     "-Wno-sign-compare",  # size_t vs int comparisons in loops are pervasive and benign.
 ]
+
+ALLOCATORS_COPTS = ALLOCATORS_COPTS_LIST + select({
+    # Intel's JCC erratum (Skylake to Cascade Lake, with the microcode that
+    # fixes it): a jump, or a compare fused with one, that crosses or ends
+    # at a 32-byte boundary is not cached as decoded micro-ops, and a loop
+    # through it is decoded again every time. Where a build happened to lay
+    # malloc's empty test across a boundary, glibc_thread ran at half the
+    # speed of the build before it, with fewer instructions. The assembler
+    # pads such jumps off the boundaries (a few bytes of prefixes or nops).
+    "@platforms//cpu:x86_64": ["-Wa,-mbranches-within-32B-boundaries"],
+    "//conditions:default": [],
+})
 
 ALLOCATORS_TEST_COPTS = ALLOCATORS_COPTS + [
     # TEST()/BENCHMARK() define functions without prior declarations.
