@@ -112,6 +112,9 @@ class Bagpipe {
   // size classes: 228 KiB of resident pages instead of 50 KiB).
   Bagpipe(std::size_t num_queues, Cleanup cleanup, void* storage) noexcept
       : s_(Shared::Create(num_queues, std::move(cleanup), storage)) {}
+  // No bag (valid() is false) until one is assigned: for an owner that
+  // builds its bag later, in storage of its own.
+  explicit Bagpipe(std::nullptr_t) noexcept : s_(nullptr) {}
   Bagpipe(const Bagpipe& o) noexcept : s_(o.s_) {
     if (s_ != nullptr) s_->Ref();
   }

@@ -400,10 +400,19 @@ void CheckedFreeLarge(void* p, const char* op = "free") {
 // One spin-locked slab allocator per class, for threads without a heap.
 struct Fallback {
   SpinLock lock;
+  SlabClass* cls = nullptr;  // set when the heap is built
+  // Bound to cls on first use (Slabs(), under the lock): binding builds the
+  // class's available bag, and binding all of them when the heap is built
+  // built every class's bag in every process (SlabClass, "The bag").
   SlabAllocator slabs;
   // Allocations minus frees through this path (written under the lock, read
   // by statistics without it).
   std::atomic<std::int64_t> net{0};
+
+  SlabAllocator& Slabs() noexcept {
+    if (ABSL_PREDICT_FALSE(!slabs.valid())) slabs = SlabAllocator(cls);
+    return slabs;
+  }
 };
 
 // The shared heap. Built once in mmap_alloc memory and never destroyed:
@@ -422,7 +431,9 @@ class Heap {
     // The classes' available bags side by side in one block (never freed:
     // neither is the heap). A bag of 4 queues needs under 1 KiB, and a
     // bsalloc block of its own per class took 57 whole pages, all touched
-    // when the heap was built: 228 KiB resident in every process.
+    // when the heap was built: 228 KiB resident in every process. Each bag
+    // is built on its class's first use (SlabClass, "The bag"), so only
+    // the pages of the classes in use are touched.
     const std::size_t bag_bytes = SlabClass::BagStorageBytes(queues);
     auto* bags = static_cast<unsigned char*>(
         bsalloc::Allocate(kNumSizeClasses * bag_bytes));
@@ -454,7 +465,7 @@ class Heap {
                          m.object_size == k.object_size,
                      "slab layout differs from kClassLayouts");
       ::new (&fallback_[i]) Fallback();
-      fallback(c).slabs = SlabAllocator(cls);
+      fallback(c).cls = cls;
     }
     return true;
   }
@@ -494,6 +505,13 @@ class Heap {
   void LockAll() noexcept {
     for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
       fallback(SizeClass(static_cast<std::uint8_t>(i))).lock.LockForFork();
+    }
+  }
+  // A class's available bag that a thread of the parent was building is
+  // built again on its next use (SlabClass, "The bag").
+  void ResetBagsInForkChild() noexcept {
+    for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+      cls(SizeClass(static_cast<std::uint8_t>(i))).ResetBagInForkChild();
     }
   }
   void UnlockAll() noexcept {
@@ -593,14 +611,14 @@ std::size_t SharedFirstRefill(SlabClass* cls, void** out,
   Fallback& f = heap->fallback(sc);
   if (f.lock.HeldByCurrentThread()) return 0;
   f.lock.Lock();
-  const std::size_t got = f.slabs.AllocBatch(out, n);
+  const std::size_t got = f.Slabs().AllocBatch(out, n);
   f.lock.Unlock();
   return got;
 }
 
 // An object of f's class, with f's lock held.
 void* FallbackAllocLocked(Fallback& f) {
-  void* p = f.slabs.Alloc();
+  void* p = f.Slabs().Alloc();
   if (p != nullptr) {
     f.net.store(f.net.load(std::memory_order_relaxed) + 1,
                 std::memory_order_relaxed);
@@ -618,6 +636,12 @@ void* NestedFallbackAlloc(SizeClass c) noexcept {
   if (heap == nullptr) return nullptr;
   Fallback& f = heap->fallback(c);
   if (!f.lock.TryLock()) return nullptr;
+  if (!f.slabs.valid()) {
+    // Binding may wait for the class's bag, which the interrupted code
+    // may be building (SlabClass, "The bag").
+    f.lock.Unlock();
+    return nullptr;
+  }
   void* p = FallbackAllocLocked(f);
   f.lock.Unlock();
   return p;
@@ -690,7 +714,10 @@ void PostForkChild() {
   // "Background decay"): StartBackgroundDecay may start one again.
   g_decay_thread_started.store(false, std::memory_order_relaxed);
   LargeCachePostFork();
-  if (Heap* h = g_heap.load(std::memory_order_acquire)) h->UnlockAll();
+  if (Heap* h = g_heap.load(std::memory_order_acquire)) {
+    h->UnlockAll();
+    h->ResetBagsInForkChild();
+  }
 #if defined(ELFMALLOC_HARDENED)
   LeaveInterruptedHardenedSectionInForkChild();
 #endif
@@ -882,7 +909,7 @@ ABSL_ATTRIBUTE_NOINLINE void FreeSlow(SizeClass c, void* p) noexcept {
   SpinLockHolder l(&f.lock);
   f.net.store(f.net.load(std::memory_order_relaxed) - 1,
               std::memory_order_relaxed);
-  f.slabs.Free(p);
+  f.Slabs().Free(p);
 }
 
 // The rest of a slab free after the mark check: the magazine push, else

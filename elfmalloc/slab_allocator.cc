@@ -20,10 +20,16 @@ SlabClass::SlabClass(PageAlloc* pages, const Options& o) noexcept
           o.object_size, pages->page_size(), o.cutoff,
           o.usable_size == 0 ? pages->page_size() : o.usable_size,
           o.zero_object_tails ? sizeof(std::uint64_t) : 0)),
-      available_(o.bag_storage == nullptr
-                     ? AvailableBag(o.available_queues)
-                     : AvailableBag(o.available_queues, {}, o.bag_storage)) {
-  if (!pages->valid() || !meta_.valid() || !available_.valid()) return;
+      bag_storage_(o.bag_storage),
+      bag_queues_(o.available_queues) {
+  if (bag_storage_ == nullptr) {
+    // A block of its own: built now, so that running out of memory shows
+    // in valid().
+    available_ = AvailableBag(bag_queues_);
+    bag_state_.store(kBagBuilt, std::memory_order_relaxed);
+  }
+  if (!pages->valid() || !meta_.valid()) return;
+  if (bag_storage_ == nullptr && !available_.valid()) return;
   const std::size_t usable = meta_.usable_size < meta_.page_size
                                  ? meta_.usable_size
                                  : meta_.page_size;
@@ -36,8 +42,31 @@ SlabClass::SlabClass(PageAlloc* pages, const Options& o) noexcept
   valid_ = true;
 }
 
+void SlabClass::BuildBag() noexcept {
+  std::uint32_t state = kBagNone;
+  if (bag_state_.compare_exchange_strong(state, kBagBuilding,
+                                         std::memory_order_acquire)) {
+    // Given storage: the bag cannot fail to build.
+    available_ = AvailableBag(bag_queues_, {}, bag_storage_);
+    bag_state_.store(kBagBuilt, std::memory_order_release);
+    return;
+  }
+  while (bag_state_.load(std::memory_order_acquire) != kBagBuilt) {
+    // Another thread is building it; or, in a fork child, nobody is until
+    // ResetBagInForkChild ran, which the child's fork handler does before
+    // the child's code runs.
+    if (bag_state_.load(std::memory_order_relaxed) == kBagNone) {
+      BuildBag();
+      return;
+    }
+  }
+}
+
 SlabClass::~SlabClass() {
   if (!valid_) return;
+  if (bag_state_.load(std::memory_order_acquire) != kBagBuilt) {
+    return;  // never used: no slab was ever listed
+  }
   // No SlabAllocator is left, so nothing races with this drain. A listed
   // slab is normally not wholly free (a free completing it revokes it and
   // returns its page), except when that revoke lost the race with the
@@ -56,7 +85,7 @@ SlabClass::~SlabClass() {
 SlabAllocator::SlabAllocator(SlabClass* cls) noexcept
     : cls_(cls),
       pages_(cls->pages_->NewHandle()),
-      available_(cls->available_.NewHandle()) {}
+      available_(cls->available().NewHandle()) {}
 
 SlabAllocator::SlabAllocator(SlabAllocator&& o) noexcept
     : cls_(std::exchange(o.cls_, nullptr)),

@@ -555,5 +555,79 @@ TEST(SlabAllocatorTest, ConcurrentRemoteFreesKeepObjectsExclusive) {
   EXPECT_EQ(e.cls.pages_in_use(), listed);
 }
 
+// A bag in given storage is built by the class's first user, not by the
+// class: the storage of a class nobody uses stays as it was (untouched
+// fresh pages, in the general allocator).
+TEST(SlabAllocatorTest, BagInGivenStorageIsBuiltOnFirstUse) {
+  PageAlloc pa(Pages(32 * K));
+  SlabClass::Options o = Class(256);
+  o.available_queues = 4;
+  const std::size_t bytes = SlabClass::BagStorageBytes(o.available_queues);
+  std::vector<unsigned char> raw(bytes + 64, 0);
+  void* storage = raw.data() + (64 - reinterpret_cast<std::uintptr_t>(
+                                         raw.data()) % 64) % 64;
+  o.bag_storage = storage;
+  SlabClass cls(&pa, o);
+  ASSERT_TRUE(cls.valid());
+  const auto zero = [&] {
+    const auto* b = static_cast<const unsigned char*>(storage);
+    return std::all_of(b, b + bytes, [](unsigned char c) { return c == 0; });
+  };
+  EXPECT_TRUE(zero());
+  {
+    SlabAllocator a(&cls);
+    EXPECT_FALSE(zero());
+    void* p = a.Alloc();
+    ASSERT_NE(p, nullptr);
+    a.Free(p);
+  }
+  EXPECT_TRUE(cls.available().valid());
+}
+
+// Threads that create the first allocators of a class at once all get
+// the one bag: a slab one lists is found by the others.
+TEST(SlabAllocatorTest, FirstUsersRacingForTheBagShareOne) {
+  for (int round = 0; round < 20 * Scale(); ++round) {
+    PageAlloc pa(Pages(32 * K));
+    SlabClass::Options o = Class(256);
+    o.available_queues = 4;
+    const std::size_t bytes = SlabClass::BagStorageBytes(o.available_queues);
+    std::vector<unsigned char> raw(bytes + 64, 0);
+    o.bag_storage = raw.data() + (64 - reinterpret_cast<std::uintptr_t>(
+                                           raw.data()) % 64) % 64;
+    SlabClass cls(&pa, o);
+    ASSERT_TRUE(cls.valid());
+    constexpr int kThreads = 4;
+    std::atomic<int> ready{0};
+    std::vector<SlabAllocator> allocators(kThreads);
+    std::vector<std::thread> ts;
+    for (int i = 0; i < kThreads; ++i) {
+      ts.emplace_back([&, i] {
+        ready.fetch_add(1);
+        while (ready.load() < kThreads) {
+        }
+        allocators[i] = SlabAllocator(&cls);
+      });
+    }
+    for (auto& t : ts) t.join();
+    // One allocator leaves a slab above the cutoff listed; another pops
+    // it from the same bag.
+    const std::size_t n = cls.metadata().n_objects;
+    std::vector<void*> v = AllocN(allocators[0], n);
+    Slab* s = allocators[0].SlabOf(v[0]);
+    for (std::size_t i = 0; i < cls.metadata().cutoff_objects; ++i) {
+      allocators[0].Free(v[i]);
+    }
+    allocators[0].Release();
+    void* p = allocators[kThreads - 1].Alloc();
+    EXPECT_EQ(allocators[kThreads - 1].SlabOf(p), s);
+    allocators[kThreads - 1].Free(p);
+    for (std::size_t i = cls.metadata().cutoff_objects; i < n; ++i) {
+      allocators[1].Free(v[i]);
+    }
+    allocators.clear();
+  }
+}
+
 }  // namespace
 }  // namespace elfmalloc
