@@ -133,9 +133,9 @@ void ConfigureLargeCache() {
 // mark at a position no block starts at is not ours. Cost: a load, a
 // compare and a store on the block's first cache line per free, a store
 // per allocation (the program is about to write that line anyway): 6
-// instructions of the 67 of a malloc/free pair (callgrind, pair_latency).
-// With the alignment test below, the checks every build makes cost 5.8%
-// of the instructions of the single-thread harness rows and 3-4% of the
+// instructions of the 61 of a malloc/free pair (callgrind, pair_latency).
+// With the alignment test below, the checks every build makes cost 4.9%
+// of the instructions of the single-thread harness rows and 2-3% of the
 // throughput over all of them (against //elfc:libelfc_unchecked.so;
 // info/reliability.md, "The cost of the checks and of the hardened
 // build"): on allocation-bound loops every instruction shows, and the
