@@ -41,7 +41,9 @@ ALLOCATORS_COPTS = ALLOCATORS_COPTS_LIST + select({
     # malloc's empty test across a boundary, glibc_thread ran at half the
     # speed of the build before it, with fewer instructions. The assembler
     # pads such jumps off the boundaries (a few bytes of prefixes or nops).
-    "@platforms//cpu:x86_64": ["-Wa,-mbranches-within-32B-boundaries"],
+    # GCC passes the option to the assembler, clang takes it itself.
+    "//tools:x86_64_clang": ["-mbranches-within-32B-boundaries"],
+    "//tools:x86_64": ["-Wa,-mbranches-within-32B-boundaries"],
     "//conditions:default": [],
 })
 
