@@ -196,6 +196,42 @@ TEST(GeneralAllocatorTest, ReallocGrowthInSmallStepsCopiesRarely) {
   Deallocate(p);
 }
 
+// A buffer grown an eighth at a time becomes a large block at 64 KiB
+// (kReallocLargeMin) and grows in place from there: before, it moved
+// across the 2 MiB-page classes every few steps and once more past the
+// slab limit (7 moves between 64 KiB and 1 MiB).
+TEST(GeneralAllocatorTest, ReallocGrowthFrom64KiBStaysInPlace) {
+  std::size_t n = 48 << 10;
+  char* p = static_cast<char*>(Allocate(n));
+  ASSERT_NE(p, nullptr);
+  std::memset(p, 0x3c, n);
+  int moves_after_large = 0;
+  bool large = false;
+  while (n < (std::size_t{1} << 20)) {
+    const std::size_t next = n + n / 8;
+    char* q = static_cast<char*>(Reallocate(p, next));
+    ASSERT_NE(q, nullptr);
+    ASSERT_EQ(q[0], 0x3c);
+    ASSERT_EQ(q[n - 1], 0x3c);
+    std::memset(q + n, 0x3c, next - n);
+    if (large && q != p) ++moves_after_large;
+    if (q != p && next >= (std::size_t{64} << 10)) {
+      // Moved at 64 KiB or more: into a large block.
+      EXPECT_EQ(ReadAllocType(q), AllocType::kLarge) << next;
+      large = true;
+    }
+    p = q;
+    n = next;
+  }
+  EXPECT_TRUE(large);
+  EXPECT_LE(moves_after_large, 1);
+  // Shrunk to 64 KiB or more it stays where it is.
+  char* q = static_cast<char*>(Reallocate(p, 100 << 10));
+  EXPECT_EQ(q, p);
+  EXPECT_EQ(q[(100 << 10) - 1], 0x3c);
+  Deallocate(q);
+}
+
 TEST(GeneralAllocatorTest, ReallocSameOrSlightlySmallerKeepsTheBlock) {
   void* p = Allocate(1000);  // 1 KiB class
   Fill(p, 1000, 4);
