@@ -82,14 +82,17 @@ constexpr std::size_t kReallocHeadroomMin = 4096;
 // From this size up, realloc grows a slab block into a large block placed
 // to grow in place (LargeKind::kGrowth), and a large block that realloc
 // resizes to this size or more stays large (LargeRealloc: in place, or
-// mremap). Between 64 and 256 KiB a buffer grown an eighth at a time still
-// moved across the 2 MiB-page classes every third step or so, and once
-// more past the slab limit: CPython running the harness's script copied
-// 328 MB in realloc under elfc, 66 MB under glibc (whose chunks grow in
-// place). With large blocks from 64 KiB it copies 79 MB and executes 6%
-// fewer instructions with either of its allocators, and realloc_growth
-// takes 1128 instructions per operation instead of 3678 (callgrind).
-constexpr std::size_t kReallocLargeMin = std::size_t{64} << 10;
+// mremap). Up to the slab limit a buffer grown an eighth at a time moved
+// across the 2 MiB-page classes every third step or so, and once more
+// past the limit: CPython running the harness's script copied 328 MB in
+// realloc under elfc, 66 MB under glibc (whose chunks grow in place).
+// From 128 KiB it copies 131 MB and executes 5% fewer instructions with
+// either of its allocators, and realloc_growth takes 2080 instructions
+// per operation instead of 3678 (callgrind), with a quarter less peak RSS.
+// From 64 KiB: 79 MB, 6% and 1128, but sqlite3's peak RSS rose 2% (87.3
+// -> 89.3 MiB): the 64-128 KiB buffers it grows and frees 800 times took
+// fresh pages of the large heap each time where a slab reused its slots.
+constexpr std::size_t kReallocLargeMin = std::size_t{128} << 10;
 
 // What realloc asks for when a slab block grows to n bytes (see
 // kReallocHeadroomMin): half again n, at most `max` (the largest request

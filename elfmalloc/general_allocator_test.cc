@@ -196,18 +196,19 @@ TEST(GeneralAllocatorTest, ReallocGrowthInSmallStepsCopiesRarely) {
   Deallocate(p);
 }
 
-// A buffer grown an eighth at a time becomes a large block at 64 KiB
-// (kReallocLargeMin) and grows in place from there: before, it moved
-// across the 2 MiB-page classes every few steps and once more past the
-// slab limit (7 moves between 64 KiB and 1 MiB).
-TEST(GeneralAllocatorTest, ReallocGrowthFrom64KiBStaysInPlace) {
-  std::size_t n = 48 << 10;
+// A buffer grown an eighth at a time becomes a large block when it moves
+// at 128 KiB or more (kReallocLargeMin) and grows in place from there:
+// before, it moved across the 2 MiB-page classes every few steps and once
+// more past the slab limit.
+TEST(GeneralAllocatorTest, ReallocGrowthFrom128KiBStaysInPlace) {
+  constexpr std::size_t kLargeMin = std::size_t{128} << 10;
+  std::size_t n = 96 << 10;
   char* p = static_cast<char*>(Allocate(n));
   ASSERT_NE(p, nullptr);
   std::memset(p, 0x3c, n);
   int moves_after_large = 0;
   bool large = false;
-  while (n < (std::size_t{1} << 20)) {
+  while (n < (std::size_t{2} << 20)) {
     const std::size_t next = n + n / 8;
     char* q = static_cast<char*>(Reallocate(p, next));
     ASSERT_NE(q, nullptr);
@@ -215,8 +216,8 @@ TEST(GeneralAllocatorTest, ReallocGrowthFrom64KiBStaysInPlace) {
     ASSERT_EQ(q[n - 1], 0x3c);
     std::memset(q + n, 0x3c, next - n);
     if (large && q != p) ++moves_after_large;
-    if (q != p && next >= (std::size_t{64} << 10)) {
-      // Moved at 64 KiB or more: into a large block.
+    if (q != p && next >= kLargeMin) {
+      // Moved at 128 KiB or more: into a large block.
       EXPECT_EQ(ReadAllocType(q), AllocType::kLarge) << next;
       large = true;
     }
@@ -225,10 +226,10 @@ TEST(GeneralAllocatorTest, ReallocGrowthFrom64KiBStaysInPlace) {
   }
   EXPECT_TRUE(large);
   EXPECT_LE(moves_after_large, 1);
-  // Shrunk to 64 KiB or more it stays where it is.
-  char* q = static_cast<char*>(Reallocate(p, 100 << 10));
+  // Shrunk to 128 KiB or more it stays where it is.
+  char* q = static_cast<char*>(Reallocate(p, 200 << 10));
   EXPECT_EQ(q, p);
-  EXPECT_EQ(q[(100 << 10) - 1], 0x3c);
+  EXPECT_EQ(q[(200 << 10) - 1], 0x3c);
   Deallocate(q);
 }
 
