@@ -93,6 +93,8 @@ constexpr std::size_t kReallocHeadroomMin = 4096;
 // -> 89.3 MiB): the 64-128 KiB buffers it grows and frees 800 times took
 // fresh pages of the large heap each time where a slab reused its slots.
 constexpr std::size_t kReallocLargeMin = std::size_t{128} << 10;
+static_assert(kReallocLargeMin < kMaxSlabObjectSize - sizeof(std::uint64_t),
+              "every size from kReallocLargeMin up may be a large block");
 
 // What realloc asks for when a slab block grows to n bytes (see
 // kReallocHeadroomMin): half again n, at most `max` (the largest request
@@ -417,8 +419,8 @@ struct Fallback {
   SpinLock lock;
   SlabClass* cls = nullptr;  // set when the heap is built
   // Bound to cls on first use (Slabs(), under the lock): binding builds the
-  // class's available bag, and binding all of them when the heap is built
-  // built every class's bag in every process (SlabClass, "The bag").
+  // class's available bag, so binding all of them with the heap built
+  // every class's bag in every process (SlabClass, "The bag").
   SlabAllocator slabs;
   // Allocations minus frees through this path (written under the lock, read
   // by statistics without it).
@@ -1906,7 +1908,7 @@ void* HardenedAllocate(std::size_t n, std::size_t align, bool zero) {
 // for half again n where Reallocate would give it (kReallocHeadroomMin),
 // its canary still at n, so that later steps stay in place.
 void* HardenedAllocateForGrowth(std::size_t n) {
-  if (!IsHardenedSlabSize(n) || n >= kReallocLargeMin) {
+  if (n >= kReallocLargeMin) {
     return HardenedAllocLarge(n, 0, LargeKind::kGrowth);
   }
   const std::size_t room = RoomToGrow(n, kMaxSlabObjectSize - kWord);
@@ -1985,9 +1987,7 @@ void* HardenedReallocate(void* p, std::size_t n) noexcept {
   } else {
     if (t != AllocType::kLarge) DieNotOurs(p);
     CheckedFreeLarge(p, "realloc");
-    if (!IsHardenedSlabSize(n) || n >= kReallocLargeMin) {
-      return HardenedLargeRealloc(p, n);
-    }
+    if (n >= kReallocLargeMin) return HardenedLargeRealloc(p, n);
     old_n = LargeRequest(p);
   }
   // As Reallocate: a growing block is likely to grow again, so it gets
@@ -2262,8 +2262,6 @@ ELFMALLOC_CLASSIFIES void* Reallocate(void* p, std::size_t n) noexcept {
       // Shrink only when it saves at least half the block.
       const std::size_t now = ClassSize(SizeToClass(n));
       if (now > old / 2) return p;
-    } else if (n >= kReallocLargeMin) {
-      want = 0;  // a large block
     } else {
       want = RoomToGrow(n, kMaxSlabObjectSize);
     }
@@ -2271,14 +2269,14 @@ ELFMALLOC_CLASSIFIES void* Reallocate(void* p, std::size_t n) noexcept {
     if (t != AllocType::kLarge) DieNotOurs(p);
     // Large: a size below kReallocLargeMin moves to a slab (a large block
     // that small wastes most of its last page); otherwise mremap, which
-    // grows or shrinks
-    // (LargeRealloc checks p itself, in every build; the move to a slab
-    // reads p's size before LargeFree would, so it checks p first).
-    if (!IsSlabSize(n) || n >= kReallocLargeMin) return LargeRealloc(p, n);
+    // grows or shrinks (LargeRealloc checks p itself, in every build; the
+    // move to a slab reads p's size before LargeFree would, so it checks p
+    // first).
+    if (n >= kReallocLargeMin) return LargeRealloc(p, n);
     if (kDefaultChecks) CheckedFreeLarge(p, "realloc");
   }
-  void* q = IsSlabSize(n) && want != 0 ? Allocate(want)
-                                       : AllocLarge(n, 0, LargeKind::kGrowth);
+  void* q = n < kReallocLargeMin ? Allocate(want)
+                                 : AllocLarge(n, 0, LargeKind::kGrowth);
   if (q == nullptr) return nullptr;
   const std::size_t old_usable = UsableSize(p);
   std::memcpy(q, p, old_usable < n ? old_usable : n);

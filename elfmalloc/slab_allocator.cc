@@ -43,20 +43,16 @@ SlabClass::SlabClass(PageAlloc* pages, const Options& o) noexcept
 }
 
 void SlabClass::BuildBag() noexcept {
-  std::uint32_t state = kBagNone;
-  if (bag_state_.compare_exchange_strong(state, kBagBuilding,
-                                         std::memory_order_acquire)) {
-    // Given storage: the bag cannot fail to build.
-    available_ = AvailableBag(bag_queues_, {}, bag_storage_);
-    bag_state_.store(kBagBuilt, std::memory_order_release);
-    return;
-  }
-  while (bag_state_.load(std::memory_order_acquire) != kBagBuilt) {
-    // Another thread is building it; or, in a fork child, nobody is until
-    // ResetBagInForkChild ran, which the child's fork handler does before
-    // the child's code runs.
-    if (bag_state_.load(std::memory_order_relaxed) == kBagNone) {
-      BuildBag();
+  // kBagNone also after ResetBagInForkChild, in a child whose parent had
+  // another thread building it.
+  for (std::uint32_t s = bag_state_.load(std::memory_order_acquire);
+       s != kBagBuilt; s = bag_state_.load(std::memory_order_acquire)) {
+    if (s == kBagNone &&
+        bag_state_.compare_exchange_strong(s, kBagBuilding,
+                                           std::memory_order_acquire)) {
+      // Given storage: the bag cannot fail to build.
+      available_ = AvailableBag(bag_queues_, {}, bag_storage_);
+      bag_state_.store(kBagBuilt, std::memory_order_release);
       return;
     }
   }

@@ -10,8 +10,8 @@ compiled by us, so their headers are the only foreign code these flags see;
 they live in /usr/include and are therefore system headers for the compiler.
 """
 
-# The options as a plain list (a select cannot be iterated): for a target
-# that filters them, such as a C program's.
+# The options as a plain list (a select cannot be iterated; the C subset
+# below filters it).
 ALLOCATORS_COPTS_LIST = [
     # The language level lives with the targets, not in .bazelrc, so another
     # workspace that depends on them builds them as we do.
@@ -33,7 +33,7 @@ ALLOCATORS_COPTS_LIST = [
     "-Wno-sign-compare",  # size_t vs int comparisons in loops are pervasive and benign.
 ]
 
-ALLOCATORS_COPTS = ALLOCATORS_COPTS_LIST + select({
+_JUMP_PADDING = select({
     # Intel's JCC erratum (Skylake to Cascade Lake, with the microcode that
     # fixes it): a jump, or a compare fused with one, that crosses or ends
     # at a 32-byte boundary is not cached as decoded micro-ops, and a loop
@@ -46,6 +46,8 @@ ALLOCATORS_COPTS = ALLOCATORS_COPTS_LIST + select({
     "//tools:x86_64": ["-Wa,-mbranches-within-32B-boundaries"],
     "//conditions:default": [],
 })
+
+ALLOCATORS_COPTS = ALLOCATORS_COPTS_LIST + _JUMP_PADDING
 
 ALLOCATORS_TEST_COPTS = ALLOCATORS_COPTS + [
     # TEST()/BENCHMARK() define functions without prior declarations.
@@ -68,3 +70,16 @@ ALLOCATORS_UNCHECKED_COPTS = select({
     "//elfmalloc:checked_config": ["-UELFMALLOC_CHECKED"],
     "//conditions:default": [],
 })
+
+# The test options for C sources (test programs, the README's C examples):
+# the shared list minus its C++-only options, which GCC rejects for C under
+# -Werror.
+ALLOCATORS_C_TEST_COPTS = [
+    c
+    for c in ALLOCATORS_COPTS_LIST + ["-Wno-missing-declarations"]
+    if not c.startswith("-std=c++") and c not in [
+        "-Wconversion-null",
+        "-Wnon-virtual-dtor",
+        "-Woverloaded-virtual",
+    ]
+] + _JUMP_PADDING
