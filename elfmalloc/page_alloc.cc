@@ -54,8 +54,13 @@ PageAlloc::PageAlloc(const Options& o) noexcept
       decay_ms_(o.decay_ms),
       clock_ms_(o.clock_ms),
       source_(Max(o.page_size, kStampAlignment)),
-      dirty_(o.dirty_queues, Handle::UnmapPage{o.page_size}),
-      clean_(o.clean_queues, Handle::UnmapPage{o.page_size}) {
+      dirty_(o.dirty_queues, Handle::UnmapPage{o.page_size},
+             o.bag_storage),
+      clean_(o.clean_queues, Handle::UnmapPage{o.page_size},
+             o.bag_storage == nullptr
+                 ? nullptr
+                 : static_cast<char*>(o.bag_storage) +
+                       Bag::StorageBytes(o.dirty_queues)) {
   if (!IsPow2(o.page_size) || o.page_size < mmap_alloc::PageSize() ||
       !dirty_.valid() || !clean_.valid()) {
     return;
@@ -67,6 +72,10 @@ PageAlloc::PageAlloc(const Options& o) noexcept
   min_refill_units_ =
       (page_size_ + source_.page_size() - 1) / source_.page_size();
   valid_ = true;
+}
+
+std::size_t PageAlloc::BagStorageBytes(const Options& o) noexcept {
+  return Bag::StorageBytes(o.dirty_queues) + Bag::StorageBytes(o.clean_queues);
 }
 
 PageAlloc::~PageAlloc() = default;  // the bags unmap what they still hold

@@ -110,7 +110,15 @@ class PageAlloc {
     std::uint64_t (*clock_ms)() = nullptr;
     std::size_t dirty_queues = 8;       // bagpipe sizes (as the reference)
     std::size_t clean_queues = 2;
+    // Where the two bags are built: BagStorageBytes(*this) bytes aligned
+    // to a cache line that outlive the PageAlloc, or nullptr for a bsalloc
+    // block of their own each (a whole page for each). An owner of several
+    // page allocators packs their bags into one block: elfmalloc's three
+    // took six pages, touched in every process, for 7 KiB of bags.
+    void* bag_storage = nullptr;
   };
+  // The bytes of Options::bag_storage for o's queue counts.
+  static std::size_t BagStorageBytes(const Options& o) noexcept;
   // Elfmalloc's two configurations.
   static Options SmallPages() noexcept;   // 64 KiB, kSmallSlab, groups of 32
   static Options MidPages() noexcept;     // 256 KiB, kSmallSlab, groups of 8

@@ -110,6 +110,54 @@ TEST(PageAllocTest, FreedPagesAreReused) {
   for (void* p : second) h.Free(p);
 }
 
+// Two page allocators whose bags are built side by side in one block of the
+// caller's (Options::bag_storage): the block is where the bags live (it is
+// written when they are built and untouched beyond its size), and each
+// allocator keeps its own pages in its own bags.
+TEST(PageAllocTest, BagsLiveInGivenStorage) {
+  PageAlloc::Options a = TestSmallPages();
+  a.max_dirty_bytes = 64 * kPage;  // freed pages stay in the dirty bag
+  PageAlloc::Options b = a;
+  const std::size_t bytes_a = PageAlloc::BagStorageBytes(a);
+  const std::size_t bytes_b = PageAlloc::BagStorageBytes(b);
+  ASSERT_GT(bytes_a, 0u);
+  ASSERT_EQ(bytes_a % 64, 0u);  // the next owner's bags stay aligned
+  // Room for both and a tail that must stay untouched.
+  std::vector<unsigned char> block(bytes_a + bytes_b + 4096 + 64, 0);
+  unsigned char* base = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<std::uintptr_t>(block.data()) + 63) & ~std::uintptr_t{63});
+  a.bag_storage = base;
+  b.bag_storage = base + bytes_a;
+  {
+    PageAlloc pa(a);
+    PageAlloc pb(b);
+    ASSERT_TRUE(pa.valid());
+    ASSERT_TRUE(pb.valid());
+    auto written = [](const unsigned char* p, std::size_t n) {
+      return std::any_of(p, p + n, [](unsigned char c) { return c != 0; });
+    };
+    EXPECT_TRUE(written(base, bytes_a));
+    EXPECT_TRUE(written(base + bytes_a, bytes_b));
+    EXPECT_FALSE(written(base + bytes_a + bytes_b, 4096));
+    auto ha = pa.NewHandle();
+    auto hb = pb.NewHandle();
+    void* p = ha.Alloc();
+    void* q = hb.Alloc();
+    ASSERT_NE(p, nullptr);
+    ASSERT_NE(q, nullptr);
+    ha.Free(p);
+    hb.Free(q);
+    EXPECT_EQ(pa.GetStats().dirty_pages, 1u);
+    EXPECT_EQ(pb.GetStats().dirty_pages, 1u);
+    EXPECT_EQ(ha.Alloc(), p);  // each page comes back from its own bags
+    EXPECT_EQ(hb.Alloc(), q);
+    ha.Free(p);
+    hb.Free(q);
+  }
+  // The allocators are gone and their bags with them; the block is still
+  // the caller's (nothing freed it: the vector's destructor would fail).
+}
+
 // Above the dirty threshold a freed page is uncommitted: its residency drops
 // to at most the one OS page holding the stamp, and the stamp survives for
 // the other pages of its 2 MiB group.
