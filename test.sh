@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test command: every test target, in every leg, ending with "N passed, N failed".
 #
-#   ./test.sh                 all legs: default (opt), elfc (elfc as every test's malloc), tsan, asan_ubsan
+#   ./test.sh                 all legs: default (opt), elfc (elfc as every test's malloc), tsan, asan_ubsan,
+#                             clang (every target compiled by clang, in an output base of its own)
 #   ./test.sh --quick         the default leg only
-#   ./test.sh --legs=tsan     chosen legs (comma-separated: default,elfc,dbg,tsan,asan,ubsan,asan_ubsan)
+#   ./test.sh --legs=tsan     chosen legs (comma-separated: default,elfc,dbg,tsan,asan,ubsan,asan_ubsan,clang)
 #   ./test.sh -- //bagpipe/...  extra arguments after -- go to every `bazel test`
 #   ./test.sh --help          this text; installs and builds nothing
 #
@@ -18,7 +19,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 
-legs="default,elfc,tsan,asan_ubsan"
+legs="default,elfc,tsan,asan_ubsan,clang"
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,17 +45,42 @@ failures=()
 logdir=$(mktemp -d -t allocators-test.XXXXXX)
 start=$(date +%s)
 
+# The clang leg's startup options: the others' with an output base of its
+# own (the given one or Bazel's default, plus "-clang"). Bazel configures its
+# C++ toolchain per output base, so switching the compiler in a shared one
+# would rebuild everything the other legs built, twice per run.
+clang_startup() {
+  local opt base=""
+  for opt in "${startup[@]}"; do
+    case "$opt" in
+      --output_base=*) base=${opt#--output_base=} ;;
+      *) printf '%s\n' "$opt" ;;
+    esac
+  done
+  [ -n "$base" ] || base=$(bazel "${startup[@]}" info output_base 2>/dev/null)
+  printf '%s\n' "--output_base=${base}-clang"
+}
+
 run_leg() {
   local leg=$1 log="$logdir/$1.log" rc
   local args=(test --keep_going --curses=no --color=no --show_progress_rate_limit=20)
+  local leg_startup=("${startup[@]}") leg_env=()
   case "$leg" in
     default) ;;
+    clang)
+      # Bazel's autoconfigured toolchain takes the compiler from CC.
+      mapfile -t leg_startup < <(clang_startup)
+      leg_env=(CC=clang)
+      args+=(--repo_env=CC=clang)
+      ;;
     *) args+=(--config="$leg" --build_tests_only) ;;
   esac
-  echo "=== [$leg] bazel ${startup[*]}${startup[*]:+ }${args[*]} ${targets[*]}"
-  bazel "${startup[@]}" "${args[@]}" "${targets[@]}" 2>&1 | tee "$log" | grep --line-buffered -E \
+  echo "=== [$leg] ${leg_env[*]}${leg_env[*]:+ }bazel ${leg_startup[*]}${leg_startup[*]:+ }${args[*]} ${targets[*]}"
+  env "${leg_env[@]}" bazel "${leg_startup[@]}" "${args[@]}" "${targets[@]}" 2>&1 | tee "$log" | grep --line-buffered -E \
     '^(//|ERROR|FAIL|Executed|INFO: Elapsed|=+ Test output|[^ ]+ FAILED)'
   rc=${PIPESTATUS[0]}
+  # The clang leg's server is not needed again in this run.
+  [ "$leg" = clang ] && bazel "${leg_startup[@]}" shutdown >/dev/null 2>&1
   local p f
   p=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log")
   f=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|INCOMPLETE|FLAKY)' "$log")

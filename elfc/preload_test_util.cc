@@ -23,7 +23,9 @@ namespace {
 // threads, forked children and signal handlers (vsnprintf of %s/%d/%zu does
 // not allocate in glibc), and it never leaves half a line in a stdio buffer
 // that a fork would duplicate.
-void VWriteLine(const char* prefix, const char* fmt, va_list ap) {
+__attribute__((format(printf, 2, 0))) void VWriteLine(const char* prefix,
+                                                      const char* fmt,
+                                                      va_list ap) {
   char buf[1024];
   int n = 0;
   if (prefix != nullptr) n = snprintf(buf, sizeof(buf), "%s", prefix);

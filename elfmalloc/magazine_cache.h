@@ -140,6 +140,32 @@
 // of memory, or its lock held by the code a signal handler interrupted on
 // this thread) returns 0 and the cache claims a slab as before.
 //
+// No shared depot. Between the magazines and the slabs there is no
+// per-class pool that one thread's overflow fills and another's refill
+// empties (Bonwick's depot, tcmalloc's transfer cache). Measured with one
+// for the classes above 4 KiB (a stack of up to 2 MiB of objects per
+// class, a lock per push or pop, a refill taking a whole magazine from
+// it): the peak RSS of mixed sizes handed between two threads falls
+// 12-13% (mstress 8 B-2 KiB, 1 in 64 up to 64 KiB: 28.4 -> 24.9 MiB;
+// xthread_churn 16 B-16 KiB: 23.0 -> 20.9), of a long-running server 8%
+// and of realloc_growth 17-24%, with the other harness rows unchanged;
+// but two threads allocating and freeing rounds of 8 or 20 KiB blocks
+// (threadtest) run 15-55% slower, because every flush and refill then
+// touches cache lines the other core writes (about 50 transfers per
+// 1,000 operations, at 45 ns per operation). Sharded (a shard per
+// thread, stealing from the others when one's own is empty) it still
+// costs 15-37%; stealing only surplus, or only when the slab iterator is
+// exhausted, keeps the speed and loses the memory gain (per-thread shards
+// are only bigger magazines: mstress 31 MiB). With the classes from 256 B
+// up it reaches glibc's peak (mstress 20.8 MiB) but halves threadtest at
+// 2 KiB. A pop that gives up on a busy lock instead of waiting lets the
+// depot fill to its cap (pushes succeed more often than pops), which cost
+// shbench 64 B-4 KiB 30% more memory. The gap it closes is the objects
+// rarely used large classes park in each thread's magazine (about half a
+// magazine each, 128 KiB per class per thread above 8 KiB); lowering the
+// slab cutoff for those classes does not close it (mstress unchanged at
+// a cutoff of one object).
+//
 // Decay: a flush does not check the page allocator's decay rule. Measured
 // with a check on every overflow flush (a coarse clock read): 400 MiB of
 // small blocks freed, then bursts of 200 allocations and frees every 50 ms

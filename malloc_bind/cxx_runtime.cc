@@ -12,6 +12,7 @@
 #include <unwind.h>
 
 #include <cstddef>
+#include <cstdlib>
 #include <new>
 
 #include "absl/base/internal/raw_logging.h"
@@ -97,6 +98,31 @@ _Unwind_Reason_Code __wrap___gxx_personality_v0(
   if (__real___gxx_personality_v0 == nullptr) return _URC_CONTINUE_UNWIND;
   return __real___gxx_personality_v0(version, actions, exception_class,
                                      exception, context);
+}
+
+// The same for what clang's __clang_call_terminate calls (clang emits that
+// helper, which calls __cxa_begin_catch and then std::terminate, into every
+// object with a noexcept function that calls a possibly-throwing one; GCC
+// leaves the terminate to the personality routine): libelfc.so also wraps
+// `__cxa_begin_catch` and `_ZSt9terminatev`. Both are reached only when an
+// exception meets a noexcept boundary, so a runtime is there; without one,
+// abort is what std::terminate would do.
+void* __real___cxa_begin_catch(void* exception) noexcept __attribute__((weak));
+void __real__ZSt9terminatev() __attribute__((weak));
+
+__attribute__((visibility("hidden"))) void* __wrap___cxa_begin_catch(
+    void* exception) noexcept;
+__attribute__((visibility("hidden"), noreturn)) void
+__wrap__ZSt9terminatev() noexcept;
+
+void* __wrap___cxa_begin_catch(void* exception) noexcept {
+  if (__real___cxa_begin_catch == nullptr) abort();
+  return __real___cxa_begin_catch(exception);
+}
+
+void __wrap__ZSt9terminatev() noexcept {
+  if (__real__ZSt9terminatev != nullptr) __real__ZSt9terminatev();
+  abort();
 }
 }  // extern "C"
 
@@ -202,9 +228,12 @@ bool CallNewHandlerNothrow(std::new_handler handler) noexcept {
   // handler of a late runtime (LateRuntime) could throw into a landing pad
   // that has no __cxa_begin_catch. Not calling it is what the nothrow forms
   // would end with if it threw: nullptr.
-  if (WeakCxaBeginCatch == nullptr || WeakCxaEndCatch == nullptr) {
-    return false;
-  }
+  // In a link that wraps __cxa_begin_catch (libelfc.so), the reference
+  // is the wrapper, and the runtime's is its __real_ one.
+  const bool begin_catch = WeakCxaBeginCatch == &__wrap___cxa_begin_catch
+                               ? __real___cxa_begin_catch != nullptr
+                               : WeakCxaBeginCatch != nullptr;
+  if (!begin_catch || WeakCxaEndCatch == nullptr) return false;
   try {
     handler();
   } catch (...) {

@@ -47,12 +47,30 @@ _JUMP_PADDING = select({
     "//conditions:default": [],
 })
 
-ALLOCATORS_COPTS = ALLOCATORS_COPTS_LIST + _JUMP_PADDING
+# clang, tests only: the C library's functions as ordinary functions.
+# clang removes calls whose result it can predict (a malloc whose block is
+# only compared with null and freed, a strdup freed at once), which the
+# tests of failing requests and of call counts make on purpose.
+_CLANG_TEST_NO_BUILTIN = select({
+    "//tools:clang": ["-fno-builtin"],
+    "//conditions:default": [],
+})
+
+# clang and C++: C++14's sized deallocation functions (operator
+# delete(void*, size_t)), which the allocators define and the tests call:
+# GCC declares them in every C++14 and later mode, clang before version 19
+# only with this option.
+_CLANG_CXX = select({
+    "//tools:clang": ["-fsized-deallocation"],
+    "//conditions:default": [],
+})
+
+ALLOCATORS_COPTS = ALLOCATORS_COPTS_LIST + _JUMP_PADDING + _CLANG_CXX
 
 ALLOCATORS_TEST_COPTS = ALLOCATORS_COPTS + [
     # TEST()/BENCHMARK() define functions without prior declarations.
     "-Wno-missing-declarations",
-]
+] + _CLANG_TEST_NO_BUILTIN
 
 # The malloc/free fast paths (elfmalloc's general allocator and elfc's entry
 # points): no frame pointer. Bazel's toolchain compiles with
@@ -82,4 +100,4 @@ ALLOCATORS_C_TEST_COPTS = [
         "-Wnon-virtual-dtor",
         "-Woverloaded-virtual",
     ]
-] + _JUMP_PADDING
+] + _JUMP_PADDING + _CLANG_TEST_NO_BUILTIN

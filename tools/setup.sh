@@ -7,6 +7,7 @@
 # What we need and why:
 #   bazel-bootstrap   Bazel 4.2.3, the build (offline; see WORKSPACE)
 #   g++               the compiler Bazel's auto-configured toolchain finds
+#   clang             ./test.sh's clang leg (every target compiled by clang)
 #   libabsl-dev       abseil (static archives + pkg-config files)
 #   libgtest-dev libgmock-dev   GoogleTest
 #   libbenchmark-dev  Google Benchmark
@@ -16,7 +17,7 @@
 #   cmake pkgconf     //elfc:install_test builds against an installed elfc with both
 
 ALLOCATORS_DEBIAN_PACKAGES=(
-  bazel-bootstrap g++ libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  bazel-bootstrap g++ clang libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libconcurrentqueue-dev python3 perl git sqlite3 cmake pkgconf
 )
 

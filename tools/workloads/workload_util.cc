@@ -18,7 +18,8 @@ namespace {
 
 std::string g_program = "workload";
 
-void VPrint(const char* fmt, va_list ap) {
+__attribute__((format(printf, 1, 0))) void VPrint(const char* fmt,
+                                                  va_list ap) {
   std::fprintf(stderr, "%s: ", g_program.c_str());
   std::vfprintf(stderr, fmt, ap);
   std::fprintf(stderr, "\n");
