@@ -225,14 +225,14 @@ bool EnsureKey() {
 ThreadHeap::~ThreadHeap() {
   // Last class first, as an array of caches was destroyed.
   for (std::size_t i = kNumSizeClasses; i-- > 0;) {
-    if (Constructed(i)) caches_[i].cache().~MagazineCache();
+    if (Constructed(i)) SlotOf(i).cache().~MagazineCache();
   }
 }
 
 std::size_t ThreadHeap::CachesCreated() const noexcept {
   std::size_t n = 0;
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
-    n += Constructed(i) && caches_[i].cache().valid() ? 1 : 0;
+    n += Constructed(i) && SlotOf(i).cache().valid() ? 1 : 0;
   }
   return n;
 }
@@ -243,7 +243,7 @@ void ThreadHeap::TickDecay() noexcept {
   std::size_t n = 0;
   for (std::size_t i = 0; i < kNumSizeClasses && n < kMaxPageAllocs; ++i) {
     if (!Constructed(i)) continue;
-    MagazineCache& m = caches_[i].cache();
+    MagazineCache& m = SlotOf(i).cache();
     if (!m.valid()) continue;
     const PageAlloc* pa = &m.slab_class()->pages();
     bool seen = false;
@@ -314,14 +314,15 @@ void ThreadHeap::CreateCache(SizeClass c) noexcept {
   if (!coalescer_.has_table()) coalescer_.Init(kMaxCoalescerCells);
   const std::size_t i = c.index();
   if (!Constructed(i)) {
-    MagazineCache* m = ::new (caches_[i].bytes) MagazineCache();
+    slot_of_[i] = static_cast<std::uint8_t>(++slots_used_);
+    MagazineCache* m = ::new (SlotOf(i).bytes) MagazineCache();
     m->BindHot(&hot_[i + 1].hot);
     constructed_.store(constructed_.load(std::memory_order_relaxed) |
                            (std::uint64_t{1} << i),
                        std::memory_order_release);
   }
   void** stack = stacks_.StackOf(c);
-  caches_[i].cache() =
+  SlotOf(i).cache() =
       MagazineCache(&classes_[i], 0, &coalescer_, stack, &burst_budget_,
                     stack != nullptr ? stacks_.NurseryOf(c) : nullptr);
 }
@@ -482,8 +483,8 @@ void ThreadHeap::DrainInSection() noexcept {
   // Read first: a request made while draining is served next time.
   drain_epoch_ = g_drain_epoch.load(std::memory_order_relaxed);
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
-    if (Constructed(i) && caches_[i].cache().valid()) {
-      MagazineCache& m = caches_[i].cache();
+    if (Constructed(i) && SlotOf(i).cache().valid()) {
+      MagazineCache& m = SlotOf(i).cache();
       const MagazineCache::ShadowScope shadow(m);
       m.Drain();
     }
@@ -495,7 +496,7 @@ void ThreadHeap::Trim(std::size_t keep_bytes) noexcept {
   const Section section(this);
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
     if (!Constructed(i)) continue;
-    MagazineCache& m = caches_[i].cache();
+    MagazineCache& m = SlotOf(i).cache();
     if (!m.valid()) continue;
     const MagazineCache::ShadowScope shadow(m);
     m.FlushTo(keep_bytes / m.metadata().object_size);
@@ -628,7 +629,7 @@ void LeaveInterruptedSlowPathInForkChild() noexcept {
   ThreadHeap* h = tls_heap;
   if (h == nullptr || !h->in_slow_path_) return;
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
-    if (h->Constructed(i)) h->caches_[i].cache().LeaveShadowInForkChild();
+    if (h->Constructed(i)) h->SlotOf(i).cache().LeaveShadowInForkChild();
   }
   h->in_slow_path_ = false;
 }
