@@ -12,15 +12,17 @@
 // 787 B for 8), writes its first bytes, and waits again; the resident size
 // is read once more. The difference divided by the thread count is the
 // memory one thread's handful of blocks costs; it must be at most
-// --bound_kib (default 60) KiB.
+// --bound_kib (default 48) KiB.
 //
 // Measured here (200 threads, 8 classes): glibc ~4 KiB per thread,
-// tcmalloc ~7, jemalloc ~66, mimalloc ~104; elfc ~46 (its heap's fast-path
+// tcmalloc ~7, jemalloc ~66, mimalloc ~104; elfc ~42 (its heap's fast-path
 // array and the slots of the classes it used, its magazines' nurseries, the
-// first page of the slab it claims in the classes of 640 B and more), ~98
-// when every heap constructed all 61 of its caches, every cache started in
-// a stack of its own and claimed a slab of its own at its first refill,
-// and every thread's epoch record (bagpipe) took a page.
+// first page of the slab it claims in the classes of 640 B and more), ~50
+// when each class's slot sat at the class's index (the 8 slots on 5 pages
+// instead of 1), ~98 when every heap constructed all 61 of its caches,
+// every cache started in a stack of its own and claimed a slab of its own
+// at its first refill, and every thread's epoch record (bagpipe) took a
+// page.
 //
 // Usage: thread_footprint [--threads=N] [--classes=N] [--bound_kib=N]
 #include <pthread.h>
@@ -37,7 +39,7 @@ namespace {
 
 int g_threads = 200;
 int g_classes = 8;
-std::size_t g_bound_kib = 60;
+std::size_t g_bound_kib = 48;
 
 pthread_barrier_t g_idle, g_holding, g_done;
 
