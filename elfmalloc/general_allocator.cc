@@ -484,12 +484,14 @@ class Heap {
     // neither is the heap). A bag of 4 queues needs under 1 KiB, and a
     // bsalloc block of its own per class took 57 whole pages, all touched
     // when the heap was built: 228 KiB resident in every process. Each bag
-    // is built on its class's first use (SlabClass, "The bag"), so only
-    // the pages of the classes in use are touched.
+    // is built on its class's first use (SlabClass, "The bag") in the
+    // arena's next block, so the bags in use share pages (BagArena).
     const std::size_t bag_bytes = SlabClass::BagStorageBytes(queues);
+    // Twice the classes: a spare block per class (BagArena).
     auto* bags = static_cast<unsigned char*>(
-        bsalloc::Allocate(kNumSizeClasses * bag_bytes));
+        bsalloc::Allocate(2 * kNumSizeClasses * bag_bytes));
     if (bags == nullptr) return false;
+    bag_arena_.Init(bags, bag_bytes, 2 * kNumSizeClasses);
     for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
       const SizeClass c(static_cast<std::uint8_t>(i));
       SlabClass::Options o;
@@ -499,7 +501,7 @@ class Heap {
       // Slab::TagOf gives class + 1 (0, what untagged fresh memory reads,
       // is no class).
       o.tag = static_cast<std::uint8_t>(i + 1);
-      o.bag_storage = bags + i * bag_bytes;
+      o.bag_arena = &bag_arena_;
       // The hardened build's neighbour checks (see "Canaries").
       o.zero_object_tails = kHardened;
       PageAlloc* pa = ClassPageSize(c) == kSmallPageSize ? &small_
@@ -576,6 +578,8 @@ class Heap {
  private:
   // Before the page allocators, whose bags it places.
   PageBagBlock page_bags_;
+  // The classes' available bags, in order of first use (Init).
+  BagArena bag_arena_;
   PageAlloc small_;
   PageAlloc mid_;
   PageAlloc medium_;

@@ -64,6 +64,40 @@ class SlabAllocatorTestPeer;
 // Never eagerly uncommit.
 inline constexpr std::size_t kNoEagerUncommit = ~std::size_t{0};
 
+// Storage for the available bags of many classes, handed out in the order
+// the classes first use their bags (SlabClass::Options::bag_arena): a bag
+// of 4 queues takes under 1 KiB, and with a slot per class at the class's
+// index, a program using a few classes spread over the size range touched
+// a page for nearly every bag; taken in order of use, 4 bags share a page.
+// `base` is `capacity` blocks of `bytes` bytes (a multiple of the cache
+// line), aligned to a cache line, that outlive every class using it. A
+// class takes one block, once (a fork child that builds a bag again reuses
+// it); only a fork that lands between a Take and the class noting the
+// block loses one, so an owner gives a spare block per class.
+class BagArena {
+ public:
+  BagArena() noexcept = default;
+  BagArena(const BagArena&) = delete;
+  BagArena& operator=(const BagArena&) = delete;
+  // Before the first Take.
+  void Init(void* base, std::size_t bytes, std::size_t capacity) noexcept {
+    base_ = static_cast<unsigned char*>(base);
+    bytes_ = bytes;
+    capacity_ = capacity;
+  }
+  // The next block, or nullptr when all are taken. Any thread.
+  void* Take() noexcept {
+    const std::size_t i = next_.fetch_add(1, std::memory_order_relaxed);
+    return i < capacity_ ? base_ + i * bytes_ : nullptr;
+  }
+
+ private:
+  unsigned char* base_ = nullptr;
+  std::size_t bytes_ = 0;
+  std::size_t capacity_ = 0;
+  std::atomic<std::size_t> next_{0};
+};
+
 class SlabClass {
  public:
   using AvailableBag = bagpipe::Bagpipe<bagpipe::FaaQueue<Slab*>>;
@@ -82,6 +116,10 @@ class SlabClass {
     // owner of many classes packs their bags into one block; a bag in
     // given storage is built on the class's first use (see "The bag").
     void* bag_storage = nullptr;
+    // Or, with bag_storage nullptr: the bag is built on first use in a
+    // block taken from this arena then (BagStorageBytes(available_queues)
+    // bytes each; a bsalloc block of its own if the arena is exhausted).
+    BagArena* bag_arena = nullptr;
     // Written into every slab's tag byte (Slab::TagOf): the general
     // allocator's size class index, so a free finds its class next to the
     // stamp.
@@ -172,7 +210,11 @@ class SlabClass {
   static constexpr std::uint32_t kBagBuilding = 1;
   static constexpr std::uint32_t kBagBuilt = 2;
   void BuildBag() noexcept;
+  // The bag's storage: given (Options::bag_storage), or taken from
+  // bag_arena_ by the first builder and kept, so that a fork child that
+  // builds the bag again builds it in the same block.
   void* bag_storage_ = nullptr;
+  BagArena* bag_arena_ = nullptr;
   std::size_t bag_queues_ = 0;
   std::atomic<std::uint32_t> bag_state_{kBagNone};
   AvailableBag available_{nullptr};

@@ -584,6 +584,53 @@ TEST(SlabAllocatorTest, BagInGivenStorageIsBuiltOnFirstUse) {
   EXPECT_TRUE(cls.available().valid());
 }
 
+// Classes that take their bags from one arena take its blocks in the
+// order they are first used, not in the order they were built: the bags of
+// the classes a program uses share pages, whichever classes those are.
+TEST(SlabAllocatorTest, BagsFromAnArenaAreTakenInOrderOfFirstUse) {
+  PageAlloc pa(Pages(32 * K));
+  constexpr std::size_t kQueues = 4;
+  const std::size_t bytes = SlabClass::BagStorageBytes(kQueues);
+  constexpr std::size_t kBlocks = 4;
+  std::vector<unsigned char> raw(kBlocks * bytes + 64, 0);
+  unsigned char* base =
+      raw.data() +
+      (64 - reinterpret_cast<std::uintptr_t>(raw.data()) % 64) % 64;
+  BagArena arena;
+  arena.Init(base, bytes, kBlocks);
+  SlabClass::Options small = Class(64);
+  SlabClass::Options big = Class(256);
+  small.available_queues = big.available_queues = kQueues;
+  small.bag_arena = big.bag_arena = &arena;
+  SlabClass first_built(&pa, small);
+  SlabClass second_built(&pa, big);
+  ASSERT_TRUE(first_built.valid());
+  ASSERT_TRUE(second_built.valid());
+  const auto zero = [&](std::size_t block) {
+    const unsigned char* b = base + block * bytes;
+    return std::all_of(b, b + bytes, [](unsigned char c) { return c == 0; });
+  };
+  for (std::size_t i = 0; i < kBlocks; ++i) EXPECT_TRUE(zero(i)) << i;
+  {
+    SlabAllocator a(&second_built);  // used first: takes block 0
+    EXPECT_FALSE(zero(0));
+    EXPECT_TRUE(zero(1));
+    SlabAllocator b(&first_built);  // block 1
+    EXPECT_FALSE(zero(1));
+    EXPECT_TRUE(zero(2));
+    void* p = a.Alloc();
+    void* q = b.Alloc();
+    ASSERT_NE(p, nullptr);
+    ASSERT_NE(q, nullptr);
+    a.Free(p);
+    b.Free(q);
+  }
+  // A class's second user finds the bag built: no block more is taken.
+  SlabAllocator again(&second_built);
+  EXPECT_TRUE(zero(2));
+  EXPECT_EQ(arena.Take(), base + 2 * bytes);
+}
+
 // Threads that create the first allocators of a class at once all get
 // the one bag: a slab one lists is found by the others.
 TEST(SlabAllocatorTest, FirstUsersRacingForTheBagShareOne) {
