@@ -23,9 +23,13 @@ bool Coalescer::Init(std::size_t cells) noexcept {
   if (m == nullptr) return false;
   map_ = m;
   map_bytes_ = bytes;
-  cells_ = static_cast<Cell*>(m);
-  touched_ = reinterpret_cast<std::uint32_t*>(cells_ + cells);
+  touched_ = reinterpret_cast<std::uint32_t*>(static_cast<Cell*>(m) + cells);
   table_shift_ = 64 - static_cast<std::size_t>(absl::countr_zero(cells));
+  // cells_ last: it is what has_table() and a flush test, and a fork child
+  // of a signal handler that interrupted this finds either no table or a
+  // whole one.
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  cells_ = static_cast<Cell*>(m);
   return true;
 }
 

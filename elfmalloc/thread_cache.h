@@ -302,6 +302,9 @@ class ThreadHeap {
   // index in caches_ of class c's slot, 0 before its first use.
   std::uint8_t slots_used_ = 0;
   std::uint8_t slot_of_[kNumSizeClasses] = {};
+  // 1 + the class whose cache CreateCache is building, else 0 (for a fork
+  // child that a signal handler's fork left inside it).
+  std::uint8_t creating_ = 0;
   std::uint64_t stash_[kHandlerStashEntries] = {};
   alignas(64) HotSlot hot_[kHotEntries];
   // The coalescer table every cache's flush uses (magazine_cache.h, "The
