@@ -20,20 +20,16 @@ SlabClass::SlabClass(PageAlloc* pages, const Options& o) noexcept
           o.object_size, pages->page_size(), o.cutoff,
           o.usable_size == 0 ? pages->page_size() : o.usable_size,
           o.zero_object_tails ? sizeof(std::uint64_t) : 0)),
-      bag_storage_(o.bag_storage),
-      bag_arena_(o.bag_storage == nullptr ? o.bag_arena : nullptr),
+      bag_arena_(o.bag_arena),
       bag_queues_(o.available_queues) {
-  if (bag_storage_ == nullptr && bag_arena_ == nullptr) {
+  if (bag_arena_ == nullptr) {
     // A block of its own: built now, so that running out of memory shows
     // in valid().
     available_ = AvailableBag(bag_queues_);
     bag_state_.store(kBagBuilt, std::memory_order_relaxed);
   }
   if (!pages->valid() || !meta_.valid()) return;
-  if (bag_storage_ == nullptr && bag_arena_ == nullptr &&
-      !available_.valid()) {
-    return;
-  }
+  if (bag_arena_ == nullptr && !available_.valid()) return;
   const std::size_t usable = meta_.usable_size < meta_.page_size
                                  ? meta_.usable_size
                                  : meta_.page_size;
@@ -54,12 +50,10 @@ void SlabClass::BuildBag() noexcept {
     if (s == kBagNone &&
         bag_state_.compare_exchange_strong(s, kBagBuilding,
                                            std::memory_order_acquire)) {
-      // In given storage the bag cannot fail to build. An arena holds a
-      // block for every class it serves and spares (BagArena); should it
-      // run out, the bag takes a bsalloc block of its own.
-      if (bag_storage_ == nullptr && bag_arena_ != nullptr) {
-        bag_storage_ = bag_arena_->Take();
-      }
+      // In a block of the arena the bag cannot fail to build. An arena
+      // holds a block for every class it serves and spares (BagArena);
+      // should it run out, the bag takes a bsalloc block of its own.
+      if (bag_storage_ == nullptr) bag_storage_ = bag_arena_->Take();
       available_ = bag_storage_ != nullptr
                        ? AvailableBag(bag_queues_, {}, bag_storage_)
                        : AvailableBag(bag_queues_);

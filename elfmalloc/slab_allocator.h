@@ -110,15 +110,12 @@ class SlabClass {
     // PageAlloc with the uncommit hint (the reference's eager decommit).
     std::size_t eager_uncommit_threshold = kNoEagerUncommit;
     std::size_t available_queues = 16;  // the reference's general allocator
-    // Where the available bag is built: BagStorageBytes(available_queues)
-    // bytes aligned to a cache line that outlive this object, or nullptr
-    // for a block of its own (a whole bsalloc page, built at once). An
-    // owner of many classes packs their bags into one block; a bag in
-    // given storage is built on the class's first use (see "The bag").
-    void* bag_storage = nullptr;
-    // Or, with bag_storage nullptr: the bag is built on first use in a
-    // block taken from this arena then (BagStorageBytes(available_queues)
-    // bytes each; a bsalloc block of its own if the arena is exhausted).
+    // Where the available bag is built: on the class's first use, in a
+    // block of BagStorageBytes(available_queues) bytes taken from this
+    // arena then (see "The bag"; a bsalloc block of its own if the arena
+    // is exhausted), or, with nullptr, in a block of its own (a whole
+    // bsalloc page) built at once. An owner of many classes gives them
+    // one arena.
     BagArena* bag_arena = nullptr;
     // Written into every slab's tag byte (Slab::TagOf): the general
     // allocator's size class index, so a free finds its class next to the
@@ -148,7 +145,7 @@ class SlabClass {
   SlabClass(const SlabClass&) = delete;
   SlabClass& operator=(const SlabClass&) = delete;
 
-  // The bytes of Options::bag_storage for `available_queues` queues.
+  // The bytes of a bag of `available_queues` queues (BagArena blocks).
   static std::size_t BagStorageBytes(std::size_t available_queues) noexcept {
     return AvailableBag::StorageBytes(available_queues);
   }
@@ -192,7 +189,7 @@ class SlabClass {
   bool valid_ = false;
   std::uint8_t tag_ = Slab::kNoTag;
 
-  // The bag. Built in the given storage (Options::bag_storage) by the
+  // The bag. Built in a block of the arena (Options::bag_arena) by the
   // first available() call rather than by the constructor: a bag of Q
   // queues writes about 220 * Q bytes, and an owner of 60 classes whose
   // bags are all built up front touches 60 of them in every process
@@ -203,18 +200,17 @@ class SlabClass {
   // builds the bag and publishes it with a release store of kBagBuilt;
   // the others wait for kBagBuilt (acquire) and then read available_,
   // which nobody writes afterwards. A fork child resets kBagBuilding
-  // (ResetBagInForkChild): its builder is gone, and the storage is
-  // simply built again. Building never waits for anything but memory
+  // (ResetBagInForkChild): its builder is gone, and the bag is simply
+  // built again (in the block the builder took, if it noted one). Building never waits for anything but memory
   // writes, so a waiter waits a few hundred nanoseconds.
   static constexpr std::uint32_t kBagNone = 0;
   static constexpr std::uint32_t kBagBuilding = 1;
   static constexpr std::uint32_t kBagBuilt = 2;
   void BuildBag() noexcept;
-  // The bag's storage: given (Options::bag_storage), or taken from
-  // bag_arena_ by the first builder and kept, so that a fork child that
-  // builds the bag again builds it in the same block.
-  void* bag_storage_ = nullptr;
+  // The bag's block, taken from bag_arena_ by the first builder and kept,
+  // so that a fork child that builds the bag again builds it there.
   BagArena* bag_arena_ = nullptr;
+  void* bag_storage_ = nullptr;
   std::size_t bag_queues_ = 0;
   std::atomic<std::uint32_t> bag_state_{kBagNone};
   AvailableBag available_{nullptr};

@@ -51,6 +51,27 @@ PageAlloc::Options Pages(std::size_t page_size) {
   return o;
 }
 
+// A BagArena of `blocks` zeroed blocks for bags of `queues` queues, in
+// cache-line-aligned memory of the test's own, and whether a block is
+// still untouched.
+struct TestBagArena {
+  TestBagArena(std::size_t queues, std::size_t blocks)
+      : bytes(SlabClass::BagStorageBytes(queues)),
+        raw(blocks * bytes + 64, 0),
+        base(raw.data() +
+             (64 - reinterpret_cast<std::uintptr_t>(raw.data()) % 64) % 64) {
+    arena.Init(base, bytes, blocks);
+  }
+  bool Zero(std::size_t block) const {
+    const unsigned char* b = base + block * bytes;
+    return std::all_of(b, b + bytes, [](unsigned char c) { return c == 0; });
+  }
+  const std::size_t bytes;
+  std::vector<unsigned char> raw;
+  unsigned char* const base;
+  BagArena arena;
+};
+
 SlabClass::Options Class(std::size_t size, double cutoff = 0.6) {
   SlabClass::Options o;
   o.object_size = size;
@@ -555,28 +576,21 @@ TEST(SlabAllocatorTest, ConcurrentRemoteFreesKeepObjectsExclusive) {
   EXPECT_EQ(e.cls.pages_in_use(), listed);
 }
 
-// A bag in given storage is built by the class's first user, not by the
-// class: the storage of a class nobody uses stays as it was (untouched
-// fresh pages, in the general allocator).
+// A bag in an arena's block is built by the class's first user, not by the
+// class: the block stays as it was (untouched fresh pages, in the general
+// allocator) until then.
 TEST(SlabAllocatorTest, BagInGivenStorageIsBuiltOnFirstUse) {
   PageAlloc pa(Pages(32 * K));
   SlabClass::Options o = Class(256);
   o.available_queues = 4;
-  const std::size_t bytes = SlabClass::BagStorageBytes(o.available_queues);
-  std::vector<unsigned char> raw(bytes + 64, 0);
-  void* storage = raw.data() + (64 - reinterpret_cast<std::uintptr_t>(
-                                         raw.data()) % 64) % 64;
-  o.bag_storage = storage;
+  TestBagArena storage(o.available_queues, 1);
+  o.bag_arena = &storage.arena;
   SlabClass cls(&pa, o);
   ASSERT_TRUE(cls.valid());
-  const auto zero = [&] {
-    const auto* b = static_cast<const unsigned char*>(storage);
-    return std::all_of(b, b + bytes, [](unsigned char c) { return c == 0; });
-  };
-  EXPECT_TRUE(zero());
+  EXPECT_TRUE(storage.Zero(0));
   {
     SlabAllocator a(&cls);
-    EXPECT_FALSE(zero());
+    EXPECT_FALSE(storage.Zero(0));
     void* p = a.Alloc();
     ASSERT_NE(p, nullptr);
     a.Free(p);
@@ -590,14 +604,9 @@ TEST(SlabAllocatorTest, BagInGivenStorageIsBuiltOnFirstUse) {
 TEST(SlabAllocatorTest, BagsFromAnArenaAreTakenInOrderOfFirstUse) {
   PageAlloc pa(Pages(32 * K));
   constexpr std::size_t kQueues = 4;
-  const std::size_t bytes = SlabClass::BagStorageBytes(kQueues);
   constexpr std::size_t kBlocks = 4;
-  std::vector<unsigned char> raw(kBlocks * bytes + 64, 0);
-  unsigned char* base =
-      raw.data() +
-      (64 - reinterpret_cast<std::uintptr_t>(raw.data()) % 64) % 64;
-  BagArena arena;
-  arena.Init(base, bytes, kBlocks);
+  TestBagArena storage(kQueues, kBlocks);
+  BagArena& arena = storage.arena;
   SlabClass::Options small = Class(64);
   SlabClass::Options big = Class(256);
   small.available_queues = big.available_queues = kQueues;
@@ -606,10 +615,7 @@ TEST(SlabAllocatorTest, BagsFromAnArenaAreTakenInOrderOfFirstUse) {
   SlabClass second_built(&pa, big);
   ASSERT_TRUE(first_built.valid());
   ASSERT_TRUE(second_built.valid());
-  const auto zero = [&](std::size_t block) {
-    const unsigned char* b = base + block * bytes;
-    return std::all_of(b, b + bytes, [](unsigned char c) { return c == 0; });
-  };
+  const auto zero = [&](std::size_t block) { return storage.Zero(block); };
   for (std::size_t i = 0; i < kBlocks; ++i) EXPECT_TRUE(zero(i)) << i;
   {
     SlabAllocator a(&second_built);  // used first: takes block 0
@@ -628,7 +634,7 @@ TEST(SlabAllocatorTest, BagsFromAnArenaAreTakenInOrderOfFirstUse) {
   // A class's second user finds the bag built: no block more is taken.
   SlabAllocator again(&second_built);
   EXPECT_TRUE(zero(2));
-  EXPECT_EQ(arena.Take(), base + 2 * bytes);
+  EXPECT_EQ(arena.Take(), storage.base + 2 * storage.bytes);
 }
 
 // Threads that create the first allocators of a class at once all get
@@ -638,10 +644,8 @@ TEST(SlabAllocatorTest, FirstUsersRacingForTheBagShareOne) {
     PageAlloc pa(Pages(32 * K));
     SlabClass::Options o = Class(256);
     o.available_queues = 4;
-    const std::size_t bytes = SlabClass::BagStorageBytes(o.available_queues);
-    std::vector<unsigned char> raw(bytes + 64, 0);
-    o.bag_storage = raw.data() + (64 - reinterpret_cast<std::uintptr_t>(
-                                           raw.data()) % 64) % 64;
+    TestBagArena storage(o.available_queues, 1);
+    o.bag_arena = &storage.arena;
     SlabClass cls(&pa, o);
     ASSERT_TRUE(cls.valid());
     constexpr int kThreads = 4;

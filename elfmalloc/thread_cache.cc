@@ -322,7 +322,9 @@ void ThreadHeap::CreateCache(SizeClass c) noexcept {
   if (!Constructed(i)) {
     // A slot once given to a class stays its own (also when the class's
     // cache is built again).
-    if (slot_of_[i] == 0) slot_of_[i] = static_cast<std::uint8_t>(++slots_used_);
+    if (slot_of_[i] == 0) {
+      slot_of_[i] = static_cast<std::uint8_t>(++slots_used_);
+    }
     MagazineCache* m = ::new (SlotOf(i).bytes) MagazineCache();
     m->BindHot(&hot_[i + 1].hot);
     constructed_.store(constructed_.load(std::memory_order_relaxed) |
