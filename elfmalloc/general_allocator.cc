@@ -270,7 +270,7 @@ void InitFreeKey() {
 // The hardened build's secrets and its thread-heap release hook (see "The
 // hardened build" below), set up when the heap is built.
 void InitHardening();
-void DrainQuarantine(ThreadHeap* th);
+void DrainQuarantine(ThreadHeap* th) noexcept;
 void ReportGuardPageFault(void* addr);
 #endif
 
@@ -1886,7 +1886,7 @@ void QuarantineFree(SizeClass c, void* p) noexcept {
 // The release hook (SetThreadHeapReleaseHook): the calling thread's
 // quarantine into its heap th, checked block by block, and its ring
 // unmapped.
-void DrainQuarantine(ThreadHeap* th) {
+void DrainQuarantine(ThreadHeap* th) noexcept {
   HardenedThreadState& q = tls_hardened;
   const HardenedSection section;
   if (section.nested()) return;  // a signal handler's, inside a free
@@ -1926,7 +1926,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void* HardenedAllocClass(SizeClass c) {
   return HandoutNonNull(p);
 }
 
-void* HardenedAllocate(std::size_t n, std::size_t align, bool zero) {
+void* HardenedAllocate(std::size_t n, std::size_t align, bool zero) noexcept {
   if (IsHardenedSlabSize(n)) {
     const std::size_t fp = Footprint(n);
     SizeClass c = SizeToClass(fp);
