@@ -2068,7 +2068,7 @@ void* Allocate(std::size_t n) noexcept {
 #if defined(ELFMALLOC_HARDENED)
   return HardenedAllocate(n, 0, false);
 #endif
-  // The sizes of the first lookup table (up to 1 KiB, most requests) are
+  // The sizes of the first lookup table (up to 1152 bytes, most requests) are
   // tested first: their class then costs one compare and a load, where
   // IsSlabSize followed by SizeToClass compares twice (2-3 instructions
   // per malloc more in glibc_thread and pair_latency, callgrind).

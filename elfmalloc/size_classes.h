@@ -15,16 +15,24 @@
 //     class at most 25% above it (12.5% on average for uniform sizes), the
 //     spacing of jemalloc, mimalloc and tcmalloc. Every power of two from 16
 //     up is a class, which aligned allocation relies on;
-//   * and a "buffer plus header" class an eighth above each power of two
-//     from 1 KiB to 8 KiB: 1152, 2304, 4608, 9216. Programs allocate a
+//   * and a "buffer plus header" class just above each power of two from
+//     1 KiB to 8 KiB: 1056, 2304, 4608, 9216 (a 1 KiB buffer plus up to
+//     32 bytes, the others plus up to an eighth). Programs allocate a
 //     power-of-two buffer with a small header in front far more often than
 //     any other size just above a power of two (sqlite3's allocator adds 8
 //     bytes to each block: at its peak it holds 35k blocks of 1032 bytes and
 //     9k of 4368; in the 1280- and 5120-byte classes they wasted 10 MiB, and
-//     its peak RSS was 98 MiB to glibc's 79). With these classes it is 90
-//     MiB; random-size workloads pay for the extra partly used slabs with
-//     1-4% more (mstress 8 B-2 KiB 31.9 -> 33.1 MiB, shbench 64 B-4 KiB
-//     7.9 -> 8.0).
+//     its peak RSS was 98 MiB to glibc's 79). With 1152, 2304, 4608 and
+//     9216 it was 90 MiB; random-size workloads pay for the extra partly
+//     used slabs with 1-4% more (mstress 8 B-2 KiB 31.9 -> 33.1 MiB,
+//     shbench 64 B-4 KiB 7.9 -> 8.0). The first of them is 1056 rather
+//     than 1152 because the 1 KiB buffers' headers are small (1032 bytes
+//     in sqlite3, 1035-1048 in git and g++): sqlite3's peak RSS is 3.7%
+//     lower (the harness's database script: 87.4 -> 84.2 MiB, glibc 77.6)
+//     and the random-size rows do not move (requests of 1057-1152 bytes
+//     take 1280, at most 17% waste). 1056 = 33 x 32 is the smallest size
+//     above 1032 that a slab lays out exactly (1040 = 65 x 16 needs more
+//     than 64 bit-set bits per object, slab_metadata.h).
 // The reference's TieredSizeClasses (allocators-rs elfmalloc, general.rs;
 // https://github.com/ezrosent/allocators-rs) used powers of two above 192 B,
 // so a 257-byte request took 512 bytes and mixed sizes above 256 B wasted
@@ -132,7 +140,7 @@ inline constexpr SizeClassInfo kSizeClassTable[] = {
     /* 21 */ {      768,      kD},
     /* 22 */ {      896,      kD},
     /* 23 */ {     1024,      kD},
-    /* 24 */ {     1152,      kD},  // a 1 KiB buffer + up to 128 B of header
+    /* 24 */ {     1056,      kD},  // a 1 KiB buffer + up to 32 B of header
     /* 25 */ {     1280,      kD},
     /* 26 */ {     1536,      kD},
     /* 27 */ {     1792,      kD},
@@ -212,13 +220,15 @@ namespace internal {
 
 // Sizes up to kLookupMaxSize are looked up in a byte array indexed by
 // ceil(size / 8), sizes up to kMidLookupMaxSize in one indexed by
-// ceil(size / 128) (every class in between is a multiple of 128). Above it
+// ceil(size / 128) (every class in between is a multiple of 128; the
+// 1056-byte class is not, so the first table reaches 1152, the class after
+// it being 1280). Above it
 // the classes are 4 per doubling: for s = n - 1 with k = floor(log2(s))
 // (so 2^k < n <= 2^(k+1)), the two bits of s below its leading bit say
 // which quarter of (2^k, 2^(k+1)] n falls in, and the class is
 // kMidLookupMaxClass + 4 * (k - 14) + quarter + 1. No loop: a load, or a
 // bit_width and two shifts.
-inline constexpr std::size_t kLookupMaxSize = 1024;
+inline constexpr std::size_t kLookupMaxSize = 1152;
 inline constexpr std::size_t kLookupEntries = kLookupMaxSize / 8 + 1;
 inline constexpr std::size_t kMidLookupMaxSize = std::size_t{16} << 10;
 inline constexpr std::size_t kMidLookupEntries = kMidLookupMaxSize / 128 + 1;
@@ -229,7 +239,7 @@ inline constexpr std::size_t kMidLookupMaxClass = 43;
 inline constexpr std::size_t kFirstQuarterClass = 15;
 // Classes besides the 4 per doubling: a power-of-two buffer plus a header
 // (see the top of this file).
-inline constexpr std::size_t kPagePlusHeaderClasses[] = {1152, 2304, 4608, 9216};
+inline constexpr std::size_t kPagePlusHeaderClasses[] = {1056, 2304, 4608, 9216};
 
 // A byte table: entry i is the class of the sizes in
 // ((i - 1) * granule, i * granule].
@@ -313,7 +323,7 @@ constexpr bool IsSlabSize(std::size_t n) noexcept {
   return n <= kMaxSlabObjectSize;
 }
 
-// The class of a size up to kLookupMaxSize (1 KiB): one load. SizeToClass's
+// The class of a size up to kLookupMaxSize (1152): one load. SizeToClass's
 // first branch, and the allocation fast path's test for most requests.
 constexpr SizeClass SmallSizeToClass(std::size_t n) noexcept {
   return SizeClass(internal::kLookup[(n + 7) >> 3]);

@@ -18,8 +18,9 @@ TEST(SizeClassesTest, ExactClassList) {
   std::vector<std::size_t> expected;
   for (std::size_t s = 16; s <= 256; s += 16) expected.push_back(s);
   for (std::size_t s = 256; s < (256u << 10); s *= 2) {
-    // A buffer plus a header: 1 KiB + 128 B ... 8 KiB + 1 KiB.
-    if (s >= 1024 && s <= 8192) expected.push_back(s + s / 8);
+    // A buffer plus a header: 1 KiB + 32 B, 2 KiB + 256 B ... 8 KiB + 1 KiB.
+    if (s == 1024) expected.push_back(1056);
+    if (s >= 2048 && s <= 8192) expected.push_back(s + s / 8);
     for (std::size_t q = 5; q <= 8; ++q) expected.push_back(s / 4 * q);
   }
   ASSERT_EQ(expected.size(), kNumSizeClasses);
@@ -74,8 +75,12 @@ TEST(SizeClassesTest, Boundaries) {
   EXPECT_EQ(ClassSize(SizeToClass(193)), 208u);
   EXPECT_EQ(ClassSize(SizeToClass(257)), 320u);
   EXPECT_EQ(ClassSize(SizeToClass(1024)), 1024u);
-  EXPECT_EQ(ClassSize(SizeToClass(1025)), 1152u);
-  EXPECT_EQ(ClassSize(SizeToClass(1032)), 1152u);
+  // A 1 KiB buffer + a small header (sqlite3's 1032-byte blocks).
+  EXPECT_EQ(ClassSize(SizeToClass(1025)), 1056u);
+  EXPECT_EQ(ClassSize(SizeToClass(1032)), 1056u);
+  EXPECT_EQ(ClassSize(SizeToClass(1056)), 1056u);
+  EXPECT_EQ(ClassSize(SizeToClass(1057)), 1280u);
+  EXPECT_EQ(ClassSize(SizeToClass(1152)), 1280u);
   EXPECT_EQ(ClassSize(SizeToClass(1153)), 1280u);
   EXPECT_EQ(ClassSize(SizeToClass(1281)), 1536u);
   EXPECT_EQ(ClassSize(SizeToClass(2049)), 2304u);
