@@ -649,9 +649,9 @@ void OnMemoryPressure() {
   }
 }
 
-// The first refill of a thread heap's cache (magazine_cache.h, "Shared
-// first refill"): up to n objects from class cls's fallback allocator, so
-// that threads holding a few objects of a class share its slab. The
+// A refill of a thread heap's cache in its nursery (magazine_cache.h,
+// "Shared refills"): up to n objects from class cls's fallback allocator,
+// so that threads holding a few objects of a class share its slab. The
 // fallback path counts its own allocations in Fallback::net; these are the
 // cache's (it counts what its refills took). It waits for other threads
 // (a batch under the lock is short; with TryLock, 200 threads starting
@@ -668,8 +668,17 @@ std::size_t SharedFirstRefill(SlabClass* cls, void** out,
   // Only the classes of 64 KiB slabs: a fallback allocator keeps its slab
   // claimed until memory runs short (Heap::ReleaseFallbackSlabs), and a
   // claimed slab of the 16..256 KiB classes pins a whole 2 MiB region,
-  // which a program under RLIMIT_AS needs back (//elfc:address_space_*).
+  // which a program under RLIMIT_AS needs back (//elfc:address_space_*);
+  // with the 640 B..14 KiB classes too, their fallback slabs took enough
+  // address space that python3 no longer started under ulimit -v 32768
+  // (//elfc:python_small_limit_test).
   if (ClassPageSize(sc) != kSmallPageSize) return 0;
+  // Only once two threads have allocated side by side: the one thread of a
+  // single-threaded program shares the slab with no one, and its cache
+  // would take objects from the fallback's slab first and claim its own
+  // at graduation, a second slab of every class it uses (a page touched
+  // and 64 KiB of address space more each).
+  if (!TwoThreadHeapsSeen()) return 0;
   Fallback& f = heap->fallback(sc);
   if (f.lock.HeldByCurrentThread()) return 0;
   f.lock.Lock();

@@ -207,14 +207,20 @@ void* MagazineCache::AllocSlow() noexcept {
   ++refills_;
   // A quarter of the default capacity, also in a magazine a burst grew.
   std::size_t want = max_capacity_ / 4 > 0 ? max_capacity_ / 4 : 1;
-  bool first = false;
+  bool shared_refill = false;
+  const std::size_t size = slabs_.metadata().object_size;
   if (in_nursery()) {
-    // The first refill fills the nursery at most; the next one means the
-    // thread uses the class more than a nursery's worth ("Nursery").
-    if (from_slabs_.load(std::memory_order_relaxed) != 0) {
+    // While the nursery has taken less than kSharedRefillBudgetBytes, it
+    // refills from the shared source, a nursery's worth at most; past
+    // that the thread uses the class more than lightly ("Nursery",
+    // "Shared refills").
+    const std::size_t taken =
+        static_cast<std::size_t>(from_slabs_.load(std::memory_order_relaxed)) *
+        size;
+    if (taken >= kSharedRefillBudgetBytes) {
       Graduate(max_capacity_);
     } else {
-      first = true;
+      shared_refill = true;
       if (want > kNurseryEntries) want = kNurseryEntries;
     }
   }
@@ -224,13 +230,12 @@ void* MagazineCache::AllocSlow() noexcept {
   void* one;
   void** out = hot_->capacity() != 0 ? hot_->stack() : &one;
   std::size_t got = 0;
-  if (first) {
-    // The nursery's first refill comes from the shared source, if there is
-    // one and it can serve ("Shared first refill").
+  if (shared_refill) {
+    // A nursery's refills come from the shared source, if there is one and
+    // it can serve ("Shared refills").
     const SharedRefill shared = g_shared_refill.load(std::memory_order_acquire);
     if (shared != nullptr) {
-      const std::size_t size = slabs_.metadata().object_size;
-      std::size_t n = kSharedFirstRefillBytes / (size == 0 ? 1 : size);
+      std::size_t n = kSharedRefillBytes / (size == 0 ? 1 : size);
       n = n == 0 ? 1 : (n < want ? n : want);
       got = shared(slabs_.slab_class(), out, n);
     }

@@ -99,10 +99,11 @@
 // Nursery: a ThreadHeap gives each cache a second, small stack of
 // kNurseryEntries (32) entries, packed with the other classes' nurseries
 // at the start of its stack arena (thread_cache.h), 16 classes to a page,
-// and the cache starts there, with that capacity and a first refill of at
-// most that many objects. A thread that uses a class lightly (a few live
+// and the cache starts there, with that capacity and refills of at most
+// that many objects. A thread that uses a class lightly (a few live
 // objects, as in a pool of many threads each holding a handful of blocks)
-// never leaves it; the first overflow, or the second refill, moves the
+// never leaves it; the first overflow, or the refill after the nursery
+// took 2 KiB of objects ("Shared refills"), moves the
 // cached objects to the full stack (Graduate) and the cache goes on as
 // above: at the default capacity, or, when the overflow comes before the
 // thread took anything of the class from the slabs (it only frees what
@@ -121,13 +122,15 @@
 // pointers, once per class and thread; instructions per operation of the
 // single-thread harness rows are unchanged (callgrind).
 //
-// Shared first refill: a cache in its nursery (only a thread's heap gives
-// one) takes its first refill from a source shared by every thread, when
-// one is set (SetSharedRefill: the general allocator's per-class fallback
+// Shared refills: a cache in its nursery (only a thread's heap gives
+// one) takes its refills from a source shared by every thread, when one is
+// set (SetSharedRefill: the general allocator's per-class fallback
 // allocator, whose slab threads without a heap use too, for the classes of
-// 64 KiB slabs), instead of claiming a slab of its own; from the second
-// refill on it claims its own.
-// The first refill takes at most kSharedFirstRefillBytes (2 KiB) of objects
+// 64 KiB slabs, once two threads have allocated side by side), instead of
+// claiming a slab of its own, until it has taken kSharedRefillBudgetBytes
+// (2 KiB) of objects; the refill after that graduates it ("Nursery") and
+// claims its own slab.
+// Each shared refill takes at most kSharedRefillBytes (512 B) of objects
 // (at least one), so that consecutive threads' objects share pages: with a
 // nursery's 32 objects, each thread's first 512-byte object lay 16 KiB
 // after the previous thread's, on a page of its own.
@@ -135,10 +138,17 @@
 // slab of its own for it: threads that each hold a handful of blocks share
 // their classes' slabs, as they do in allocators with central free lists.
 // 200 threads each holding one block of each of 8 classes (16-787 B):
-// ~64 -> ~50 KiB per thread; of 20 classes (16 B-31 KiB): ~156 -> ~142
-// (elfc/thread_footprint.cc). A source that cannot serve (out
-// of memory, or its lock held by the code a signal handler interrupted on
-// this thread) returns 0 and the cache claims a slab as before.
+// ~64 -> ~50 KiB per thread with one shared refill of up to 2 KiB; ~35
+// with refills of up to 512 B until 2 KiB were taken (a thread holding one
+// block of a class took 2 KiB of its objects, and those pages filled with
+// other threads' blocks) (elfc/thread_footprint.cc). The classes of 256
+// KiB slabs shared too saved 4 KiB more per class and thread, but a
+// fallback slab per class besides each thread's own took so much address
+// space that python3 no longer started under ulimit -v 32768
+// (//elfc:python_small_limit_test); the classes of 2 MiB slabs, whose
+// slabs pin a 2 MiB region each, never shared. A source that cannot serve
+// (out of memory, or its lock held by the code a signal handler interrupted
+// on this thread) returns 0 and the cache claims a slab as before.
 //
 // No shared depot. Between the magazines and the slabs there is no
 // per-class pool that one thread's overflow fills and another's refill
@@ -202,8 +212,8 @@ inline constexpr std::size_t kLargeMagazineBytes = std::size_t{256} << 10;
 // The largest object size whose magazine capacity adapts (see "Adaptive
 // capacity").
 inline constexpr std::size_t kAdaptiveMaxSize = 256;
-// A source of objects for the first refill of a cache in its nursery (see
-// "Shared first refill"): up to n objects of class cls into out, in the order of
+// A source of objects for the refills of a cache in its nursery (see
+// "Shared refills"): up to n objects of class cls into out, in the order of
 // SlabAllocator::AllocBatch, returning how many; 0 (busy, or out of
 // memory) sends the cache to its own slab. It must not wait for a lock
 // the calling thread holds (a signal handler may refill).
@@ -213,9 +223,11 @@ using SharedRefill = std::size_t (*)(SlabClass* cls, void** out,
 // that should use it refill; any thread may call it.
 void SetSharedRefill(SharedRefill refill) noexcept;
 
-// The most bytes of objects a shared first refill takes (see "Shared first
-// refill").
-inline constexpr std::size_t kSharedFirstRefillBytes = 2048;
+// The most bytes of objects one shared refill takes, and the bytes of
+// objects a nursery takes from the shared source before it graduates (see
+// "Shared refills").
+inline constexpr std::size_t kSharedRefillBytes = 512;
+inline constexpr std::size_t kSharedRefillBudgetBytes = 2048;
 // Entries of a cache's nursery stack (see "Nursery").
 inline constexpr std::size_t kNurseryEntries = 32;
 // The coalescer's largest table (see "The Coalescer").

@@ -505,7 +505,8 @@ struct NurseryStacks {
 // most kNurseryEntries objects, frees that fit) never touches the full
 // stack; the first overflow of a thread that took objects from the slabs
 // moves every cached object to the full stack and restores the default
-// capacity; so does a second refill; moving the cache keeps its state.
+// capacity; so does the refill after the nursery took 2 KiB of objects
+// (kSharedRefillBudgetBytes); moving the cache keeps its state.
 TEST(MagazineCacheTest, NurseryHoldsLightUseAndGraduatesWithItsObjects) {
   Env e(64);
   NurseryStacks stacks(64);
@@ -542,8 +543,8 @@ TEST(MagazineCacheTest, NurseryHoldsLightUseAndGraduatesWithItsObjects) {
   }
   {
     MagazineCache c = stacks.Make(&e.cls);
-    // Allocating past the first refill: the second refill graduates and
-    // takes a quarter magazine.
+    // Allocating past the first refill (a nursery of 64-byte objects: 2 KiB):
+    // the second refill graduates and takes a quarter magazine.
     std::vector<void*> objs;
     for (std::size_t i = 0; i <= kNurseryEntries; ++i) {
       objs.push_back(c.Alloc());
@@ -614,10 +615,11 @@ TEST(MagazineCacheTest, FreeOnlyNurseryGraduatesAtTheMinimum) {
   other.Release();
 }
 
-// The shared first refill: a cache in its nursery (a heap's) takes its
-// first refill from the shared source, at most kSharedFirstRefillBytes of
-// objects, and its later ones from its own slab; a cache built alone never
-// asks the source; a source that returns 0 sends the cache to its slab.
+// Shared refills: a cache in its nursery (a heap's) takes its refills from
+// the shared source, at most kSharedRefillBytes of objects each, until it
+// has taken kSharedRefillBudgetBytes, and its later ones from its own
+// slab; a cache built alone never asks the source; a source that returns 0
+// sends the cache to its slab.
 SlabAllocator* g_test_source = nullptr;
 int g_test_source_calls = 0;
 std::size_t TestSource(SlabClass*, void** out, std::size_t n) noexcept {
@@ -625,7 +627,7 @@ std::size_t TestSource(SlabClass*, void** out, std::size_t n) noexcept {
   return g_test_source == nullptr ? 0 : g_test_source->AllocBatch(out, n);
 }
 
-TEST(MagazineCacheTest, FirstRefillOfAHeapsCacheIsShared) {
+TEST(MagazineCacheTest, RefillsOfAHeapsNurseryAreShared) {
   Env e(64);
   SlabAllocator source(&e.cls);
   g_test_source = &source;
@@ -637,27 +639,39 @@ TEST(MagazineCacheTest, FirstRefillOfAHeapsCacheIsShared) {
     void* p = c.Alloc();
     ASSERT_NE(p, nullptr);
     EXPECT_EQ(g_test_source_calls, 1);
-    // The source's slab, not a slab of the cache's own: 2 KiB of 64-byte
-    // objects, all from the source's current slab.
+    // The source's slab, not a slab of the cache's own: 512 B of 64-byte
+    // objects.
     EXPECT_TRUE(source.Contains(p));
-    EXPECT_EQ(c.cached(), kSharedFirstRefillBytes / 64 - 1);
+    EXPECT_EQ(c.cached(), kSharedRefillBytes / 64 - 1);
+    EXPECT_TRUE(c.in_nursery());
+    // The refills up to 2 KiB of objects come from the source too, one per
+    // 512 B, and the cache stays in its nursery.
     std::vector<void*> objs{p};
-    for (std::size_t i = 0; i < kSharedFirstRefillBytes / 64; ++i) {
+    while (objs.size() < kSharedRefillBudgetBytes / 64) {
       objs.push_back(c.Alloc());
       ASSERT_NE(objs.back(), nullptr);
+      EXPECT_TRUE(source.Contains(objs.back()));
     }
-    // The second refill came from the cache's own slab.
-    EXPECT_EQ(g_test_source_calls, 1);
+    EXPECT_EQ(g_test_source_calls,
+              static_cast<int>(kSharedRefillBudgetBytes / kSharedRefillBytes));
+    EXPECT_TRUE(c.in_nursery());
+    // The next refill graduates and comes from the cache's own slab.
+    objs.push_back(c.Alloc());
+    ASSERT_NE(objs.back(), nullptr);
+    EXPECT_EQ(g_test_source_calls,
+              static_cast<int>(kSharedRefillBudgetBytes / kSharedRefillBytes));
     EXPECT_FALSE(source.Contains(objs.back()));
+    EXPECT_FALSE(c.in_nursery());
     for (void* o : objs) c.Free(o);
     c.FlushAll();
   }
   {
     // A cache built alone (no stack given) never asks.
+    g_test_source_calls = 0;
     MagazineCache alone(&e.cls);
     void* p = alone.Alloc();
     ASSERT_NE(p, nullptr);
-    EXPECT_EQ(g_test_source_calls, 1);
+    EXPECT_EQ(g_test_source_calls, 0);
     alone.Free(p);
   }
   {
@@ -666,7 +680,7 @@ TEST(MagazineCacheTest, FirstRefillOfAHeapsCacheIsShared) {
     MagazineCache c = stacks.Make(&e.cls);
     void* p = c.Alloc();
     ASSERT_NE(p, nullptr);
-    EXPECT_EQ(g_test_source_calls, 2);
+    EXPECT_EQ(g_test_source_calls, 1);
     EXPECT_FALSE(source.Contains(p));
     c.Free(p);
   }

@@ -205,11 +205,15 @@ constexpr std::size_t ClassAlignment(SizeClass c) noexcept {
 // The mask free's alignment test applies to a pointer whose slab tag
 // (class index + 1, slab.h "Tags") is `tag`: ClassAlignment - 1 for the
 // classes below the 2 MiB pages (whose frees take the fast path), 7 for
-// every other tag (those frees check their pointer elsewhere, or name no
-// class and are reported by the slow path). A pointer with any of these
-// bits set is no object start of the class.
+// tag 0 and the classes of 2 MiB pages (those frees check their pointer
+// elsewhere), and 0 for the tags that name no class (no slab writes one,
+// so only a corrupted tag table has them: their frees fail the empty
+// magazine state and the slow path reports them, and a thread heap's
+// fast-path array need not write its entries for them, thread_cache.h).
+// A pointer with any of these bits set is no object start of the class.
 constexpr std::uint64_t TagAlignMask(std::size_t tag) noexcept {
-  if (tag >= 1 && tag <= kNumSizeClasses) {
+  if (tag > kNumSizeClasses) return 0;
+  if (tag >= 1) {
     const SizeClass c(static_cast<std::uint8_t>(tag - 1));
     if (ClassPageSize(c) != kMediumPageSize) return ClassAlignment(c) - 1;
   }

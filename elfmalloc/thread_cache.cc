@@ -45,6 +45,8 @@ ABSL_CONST_INIT SpinLock g_key_lock;
 ABSL_CONST_INIT std::atomic<int> g_key_state{0};  // 0 none, 1 ready, 2 failed
 ABSL_CONST_INIT pthread_key_t g_key = 0;
 ABSL_CONST_INIT std::atomic<std::size_t> g_live_heaps{0};
+// Set once a heap is attached while another is live (TwoThreadHeapsSeen).
+ABSL_CONST_INIT std::atomic<bool> g_two_heaps_seen{false};
 // SetThreadHeapReleaseHook's hook (nullptr: none).
 ABSL_CONST_INIT std::atomic<void (*)(ThreadHeap*)> g_release_hook{nullptr};
 
@@ -142,7 +144,7 @@ class HeapRegistry {
     for (ThreadHeap* h = head_; h != nullptr; h = h->next_) {
       for (std::size_t c = 0; c < kNumSizeClasses; ++c) {
         // The fast-path state exists whether or not the slot does.
-        out[c] += h->hot_[c + 1].hot.CachedApprox();
+        out[c] += h->hot()[c + 1].hot.CachedApprox();
       }
     }
   }
@@ -221,6 +223,24 @@ bool EnsureKey() {
 }
 
 }  // namespace
+
+void ThreadHeap::BuildHotArray() noexcept {
+  unsigned char* const bytes = hot_storage_;
+  for (std::size_t t = 0; t < kHotEntries; ++t) {
+    unsigned char* const e = bytes + t * sizeof(HotSlot);
+    if (t > kNumSizeClasses) {
+      // An empty state with mask 0 (TagAlignMask) is all zero bytes: write
+      // only if the block held something else (see hot_storage_).
+      std::uint64_t w[sizeof(HotSlot) / sizeof(std::uint64_t)];
+      std::memcpy(w, e, sizeof(w));
+      std::uint64_t any = 0;
+      for (std::uint64_t x : w) any |= x;
+      if (any == 0) continue;
+    }
+    HotSlot* const slot = ::new (e) HotSlot();
+    slot->align_mask = TagAlignMask(t);
+  }
+}
 
 ThreadHeap::~ThreadHeap() {
   // Last class first, as an array of caches was destroyed.
@@ -326,7 +346,7 @@ void ThreadHeap::CreateCache(SizeClass c) noexcept {
       slot_of_[i] = static_cast<std::uint8_t>(++slots_used_);
     }
     MagazineCache* m = ::new (SlotOf(i).bytes) MagazineCache();
-    m->BindHot(&hot_[i + 1].hot);
+    m->BindHot(&hot()[i + 1].hot);
     constructed_.store(constructed_.load(std::memory_order_relaxed) |
                            (std::uint64_t{1} << i),
                        std::memory_order_release);
@@ -542,7 +562,10 @@ ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept {
         ThreadHeap(classes, g_drain_epoch.load(std::memory_order_relaxed));
     HeapRegistry::Link(h);
   }
-  g_live_heaps.fetch_add(1, std::memory_order_relaxed);
+  if (g_live_heaps.fetch_add(1, std::memory_order_relaxed) != 0 &&
+      !g_two_heaps_seen.load(std::memory_order_relaxed)) {
+    g_two_heaps_seen.store(true, std::memory_order_relaxed);
+  }
   if (pthread_setspecific(g_key, h) != 0) {
     DestroyHeap(h);
     tls_state = ThreadState::kUninitialized;
@@ -575,6 +598,10 @@ void DrainThreadHeap() noexcept {
 
 std::size_t LiveThreadHeaps() noexcept {
   return g_live_heaps.load(std::memory_order_relaxed);
+}
+
+bool TwoThreadHeapsSeen() noexcept {
+  return g_two_heaps_seen.load(std::memory_order_relaxed);
 }
 
 std::size_t PooledThreadHeaps() noexcept {
@@ -648,7 +675,7 @@ void LeaveInterruptedSlowPathInForkChild() noexcept {
     // malloc reached that class ran into half-swapped bag handles (one
     // fork in about 200 runs of //elfc:signal_fork_test built with clang).
     const std::size_t i = h->creating_ - 1u;
-    h->hot_[i + 1].hot.Set(nullptr, 0, 0);
+    h->hot()[i + 1].hot.Set(nullptr, 0, 0);
     h->constructed_.store(h->constructed_.load(std::memory_order_relaxed) &
                               ~(std::uint64_t{1} << i),
                           std::memory_order_relaxed);

@@ -169,7 +169,7 @@ class ThreadHeap {
   explicit ThreadHeap(SlabClass* classes,
                       std::uint32_t drain_epoch = 0) noexcept
       : classes_(classes), drain_epoch_(drain_epoch) {
-    WriteAlignMasks(hot_);
+    BuildHotArray();
   }
   ThreadHeap(const ThreadHeap&) = delete;
   ThreadHeap& operator=(const ThreadHeap&) = delete;
@@ -184,7 +184,7 @@ class ThreadHeap {
     return ABSL_PREDICT_TRUE(TryAlloc(c, &p)) ? p : AllocSlow(c);
   }
   ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryAlloc(SizeClass c, void** p) noexcept {
-    return (hot_ + 1)[c.index()].hot.TryAlloc(p);
+    return (hot() + 1)[c.index()].hot.TryAlloc(p);
   }
   ABSL_ATTRIBUTE_NOINLINE void* AllocSlow(SizeClass c) noexcept;
   // After Alloc/AllocSlow returned nullptr: drains this heap if a drain was
@@ -197,15 +197,19 @@ class ThreadHeap {
     if (ABSL_PREDICT_FALSE(!TryFree(c, p))) FreeSlow(c, p);
   }
   ABSL_ATTRIBUTE_ALWAYS_INLINE bool TryFree(SizeClass c, void* p) noexcept {
-    return (hot_ + 1)[c.index()].hot.TryFree(p);
+    return (hot() + 1)[c.index()].hot.TryFree(p);
   }
   // The fast-path states, indexed by slab tag (class + 1, Slab::TagOf):
   // entry 0 and every entry past the last class stay empty, so a tag that
   // names no class fails TryFree and reaches the slow path, which reports
-  // it. 8 KiB, all written (empty, with their masks) when the heap is
-  // built: the heap's memory may be a recycled bsalloc block, so the
-  // entries past the last class cannot be assumed zero.
-  HotSlot* hot() noexcept { return hot_; }
+  // it. 8 KiB, of which the heap writes the entries up to the last class
+  // (2 KiB) when it is built; the 192 entries past it are only ever read,
+  // for a tag that names no class (no slab writes one: only a corrupted
+  // tag table has it), and an empty state with mask 0 is all zero bytes,
+  // which a fresh mapping already holds (see BuildHotArray).
+  HotSlot* hot() noexcept {
+    return std::launder(reinterpret_cast<HotSlot*>(hot_storage_));
+  }
   // Free when the magazine is full or not created yet.
   ABSL_ATTRIBUTE_NOINLINE void FreeSlow(SizeClass c, void* p) noexcept;
 
@@ -306,7 +310,20 @@ class ThreadHeap {
   // child that a signal handler's fork left inside it).
   std::uint8_t creating_ = 0;
   std::uint64_t stash_[kHandlerStashEntries] = {};
-  alignas(64) HotSlot hot_[kHotEntries];
+  // Storage of the fast-path array (hot()): raw bytes, so that building the
+  // heap does not write all of it (a HotSlot member array would be
+  // value-initialised whole).
+  alignas(64) unsigned char hot_storage_[kHotEntries * sizeof(HotSlot)];
+  // Constructs the entries up to the last class with their masks
+  // (TagAlignMask) and empty states. The entries past it must read as
+  // empty states with mask 0, that is as zero bytes: each is checked and
+  // only written if it is not (a recycled block; a heap is larger than
+  // bsalloc's cached blocks on 4 KiB pages, so it is a fresh mapping
+  // there). Reading a page that was never written maps the
+  // kernel's zero page and costs no memory: 200 threads holding one block
+  // of each of 8 classes cost 4 KiB less each than with the whole array
+  // written (elfc/thread_footprint.cc).
+  void BuildHotArray() noexcept;
   // The coalescer table every cache's flush uses (magazine_cache.h, "The
   // Coalescer"), mapped with the first cache. Declared before caches_ so
   // that it is destroyed after them (their destructors flush).
@@ -415,6 +432,10 @@ void DrainThreadHeap() noexcept;
 
 // ThreadHeaps attached to threads (for tests and statistics).
 std::size_t LiveThreadHeaps() noexcept;
+// Whether two heaps have ever been attached to threads at once (the
+// process has run threads that allocate side by side); never false again
+// once true.
+bool TwoThreadHeapsSeen() noexcept;
 // Retired heaps waiting in the pool for a new thread.
 std::size_t PooledThreadHeaps() noexcept;
 // Destroys every pooled heap (returning its objects and slabs); returns how
