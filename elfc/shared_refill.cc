@@ -5,19 +5,21 @@
 // the class's fallback slab, shared by every thread, until it has taken
 // 2 KiB of objects; then it claims a slab of its own (elfmalloc/
 // magazine_cache.h, "Shared refills"). That keeps threads that hold a
-// handful of blocks from claiming a slab each, but in a single-threaded
-// program there is no one to share with: the one thread would take its
-// first objects from the fallback's slab and then claim its own, two slabs
-// (and two touched pages) for every class it uses. So the shared refills
-// start only once two threads have allocated side by side.
+// handful of blocks from claiming a slab each, but a program of a few
+// threads has little to share, and in a single-threaded one each class
+// would keep two slabs (the fallback's and the thread's own) and touch
+// both. So the refills are shared only while 8 or more threads have heaps
+// (general_allocator.cc, kSharedRefillMinHeaps).
 //
 // This program counts the slab pages of a class (elfc_get_detailed_stats,
 // looked up with dlsym) after its main thread allocated 4 KiB of 16-byte
-// blocks alone (one page: its own slab), then after a second thread that
-// allocates is running, 4 KiB of 48-byte blocks on the main thread (two
-// pages: the fallback's, for the nursery's first 2 KiB, and its own), and
-// on the second thread 100 bytes of 80-byte blocks (one page: the
-// fallback's only).
+// blocks alone (one page: its own slab), and as much of 32-byte blocks
+// with one more thread that allocates (one page); then, while 8 threads that
+// allocate are running, after the main thread allocated 4 KiB of 48-byte
+// blocks (two pages: the fallback's, for the nursery's first 2 KiB, and
+// its own), and then that one of the threads, allocating one 176-byte and
+// one 1536-byte block, adds no page to those classes (they come from the
+// fallback's slabs, which the main thread's blocks of those sizes use).
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -57,24 +59,45 @@ std::vector<void*> Hold(std::size_t size, std::size_t n) {
   return v;
 }
 
+constexpr int kThreads = 8;
 pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
-int g_step = 0;  // 1: the second thread has a heap; 2: main is done
+int g_ready = 0;         // threads that have a heap
+bool g_go = false;       // main is done: thread 0 checks
+bool g_checked = false;  // thread 0 is done: all exit (until then every
+                         // thread keeps its heap, so that 9 are live)
 
-void* Second(void*) {
-  std::vector<void*> mine = Hold(24, 1);  // builds this thread's heap
+void* Worker(void* arg) {
+  const bool checker = arg != nullptr;
+  std::vector<void*> mine = Hold(200, 1);  // builds this thread's heap
   pthread_mutex_lock(&g_mu);
-  g_step = 1;
+  ++g_ready;
   pthread_cond_broadcast(&g_cv);
-  while (g_step != 2) pthread_cond_wait(&g_cv, &g_mu);
+  while (!g_go) pthread_cond_wait(&g_cv, &g_mu);
   pthread_mutex_unlock(&g_mu);
-  // A thread that holds a few blocks of a class: the shared slab only.
-  std::vector<void*> few = Hold(80, 1);
-  const std::size_t pages = PagesOf(80);
-  std::printf("second thread, one 80-byte block: %zu page(s)\n", pages);
-  ELFC_CHECK(pages == 1, "80-byte class: %zu pages, want 1 (the shared one)",
-             pages);
-  for (void* p : few) std::free(p);
+  if (checker) {
+    // A thread that holds one block of a class claims no slab of its own
+    // (its block comes from the shared one), for a small and a mid class.
+    for (std::size_t size : {std::size_t{176}, std::size_t{1536}}) {
+      const std::size_t before = PagesOf(size);
+      std::vector<void*> few = Hold(size, 1);
+      const std::size_t after = PagesOf(size);
+      std::printf("a thread of 9, one %zu-byte block: %zu -> %zu page(s)\n",
+                  size, before, after);
+      ELFC_CHECK(after == before,
+                 "%zu-byte class: %zu -> %zu pages, want no new one", size,
+                 before, after);
+      for (void* p : few) std::free(p);
+    }
+    pthread_mutex_lock(&g_mu);
+    g_checked = true;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+  } else {
+    pthread_mutex_lock(&g_mu);
+    while (!g_checked) pthread_cond_wait(&g_cv, &g_mu);
+    pthread_mutex_unlock(&g_mu);
+  }
   for (void* p : mine) std::free(p);
   return nullptr;
 }
@@ -98,27 +121,48 @@ int main() {
              "single-threaded program)",
              alone_pages);
 
-  pthread_t t;
-  ELFC_CHECK(pthread_create(&t, nullptr, &Second, nullptr) == 0,
-             "pthread_create failed");
-  pthread_mutex_lock(&g_mu);
-  while (g_step != 1) pthread_cond_wait(&g_cv, &g_mu);
-  pthread_mutex_unlock(&g_mu);
-  // Two threads: the first 2 KiB come from the shared slab, then the
-  // thread claims its own.
+  pthread_t t[kThreads];
+  auto start = [&](int i) {
+    ELFC_CHECK(pthread_create(&t[i], nullptr, &Worker,
+                              i == 0 ? &g_ready : nullptr) == 0,
+               "pthread_create failed");
+    pthread_mutex_lock(&g_mu);
+    while (g_ready != i + 1) pthread_cond_wait(&g_cv, &g_mu);
+    pthread_mutex_unlock(&g_mu);
+  };
+  // Two threads with heaps: still no sharing.
+  start(0);
+  std::vector<void*> two = Hold(32, 128);
+  const std::size_t two_pages = PagesOf(32);
+  std::printf("2 threads, 128 32-byte blocks: %zu page(s)\n", two_pages);
+  ELFC_CHECK(two_pages == 1,
+             "32-byte class: %zu pages, want 1 (no shared slab with 2 "
+             "threads)",
+             two_pages);
+  for (int i = 1; i < kThreads; ++i) start(i);
+  // Nine threads with heaps: the first 2 KiB come from the shared slab,
+  // then the thread claims its own.
   std::vector<void*> shared = Hold(48, 86);
   const std::size_t shared_pages = PagesOf(48);
-  std::printf("two threads, 86 48-byte blocks: %zu page(s)\n", shared_pages);
+  std::printf("9 threads, 86 48-byte blocks: %zu page(s)\n", shared_pages);
   ELFC_CHECK(shared_pages == 2,
              "48-byte class: %zu pages, want 2 (the shared one, then the "
              "thread's own)",
              shared_pages);
+  // The classes the checking thread uses are in use (the shared slab's
+  // objects go to whoever refills first).
+  std::vector<void*> main_few = Hold(176, 1);
+  for (void* p : Hold(1536, 1)) main_few.push_back(p);
   pthread_mutex_lock(&g_mu);
-  g_step = 2;
+  g_go = true;
   pthread_cond_broadcast(&g_cv);
   pthread_mutex_unlock(&g_mu);
-  ELFC_CHECK(pthread_join(t, nullptr) == 0, "pthread_join failed");
+  for (int i = 0; i < kThreads; ++i) {
+    ELFC_CHECK(pthread_join(t[i], nullptr) == 0, "pthread_join failed");
+  }
   for (void* p : alone) std::free(p);
+  for (void* p : two) std::free(p);
+  for (void* p : main_few) std::free(p);
   for (void* p : shared) std::free(p);
   std::printf("shared_refill: PASS\n");
   return 0;

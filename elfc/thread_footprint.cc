@@ -12,17 +12,17 @@
 // 787 B for 8), writes its first bytes, and waits again; the resident size
 // is read once more. The difference divided by the thread count is the
 // memory one thread's handful of blocks costs; it must be at most
-// --bound_kib (default 36) KiB.
+// --bound_kib (default 32) KiB.
 //
 // Measured here (200 threads, 8 classes): glibc ~4 KiB per thread,
-// tcmalloc ~7, jemalloc ~66, mimalloc ~104; elfc ~31 (its heap's first
+// tcmalloc ~7, jemalloc ~66, mimalloc ~104; elfc ~25 (its heap's first
 // page, with the fast-path entries of every class, the page of the slots
-// of the classes it used, its magazines' nurseries, 512 B of each small
-// class's objects from the slab shared by all threads, and the first page
-// of the slab it claims for the 787-byte class: the classes of 640 B and
-// more claim their own at once), ~35 when the heap wrote its whole
-// fast-path array (8 KiB, 6 of it for tags that name no class), ~42 when
-// a nursery's one shared refill took up to 2 KiB of objects, ~50 when
+// of the classes it used, its magazines' nurseries, and 512 B of each
+// class's objects from the slabs shared by all threads), ~28 when the
+// heap wrote its whole fast-path array (8 KiB, 6 of it for tags that name
+// no class), ~42 when a nursery's one shared refill took up to 2 KiB of
+// objects and the classes of 640 B and more claimed a slab of their own
+// (its first page touched), ~52 without shared refills, ~50 when
 // each class's slot sat at the class's
 // index (the 8 slots on 5 pages instead of 1), ~98 when every heap
 // constructed all 61 of its caches, every cache started in a stack of its
@@ -44,7 +44,7 @@ namespace {
 
 int g_threads = 200;
 int g_classes = 8;
-std::size_t g_bound_kib = 36;
+std::size_t g_bound_kib = 32;
 
 pthread_barrier_t g_idle, g_holding, g_done;
 

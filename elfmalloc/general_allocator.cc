@@ -649,6 +649,10 @@ void OnMemoryPressure() {
   }
 }
 
+// The live thread heaps from which the nurseries' refills are shared
+// (SharedFirstRefill).
+constexpr std::size_t kSharedRefillMinHeaps = 8;
+
 // A refill of a thread heap's cache in its nursery (magazine_cache.h,
 // "Shared refills"): up to n objects from class cls's fallback allocator,
 // so that threads holding a few objects of a class share its slab. The
@@ -658,27 +662,31 @@ void OnMemoryPressure() {
 // together mostly found it busy and claimed slabs of their own), never for
 // its own: a signal handler that interrupted the holder on this thread
 // takes its objects from its own slab.
+//
+// Only while kSharedRefillMinHeaps or more threads have heaps. Sharing a
+// class costs the fallback's slab of it (a page or two touched, its
+// address space) and saves each thread that uses the class lightly a slab
+// of its own; in a program of a few threads that use their classes
+// heavily, the harness's rows, every thread graduates at once and the
+// fallback slabs are all cost: with sharing from the second thread on,
+// their peak RSS was 1-5% higher (glibc_thread 4.2 -> 4.0 MiB without it,
+// shbench 8-64 B 3.8 -> 3.7), and in a single-threaded program every class
+// kept two slabs, the fallback's and its own. 200 threads each holding one
+// block of each of 8 classes cost ~24 KiB per thread with sharing, ~52
+// without (elfc/thread_footprint.cc).
+// Not the classes of 2 MiB slabs: a fallback allocator keeps its slab
+// claimed until memory runs short (Heap::ReleaseFallbackSlabs), and a
+// claimed slab of the 16..256 KiB classes pins a whole 2 MiB region, which
+// a program under RLIMIT_AS needs back (//elfc:address_space_*).
 std::size_t SharedFirstRefill(SlabClass* cls, void** out,
                               std::size_t n) noexcept {
+  if (LiveThreadHeaps() < kSharedRefillMinHeaps) return 0;
   Heap* heap = g_heap.load(std::memory_order_acquire);
   if (heap == nullptr) return 0;
   const std::size_t c = static_cast<std::size_t>(cls - heap->classes());
   if (c >= kNumSizeClasses) return 0;
   const SizeClass sc(static_cast<std::uint8_t>(c));
-  // Only the classes of 64 KiB slabs: a fallback allocator keeps its slab
-  // claimed until memory runs short (Heap::ReleaseFallbackSlabs), and a
-  // claimed slab of the 16..256 KiB classes pins a whole 2 MiB region,
-  // which a program under RLIMIT_AS needs back (//elfc:address_space_*);
-  // with the 640 B..14 KiB classes too, their fallback slabs took enough
-  // address space that python3 no longer started under ulimit -v 32768
-  // (//elfc:python_small_limit_test).
-  if (ClassPageSize(sc) != kSmallPageSize) return 0;
-  // Only once two threads have allocated side by side: the one thread of a
-  // single-threaded program shares the slab with no one, and its cache
-  // would take objects from the fallback's slab first and claim its own
-  // at graduation, a second slab of every class it uses (a page touched
-  // and 64 KiB of address space more each).
-  if (!TwoThreadHeapsSeen()) return 0;
+  if (ClassPageSize(sc) == kMediumPageSize) return 0;
   Fallback& f = heap->fallback(sc);
   if (f.lock.HeldByCurrentThread()) return 0;
   f.lock.Lock();

@@ -126,7 +126,7 @@
 // one) takes its refills from a source shared by every thread, when one is
 // set (SetSharedRefill: the general allocator's per-class fallback
 // allocator, whose slab threads without a heap use too, for the classes of
-// 64 KiB slabs, once two threads have allocated side by side), instead of
+// 64 and 256 KiB slabs, while 8 or more threads have heaps), instead of
 // claiming a slab of its own, until it has taken kSharedRefillBudgetBytes
 // (2 KiB) of objects; the refill after that graduates it ("Nursery") and
 // claims its own slab.
@@ -138,17 +138,15 @@
 // slab of its own for it: threads that each hold a handful of blocks share
 // their classes' slabs, as they do in allocators with central free lists.
 // 200 threads each holding one block of each of 8 classes (16-787 B):
-// ~64 -> ~50 KiB per thread with one shared refill of up to 2 KiB; ~35
-// with refills of up to 512 B until 2 KiB were taken (a thread holding one
-// block of a class took 2 KiB of its objects, and those pages filled with
-// other threads' blocks) (elfc/thread_footprint.cc). The classes of 256
-// KiB slabs shared too saved 4 KiB more per class and thread, but a
-// fallback slab per class besides each thread's own took so much address
-// space that python3 no longer started under ulimit -v 32768
-// (//elfc:python_small_limit_test); the classes of 2 MiB slabs, whose
-// slabs pin a 2 MiB region each, never shared. A source that cannot serve
-// (out of memory, or its lock held by the code a signal handler interrupted
-// on this thread) returns 0 and the cache claims a slab as before.
+// ~64 -> ~50 KiB per thread with one shared refill of up to 2 KiB for the
+// classes of 64 KiB slabs; ~25 with refills of up to 512 B until 2 KiB
+// were taken (a thread holding one block of a class took 2 KiB of its
+// objects, and those pages filled with other threads' blocks) and the
+// classes of 256 KiB slabs shared too (elfc/thread_footprint.cc). Why
+// only from 8 threads on: general_allocator.cc, SharedFirstRefill. A
+// source that cannot serve (out of memory, fewer threads, or its lock held
+// by the code a signal handler interrupted on this thread) returns 0 and
+// the cache claims a slab as before.
 //
 // No shared depot. Between the magazines and the slabs there is no
 // per-class pool that one thread's overflow fills and another's refill

@@ -45,8 +45,6 @@ ABSL_CONST_INIT SpinLock g_key_lock;
 ABSL_CONST_INIT std::atomic<int> g_key_state{0};  // 0 none, 1 ready, 2 failed
 ABSL_CONST_INIT pthread_key_t g_key = 0;
 ABSL_CONST_INIT std::atomic<std::size_t> g_live_heaps{0};
-// Set once a heap is attached while another is live (TwoThreadHeapsSeen).
-ABSL_CONST_INIT std::atomic<bool> g_two_heaps_seen{false};
 // SetThreadHeapReleaseHook's hook (nullptr: none).
 ABSL_CONST_INIT std::atomic<void (*)(ThreadHeap*)> g_release_hook{nullptr};
 
@@ -562,10 +560,7 @@ ThreadHeap* InitThreadHeap(SlabClass* classes) noexcept {
         ThreadHeap(classes, g_drain_epoch.load(std::memory_order_relaxed));
     HeapRegistry::Link(h);
   }
-  if (g_live_heaps.fetch_add(1, std::memory_order_relaxed) != 0 &&
-      !g_two_heaps_seen.load(std::memory_order_relaxed)) {
-    g_two_heaps_seen.store(true, std::memory_order_relaxed);
-  }
+  g_live_heaps.fetch_add(1, std::memory_order_relaxed);
   if (pthread_setspecific(g_key, h) != 0) {
     DestroyHeap(h);
     tls_state = ThreadState::kUninitialized;
@@ -598,10 +593,6 @@ void DrainThreadHeap() noexcept {
 
 std::size_t LiveThreadHeaps() noexcept {
   return g_live_heaps.load(std::memory_order_relaxed);
-}
-
-bool TwoThreadHeapsSeen() noexcept {
-  return g_two_heaps_seen.load(std::memory_order_relaxed);
 }
 
 std::size_t PooledThreadHeaps() noexcept {

@@ -432,10 +432,6 @@ void DrainThreadHeap() noexcept;
 
 // ThreadHeaps attached to threads (for tests and statistics).
 std::size_t LiveThreadHeaps() noexcept;
-// Whether two heaps have ever been attached to threads at once (the
-// process has run threads that allocate side by side); never false again
-// once true.
-bool TwoThreadHeapsSeen() noexcept;
 // Retired heaps waiting in the pool for a new thread.
 std::size_t PooledThreadHeaps() noexcept;
 // Destroys every pooled heap (returning its objects and slabs); returns how
