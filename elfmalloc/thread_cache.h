@@ -203,7 +203,7 @@ class ThreadHeap {
   // entry 0 and every entry past the last class stay empty, so a tag that
   // names no class fails TryFree and reaches the slow path, which reports
   // it. 8 KiB, of which the heap writes the entries up to the last class
-  // (2 KiB) when it is built; the 192 entries past it are only ever read,
+  // (2 KiB) when it is built; the 195 entries past it are only ever read,
   // for a tag that names no class (no slab writes one: only a corrupted
   // tag table has it), and an empty state with mask 0 is all zero bytes,
   // which a fresh mapping already holds (see BuildHotArray).
