@@ -60,6 +60,19 @@ std::vector<void*> Hold(std::size_t size, std::size_t n) {
 }
 
 constexpr int kThreads = 8;
+// Holds n blocks of `size` bytes on the calling thread and checks that their
+// class then has `want` slab pages (`what` says who allocated and why).
+std::vector<void*> HoldAndExpectPages(const char* what, std::size_t size,
+                                      std::size_t n, std::size_t want,
+                                      const char* why) {
+  std::vector<void*> v = Hold(size, n);
+  const std::size_t pages = PagesOf(size);
+  std::printf("%s, %zu %zu-byte blocks: %zu page(s)\n", what, n, size, pages);
+  ELFC_CHECK(pages == want, "%zu-byte class: %zu pages, want %zu (%s)", size,
+             pages, want, why);
+  return v;
+}
+
 pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 int g_ready = 0;         // threads that have a heap
@@ -113,13 +126,9 @@ int main() {
     return 0;
   }
   // Alone: 4 KiB of 16-byte blocks from one slab, the thread's own.
-  std::vector<void*> alone = Hold(16, 256);
-  const std::size_t alone_pages = PagesOf(16);
-  std::printf("one thread, 256 16-byte blocks: %zu page(s)\n", alone_pages);
-  ELFC_CHECK(alone_pages == 1,
-             "16-byte class: %zu pages, want 1 (no shared slab for a "
-             "single-threaded program)",
-             alone_pages);
+  std::vector<void*> alone =
+      HoldAndExpectPages("one thread", 16, 256, 1,
+                         "no shared slab for a single-threaded program");
 
   pthread_t t[kThreads];
   auto start = [&](int i) {
@@ -132,23 +141,13 @@ int main() {
   };
   // Two threads with heaps: still no sharing.
   start(0);
-  std::vector<void*> two = Hold(32, 128);
-  const std::size_t two_pages = PagesOf(32);
-  std::printf("2 threads, 128 32-byte blocks: %zu page(s)\n", two_pages);
-  ELFC_CHECK(two_pages == 1,
-             "32-byte class: %zu pages, want 1 (no shared slab with 2 "
-             "threads)",
-             two_pages);
+  std::vector<void*> two = HoldAndExpectPages("2 threads", 32, 128, 1,
+                                              "no shared slab with 2 threads");
   for (int i = 1; i < kThreads; ++i) start(i);
   // Nine threads with heaps: the first 2 KiB come from the shared slab,
   // then the thread claims its own.
-  std::vector<void*> shared = Hold(48, 86);
-  const std::size_t shared_pages = PagesOf(48);
-  std::printf("9 threads, 86 48-byte blocks: %zu page(s)\n", shared_pages);
-  ELFC_CHECK(shared_pages == 2,
-             "48-byte class: %zu pages, want 2 (the shared one, then the "
-             "thread's own)",
-             shared_pages);
+  std::vector<void*> shared = HoldAndExpectPages(
+      "9 threads", 48, 86, 2, "the shared one, then the thread's own");
   // The classes the checking thread uses are in use (the shared slab's
   // objects go to whoever refills first).
   std::vector<void*> main_few = Hold(176, 1);

@@ -650,7 +650,7 @@ void OnMemoryPressure() {
 }
 
 // The live thread heaps from which the nurseries' refills are shared
-// (SharedFirstRefill).
+// (SharedNurseryRefill).
 constexpr std::size_t kSharedRefillMinHeaps = 8;
 
 // A refill of a thread heap's cache in its nursery (magazine_cache.h,
@@ -669,16 +669,16 @@ constexpr std::size_t kSharedRefillMinHeaps = 8;
 // of its own; in a program of a few threads that use their classes
 // heavily, the harness's rows, every thread graduates at once and the
 // fallback slabs are all cost: with sharing from the second thread on,
-// their peak RSS was 1-5% higher (glibc_thread 4.2 -> 4.0 MiB without it,
+// their peak RSS was 2-5% higher (glibc_thread 4.2 -> 4.0 MiB without it,
 // shbench 8-64 B 3.8 -> 3.7), and in a single-threaded program every class
 // kept two slabs, the fallback's and its own. 200 threads each holding one
-// block of each of 8 classes cost ~24 KiB per thread with sharing, ~52
+// block of each of 8 classes cost ~25 KiB per thread with sharing, ~52
 // without (elfc/thread_footprint.cc).
 // Not the classes of 2 MiB slabs: a fallback allocator keeps its slab
 // claimed until memory runs short (Heap::ReleaseFallbackSlabs), and a
 // claimed slab of the 16..256 KiB classes pins a whole 2 MiB region, which
 // a program under RLIMIT_AS needs back (//elfc:address_space_*).
-std::size_t SharedFirstRefill(SlabClass* cls, void** out,
+std::size_t SharedNurseryRefill(SlabClass* cls, void** out,
                               std::size_t n) noexcept {
   if (LiveThreadHeaps() < kSharedRefillMinHeaps) return 0;
   Heap* heap = g_heap.load(std::memory_order_acquire);
@@ -751,7 +751,7 @@ ABSL_ATTRIBUTE_NOINLINE Heap* InitHeapSlow() {
 #endif
   InstallFaultHandler(&HandleFault);
   g_heap.store(h, std::memory_order_release);
-  SetSharedRefill(&SharedFirstRefill);
+  SetSharedRefill(&SharedNurseryRefill);
   SetNestedAllocSource(&NestedFallbackAlloc);
   SetOptionsApplyHook(&ApplyRuntimeOptions);
   return h;

@@ -143,7 +143,7 @@
 // were taken (a thread holding one block of a class took 2 KiB of its
 // objects, and those pages filled with other threads' blocks) and the
 // classes of 256 KiB slabs shared too (elfc/thread_footprint.cc). Why
-// only from 8 threads on: general_allocator.cc, SharedFirstRefill. A
+// only from 8 threads on: general_allocator.cc, SharedNurseryRefill. A
 // source that cannot serve (out of memory, fewer threads, or its lock held
 // by the code a signal handler interrupted on this thread) returns 0 and
 // the cache claims a slab as before.
