@@ -298,6 +298,35 @@ TEST(SlabTest, LowFirstBatchesReuseFreedObjectsBeforeFreshOnes) {
   }
 }
 
+// In a low-first slab Next() takes one object, the lowest available, as a
+// batch of one does; it once took its whole bit-set word into the iterator
+// (see SlabAllocatorTest.RefillsAfterAFlushReuseTheFlushedObjectsFirst).
+TEST(SlabTest, LowFirstNextTakesOnlyTheLowestObject) {
+  for (std::size_t size : {std::size_t{16}, std::size_t{4096}, 16 * K}) {
+    SCOPED_TRACE(size);
+    Fixture f(size);
+    ASSERT_GE(f.meta.page_size, kLowFirstMinPage);
+    const std::int64_t n = static_cast<std::int64_t>(f.meta.n_objects);
+    ASSERT_TRUE(f.slab->Claim());
+    Slab::LocalIter it = f.slab->Iterate();
+    EXPECT_EQ(it.Next(), f.slab->ObjectAt(0));
+    EXPECT_EQ(it.Next(), f.slab->ObjectAt(1));
+    EXPECT_EQ(f.slab->AvailableCount(), n - 2);
+    EXPECT_EQ(it.TakeRemaining().mask, 0u);
+    EXPECT_EQ(f.slab->Free(f.slab->ObjectAt(0)), FreeResult::kNone);
+    EXPECT_EQ(it.Next(), f.slab->ObjectAt(0));
+    EXPECT_EQ(it.Next(), f.slab->ObjectAt(2));
+    std::size_t taken = 3;
+    while (void* p = it.Next()) {
+      ASSERT_EQ(p, f.slab->ObjectAt(taken));
+      ++taken;
+    }
+    EXPECT_EQ(taken, f.meta.n_objects);
+    EXPECT_EQ(f.slab->AvailableCount(), 0);
+    EXPECT_EQ(f.slab->Unclaim().count, 0);
+  }
+}
+
 // Slabs below kLowFirstMinPage (none of the general allocator's; the
 // object allocators' may be) keep the sequential iterator: a batch takes
 // whole words.
@@ -406,9 +435,11 @@ TEST(SlabTest, IteratorYieldsEveryObjectOnceInOrder) {
 
 // LocalIter::TakeRemaining (added for SlabAllocator::Release): the objects
 // of the current word that were taken but not handed out, which BulkFree
-// gives back so that the count is complete again.
+// gives back so that the count is complete again. Only the sequential
+// iterator (slabs below kLowFirstMinPage) takes words whole.
 TEST(SlabTest, TakeRemainingReturnsTheCurrentWordsUnusedObjects) {
-  Fixture f(64);  // 64 objects per bit-set word
+  Fixture f(64, 0.6, 32 * K);  // 64 objects per bit-set word
+  ASSERT_LT(f.meta.page_size, kLowFirstMinPage);
   ASSERT_TRUE(f.slab->Claim());
   Slab::LocalIter it = f.slab->Iterate();
   EXPECT_EQ(it.TakeRemaining().mask, 0u);  // nothing taken yet
@@ -713,10 +744,13 @@ TEST(SlabTest, OwnerIteratesWhileRemoteThreadsFree) {
       }
       ++handed;
     }
-    // The remaining objects of a partially consumed word are simply dropped
-    // here; put them back as frees so nothing leaks.
-    for (void* p = it.Next(); p != nullptr; p = it.Next()) {
-      if (f.slab->Free(p) != FreeResult::kNone) errors.fetch_add(1);
+    // The objects the iterator took but did not hand out (none in a
+    // low-first slab, whose Next() takes one object at a time): back to the
+    // slab, so nothing leaks.
+    const Slab::LocalIter::Remaining rest = it.TakeRemaining();
+    if (rest.mask != 0 &&
+        f.slab->BulkFree(rest.mask, rest.word) != FreeResult::kNone) {
+      errors.fetch_add(1);
     }
   }
   done.store(true);
