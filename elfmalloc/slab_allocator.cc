@@ -92,6 +92,8 @@ SlabAllocator::SlabAllocator(SlabAllocator&& o) noexcept
     : cls_(std::exchange(o.cls_, nullptr)),
       current_(std::exchange(o.current_, nullptr)),
       iter_(std::exchange(o.iter_, Slab::LocalIter())),
+      previous_(std::exchange(o.previous_, nullptr)),
+      previous_iter_(std::exchange(o.previous_iter_, Slab::LocalIter())),
       pages_(std::move(o.pages_)),
       available_(std::move(o.available_)) {}
 
@@ -101,6 +103,8 @@ SlabAllocator& SlabAllocator::operator=(SlabAllocator&& o) noexcept {
     cls_ = std::exchange(o.cls_, nullptr);
     current_ = std::exchange(o.current_, nullptr);
     iter_ = std::exchange(o.iter_, Slab::LocalIter());
+    previous_ = std::exchange(o.previous_, nullptr);
+    previous_iter_ = std::exchange(o.previous_iter_, Slab::LocalIter());
     pages_ = std::move(o.pages_);
     available_ = std::move(o.available_);
   }
@@ -127,6 +131,18 @@ bool SlabAllocator::Refresh() noexcept {
   pages_.Tick();
   const SlabMetadata& m = cls_->meta_;
   const auto cutoff = static_cast<std::int64_t>(m.cutoff_objects);
+  if (current_ != nullptr && m.page_size >= kPreviousSlabMinPage &&
+      current_->AvailableCount() < cutoff) {
+    // Few objects came back: keep the slab claimed as the previous one,
+    // which the next batches take from first ("The previous slab"); the one
+    // before it goes. (The count read here only decides which slab to
+    // keep; Release of either is the usual unclaim.)
+    if (previous_ != nullptr) ReleaseSlab(previous_, previous_iter_);
+    previous_ = current_;
+    previous_iter_ = current_->Iterate();
+    current_ = nullptr;
+    iter_ = Slab::LocalIter();
+  }
   if (current_ != nullptr) {
     // CLAIMED -> unclaimed, by the owner (us). The iterator is exhausted, so
     // there is nothing pending to give back.
@@ -256,14 +272,23 @@ void SlabAllocator::ReturnPage(Slab* s) noexcept {
 }
 
 void SlabAllocator::Release() noexcept {
-  if (current_ == nullptr) return;
+  if (current_ == nullptr && previous_ == nullptr) return;
   pages_.Tick();
-  Slab* s = current_;
-  current_ = nullptr;
+  if (current_ != nullptr) {
+    Slab* const s = std::exchange(current_, nullptr);
+    ReleaseSlab(s, iter_);
+  }
+  if (previous_ != nullptr) {
+    Slab* const s = std::exchange(previous_, nullptr);
+    ReleaseSlab(s, previous_iter_);
+  }
+}
+
+void SlabAllocator::ReleaseSlab(Slab* s, Slab::LocalIter& it) noexcept {
   // Objects the iterator took but never handed out go back first (the slab
   // is still claimed, so this makes no transition).
-  const Slab::LocalIter::Remaining rest = iter_.TakeRemaining();
-  iter_ = Slab::LocalIter();
+  const Slab::LocalIter::Remaining rest = it.TakeRemaining();
+  it = Slab::LocalIter();
   if (rest.mask != 0) s->BulkFree(rest.mask, rest.word);
   // CLAIMED -> unclaimed, by the owner.
   const Slab::UnclaimResult r = s->Unclaim();

@@ -9,7 +9,8 @@
 // bag's contents and a statistics counter.
 //
 // SlabAllocator (one per thread per class; not thread-safe itself): the slab
-// this thread currently owns (claimed) with its LocalIter, plus this thread's
+// this thread currently owns (claimed) with its LocalIter (and the one it
+// owned before, "The previous slab"), plus this thread's
 // handles on the bag and the page allocator. It allocates by advancing the
 // iterator and refreshes when the slab runs dry; it performs remote frees of
 // any slab of its class and acts on the transitions they report.
@@ -35,6 +36,29 @@
 //   owner Release    (destruction) give back the iterator's pending objects,
 //                    Unclaim; count == n -> page back; count >= cutoff ->
 //                    list it; else it floats and frees will list/return it.
+//                    The same for the previous slab (below), which Refresh
+//                    also releases when it keeps a newer one.
+//
+// The previous slab (classes of 2 MiB pages: 16 KiB and up). When the
+// current slab runs dry with fewer than cutoff objects back, Refresh keeps
+// it claimed as previous_ instead of letting it float, and every batch
+// takes from it first, then from the current slab. The previous slab is
+// wholly touched (it ran dry); the current one only as far as its lowest
+// objects were handed out. So objects freed back into the older slab are
+// reused before the newer one extends into fresh memory. A class whose
+// live count goes up and down around a slab's worth used to exhaust the
+// newer slab too (allocations went to it alone, frees to both), then the
+// next: every slab it ever claimed became wholly resident. 100 blocks of
+// 40,000 bytes live at most (a random walk of malloc and free): 6168 KiB
+// resident, now 4028 (glibc 3840); a long-running server's mixed sizes
+// (harness `server`) 4-5% lower. Only the owner takes from or releases
+// the previous slab; other threads' frees into it change its count, as
+// into the current slab's, without listing it. Not for the classes of
+// 64 KiB and 256 KiB pages: there a thread that allocated a class and went
+// idle pinned two slabs of it instead of one, and other threads' frees
+// into the claimed previous slab waited for its owner (larson 8.7 ->
+// 9.5 MiB, xthread_churn 23.4 -> 24.5; producer-consumer pairs would gain
+// 6-8%).
 //
 // Memory: nothing here allocates except through bagpipe (bsalloc) and the
 // PageAlloc (mmap_alloc). Nothing throws; running out of memory makes
@@ -217,6 +241,10 @@ class SlabClass {
   std::atomic<std::size_t> pages_in_use_{0};
 };
 
+// Slabs of at least this many bytes keep their previous slab claimed (see
+// "The previous slab").
+inline constexpr std::size_t kPreviousSlabMinPage = std::size_t{2} << 20;
+
 class SlabAllocator {
  public:
   SlabAllocator() noexcept = default;  // invalid; assign a real one
@@ -234,6 +262,11 @@ class SlabAllocator {
 
   // An object, or nullptr when memory is exhausted.
   void* Alloc() noexcept {
+    if (ABSL_PREDICT_FALSE(previous_ != nullptr)) {
+      if (previous_->AvailableCount() > 0) {
+        if (void* p = previous_iter_.Next()) return p;
+      }
+    }
     void* p = iter_.Next();
     return p != nullptr ? p : AllocSlow();
   }
@@ -257,7 +290,11 @@ class SlabAllocator {
     if (n == 0) return 0;
     void** const top = out + n;
     std::size_t k = 0;
-    for (bool refreshed = false;; refreshed = true) {
+    // The previous slab first (see "The previous slab").
+    if (previous_ != nullptr && previous_->AvailableCount() > 0) {
+      k = previous_iter_.NextBatch<true>(top, n);
+    }
+    for (bool refreshed = false; k < n; refreshed = true) {
       k += iter_.NextBatch<true>(top - k, n - k);
       if (k != 0 || refreshed) break;
       // The current slab is used up: AllocSlow takes the next one (and its
@@ -277,7 +314,8 @@ class SlabAllocator {
   }
   // True if p lies in the slab this thread currently owns.
   bool Contains(const void* p) const noexcept {
-    return current_ != nullptr && SlabOf(p) == current_;
+    const Slab* const s = SlabOf(p);
+    return s != nullptr && (s == current_ || s == previous_);
   }
 
   // Frees an object of this class (allocated by any thread) and acts on the
@@ -292,11 +330,12 @@ class SlabAllocator {
   // its iterator moves on (LocalIter::Rewind).
   void BulkFree(Slab* s, std::size_t word, std::uint64_t mask) noexcept {
     if (s == current_) iter_.Rewind(word);
+    if (s == previous_) previous_iter_.Rewind(word);
     OnFree(s, s->BulkFree(mask, word));
   }
 
-  // Lets go of the current slab (the destruction policy); the next Alloc()
-  // takes a new one. Called by the destructor.
+  // Lets go of the current and the previous slab (the destruction policy);
+  // the next Alloc() takes a new one. Called by the destructor.
   void Release() noexcept;
 
   // Checks the page allocator's decay rule (PageAlloc::Handle::Tick), for
@@ -310,12 +349,18 @@ class SlabAllocator {
   bool Refresh() noexcept;
   void OnFree(Slab* s, FreeResult r) noexcept;
   void ReturnPage(Slab* s) noexcept;
+  // Lets go of claimed slab s, whose iterator is `it` (Release's policy).
+  void ReleaseSlab(Slab* s, Slab::LocalIter& it) noexcept;
   // Options::zero_object_tails for a page just laid out with m.
   static void ZeroObjectTails(void* page, const SlabMetadata& m) noexcept;
 
   SlabClass* cls_ = nullptr;
   Slab* current_ = nullptr;  // claimed by this thread, or null
   Slab::LocalIter iter_;
+  // The slab this allocator used before current_, still claimed (see "The
+  // previous slab"), or null.
+  Slab* previous_ = nullptr;
+  Slab::LocalIter previous_iter_;
   PageAlloc::Handle pages_;
   SlabClass::AvailableBag::Handle available_;
 };

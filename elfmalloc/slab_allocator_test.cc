@@ -223,6 +223,49 @@ TEST(SlabAllocatorTest, RefillsAfterAFlushReuseTheFlushedObjectsFirst) {
   }
 }
 
+// The previous slab (2 MiB pages): once the first slab ran dry and a
+// second one serves, objects freed back into the first are handed out
+// before any of the second's that were never handed out; the first slab
+// floated before, and the batches walked on into the second.
+TEST(SlabAllocatorTest, ObjectsFreedIntoThePreviousSlabAreReusedFirst) {
+  Env e(40 * K, 2048 * K);
+  ASSERT_TRUE(e.cls.valid());
+  ASSERT_GE(e.cls.metadata().page_size, kPreviousSlabMinPage);
+  SlabAllocator a(&e.cls);
+  const std::size_t n = e.n();
+  std::vector<void*> objs;
+  while (objs.size() < n + 4) {
+    void* out[8];
+    const std::size_t k = a.AllocBatch(out, 8);
+    ASSERT_GE(k, 1u);
+    for (std::size_t i = k; i-- > 0;) objs.push_back(out[i]);
+  }
+  Slab* const first = a.SlabOf(objs[0]);
+  Slab* const second = a.SlabOf(objs.back());
+  ASSERT_NE(first, second);
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(a.SlabOf(objs[i]), first);
+  std::set<void*> freed;
+  for (std::size_t i = 3; i < 13; ++i) {
+    const auto pos = first->PositionOf(objs[i]);
+    a.BulkFree(first, pos.word, pos.mask);
+    freed.insert(objs[i]);
+  }
+  void* out[8];
+  ASSERT_EQ(a.AllocBatch(out, 8), 8u);
+  for (void* p : out) {
+    EXPECT_EQ(freed.count(p), 1u) << "not an object freed into the first slab";
+  }
+  EXPECT_EQ(e.cls.pages_in_use(), 2u);
+  // Release gives back both slabs.
+  for (void* p : out) freed.erase(p);
+  for (std::size_t i = 0; i < objs.size(); ++i) {
+    if (i < 3 || i >= 13) a.Free(objs[i]);
+  }
+  for (void* p : out) a.Free(p);
+  a.Release();
+  EXPECT_EQ(e.cls.pages_in_use(), 0u);
+}
+
 // Objects the owner frees into its current slab are handed out again
 // before the slab counts as used up (LocalIter::Rewind): a thread with few
 // live objects keeps reusing the start of its slab instead of taking a new
