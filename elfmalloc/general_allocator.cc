@@ -291,6 +291,14 @@ void ReportGuardPageFault(void* addr);
 // which also names the pointer.
 #define ELFMALLOC_CLASSIFIES __attribute__((section("elfmalloc_classify")))
 
+// malloc's and free's fast paths begin on a cache line of their own. Where
+// they began moved with every change elsewhere in the library, and so did
+// the malloc/free pair's speed: builds with the same instructions per pair
+// (callgrind) ran pair_latency 7-10% apart (medians of 9 interleaved
+// runs); aligned, the build that was 10% slower runs as fast as the
+// fastest. (abseil has no macro for a function's alignment.)
+#define ELFMALLOC_HOT_ENTRY __attribute__((aligned(64)))
+
 // A function the optimiser must not analyse across calls (GCC's noipa): for
 // failure paths that never return but must be reached by a jump, not a
 // call (see FreeNotOurs).
@@ -2081,7 +2089,7 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocateSlow(std::size_t n) {
 
 }  // namespace
 
-void* Allocate(std::size_t n) noexcept {
+ELFMALLOC_HOT_ENTRY void* Allocate(std::size_t n) noexcept {
 #if defined(ELFMALLOC_HARDENED)
   return HardenedAllocate(n, 0, false);
 #endif
@@ -2243,7 +2251,7 @@ ABSL_ATTRIBUTE_NOINLINE void FreeNotSmall(void* p, AllocType t) noexcept {
 
 }  // namespace
 
-ELFMALLOC_CLASSIFIES void Deallocate(void* p) noexcept {
+ELFMALLOC_CLASSIFIES ELFMALLOC_HOT_ENTRY void Deallocate(void* p) noexcept {
 #if defined(ELFMALLOC_HARDENED)
   return HardenedDeallocate(p);
 #endif
