@@ -39,7 +39,7 @@
 //   The destructor marks the thread kDropped first (allocations made by later
 //   TLS destructors take the fallback path: they must not resurrect a heap
 //   that nobody would destroy), then destroys the heap: each MagazineCache
-//   returns its cached objects to their slabs and releases its claimed slab
+//   returns its cached objects to their slabs and releases its claimed slabs
 //   (the slab allocator's release policy: wholly free pages go back to the
 //   page allocator, others are listed or float until freed).
 // * Retired heaps are pooled (tcmalloc keeps a free list of thread caches
@@ -53,7 +53,8 @@
 //   is destroyed as before. Pooled heaps stay in the registry (their
 //   counters still add up) and are destroyed by ReleasePooledThreadHeaps()
 //   (malloc_trim). Worst case held by the pool: PoolLimit() x classes x
-//   kRetiredKeepBytes plus one claimed slab per class and heap.
+//   kRetiredKeepBytes plus one claimed slab per class and heap (two for
+//   the classes of 2 MiB pages: slab_allocator.h, "The previous slab").
 // * Draining (RequestDrain): a thread's claimed slabs are reachable by
 //   that thread only, so a slab of a 16..256 KiB class whose objects are
 //   all free still pins its whole 2 MiB region (address space under
