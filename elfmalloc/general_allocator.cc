@@ -512,6 +512,9 @@ class Heap {
       o.bag_arena = &bag_arena_;
       // The hardened build's neighbour checks (see "Canaries").
       o.zero_object_tails = kHardened;
+      // Not for the classes of 256 KiB pages (slab_allocator.h, "The
+      // previous slab").
+      o.keep_previous_slab = ClassPageSize(c) != kMidPageSize;
       PageAlloc* pa = ClassPageSize(c) == kSmallPageSize ? &small_
                       : ClassPageSize(c) == kMidPageSize ? &mid_
                                                          : &medium_;

@@ -36,6 +36,7 @@ SlabClass::SlabClass(PageAlloc* pages, const Options& o) noexcept
   uncommit_on_free_ = usable >= o.eager_uncommit_threshold;
   tag_ = o.tag;
   zero_object_tails_ = o.zero_object_tails;
+  keep_previous_slab_ = o.keep_previous_slab;
   header_survives_uncommit_ =
       kSlabHeaderSize + meta_.bitset_words * sizeof(std::uint64_t) <=
       mmap_alloc::PageSize();
@@ -131,7 +132,7 @@ bool SlabAllocator::Refresh() noexcept {
   pages_.Tick();
   const SlabMetadata& m = cls_->meta_;
   const auto cutoff = static_cast<std::int64_t>(m.cutoff_objects);
-  if (current_ != nullptr && m.page_size >= kPreviousSlabMinPage &&
+  if (current_ != nullptr && cls_->keep_previous_slab_ &&
       current_->AvailableCount() < cutoff) {
     // Few objects came back: keep the slab claimed as the previous one,
     // which the next batches take from first ("The previous slab"); the one

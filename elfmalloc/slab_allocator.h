@@ -39,7 +39,8 @@
 //                    The same for the previous slab (below), which Refresh
 //                    also releases when it keeps a newer one.
 //
-// The previous slab (classes of 2 MiB pages: 16 KiB and up). When the
+// The previous slab (SlabClass::Options::keep_previous_slab; the general
+// allocator sets it for its classes of 64 KiB and 2 MiB pages). When the
 // current slab runs dry with fewer than cutoff objects back, Refresh keeps
 // it claimed as previous_ instead of letting it float, and every batch
 // takes from it first, then from the current slab. The previous slab is
@@ -51,14 +52,18 @@
 // next: every slab it ever claimed became wholly resident. 100 blocks of
 // 40,000 bytes live at most (a random walk of malloc and free): 6168 KiB
 // resident, now 4028 (glibc 3840); a long-running server's mixed sizes
-// (harness `server`) 4-5% lower. Only the owner takes from or releases
-// the previous slab; other threads' frees into it change its count, as
-// into the current slab's, without listing it. Not for the classes of
-// 64 KiB and 256 KiB pages: there a thread that allocated a class and went
-// idle pinned two slabs of it instead of one, and other threads' frees
-// into the claimed previous slab waited for its owner (larson 8.7 ->
-// 9.5 MiB, xthread_churn 23.4 -> 24.5; producer-consumer pairs would gain
-// 6-8%).
+// (harness `server`) 4-5% lower; two producer-consumer pairs of 16-256 B
+// blocks (whose producers' slabs run dry while the consumers free into
+// them) 6.3 -> 5.9 MiB. Only the owner takes from or releases the previous
+// slab; other threads' frees into it change its count, as into the
+// current slab's, without listing it. Not for the general allocator's
+// classes of 256 KiB pages (640 B - 14 KiB): there the gains were smaller
+// than the cost where a thread that allocated the class went idle and
+// others freed its blocks (Larson's benchmark, whose main thread allocates
+// the first blocks: two slabs of each class pinned instead of one,
+// 8.7 -> 9.5 MiB), and where threads exchange blocks (xthread_churn
+// 23.4 -> 24.5 MiB: others' frees into a claimed previous slab wait for
+// its owner).
 //
 // Memory: nothing here allocates except through bagpipe (bsalloc) and the
 // PageAlloc (mmap_alloc). Nothing throws; running out of memory makes
@@ -155,6 +160,9 @@ class SlabClass {
     // and checks its neighbours' (a page whose header reads as zero is
     // wholly zero, fresh or uncommitted).
     bool zero_object_tails = false;
+    // Keep the slab a SlabAllocator ran dry claimed as its previous slab
+    // (see "The previous slab").
+    bool keep_previous_slab = false;
   };
 
   // `pages` must outlive this object; its page size is the slab size. Several
@@ -210,6 +218,7 @@ class SlabClass {
   // went back with the uncommit hint keeps its layout (see Refresh).
   bool header_survives_uncommit_ = false;
   bool zero_object_tails_ = false;
+  bool keep_previous_slab_ = false;
   bool valid_ = false;
   std::uint8_t tag_ = Slab::kNoTag;
 
@@ -240,10 +249,6 @@ class SlabClass {
   AvailableBag available_{nullptr};
   std::atomic<std::size_t> pages_in_use_{0};
 };
-
-// Slabs of at least this many bytes keep their previous slab claimed (see
-// "The previous slab").
-inline constexpr std::size_t kPreviousSlabMinPage = std::size_t{2} << 20;
 
 class SlabAllocator {
  public:

@@ -228,9 +228,10 @@ TEST(SlabAllocatorTest, RefillsAfterAFlushReuseTheFlushedObjectsFirst) {
 // before any of the second's that were never handed out; the first slab
 // floated before, and the batches walked on into the second.
 TEST(SlabAllocatorTest, ObjectsFreedIntoThePreviousSlabAreReusedFirst) {
-  Env e(40 * K, 2048 * K);
+  SlabClass::Options o = Class(40 * K);
+  o.keep_previous_slab = true;
+  Env e(40 * K, 2048 * K, o);
   ASSERT_TRUE(e.cls.valid());
-  ASSERT_GE(e.cls.metadata().page_size, kPreviousSlabMinPage);
   SlabAllocator a(&e.cls);
   const std::size_t n = e.n();
   std::vector<void*> objs;

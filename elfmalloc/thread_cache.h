@@ -54,7 +54,8 @@
 //   counters still add up) and are destroyed by ReleasePooledThreadHeaps()
 //   (malloc_trim). Worst case held by the pool: PoolLimit() x classes x
 //   kRetiredKeepBytes plus one claimed slab per class and heap (two for
-//   the classes of 2 MiB pages: slab_allocator.h, "The previous slab").
+//   the classes of 64 KiB and 2 MiB pages: slab_allocator.h, "The previous
+//   slab").
 // * Draining (RequestDrain): a thread's claimed slabs are reachable by
 //   that thread only, so a slab of a 16..256 KiB class whose objects are
 //   all free still pins its whole 2 MiB region (address space under
