@@ -267,12 +267,9 @@ class SlabAllocator {
 
   // An object, or nullptr when memory is exhausted.
   void* Alloc() noexcept {
-    if (ABSL_PREDICT_FALSE(previous_ != nullptr)) {
-      if (previous_->AvailableCount() > 0) {
-        if (void* p = previous_iter_.Next()) return p;
-      }
-    }
-    void* p = iter_.Next();
+    void* p;
+    if (ABSL_PREDICT_FALSE(FromPrevious(&p + 1, 1) != 0)) return p;
+    p = iter_.Next();
     return p != nullptr ? p : AllocSlow();
   }
 
@@ -294,11 +291,7 @@ class SlabAllocator {
   std::size_t AllocBatch(void** out, std::size_t n) noexcept {
     if (n == 0) return 0;
     void** const top = out + n;
-    std::size_t k = 0;
-    // The previous slab first (see "The previous slab").
-    if (previous_ != nullptr && previous_->AvailableCount() > 0) {
-      k = previous_iter_.NextBatch<true>(top, n);
-    }
+    std::size_t k = FromPrevious(top, n);
     for (bool refreshed = false; k < n; refreshed = true) {
       k += iter_.NextBatch<true>(top - k, n - k);
       if (k != 0 || refreshed) break;
@@ -350,6 +343,13 @@ class SlabAllocator {
  private:
   friend class internal::SlabAllocatorTestPeer;
   void* AllocSlow() noexcept;
+  // Up to n objects of the previous slab, if there is one (see "The
+  // previous slab"), into top[-1] downwards (NextBatch<true>); the count
+  // test spares the bit-set scan of a slab with nothing available.
+  std::size_t FromPrevious(void** top, std::size_t n) noexcept {
+    if (previous_ == nullptr || previous_->AvailableCount() <= 0) return 0;
+    return previous_iter_.NextBatch<true>(top, n);
+  }
   // Makes iter_ iterate a slab with available objects; false on OOM.
   bool Refresh() noexcept;
   void OnFree(Slab* s, FreeResult r) noexcept;
