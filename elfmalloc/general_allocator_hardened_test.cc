@@ -219,17 +219,17 @@ TEST(HardenedBuildDeathTest, WritePastRequestedSizeAborts) {
 }
 
 // The canary's and the freed pattern's short ranges are compared in
-// overlapping words (general_allocator.cc, kInlinePatternBytes): a change
-// at the first and at the last byte of every length from 1 to beyond the
-// inline limit is found, in the slack after the request and in a freed
-// block.
+// overlapping 16-byte chunks and words (general_allocator.cc,
+// kInlinePatternBytes): a change at the first, a middle and the last byte
+// of every length from 1 to beyond the inline limit is found, in the slack
+// after the request and in a freed block.
 TEST(HardenedBuildDeathTest, EveryByteOfShortPatternsIsChecked) {
   constexpr std::size_t kWordBytes = 8;
   for (std::size_t n = 8; n <= 160; n += 7) {
     const std::size_t size = ClassSize(SizeToClass(n + kWordBytes));
     const std::size_t slack_end = size - kWordBytes;  // the trailer's start
     if (slack_end == n) continue;                     // no slack
-    for (std::size_t at : {n, slack_end - 1}) {
+    for (std::size_t at : {n, n + (slack_end - n) / 2, slack_end - 1}) {
       char* p = static_cast<char*>(Allocate(n));
       ASSERT_NE(p, nullptr);
       EXPECT_DEATH(
@@ -243,7 +243,8 @@ TEST(HardenedBuildDeathTest, EveryByteOfShortPatternsIsChecked) {
     }
     // The freed pattern covers [2 words, size - 1 word).
     if (slack_end <= 2 * kWordBytes) continue;
-    for (std::size_t at : {2 * kWordBytes, slack_end - 1}) {
+    for (std::size_t at :
+         {2 * kWordBytes, kWordBytes + slack_end / 2, slack_end - 1}) {
       char* p = static_cast<char*>(Allocate(n));
       ASSERT_NE(p, nullptr);
       Deallocate(p);
