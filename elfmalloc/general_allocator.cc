@@ -1158,8 +1158,21 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocLarge(std::size_t n, std::size_t align,
 // Randomised allocation order. A refill of a thread's magazine (a quarter
 // of its capacity from the claimed slab, in address order) is shuffled
 // with the thread's PRNG (wyrand, seeded from the per-process secret and the
-// thread's TLS address), so which block the next malloc returns cannot be
-// predicted from the previous one.
+// thread's TLS address) in windows of kShuffleWindow (16) objects: the
+// order within each window is random, the windows follow each other in
+// address order. Which block the next malloc returns cannot be predicted
+// from the previous one beyond its window (1 of up to 16; a block lands
+// right after a given one about one time in 16), and blocks allocated one
+// after the other lie within two windows of each other (without the
+// shuffle they would be neighbours). Shuffling the whole refill (up to 256
+// objects of 64 B, 16 KiB) scattered the blocks a program allocates
+// together over as many lines and pages: Debian's python3 with every
+// object through malloc (the harness's script) took 1.14 s of CPU
+// (medians of 7) against 1.03 s without any shuffle, 1.08 s with windows
+// of 16 and 1.03 s with windows of 8; threadtest with 64-byte blocks runs
+// 10% faster with windows of 16, the other single-thread rows within the
+// noise. mimalloc's secure mode likewise randomises only within each
+// extension of a page's free list, at most 4 KiB of objects.
 //
 // No pointers in freed blocks. No allocator structure keeps a pointer
 // inside a freed block, in any build: magazines are stacks of their own,
@@ -1684,18 +1697,34 @@ std::size_t RandomBelow(std::uint64_t* s, std::size_t n) {
       (static_cast<unsigned __int128>(NextRandom(s)) * n) >> 64);
 }
 
+// The objects a refill's shuffle permutes among themselves (see "Randomised
+// allocation order").
+constexpr std::size_t kShuffleWindow = 16;
+
+// Fisher-Yates over objs[0, n).
+void Shuffle(void** objs, std::size_t n, std::uint64_t* rng) {
+  for (std::size_t i = n; i > 1; --i) {
+    std::swap(objs[i - 1], objs[RandomBelow(rng, i)]);
+  }
+}
+
 // *p was just taken from a magazine that a refill filled: shuffles the
-// refill (the magazine's objects and *p, which may be swapped with one of
-// them: Fisher-Yates over all of them).
+// refill window by window, from the top of the stack (the next pops) down;
+// *p belongs to the top window and may be swapped with one of its objects.
 void ShuffleRefill(ThreadHeap* th, SizeClass c, void** p) {
   MagazineCache& m = th->Cache(c);
   const std::size_t n = m.cached();
   void** objs = m.cached_objects();
   std::uint64_t* rng = &tls_hardened.rng;
-  const std::size_t j = RandomBelow(rng, n + 1);
-  if (j < n) std::swap(*p, objs[j]);
-  for (std::size_t i = n; i > 1; --i) {
-    std::swap(objs[i - 1], objs[RandomBelow(rng, i)]);
+  constexpr std::size_t w = kShuffleWindow;
+  std::size_t lo = n > w - 1 ? n - (w - 1) : 0;
+  const std::size_t j = RandomBelow(rng, n - lo + 1);
+  if (j < n - lo) std::swap(*p, objs[lo + j]);
+  Shuffle(objs + lo, n - lo, rng);
+  while (lo > 0) {
+    const std::size_t hi = lo;
+    lo = hi > w ? hi - w : 0;
+    Shuffle(objs + lo, hi - lo, rng);
   }
 }
 
