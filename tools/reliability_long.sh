@@ -6,9 +6,9 @@
 #
 # Steps (all by default, in this order; each prints its figures and the run
 # ends with a summary, also written to DIR/summary.md for info/reliability.md):
-#   build    bazel build //elfc:libelfc.so //elfc:fork //elfc:malloc_fuzzer
-#            //tools/workloads:threadtest (copied to DIR, so later steps use
-#            a fixed build)
+#   build    bazel build //elfc:libelfc.so //elfc:libelfc_hardened.so
+#            //elfc:fork //elfc:malloc_fuzzer //tools/workloads:threadtest
+#            (copied to DIR, so later steps use a fixed build)
 #   cpython  CPython's regression tests (/usr/bin/python3 -m test, Debian's
 #            libpython3.X-testsuite) twice: under glibc, then with
 #            LD_PRELOAD=libelfc.so (every worker process inherits it); the
@@ -16,6 +16,11 @@
 #            (passed / failed / skipped / ...). Modules listed in
 #            CPYTHON_EXCLUDE below are left out (GUI, network-dependent or
 #            very slow ones; see there).
+#   cpython_hardened
+#            the same suite once more with LD_PRELOAD=libelfc_hardened.so
+#            (canaries, neighbour checks, quarantine: a false alarm in a
+#            correct program aborts it), compared with the glibc run (run
+#            first if the cpython step is not selected).
 #   bazel    this repository's own `bazel build //...` in a FRESH output base
 #            (DIR/bazel_output_base) with libelfc.so preloaded into the Bazel
 #            client, the server (a JVM: through a --server_javabase wrapper,
@@ -45,8 +50,8 @@
 # fresh output base), BAZEL_FLAGS (e.g. --local_cpu_resources=2), JOBS
 # (parallel CPython test processes, default 2), CXX for the fuzzers.
 #
-# Time on a quiet 2-core machine: ~1 h with the defaults (CPython 2 x
-# ~8 min, bazel //... ~3-6 min, fork ~2-5 min, turnover ~10 min, fuzzing
+# Time on a quiet 2-core machine: ~1 h 15 min with the defaults (CPython
+# 3 x ~8 min, bazel //... ~3-6 min, fork ~2-5 min, turnover ~10 min, fuzzing
 # 3 x 10 min + build).
 set -uo pipefail
 
@@ -109,22 +114,25 @@ fail() { record "- **FAILED**: $*"; status=1; }
 elapsed() { local s=$(( $(date +%s) - $1 )); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
 
 lib=$out/libelfc.so
+hardened_lib=$out/libelfc_hardened.so
 record "# Reliability long tier: $(date -u +%Y-%m-%dT%H:%MZ) on $(uname -n), $(nproc) CPUs"
 record ""
 
 # ------------------------------------------------------------------ build
-if want build || [ ! -f "$lib" ]; then
-  log "build: bazel build //elfc:libelfc.so //elfc:fork //elfc:malloc_fuzzer //tools/workloads:threadtest"
+if want build || [ ! -f "$lib" ] || [ ! -f "$hardened_lib" ]; then
+  log "build: bazel build //elfc:libelfc.so //elfc:libelfc_hardened.so //elfc:fork //elfc:malloc_fuzzer //tools/workloads:threadtest"
   if ! "$bazel_cmd" "${startup[@]+"${startup[@]}"}" build "${bflags[@]+"${bflags[@]}"}" \
-      //elfc:libelfc.so //elfc:fork //elfc:malloc_fuzzer \
-      //tools/workloads:threadtest; then
+      //elfc:libelfc.so //elfc:libelfc_hardened.so //elfc:fork \
+      //elfc:malloc_fuzzer //tools/workloads:threadtest; then
     echo "build failed" >&2
     exit 1
   fi
   bin=$("$bazel_cmd" "${startup[@]+"${startup[@]}"}" info "${bflags[@]+"${bflags[@]}"}" bazel-bin 2>/dev/null)
-  cp -f "$bin/elfc/libelfc.so" "$bin/elfc/fork" "$bin/elfc/malloc_fuzzer" \
+  cp -f "$bin/elfc/libelfc.so" "$bin/elfc/libelfc_hardened.so" \
+    "$bin/elfc/fork" "$bin/elfc/malloc_fuzzer" \
     "$bin/tools/workloads/threadtest" "$out/"
-  chmod u+w "$out/libelfc.so" "$out/fork" "$out/malloc_fuzzer" "$out/threadtest"
+  chmod u+w "$out/libelfc.so" "$out/libelfc_hardened.so" "$out/fork" \
+    "$out/malloc_fuzzer" "$out/threadtest"
 fi
 preload_ok() {
   # The preload is in effect if elfc's own symbol is visible in a process.
@@ -175,41 +183,52 @@ for t in sorted(res):
     print(t, res[t])
 EOF_PY
 }
-if want cpython; then
+# The allocators the cpython steps run the suite under: glibc first (the
+# reference), then elfc's default build and/or its hardened build.
+cpython_allocs=()
+want cpython && cpython_allocs+=(glibc elfc)
+if want cpython_hardened; then
+  [ "${#cpython_allocs[@]}" -eq 0 ] && cpython_allocs+=(glibc)
+  cpython_allocs+=(hardened)
+fi
+if [ "${#cpython_allocs[@]}" -gt 0 ]; then
   suite=$(/usr/bin/python3 -c 'import test, os; print(os.path.dirname(test.__file__))')
   if [ ! -f "$suite/test_dict.py" ]; then
     fail "cpython: the regression tests are not installed (apt-get install libpython3-testsuite / libpython3.X-testsuite)"
   else
     pyver=$(/usr/bin/python3 -c 'import sys; print(sys.version.split()[0])')
-    for alloc in glibc elfc; do
+    for alloc in "${cpython_allocs[@]}"; do
       log "cpython: python3 -m test under $alloc"
       t0=$(date +%s)
       dir=$out/cpython-$alloc
       rm -rf "$dir"; mkdir -p "$dir"
       envs=()
       [ "$alloc" = elfc ] && envs=(LD_PRELOAD="$lib")
+      [ "$alloc" = hardened ] && envs=(LD_PRELOAD="$hardened_lib")
       (cd "$dir" && env "${envs[@]+"${envs[@]}"}" /usr/bin/python3 -m test \
          -j"$jobs" --timeout 1200 -x "${CPYTHON_EXCLUDE[@]}" > regrtest.log 2>&1)
       echo "$?" > "$dir/rc"
       parse_regrtest "$dir/regrtest.log" > "$dir/results"
       eval "secs_$alloc=$(( $(date +%s) - t0 ))"
     done
-    n=$(wc -l < "$out/cpython-glibc/results")
-    ok_g=$(grep -c ' passed$' "$out/cpython-glibc/results")
-    ok_e=$(grep -c ' passed$' "$out/cpython-elfc/results")
     record "## CPython $pyver regression tests (python3 -m test -j$jobs, ${#CPYTHON_EXCLUDE[@]} modules excluded)"
     record ""
-    record "- glibc: $n modules, $ok_g passed, regrtest says \"$(grep -E '^Tests result:' "$out/cpython-glibc/regrtest.log" | tail -1)\", $((secs_glibc / 60)) min"
-    record "- elfc:  $(wc -l < "$out/cpython-elfc/results") modules, $ok_e passed, regrtest says \"$(grep -E '^Tests result:' "$out/cpython-elfc/regrtest.log" | tail -1)\", $((secs_elfc / 60)) min"
-    for alloc in glibc elfc; do
+    for alloc in "${cpython_allocs[@]}"; do
+      eval "secs=\$secs_$alloc"
+      record "- $alloc: $(wc -l < "$out/cpython-$alloc/results") modules, $(grep -c ' passed$' "$out/cpython-$alloc/results") passed, regrtest says \"$(grep -E '^Tests result:' "$out/cpython-$alloc/regrtest.log" | tail -1)\", $((secs / 60)) min"
+    done
+    for alloc in "${cpython_allocs[@]}"; do
       record "- not passed under $alloc ($(grep -vc ' passed$' "$out/cpython-$alloc/results")): $(grep -v ' passed$' "$out/cpython-$alloc/results" | sed 's/ \(.*\)/ (\1)/' | paste -sd, - | sed 's/,/, /g')"
     done
-    if diff "$out/cpython-glibc/results" "$out/cpython-elfc/results" > "$out/cpython.diff"; then
-      record "- **same result for every module** under glibc and elfc"
-    else
-      fail "cpython: results differ (< glibc, > elfc):"
-      record "$(sed 's/^/    /' "$out/cpython.diff")"
-    fi
+    for alloc in "${cpython_allocs[@]}"; do
+      [ "$alloc" = glibc ] && continue
+      if diff "$out/cpython-glibc/results" "$out/cpython-$alloc/results" > "$out/cpython-$alloc.diff"; then
+        record "- **same result for every module** under glibc and $alloc"
+      else
+        fail "cpython: results differ (< glibc, > $alloc):"
+        record "$(sed 's/^/    /' "$out/cpython-$alloc.diff")"
+      fi
+    done
     record ""
   fi
 fi
