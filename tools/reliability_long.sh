@@ -18,9 +18,12 @@
 #            very slow ones; see there).
 #   cpython_hardened
 #            the same suite once more with LD_PRELOAD=libelfc_hardened.so
-#            (canaries, neighbour checks, quarantine: a false alarm in a
-#            correct program aborts it), compared with the glibc run (run
-#            first if the cpython step is not selected).
+#            and PYTHONMALLOC=malloc, so that every Python object goes
+#            through the hardened malloc (canaries, neighbour checks,
+#            quarantine: a false alarm in a correct program aborts it),
+#            compared with the glibc run (run first if the cpython step is
+#            not selected; no module's result depends on PYTHONMALLOC
+#            there).
 #   bazel    this repository's own `bazel build //...` in a FRESH output base
 #            (DIR/bazel_output_base) with libelfc.so preloaded into the Bazel
 #            client, the server (a JVM: through a --server_javabase wrapper,
@@ -84,7 +87,7 @@ while [ $# -gt 0 ]; do
     --turnover-runs) turnover_runs=$2; shift ;;
     --only) only+=("$2"); shift ;;
     --skip) skip+=("$2"); shift ;;
-    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -204,7 +207,7 @@ if [ "${#cpython_allocs[@]}" -gt 0 ]; then
       rm -rf "$dir"; mkdir -p "$dir"
       envs=()
       [ "$alloc" = elfc ] && envs=(LD_PRELOAD="$lib")
-      [ "$alloc" = hardened ] && envs=(LD_PRELOAD="$hardened_lib")
+      [ "$alloc" = hardened ] && envs=(LD_PRELOAD="$hardened_lib" PYTHONMALLOC=malloc)
       (cd "$dir" && env "${envs[@]+"${envs[@]}"}" /usr/bin/python3 -m test \
          -j"$jobs" --timeout 1200 -x "${CPYTHON_EXCLUDE[@]}" > regrtest.log 2>&1)
       echo "$?" > "$dir/rc"
