@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include <array>
+#include <bit>
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
@@ -215,15 +216,26 @@ void ConfigureLargeCache() {
 //
 // The checked build (ELFMALLOC_CHECKED, `//elfc:libelfc_checked.so`) adds
 // to that:
-//   * Interior pointers of the small-slab classes (up to 10 KiB): p must be
-//     an object start of its slab (exact divisibility by the class size,
-//     with a precomputed multiplicative inverse: no division). On every
-//     free, that costs the class's metadata line and ~10 instructions.
+//   * Interior pointers of the small-slab classes (up to 14 KiB): p must be
+//     an object start of its slab (exact divisibility by the class size:
+//     one multiply by a precomputed inverse and one rotate, no division;
+//     ObjectStartTest). It replaces the alignment test; the table entry,
+//     indexed by the slab tag free reads anyway, also rejects tags that
+//     name no class.
 //   * Foreign pointers: a stamp that is not elfmalloc's already aborts in
 //     every build, and so does a slab tag that is not one of our classes.
-// It reads nothing but the class's metadata and the block's first word
-// (checking the tag against the slab header's metadata as well would read
-// a second cache line per free).
+//     Before it reads the stamp, free asks whether the region header is
+//     mapped at all (CheckRegionMapped; the thread's memo of the regions
+//     it found mapped, else mmap_alloc's registry), so that a pointer
+//     nobody mapped is named in the report even where the program has a
+//     SIGSEGV handler of its own.
+// It reads nothing but the class's table entry, the thread's memo and
+// the block's first word (checking the tag against the slab header's
+// metadata as well would read a second cache line per free). A malloc/free
+// pair costs 84 instructions against the default build's 61 (pair_latency,
+// callgrind; 102 with the registry asked on every free and the
+// class-indexed test, which took a range check, the alignment test and a
+// divisibility test in three steps).
 // Not detected: a double free of a large block once its units were reused
 // or purged (while they are free and resident, every build reports it:
 // AllocType::kFreedLarge), and two frees of one block racing each other
@@ -355,66 +367,121 @@ constexpr std::array<SlabMetadata, kNumSizeClasses> kClassLayouts = [] {
 }();
 
 // The object-start test of class c: p's offset in its slab, less the
-// offset of object 0, is below n * size and a multiple of the size, the
-// multiple tested by exact divisibility by d = 2^shift * odd (Granlund and
-// Montgomery): x is a multiple of d iff its low `shift` bits are zero and
-// (x >> shift) * inverse(odd) mod 2^64 <= (2^64 - 1) / odd. Computed at
-// compile time (a runtime division per free costs more than the test).
+// offset of object 0, is x = j * d for some object index j < n, where d is
+// the class size and n its objects per slab. One multiply decides it: with
+// d = 2^k * m (m odd) and inverse = m^-1 mod 2^64, q = rotr(x * inverse, k)
+// is j when x = j * d (x * inverse = j * 2^k exactly, since j * d < 2^64,
+// and its low k bits are zero), and q < n holds only then: q < n <
+// 2^(64-k) needs the low k bits of x * inverse zero (the rotation puts
+// them on top), so q = (x * inverse) >> k and x = q * d mod 2^64, which is
+// x itself because q * d < n * d < 2^64 (Granlund and Montgomery's exact
+// division, with the range check folded into the compare). An offset
+// below object 0 wraps x to 2^64 - something, never j * d with j < n.
+// The entries are indexed by slab tag (class + 1), 256 of them, so that
+// the checked build's free indexes the tag it read with no range check:
+// a tag that names no class finds count 0, which no q is below. Computed
+// at compile time (a runtime division per free costs more than the test).
+// 32 bytes each: the count shares its word with k, which `ror` reads from
+// the low 6 bits of its count register.
 struct ObjectStartTest {
-  std::uintptr_t offset_mask = 0;  // page size - 1
-  std::uintptr_t first = 0;        // offset of object 0
-  std::uintptr_t span = 0;         // n_objects * object size
-  std::uint64_t low_mask = 0;      // 2^shift - 1
-  unsigned shift = 0;
-  std::uint64_t inverse = 0;
-  std::uint64_t limit = 0;
+  std::uintptr_t offset_mask = 0;    // page size - 1
+  std::uintptr_t first = 0;          // offset of object 0
+  std::uint64_t inverse = 0;         // m^-1 mod 2^64
+  std::uint64_t count_and_shift = 0;  // n << 8 | k (0: no class)
 
   static constexpr ObjectStartTest Of(const SlabMetadata& m) {
     ObjectStartTest t;
     t.offset_mask = m.page_size - 1;
     t.first = m.objects_offset;
-    t.span = m.n_objects * m.object_size;
     std::uint64_t d = m.object_size;
+    std::uint64_t shift = 0;
     while ((d & 1) == 0) {
       d >>= 1;
-      ++t.shift;
+      ++shift;
     }
-    t.low_mask = (std::uint64_t{1} << t.shift) - 1;
     std::uint64_t inv = d;  // Newton's iteration: 5 steps give 64 bits
     for (int i = 0; i < 5; ++i) inv *= 2 - d * inv;
     t.inverse = inv;
-    t.limit = ~std::uint64_t{0} / d;
+    t.count_and_shift = (std::uint64_t{m.n_objects} << 8) | shift;
     return t;
   }
   ABSL_ATTRIBUTE_ALWAYS_INLINE bool Holds(const void* p) const {
-    // Below `first` the subtraction wraps to a value >= span.
     const std::uintptr_t x =
         (reinterpret_cast<std::uintptr_t>(p) & offset_mask) - first;
-    return x < span && (x & low_mask) == 0 && (x >> shift) * inverse <= limit;
+    const std::uint64_t q =
+        std::rotr(x * inverse, static_cast<int>(count_and_shift & 63));
+    return q < (count_and_shift >> 8);
   }
 };
 
-constexpr std::array<ObjectStartTest, kNumSizeClasses> kObjectStartTests = [] {
-  std::array<ObjectStartTest, kNumSizeClasses> t{};
-  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
-    t[i] = ObjectStartTest::Of(kClassLayouts[i]);
-  }
-  return t;
-}();
+inline constexpr std::size_t kNumTags = 256;
+alignas(64) constexpr std::array<ObjectStartTest, kNumTags>
+    kObjectStartTests = [] {
+      std::array<ObjectStartTest, kNumTags> t{};
+      for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+        t[i + 1] = ObjectStartTest::Of(kClassLayouts[i]);
+      }
+      return t;
+    }();
 
 static_assert([] {
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
     const SizeClass c(static_cast<std::uint8_t>(i));
     // Every class's objects are laid out at their exact size, each at a
     // multiple of the class's alignment (free's alignment test,
-    // TagAlignMask, relies on it).
+    // TagAlignMask, relies on it), and a slab's objects' bytes fit in 2^64
+    // with room for the shift beside the count (ObjectStartTest).
     if (!kClassLayouts[i].valid() ||
         kClassLayouts[i].object_size != ClassSize(c) ||
-        kClassLayouts[i].objects_offset % ClassAlignment(c) != 0) {
+        kClassLayouts[i].objects_offset % ClassAlignment(c) != 0 ||
+        kClassLayouts[i].n_objects >= (std::size_t{1} << 40) ||
+        (kObjectStartTests[i + 1].count_and_shift & 0xff) >= 64) {
       return false;
     }
   }
   return true;
+}());
+
+// The exact test against plain arithmetic on the table itself, at every
+// object start of every class, bytes inside the first and last 32 objects,
+// the bytes before object 0 and after the last: true at object starts,
+// nowhere else.
+constexpr bool HoldsAt(const ObjectStartTest& t, std::uintptr_t off) {
+  const std::uintptr_t x = (off & t.offset_mask) - t.first;
+  return std::rotr(x * t.inverse, static_cast<int>(t.count_and_shift & 63)) <
+         (t.count_and_shift >> 8);
+}
+static_assert([] {
+  for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
+    const SlabMetadata& m = kClassLayouts[i];
+    const ObjectStartTest& t = kObjectStartTests[i + 1];
+    for (std::uintptr_t off = 0; off < m.objects_offset; off += 8) {
+      if (HoldsAt(t, off) || HoldsAt(t, off + 7)) return false;
+    }
+    for (std::size_t j = 0; j < m.n_objects; ++j) {
+      const std::uintptr_t start = m.objects_offset + j * m.object_size;
+      if (!HoldsAt(t, start)) return false;
+      if (j >= 32 && j + 32 < m.n_objects) continue;
+      const std::size_t size = m.object_size;
+      for (std::size_t delta : {std::size_t{1}, std::size_t{8},
+                                std::size_t{16}, size / 2, size - 16,
+                                size - 1}) {
+        if (delta != 0 && delta < size && HoldsAt(t, start + delta)) {
+          return false;
+        }
+      }
+    }
+    const std::uintptr_t end = m.objects_offset + m.n_objects * m.object_size;
+    for (std::uintptr_t off = end; off < m.page_size && off < end + 256;
+         ++off) {
+      if (HoldsAt(t, off)) return false;
+    }
+    if (HoldsAt(t, m.page_size - 1)) return false;
+  }
+  for (std::size_t tag = kNumSizeClasses + 1; tag < kNumTags; ++tag) {
+    if (kObjectStartTests[tag].count_and_shift != 0) return false;
+  }
+  return kObjectStartTests[0].count_and_shift == 0;
 }());
 
 // Whether p is an object start of a slab of class c. Everything comes from
@@ -422,7 +489,13 @@ static_assert([] {
 // line per free).
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsObjectStart(const void* p,
                                                        SizeClass c) {
-  return kObjectStartTests[c.index()].Holds(p);
+  return kObjectStartTests[c.index() + 1].Holds(p);
+}
+// The same for the class that slab tag `tag` names; false for a tag that
+// names no class.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsObjectStartOfTag(const void* p,
+                                                            unsigned tag) {
+  return kObjectStartTests[tag & (kNumTags - 1)].Holds(p);
 }
 
 // The checked build's report of slab pointer p of class c (from its tag)
@@ -934,14 +1007,81 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool IsSlabType(AllocType t) {
   return static_cast<std::uint64_t>(t) - 1 < 2;
 }
 
+// The checked build's per-thread memo of the regions the registry found
+// mapped (mmap_alloc::IsMappedBoundary), so that a free skips the registry's
+// two-level lookup (two dependent loads, 16 instructions per free) for the
+// regions its thread frees into most: a direct-mapped table of region
+// addresses, slot (region / 2 MiB) % 32, valid for the registry epoch it
+// records (mmap_alloc::RegistryEpoch: nothing was unmapped since the
+// entries were confirmed). A hit costs a compare with the slot and one with
+// the epoch. An empty slot holds 1, which no region address equals.
+// 32 slots: the small-slab regions of a heap up to 64 MiB have a slot each
+// (regions are carved next to each other), and with one slot per thread
+// the frees of Larson's benchmark (9 MiB, 5 regions) missed 3 times in 4 and
+// ran 18% slower than with the registry alone.
+// Signal handlers: a handler's free may run the slow path inside another
+// one's. An entry is written after its region was confirmed at epoch e,
+// into a table that records e, and withdrawn if the table no longer does
+// once it is written (a handler in between reset it for a newer epoch):
+// an entry never outlives the epoch it was confirmed in.
+inline constexpr std::size_t kRegionMemoSlots = 32;
+inline constexpr std::uintptr_t kNoRegion = 1;
+struct MappedRegionMemo {
+  std::uint64_t epoch;
+  std::uintptr_t regions[kRegionMemoSlots];
+};
+constexpr MappedRegionMemo EmptyRegionMemo() {
+  MappedRegionMemo m{};
+  m.epoch = ~std::uint64_t{0};  // no epoch: the registry starts at 0
+  for (std::uintptr_t& r : m.regions) r = kNoRegion;
+  return m;
+}
+ABSL_CONST_INIT thread_local MappedRegionMemo tls_mapped_regions
+    __attribute__((tls_model("initial-exec"))) = EmptyRegionMemo();
+
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline std::size_t RegionMemoSlot(
+    std::uintptr_t region) noexcept {
+  return (region / kStampAlignment) % kRegionMemoSlots;
+}
+
+ABSL_ATTRIBUTE_NOINLINE bool RegionIsMappedSlow(const void* p) noexcept {
+  const std::uint64_t e = mmap_alloc::RegistryEpoch();
+  if (!RegionIsMapped(p)) return false;
+  MappedRegionMemo& m = tls_mapped_regions;
+  if (m.epoch != e) {
+    m.epoch = ~std::uint64_t{0};
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    for (std::uintptr_t& r : m.regions) r = kNoRegion;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    m.epoch = e;
+  }
+  const std::uintptr_t region = internal::RegionOf(p);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  m.regions[RegionMemoSlot(region)] = region;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (m.epoch != e) m.regions[RegionMemoSlot(region)] = kNoRegion;
+  return true;
+}
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool RegionIsMappedByMemo(
+    const void* p) noexcept {
+  const std::uintptr_t region = internal::RegionOf(p);
+  const MappedRegionMemo& m = tls_mapped_regions;
+  return m.regions[RegionMemoSlot(region)] == region &&
+         m.epoch == mmap_alloc::RegistryEpoch();
+}
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool RegionIsMappedCached(
+    const void* p) noexcept {
+  if (ABSL_PREDICT_TRUE(RegionIsMappedByMemo(p))) return true;
+  return RegionIsMappedSlow(p);
+}
+
 // The checked and hardened builds: a pointer whose region header is not
 // mapped (a static array, a forged chunk, memory another mapping made) is
-// reported here, before ReadAllocType would fault on it. Two loads and a
-// bit test (mmap_alloc::IsMappedBoundary, inline): 16 more instructions per
-// malloc/free pair in pair_latency (120 -> 136); the default build goes
-// without it.
+// reported here, before ReadAllocType would fault on it. The registry
+// (mmap_alloc::IsMappedBoundary, two dependent loads and a bit test, 16
+// instructions) is asked only when the thread's memo above has no answer.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CheckRegionMapped(const void* p) {
-  if (ABSL_PREDICT_FALSE(!RegionIsMapped(p))) DieNotOurs(p);
+  if (ABSL_PREDICT_FALSE(!RegionIsMappedCached(p))) DieNotOurs(p);
 }
 
 // The SIGSEGV hook (see ELFMALLOC_CLASSIFIES): signal context, so nothing
@@ -2200,10 +2340,14 @@ namespace {
     const void* p);
 
 
-// The checked build's exact test (IsObjectStart) failed for p of class
-// ci; reached by a jump from the fast path (see Deallocate).
-ELFMALLOC_OPAQUE ABSL_ATTRIBUTE_NOINLINE void FreeNotObjectStartOfClass(
-    const void* p, unsigned ci) noexcept {
+// The checked build's exact test (IsObjectStartOfTag) failed for p, whose
+// slab tag is `tag`; reached by a jump from the fast path (see
+// Deallocate).
+ELFMALLOC_OPAQUE ABSL_ATTRIBUTE_NOINLINE void FreeNotObjectStartOfTag(
+    const void* p, unsigned tag) noexcept {
+  const unsigned ci = tag - 1u;
+  if (ci >= kNumSizeClasses) return FreeNotOurs(p);
+  if ((reinterpret_cast<std::uintptr_t>(p) & 7) != 0) DieMisaligned(p);
   DieNotObjectStart(p, SizeClass(static_cast<std::uint8_t>(ci)), "free");
 }
 
@@ -2304,17 +2448,11 @@ ABSL_ATTRIBUTE_NOINLINE void FreeNotSmall(void* p, AllocType t) noexcept {
 
 }  // namespace
 
-ELFMALLOC_CLASSIFIES ELFMALLOC_HOT_ENTRY void Deallocate(void* p) noexcept {
-#if defined(ELFMALLOC_HARDENED)
-  return HardenedDeallocate(p);
-#endif
-  if (p == nullptr) return;
-  // The checked build's failures are reached by jumps to functions that
-  // are not [[noreturn]] (FreeNotOurs, FreeNotObjectStartOfClass), like
-  // the default build's, so that its free too needs no stack frame.
-  if (kChecked && ABSL_PREDICT_FALSE(!RegionIsMapped(p))) {
-    return FreeNotOurs(p);
-  }
+namespace {
+
+// Deallocate once p's region is known to be mapped (the checked build) or
+// taken to be (the others).
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void FreeInMappedRegion(void* p) noexcept {
   // One cache line classifies p: the stamp and the tag table of its 2 MiB
   // region (alloc_type.h, slab.h "Tags").
   const AllocType t = ReadAllocType(p);
@@ -2325,22 +2463,46 @@ ELFMALLOC_CLASSIFIES ELFMALLOC_HOT_ENTRY void Deallocate(void* p) noexcept {
     // tests for a thread heap (CurrentHotStates).
     const unsigned tag = Slab::TagOf(p);
     HotSlot& slot = CurrentHotStates()[tag];
-    // Misaligned and (most) interior pointers: one test and branch (see
-    // "Pointers that are not the start of a block").
-    if (kDefaultChecks && ABSL_PREDICT_FALSE(AnyBitsSet(p, slot.align_mask))) {
-      return FreeNotObjectStart(p);
-    }
     if (kChecked) {
-      const unsigned ci = tag - 1u;
-      if (ABSL_PREDICT_FALSE(ci >= kNumSizeClasses)) return FreeNotOurs(p);
-      if (ABSL_PREDICT_FALSE(!IsObjectStart(
-              p, SizeClass(static_cast<std::uint8_t>(ci))))) {
-        return FreeNotObjectStartOfClass(p, ci);
+      // The exact test, which also fails for a tag that names no class
+      // (ObjectStartTest) and for every pointer the alignment test below
+      // would catch.
+      if (ABSL_PREDICT_FALSE(!IsObjectStartOfTag(p, tag))) {
+        return FreeNotObjectStartOfTag(p, tag);
       }
+    } else if (kDefaultChecks &&
+               ABSL_PREDICT_FALSE(AnyBitsSet(p, slot.align_mask))) {
+      // Misaligned and (most) interior pointers: one test and branch (see
+      // "Pointers that are not the start of a block").
+      return FreeNotObjectStart(p);
     }
     return FreeSlabTag(p, slot);
   }
   return FreeNotSmall(p, t);
+}
+
+// The checked build's free of a pointer outside the region its thread
+// last found mapped (see RegionIsMappedCached).
+ELFMALLOC_CLASSIFIES ABSL_ATTRIBUTE_NOINLINE void FreeCheckingRegion(
+    void* p) noexcept {
+  if (ABSL_PREDICT_FALSE(!RegionIsMappedSlow(p))) return FreeNotOurs(p);
+  return FreeInMappedRegion(p);
+}
+
+}  // namespace
+
+ELFMALLOC_CLASSIFIES ELFMALLOC_HOT_ENTRY void Deallocate(void* p) noexcept {
+#if defined(ELFMALLOC_HARDENED)
+  return HardenedDeallocate(p);
+#endif
+  if (p == nullptr) return;
+  // The checked build's failures are reached by jumps to functions that
+  // are not [[noreturn]] (FreeNotOurs, FreeNotObjectStartOfTag), like
+  // the default build's, so that its free too needs no stack frame.
+  if (kChecked && ABSL_PREDICT_FALSE(!RegionIsMappedByMemo(p))) {
+    return FreeCheckingRegion(p);
+  }
+  return FreeInMappedRegion(p);
 }
 
 ELFMALLOC_CLASSIFIES std::size_t UsableSize(const void* p) noexcept {

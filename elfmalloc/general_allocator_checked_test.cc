@@ -2,7 +2,9 @@
 // misuse of the general allocator aborts with a clear message. Each misuse
 // runs in a forked child (gtest death tests). Built against
 // :general_allocator_checked, the same sources compiled with the define.
+#include <signal.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -76,6 +78,38 @@ TEST(CheckedBuildDeathTest, StaticPointerAbortsWithAMessage) {
   EXPECT_DEATH(Reallocate(g_static_buffer + 64, 100),
                "not allocated by elfmalloc");
   EXPECT_DEATH(UsableSize(g_static_buffer + 64), "not allocated by elfmalloc");
+}
+
+// Each thread remembers the regions the registry found mapped (its memo,
+// general_allocator.cc), for the registry epoch it found them in. A free
+// into a region remembered so, and unmapped since, is still reported from
+// the registry: it is not taken as mapped, which would read the unmapped
+// region header and fault. The program here has a SIGSEGV handler of its
+// own (so elfmalloc installs no hook of its own that would turn the fault
+// into a message too).
+void ReportRawFault(int) {
+  static const char kMessage[] = "raw SIGSEGV\n";
+  (void)!write(2, kMessage, sizeof(kMessage) - 1);
+  _exit(3);
+}
+TEST(CheckedBuildDeathTest, FreeIntoARegionUnmappedSinceIsReported) {
+  EXPECT_DEATH(
+      {
+        struct sigaction sa = {};
+        sa.sa_handler = ReportRawFault;
+        sigaction(SIGSEGV, &sa, nullptr);
+        void* p = Allocate(std::size_t{64} << 20);
+        if (p == nullptr) _exit(4);
+        Deallocate(p);  // remembered: its region was mapped
+        ReleaseFreeMemory();
+        if (RegionIsMapped(p)) {
+          static const char kMessage[] = "the region is still mapped\n";
+          (void)!write(2, kMessage, sizeof(kMessage) - 1);
+          _exit(5);
+        }
+        Deallocate(p);
+      },
+      "not allocated by elfmalloc");
 }
 
 // Correct use never trips the checks: blocks reused after free (the marker

@@ -53,6 +53,7 @@ namespace mmap_alloc {
 namespace internal {
 ABSL_CONST_INIT std::atomic<std::atomic<std::uint64_t>*>
     g_registry_leaves[kRegistryLeaves] = {};
+ABSL_CONST_INIT std::atomic<std::uint64_t> g_registry_epoch{0};
 }  // namespace internal
 namespace {
 
@@ -96,6 +97,10 @@ void MarkRange(const void* p, std::size_t len, bool mapped) noexcept {
   const std::uintptr_t first =
       (a + kRegistryGranule - 1) & ~(kRegistryGranule - 1);
   const std::uintptr_t end = a + len;
+  if (!mapped && first < end && first != 0) {
+    // Before any bit goes (see RegistryEpoch).
+    internal::g_registry_epoch.fetch_add(1, std::memory_order_acq_rel);
+  }
   for (std::uintptr_t b = first; b < end && b != 0; b += kRegistryGranule) {
     const std::size_t i = b / kRegistryGranule;
     if (i >= kRegistryBits) break;

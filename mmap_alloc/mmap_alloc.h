@@ -238,7 +238,20 @@ inline constexpr std::size_t kRegistryLeaves =
     kRegistryBits >> kRegistryLeafBits;
 extern std::atomic<std::atomic<std::uint64_t>*>
     g_registry_leaves[kRegistryLeaves];
+extern std::atomic<std::uint64_t> g_registry_epoch;
 }  // namespace internal
+
+// The registry's epoch: every call that clears bits (takes a mapping away)
+// increments it before it clears them, and so before its system call. A
+// caller that read epoch e, then found a boundary mapped, may take the
+// boundary as still mapped for as long as RegistryEpoch() returns e: the
+// same guarantee as asking IsMappedBoundary again (a set bit means mapped
+// except while another thread takes that very range away), for one load.
+// elfmalloc's checked build keeps its last such answer per thread, so that
+// a free into the region it last checked skips the two-level lookup.
+inline std::uint64_t RegistryEpoch() noexcept {
+  return internal::g_registry_epoch.load(std::memory_order_acquire);
+}
 
 // True iff the page at `boundary` (kRegistryGranule-aligned) lies in a
 // readable mapping made by this library that is still mapped. Inline: a

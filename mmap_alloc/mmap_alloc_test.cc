@@ -727,6 +727,37 @@ TEST(MmapAllocRegistryTest, FollowsMapUnmapProtectGuardRemapAndMove) {
   for (int i = 0; i < 3; ++i) EXPECT_FALSE(IsMappedBoundary(t + i * G)) << i;
 }
 
+// The epoch moves on whenever a boundary's bit may be cleared (and before
+// it is), and only then: a caller that remembers a boundary as mapped for
+// an epoch never keeps it past an unmap of it.
+TEST(MmapAllocRegistryTest, EpochAdvancesOnEveryCallThatTakesABoundaryAway) {
+  constexpr std::size_t G = kRegistryGranule;
+  MapOptions o;
+  o.align = G;
+  std::uint64_t e = RegistryEpoch();
+  char* a = static_cast<char*>(Map(3 * G, o));
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(RegistryEpoch(), e) << "mapping takes nothing away";
+  // Within one 2 MiB granule past its boundary: no boundary, no new epoch.
+  ASSERT_TRUE(Protect(a + PageSize(), PageSize(), Perm::kNone));
+  EXPECT_EQ(RegistryEpoch(), e);
+  ASSERT_TRUE(Protect(a + PageSize(), PageSize(), Perm::kRead | Perm::kWrite));
+  ASSERT_TRUE(Protect(a + G, PageSize(), Perm::kNone));
+  EXPECT_GT(RegistryEpoch(), e);
+  e = RegistryEpoch();
+  ASSERT_TRUE(Protect(a + G, PageSize(), Perm::kRead | Perm::kWrite));
+  EXPECT_EQ(RegistryEpoch(), e);
+  ASSERT_TRUE(Guard(a + G, PageSize()));
+  EXPECT_GT(RegistryEpoch(), e);
+  ASSERT_TRUE(Unguard(a + G, PageSize()));
+  e = RegistryEpoch();
+  ASSERT_TRUE(ShrinkInPlace(a, 3 * G, 2 * G));
+  EXPECT_GT(RegistryEpoch(), e);
+  e = RegistryEpoch();
+  ASSERT_TRUE(Unmap(a, 2 * G));
+  EXPECT_GT(RegistryEpoch(), e);
+}
+
 TEST(MmapAllocFailureTest, MapZeroIsEinval) {
   errno = 0;
   EXPECT_EQ(Map(0), nullptr);
