@@ -381,13 +381,14 @@ constexpr std::array<SlabMetadata, kNumSizeClasses> kClassLayouts = [] {
 // the checked build's free indexes the tag it read with no range check:
 // a tag that names no class finds count 0, which no q is below. Computed
 // at compile time (a runtime division per free costs more than the test).
-// 32 bytes each: the count shares its word with k, which `ror` reads from
-// the low 6 bits of its count register.
+// 40 bytes each (10 KiB): with 32, the count would share a word with k and
+// take two more instructions per free to separate.
 struct ObjectStartTest {
-  std::uintptr_t offset_mask = 0;    // page size - 1
-  std::uintptr_t first = 0;          // offset of object 0
-  std::uint64_t inverse = 0;         // m^-1 mod 2^64
-  std::uint64_t count_and_shift = 0;  // n << 8 | k (0: no class)
+  std::uintptr_t offset_mask = 0;  // page size - 1
+  std::uintptr_t first = 0;        // offset of object 0
+  std::uint64_t inverse = 0;       // m^-1 mod 2^64
+  std::uint64_t count = 0;         // n (0: no class)
+  std::uint64_t shift = 0;         // k
 
   static constexpr ObjectStartTest Of(const SlabMetadata& m) {
     ObjectStartTest t;
@@ -402,15 +403,14 @@ struct ObjectStartTest {
     std::uint64_t inv = d;  // Newton's iteration: 5 steps give 64 bits
     for (int i = 0; i < 5; ++i) inv *= 2 - d * inv;
     t.inverse = inv;
-    t.count_and_shift = (std::uint64_t{m.n_objects} << 8) | shift;
+    t.count = m.n_objects;
+    t.shift = shift;
     return t;
   }
   ABSL_ATTRIBUTE_ALWAYS_INLINE bool Holds(const void* p) const {
     const std::uintptr_t x =
         (reinterpret_cast<std::uintptr_t>(p) & offset_mask) - first;
-    const std::uint64_t q =
-        std::rotr(x * inverse, static_cast<int>(count_and_shift & 63));
-    return q < (count_and_shift >> 8);
+    return std::rotr(x * inverse, static_cast<int>(shift)) < count;
   }
 };
 
@@ -429,13 +429,11 @@ static_assert([] {
     const SizeClass c(static_cast<std::uint8_t>(i));
     // Every class's objects are laid out at their exact size, each at a
     // multiple of the class's alignment (free's alignment test,
-    // TagAlignMask, relies on it), and a slab's objects' bytes fit in 2^64
-    // with room for the shift beside the count (ObjectStartTest).
+    // TagAlignMask, relies on it).
     if (!kClassLayouts[i].valid() ||
         kClassLayouts[i].object_size != ClassSize(c) ||
         kClassLayouts[i].objects_offset % ClassAlignment(c) != 0 ||
-        kClassLayouts[i].n_objects >= (std::size_t{1} << 40) ||
-        (kObjectStartTests[i + 1].count_and_shift & 0xff) >= 64) {
+        kObjectStartTests[i + 1].shift >= 64) {
       return false;
     }
   }
@@ -448,8 +446,7 @@ static_assert([] {
 // nowhere else.
 constexpr bool HoldsAt(const ObjectStartTest& t, std::uintptr_t off) {
   const std::uintptr_t x = (off & t.offset_mask) - t.first;
-  return std::rotr(x * t.inverse, static_cast<int>(t.count_and_shift & 63)) <
-         (t.count_and_shift >> 8);
+  return std::rotr(x * t.inverse, static_cast<int>(t.shift)) < t.count;
 }
 static_assert([] {
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
@@ -479,9 +476,9 @@ static_assert([] {
     if (HoldsAt(t, m.page_size - 1)) return false;
   }
   for (std::size_t tag = kNumSizeClasses + 1; tag < kNumTags; ++tag) {
-    if (kObjectStartTests[tag].count_and_shift != 0) return false;
+    if (kObjectStartTests[tag].count != 0) return false;
   }
-  return kObjectStartTests[0].count_and_shift == 0;
+  return kObjectStartTests[0].count == 0;
 }());
 
 // Whether p is an object start of a slab of class c. Everything comes from
