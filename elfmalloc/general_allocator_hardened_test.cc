@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -218,18 +219,26 @@ TEST(HardenedBuildDeathTest, WritePastRequestedSizeAborts) {
   }
 }
 
-// The canary's and the freed pattern's short ranges are compared in
-// overlapping 16-byte chunks and words (general_allocator.cc,
-// kInlinePatternBytes): a change at the first, a middle and the last byte
-// of every length from 1 to beyond the inline limit is found, in the slack
-// after the request and in a freed block.
+// The canary is the window of 16 bytes after the request, cut to the
+// slack (general_allocator.cc, kCanaryWindow), compared under a mask: a
+// change at its first, a middle and its last byte is found for every slack
+// from 1 to 16 bytes, wherever the window lies (at n, or ending at the
+// trailer when the slack is shorter), and in the windows of classes above
+// 256 bytes, whose slack is longer. The freed pattern's short ranges are
+// compared in overlapping 16-byte chunks and words (kInlinePatternBytes):
+// a change at the first, a middle and the last byte of every length from 1
+// to beyond the inline limit is found in a freed block.
 TEST(HardenedBuildDeathTest, EveryByteOfShortPatternsIsChecked) {
   constexpr std::size_t kWordBytes = 8;
-  for (std::size_t n = 8; n <= 160; n += 7) {
-    const std::size_t size = ClassSize(SizeToClass(n + kWordBytes));
+  constexpr std::size_t kWindow = 16;
+  for (std::size_t n = 1; n <= 1100; n += n < 160 ? 7 : 97) {
+    const std::size_t size = ClassSize(SizeToClass(
+        (n < kWordBytes ? kWordBytes : n) + kWordBytes));
     const std::size_t slack_end = size - kWordBytes;  // the trailer's start
     if (slack_end == n) continue;                     // no slack
-    for (std::size_t at : {n, n + (slack_end - n) / 2, slack_end - 1}) {
+    const std::size_t window_end =
+        slack_end - n < kWindow ? slack_end : n + kWindow;
+    for (std::size_t at : {n, n + (window_end - n) / 2, window_end - 1}) {
       char* p = static_cast<char*>(Allocate(n));
       ASSERT_NE(p, nullptr);
       EXPECT_DEATH(
@@ -237,12 +246,12 @@ TEST(HardenedBuildDeathTest, EveryByteOfShortPatternsIsChecked) {
             p[at] = static_cast<char>(~p[at]);
             Deallocate(p);
           },
-          "heap overflow: .* at offset")
+          "heap overflow: .* at offset " + std::to_string(at))
           << n << " " << at;
       Deallocate(p);
     }
     // The freed pattern covers [2 words, size - 1 word).
-    if (slack_end <= 2 * kWordBytes) continue;
+    if (slack_end <= 2 * kWordBytes || n > 160) continue;
     for (std::size_t at :
          {2 * kWordBytes, kWordBytes + slack_end / 2, slack_end - 1}) {
       char* p = static_cast<char*>(Allocate(n));
