@@ -1560,6 +1560,15 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool DiffersShort(const char* a,
   return d != 0;
 }
 
+// The C library's memcpy, called by its symbol: std::memcpy of a length
+// GCC cannot see is expanded inline here as `rep movsq`, whose start-up
+// costs more than glibc's vector copy for the freed pattern of a block of
+// a few hundred bytes (A/B of 5 interleaved runs, the hardened build:
+// larson 8-1000 B 10% faster with the call, glibc_thread and the
+// malloc/free pair 4%, threadtest 2 KiB 2%, threadtest 64 B unchanged).
+extern "C" void* LibcMemcpy(void* dst, const void* src,
+                            std::size_t n) __asm__("memcpy");
+
 // Writes `pattern` over [from, to), at most kMaxPatternBytes.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void FillPattern(char* from, char* to,
                                                      const char* pattern) {
@@ -1568,7 +1577,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void FillPattern(char* from, char* to,
   if (ABSL_PREDICT_TRUE(len <= kInlinePatternBytes)) {
     CopyShort(from, src, len);
   } else {
-    std::memcpy(from, src, len);
+    LibcMemcpy(from, src, len);
   }
 }
 
