@@ -1681,7 +1681,8 @@ static_assert(kMaskFromByte[0].lo == ~std::uint64_t{0} &&
               kMaskFromByte[9].hi == ~std::uint64_t{0} << 8 &&
               kMaskFromByte[16].hi == 0);
 inline Chunk MaskFrom(std::size_t k) {
-  return LoadUnaligned<Chunk>(reinterpret_cast<const char*>(&kMaskFromByte[k]));
+  return LoadUnaligned<Chunk>(
+      reinterpret_cast<const char*>(&kMaskFromByte[k]));
 }
 // The canary pattern's bytes for the chunk or word at w.
 inline Chunk CanaryChunk(const char* w) {
@@ -1742,8 +1743,8 @@ void ResetSlabCanary(void* p, SizeClass c, std::size_t n) {
     StoreUnaligned(w, (LoadUnaligned<Chunk>(w) & ~m) | (CanaryChunk(w) & m));
   } else {
     const std::uint64_t m = kMaskFromByte[n].lo;
-    StoreUnaligned(b,
-                   (LoadUnaligned<std::uint64_t>(b) & ~m) | (CanaryWord(b) & m));
+    StoreUnaligned(
+        b, (LoadUnaligned<std::uint64_t>(b) & ~m) | (CanaryWord(b) & m));
   }
   std::uint64_t* t = TrailerOf(p, size);
   StoreTrailer(t, TrailerValue(t, n));
@@ -1822,7 +1823,8 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline std::size_t CheckSlabCanary(
   if (ABSL_PREDICT_TRUE(size >= kMinWindowClass)) {
     const std::size_t at = CanaryWindowAt(n, size);
     const char* w = b + at;
-    const Chunk d = (LoadUnaligned<Chunk>(w) ^ CanaryChunk(w)) & MaskFrom(n - at);
+    const Chunk d =
+        (LoadUnaligned<Chunk>(w) ^ CanaryChunk(w)) & MaskFrom(n - at);
     differs = (d[0] | d[1]) != 0;
   } else {
     differs = ((LoadUnaligned<std::uint64_t>(b) ^ CanaryWord(b)) &
