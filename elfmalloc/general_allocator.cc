@@ -1569,10 +1569,16 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool DiffersShort(const char* a,
 extern "C" void* LibcMemcpy(void* dst, const void* src,
                             std::size_t n) __asm__("memcpy");
 
+// The bytes of `pattern` (a pattern buffer, see g_canary_pattern) that
+// belong at address a and after it.
+inline const char* PatternAt(const char* pattern, const void* a) {
+  return pattern + (reinterpret_cast<std::uintptr_t>(a) & 7);
+}
+
 // Writes `pattern` over [from, to), at most kMaxPatternBytes.
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void FillPattern(char* from, char* to,
                                                      const char* pattern) {
-  const char* src = pattern + (reinterpret_cast<std::uintptr_t>(from) & 7);
+  const char* src = PatternAt(pattern, from);
   const std::size_t len = static_cast<std::size_t>(to - from);
   if (ABSL_PREDICT_TRUE(len <= kInlinePatternBytes)) {
     CopyShort(from, src, len);
@@ -1593,8 +1599,7 @@ ABSL_ATTRIBUTE_NOINLINE const char* FirstMismatch(const char* from,
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool PatternDiffers(const char* from,
                                                         const char* to,
                                                         const char* pattern) {
-  const char* expected =
-      pattern + (reinterpret_cast<std::uintptr_t>(from) & 7);
+  const char* expected = PatternAt(pattern, from);
   const std::size_t len = static_cast<std::size_t>(to - from);
   return ABSL_PREDICT_TRUE(len <= kInlinePatternBytes)
              ? DiffersShort(from, expected, len)
@@ -1606,8 +1611,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool PatternDiffers(const char* from,
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline const char* FindPatternMismatch(
     const char* from, const char* to, const char* pattern) {
   if (ABSL_PREDICT_TRUE(!PatternDiffers(from, to, pattern))) return nullptr;
-  return FirstMismatch(from,
-                       pattern + (reinterpret_cast<std::uintptr_t>(from) & 7));
+  return FirstMismatch(from, PatternAt(pattern, from));
 }
 
 // ---- Canaries ----
@@ -1670,12 +1674,11 @@ constexpr ByteMask MaskFromByte(std::size_t k) {
   return {k >= 8 ? 0 : kAll << (8 * k),
           k >= 16 ? 0 : (k <= 8 ? kAll : kAll << (8 * (k - 8)))};
 }
-constexpr ByteMask kMaskFromByte[kCanaryWindow + 1] = {
-    MaskFromByte(0),  MaskFromByte(1),  MaskFromByte(2),  MaskFromByte(3),
-    MaskFromByte(4),  MaskFromByte(5),  MaskFromByte(6),  MaskFromByte(7),
-    MaskFromByte(8),  MaskFromByte(9),  MaskFromByte(10), MaskFromByte(11),
-    MaskFromByte(12), MaskFromByte(13), MaskFromByte(14), MaskFromByte(15),
-    MaskFromByte(16)};
+constexpr std::array<ByteMask, kCanaryWindow + 1> kMaskFromByte = [] {
+  std::array<ByteMask, kCanaryWindow + 1> masks{};
+  for (std::size_t k = 0; k <= kCanaryWindow; ++k) masks[k] = MaskFromByte(k);
+  return masks;
+}();
 static_assert(kMaskFromByte[0].lo == ~std::uint64_t{0} &&
               kMaskFromByte[9].lo == 0 &&
               kMaskFromByte[9].hi == ~std::uint64_t{0} << 8 &&
@@ -1686,12 +1689,10 @@ inline Chunk MaskFrom(std::size_t k) {
 }
 // The canary pattern's bytes for the chunk or word at w.
 inline Chunk CanaryChunk(const char* w) {
-  return LoadUnaligned<Chunk>(g_canary_pattern +
-                              (reinterpret_cast<std::uintptr_t>(w) & 7));
+  return LoadUnaligned<Chunk>(PatternAt(g_canary_pattern, w));
 }
 inline std::uint64_t CanaryWord(const char* w) {
-  return LoadUnaligned<std::uint64_t>(
-      g_canary_pattern + (reinterpret_cast<std::uintptr_t>(w) & 7));
+  return LoadUnaligned<std::uint64_t>(PatternAt(g_canary_pattern, w));
 }
 // Where the window of a block of requested size n starts in a class of
 // `size` >= kMinWindowClass bytes: at n, or, when the slack is shorter
@@ -1711,11 +1712,7 @@ inline std::size_t CanaryEnd(std::size_t n, std::size_t size) {
 // Writes the canary and the trailer of slab block p of class c, handed out
 // for n bytes: one store of a whole pattern chunk (or word), which may
 // cover bytes below n as well, since none of them is the program's yet
-// (calloc clears [0, n) after it). No branch on n: with a fill of the
-// whole slack (up to 4 KiB) the lengths that changed from one call to the
-// next cost a mispredicted branch or two per malloc and per free, and the
-// hardened build ran larson 8-1000 B at half the speed it has with this
-// window.
+// (calloc clears [0, n) after it); no branch on n (see "Canaries").
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void SetSlabCanary(void* p, SizeClass c,
                                                        std::size_t n) {
   const std::size_t size = ClassSize(c);
