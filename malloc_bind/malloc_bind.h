@@ -217,6 +217,15 @@ class Api {
     return B::Allocate(n);
   }
 
+  // True when Malloc(n) is B::Allocate(n) and nothing else (the backend
+  // refuses oversized requests itself), and likewise Free(p) and
+  // B::Deallocate(p): a shared object may then make its malloc and free
+  // symbols the backend's functions themselves at link time (elfc/BUILD),
+  // which saves a jump on every call. Kept next to Malloc and Free: a
+  // change to either must change these too.
+  static constexpr bool kMallocIsAllocate = AllocatesAnySize<B>;
+  static constexpr bool kFreeIsDeallocate = DeallocatesNull<B>;
+
   // free / cfree: NULL is a no-op; never changes errno.
   ABSL_ATTRIBUTE_ALWAYS_INLINE static void Free(void* p) noexcept {
     if constexpr (DeallocatesNull<B>) {
