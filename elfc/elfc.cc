@@ -514,12 +514,15 @@ void* __libc_pvalloc(size_t n) noexcept;
 // glibc's always reach glibc's own heap, so ours reach elfc's even when
 // another malloc is interposed ahead of this library.
 using ElfcApi = ::malloc_bind::Api<::elfc::ElfcBackend>;
-// The shared objects' malloc and free are elfmalloc::Allocate and
-// elfmalloc::Deallocate themselves (elfc/BUILD, _SHARED_OBJECT_LINKOPTS):
-// right only while the C API's malloc and free do nothing else.
-static_assert(ElfcApi::kMallocIsAllocate && ElfcApi::kFreeIsDeallocate,
-              "elfc/BUILD links malloc and free as elfmalloc::Allocate and "
-              "elfmalloc::Deallocate; drop those --defsym options first");
+// The shared objects' malloc, free and operator delete (plain and sized,
+// single and array) are elfmalloc::Allocate and elfmalloc::Deallocate
+// themselves (elfc/BUILD, _SHARED_OBJECT_LINKOPTS): right only while the
+// bound functions do nothing else.
+static_assert(ElfcApi::kMallocIsAllocate && ElfcApi::kFreeIsDeallocate &&
+                  ElfcApi::kOperatorDeleteIsDeallocate,
+              "elfc/BUILD links malloc, free and operator delete as "
+              "elfmalloc::Allocate and elfmalloc::Deallocate; drop those "
+              "--defsym options first");
 MALLOC_BIND_EXPORT void* __libc_malloc(size_t n) noexcept {
   return ElfcApi::Malloc(n);
 }

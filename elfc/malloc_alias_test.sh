@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Each shared object's exported malloc and free are elfmalloc::Allocate and
-# elfmalloc::Deallocate themselves (the --defsym link options in elfc/BUILD),
-# not stubs that jump to them. elfc.cc asserts at compile time that the C
-# API's malloc and free are those calls and nothing else; this checks that
-# the link made them the same functions.
+# Each shared object's exported malloc, free and operator delete (plain and
+# sized, single and array) are elfmalloc::Allocate and elfmalloc::Deallocate
+# themselves (the --defsym link options in elfc/BUILD), not stubs that jump
+# to them. elfc.cc asserts at compile time that the bound functions are
+# those calls and nothing else; this checks that the link made them the
+# same functions.
 #   malloc_alias_test.sh LIB.so...
 set -uo pipefail
 command -v nm > /dev/null || { echo "FAIL: nm (binutils) not found"; exit 1; }
 status=0
 for lib in "$@"; do
-  for pair in malloc=_ZN9elfmalloc8AllocateEm free=_ZN9elfmalloc10DeallocateEPv; do
+  d=_ZN9elfmalloc10DeallocateEPv
+  for pair in malloc=_ZN9elfmalloc8AllocateEm free=$d _ZdlPv=$d _ZdaPv=$d \
+              _ZdlPvm=$d _ZdaPvm=$d; do
     name=${pair%%=*}
     target=${pair#*=}
     exported=$(nm -D --defined-only "$lib" | awk -v s="$name" '$3 == s { print $1 }')
@@ -25,5 +28,5 @@ for lib in "$@"; do
     fi
   done
 done
-[ "$status" = 0 ] && echo "PASS: malloc and free are elfmalloc's functions in every library"
+[ "$status" = 0 ] && echo "PASS: malloc, free and operator delete are elfmalloc's functions in every library"
 exit "$status"

@@ -439,23 +439,28 @@ class Api {
 
   // operator delete (also the nothrow form): nullptr is a no-op.
   ABSL_ATTRIBUTE_ALWAYS_INLINE static void OperatorDelete(void* p) noexcept {
-    if (ABSL_PREDICT_TRUE(p != nullptr)) B::Deallocate(p);
+    Free(p);
   }
 
   // Sized delete: n is the size given to operator new.
   ABSL_ATTRIBUTE_ALWAYS_INLINE static void OperatorDeleteSized(
       void* p, std::size_t n) noexcept {
-    if (ABSL_PREDICT_FALSE(p == nullptr)) return;
     if constexpr (HasDeallocateSized<B>) {
+      if (ABSL_PREDICT_FALSE(p == nullptr)) return;
       B::DeallocateSized(p, n);
     } else {
-      B::Deallocate(p);
+      Free(p);
     }
   }
 
+  // True when operator delete, plain or sized, single or array, is
+  // B::Deallocate(p) and nothing else (as kFreeIsDeallocate for free).
+  static constexpr bool kOperatorDeleteIsDeallocate =
+      DeallocatesNull<B> && !HasDeallocateSized<B>;
+
   // Aligned delete (also the aligned nothrow form).
   static void OperatorDeleteAligned(void* p, std::align_val_t) noexcept {
-    if (ABSL_PREDICT_TRUE(p != nullptr)) B::Deallocate(p);
+    Free(p);
   }
 
   static void OperatorDeleteAlignedSized(void* p, std::size_t n,

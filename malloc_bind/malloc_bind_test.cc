@@ -202,6 +202,16 @@ TEST_F(ApiTest, TrustingBackendsGetFreeOfNullAndEverySize) {
   void* p = Trusting::Malloc(100);
   ASSERT_NE(p, nullptr);
   Trusting::Free(p);
+  // operator delete, plain and sized, goes straight to Deallocate too.
+  Trusting::OperatorDelete(nullptr);
+  Trusting::OperatorDeleteSized(nullptr, 24);
+  EXPECT_EQ(TrustingBackend::null_frees, 3);
+  // What lets a shared object alias malloc, free and operator delete to
+  // the backend's functions at link time.
+  static_assert(Trusting::kMallocIsAllocate && Trusting::kFreeIsDeallocate &&
+                Trusting::kOperatorDeleteIsDeallocate);
+  static_assert(!Full::kMallocIsAllocate && !Full::kFreeIsDeallocate &&
+                !Full::kOperatorDeleteIsDeallocate);
 }
 
 TEST_F(ApiTest, BackendFailureIsEnomemAndNull) {
