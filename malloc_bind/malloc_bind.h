@@ -397,7 +397,9 @@ class Api {
   // null, retrying after each call, then throws std::bad_alloc. A handler's
   // exception propagates. new(0) is a unique block.
   ABSL_ATTRIBUTE_ALWAYS_INLINE static void* OperatorNew(std::size_t n) {
-    if (ABSL_PREDICT_TRUE(n <= kMaxSize)) {
+    // A backend that refuses oversized requests itself needs no compare
+    // here: its failure reaches the same slow path.
+    if (AllocatesAnySize<B> || ABSL_PREDICT_TRUE(n <= kMaxSize)) {
       void* p = B::Allocate(n);
       if (ABSL_PREDICT_TRUE(p != nullptr)) return p;
     }
@@ -409,7 +411,7 @@ class Api {
   // as try { return operator new(n); } catch (...) { return nullptr; }).
   ABSL_ATTRIBUTE_ALWAYS_INLINE static void* OperatorNewNothrow(
       std::size_t n) noexcept {
-    if (ABSL_PREDICT_TRUE(n <= kMaxSize)) {
+    if (AllocatesAnySize<B> || ABSL_PREDICT_TRUE(n <= kMaxSize)) {
       void* p = B::Allocate(n);
       if (ABSL_PREDICT_TRUE(p != nullptr)) return p;
     }
