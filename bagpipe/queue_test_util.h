@@ -14,7 +14,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
-#include <memory>
 #include <thread>
 #include <vector>
 
@@ -48,9 +47,7 @@ template <class MakeOps>
 void RunExactOnce(int producers, int consumers, std::uint64_t per_producer,
                   MakeOps make_ops, bool check_fifo_per_producer) {
   const std::uint64_t total = per_producer * producers;
-  std::unique_ptr<std::atomic<std::uint8_t>[]> seen(
-      new std::atomic<std::uint8_t>[total]);
-  for (std::uint64_t i = 0; i < total; ++i) seen[i].store(0);
+  std::vector<std::atomic<std::uint8_t>> seen(total);  // all 0
   std::atomic<std::uint64_t> popped{0};
   std::atomic<std::uint64_t> bogus{0};
   std::atomic<std::uint64_t> order_violations{0};

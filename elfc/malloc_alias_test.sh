@@ -5,14 +5,25 @@
 # to them. elfc.cc asserts at compile time that the bound functions are
 # those calls and nothing else; this checks that the link made them the
 # same functions.
-#   malloc_alias_test.sh LIB.so...
+#   malloc_alias_test.sh --alias=NAME=SYMBOL... LIB.so...
+# (the pairs are elfc/BUILD's _MALLOC_ALIASES, the list the links use)
 set -uo pipefail
 command -v nm > /dev/null || { echo "FAIL: nm (binutils) not found"; exit 1; }
+aliases=()
+libs=()
+for arg in "$@"; do
+  case "$arg" in
+    --alias=*) aliases+=("${arg#--alias=}") ;;
+    *) libs+=("$arg") ;;
+  esac
+done
+if [ ${#aliases[@]} = 0 ] || [ ${#libs[@]} = 0 ]; then
+  echo "FAIL: usage: malloc_alias_test.sh --alias=NAME=SYMBOL... LIB.so..."
+  exit 1
+fi
 status=0
-for lib in "$@"; do
-  d=_ZN9elfmalloc10DeallocateEPv
-  for pair in malloc=_ZN9elfmalloc8AllocateEm free=$d _ZdlPv=$d _ZdaPv=$d \
-              _ZdlPvm=$d _ZdaPvm=$d; do
+for lib in "${libs[@]}"; do
+  for pair in "${aliases[@]}"; do
     name=${pair%%=*}
     target=${pair#*=}
     exported=$(nm -D --defined-only "$lib" | awk -v s="$name" '$3 == s { print $1 }')
