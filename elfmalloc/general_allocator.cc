@@ -2405,25 +2405,50 @@ ABSL_ATTRIBUTE_NOINLINE void* AllocateSlow(std::size_t n) {
   return AllocClassMiss(SizeToClass(n));
 }
 
+// AllocateOr's way out of its fast path: AllocateSlow, then the caller's
+// failure handler, reached by a tail call (so its exception, if it throws
+// one, passes no frame of ours).
+ABSL_ATTRIBUTE_NOINLINE void* AllocateSlowOr(std::size_t n,
+                                             AllocFailureHandler on_failure) {
+  void* p = AllocateSlow(n);
+  if (ABSL_PREDICT_TRUE(p != nullptr)) return p;
+  return on_failure(n);
+}
+
+// The fast path of Allocate and AllocateOr: a cached block of n's class
+// into *p, not yet handed out. The sizes of the first lookup table (up to
+// 1152 bytes, most requests) are tested first: their class then costs one
+// compare and a load, where IsSlabSize followed by SizeToClass compares
+// twice (2-3 instructions per malloc more in glibc_thread and
+// pair_latency, callgrind).
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool TryAllocateCached(std::size_t n,
+                                                           void** p) {
+  if (ABSL_PREDICT_TRUE(n <= internal::kLookupMaxSize)) {
+    return ABSL_PREDICT_TRUE(TryAllocClass(SmallSizeToClass(n), p));
+  }
+  return IsSlabSize(n) && TryAllocClass(SizeToClass(n), p);
+}
+
 }  // namespace
 
 ELFMALLOC_HOT_ENTRY void* Allocate(std::size_t n) noexcept {
 #if defined(ELFMALLOC_HARDENED)
   return HardenedAllocate(n, 0, false);
 #endif
-  // The sizes of the first lookup table (up to 1152 bytes, most requests) are
-  // tested first: their class then costs one compare and a load, where
-  // IsSlabSize followed by SizeToClass compares twice (2-3 instructions
-  // per malloc more in glibc_thread and pair_latency, callgrind).
   void* p;
-  if (ABSL_PREDICT_TRUE(n <= internal::kLookupMaxSize)) {
-    if (ABSL_PREDICT_TRUE(TryAllocClass(SmallSizeToClass(n), &p))) {
-      return HandoutNonNull(p);
-    }
-  } else if (IsSlabSize(n) && TryAllocClass(SizeToClass(n), &p)) {
-    return HandoutNonNull(p);
-  }
+  if (ABSL_PREDICT_TRUE(TryAllocateCached(n, &p))) return HandoutNonNull(p);
   return AllocateSlow(n);
+}
+
+ELFMALLOC_HOT_ENTRY void* AllocateOr(std::size_t n,
+                                     AllocFailureHandler on_failure) {
+#if defined(ELFMALLOC_HARDENED)
+  void* const q = HardenedAllocate(n, 0, false);
+  return q != nullptr ? q : on_failure(n);
+#endif
+  void* p;
+  if (ABSL_PREDICT_TRUE(TryAllocateCached(n, &p))) return HandoutNonNull(p);
+  return AllocateSlowOr(n, on_failure);
 }
 
 void* AllocateZeroed(std::size_t n) noexcept {

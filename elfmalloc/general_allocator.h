@@ -59,6 +59,16 @@ namespace elfmalloc {
 
 // At least n bytes (a unique non-null block for n == 0), or nullptr.
 void* Allocate(std::size_t n) noexcept;
+// What AllocateOr does where Allocate would return nullptr: it returns
+// what the caller gets instead, or throws.
+using AllocFailureHandler = void* (*)(std::size_t n);
+// Allocate(n), except that where that fails the result is on_failure(n),
+// reached by a tail call. For operator new: its entry point is then a
+// jump to this function with its handler loop as on_failure, where a call
+// of Allocate and a test of the result kept a stack frame (5 instructions
+// and a call and return more per new). Not noexcept: on_failure may throw
+// (std::bad_alloc) through it; no frame on the way needs a cleanup.
+void* AllocateOr(std::size_t n, AllocFailureHandler on_failure);
 // At least n bytes aligned to align (0 and 1 mean no requirement beyond the
 // default), or nullptr (EINVAL if align is not a power of two).
 void* Allocate(std::size_t n, std::size_t align) noexcept;
@@ -138,6 +148,9 @@ struct MallocBackend {
   static constexpr bool kAllocatesAnySize = true;
   static void* Allocate(std::size_t n) noexcept {
     return elfmalloc::Allocate(n);
+  }
+  static void* AllocateOr(std::size_t n, AllocFailureHandler on_failure) {
+    return elfmalloc::AllocateOr(n, on_failure);
   }
   static void* AllocateAligned(std::size_t n, std::size_t a) noexcept {
     return elfmalloc::Allocate(n, a);

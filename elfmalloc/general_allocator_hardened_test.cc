@@ -68,6 +68,28 @@ TEST(HardenedBuildTest, CorrectUseIsQuiet) {
   }
 }
 
+// AllocateOr (operator new's entry) in the hardened build: its blocks
+// carry the canary like Allocate's (UsableSize is the request), and a
+// failure reaches the handler.
+TEST(HardenedBuildTest, AllocateOrHandsOutCheckedBlocks) {
+  static std::size_t handled;
+  handled = 0;
+  const AllocFailureHandler handler = [](std::size_t n) -> void* {
+    handled = n;
+    return nullptr;
+  };
+  for (std::size_t n : kSizes) {
+    char* p = static_cast<char*>(AllocateOr(n, handler));
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(UsableSize(p), n);
+    std::memset(p, 0x5a, n);
+    Deallocate(p);
+  }
+  EXPECT_EQ(handled, 0u);
+  EXPECT_EQ(AllocateOr(~std::size_t{0} / 2, handler), nullptr);
+  EXPECT_EQ(handled, ~std::size_t{0} / 2);
+}
+
 // Phases of one size after another, each filling and freeing 8 MiB: slab
 // pages go from class to class with the old class's bytes in them, and the
 // neighbour checks must see zeroed slot ends there, not stale data

@@ -152,6 +152,37 @@ TEST(GeneralAllocatorTest, HugeRequestFailsWithEnomem) {
   EXPECT_EQ(errno, ENOMEM);
 }
 
+// AllocateOr (operator new's entry): Allocate's blocks, from the fast path
+// and the slow ones; where Allocate fails, the handler's result (called
+// with the same n), and an exception the handler throws reaches the caller.
+TEST(GeneralAllocatorTest, AllocateOrCallsTheHandlerOnlyOnFailure) {
+  static std::size_t handled;
+  static char fallback[16];
+  handled = 0;
+  const AllocFailureHandler handler = [](std::size_t n) -> void* {
+    handled = n;
+    return fallback;
+  };
+  for (int round = 0; round < 3; ++round) {
+    for (std::size_t n : {0ul, 1ul, 16ul, 100ul, 1000ul, 5000ul, 70000ul,
+                          300000ul, 3000000ul}) {
+      void* p = AllocateOr(n, handler);
+      ASSERT_NE(p, nullptr);
+      ASSERT_NE(p, static_cast<void*>(fallback));
+      EXPECT_GE(UsableSize(p), n);
+      std::memset(p, 0x5a, n);
+      Deallocate(p);
+    }
+  }
+  EXPECT_EQ(handled, 0u);
+  const std::size_t huge = ~std::size_t{0} / 2;
+  EXPECT_EQ(AllocateOr(huge, handler), static_cast<void*>(fallback));
+  EXPECT_EQ(handled, huge);
+  struct Refused {};
+  EXPECT_THROW(AllocateOr(huge, [](std::size_t) -> void* { throw Refused(); }),
+               Refused);
+}
+
 TEST(GeneralAllocatorTest, ReallocGrowsKeepingContents) {
   const std::size_t steps[] = {1, 8, 17, 200, 1000, 70000, kMiB, kMiB + 5,
                                3 * kMiB, 7 * kMiB};

@@ -113,6 +113,12 @@ inline constexpr std::size_t kMaxAlignment =
 //
 // Optional members, used when present (detected with `requires`):
 //
+//   static void* AllocateOr(std::size_t n, void* (*on_failure)(std::size_t));
+//     Allocate(n), or on_failure(n) where that would fail (not noexcept:
+//     on_failure may throw through it). operator new then passes its
+//     handler loop and needs no test of the result and no stack frame of
+//     its own: its entry point is a jump to AllocateOr. Called with the
+//     same n as Allocate (n <= kMaxSize unless kAllocatesAnySize).
 //   static void* AllocateZeroed(std::size_t n) noexcept;
 //     Like Allocate with the first n bytes zero; calloc uses it (a backend
 //     that knows fresh memory is zero skips the memset). Default:
@@ -151,6 +157,10 @@ concept Backend = requires(void* p, const void* cp, std::size_t n) {
   requires B::kDefaultAlignment >= sizeof(void*);
 };
 
+template <class B>
+concept HasAllocateOr = requires(std::size_t n, void* (*f)(std::size_t)) {
+  { B::AllocateOr(n, f) } -> std::same_as<void*>;
+};
 template <class B>
 concept HasAllocateZeroed = requires(std::size_t n) {
   { B::AllocateZeroed(n) } noexcept -> std::same_as<void*>;
@@ -400,8 +410,12 @@ class Api {
     // A backend that refuses oversized requests itself needs no compare
     // here: its failure reaches the same slow path.
     if (AllocatesAnySize<B> || ABSL_PREDICT_TRUE(n <= kMaxSize)) {
-      void* p = B::Allocate(n);
-      if (ABSL_PREDICT_TRUE(p != nullptr)) return p;
+      if constexpr (HasAllocateOr<B>) {
+        return B::AllocateOr(n, &NewSlowDefault);
+      } else {
+        void* p = B::Allocate(n);
+        if (ABSL_PREDICT_TRUE(p != nullptr)) return p;
+      }
     }
     return NewSlow(n, kDefaultAlignment);
   }
@@ -409,6 +423,10 @@ class Api {
   // operator new(n, nothrow): the same loop, but nullptr instead of
   // bad_alloc, and nullptr if the handler throws (libstdc++ implements it
   // as try { return operator new(n); } catch (...) { return nullptr; }).
+  // Not through AllocateOr: a noexcept function's call of one that may
+  // throw carries a terminate handler, which needs the C++ runtime's
+  // personality routine (a shared object built on this must load without
+  // the runtime: elfc).
   ABSL_ATTRIBUTE_ALWAYS_INLINE static void* OperatorNewNothrow(
       std::size_t n) noexcept {
     if (AllocatesAnySize<B> || ABSL_PREDICT_TRUE(n <= kMaxSize)) {
@@ -525,6 +543,13 @@ class Api {
       handler();  // may throw; the exception propagates to the caller
       if (void* p = TryAllocate(n, align); p != nullptr) return p;
     }
+  }
+
+  // NewSlow at the default alignment: operator new's failure handler for
+  // a backend with AllocateOr.
+  ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD static void* NewSlowDefault(
+      std::size_t n) {
+    return NewSlow(n, kDefaultAlignment);
   }
 
   ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD static void* NewNothrowSlow(

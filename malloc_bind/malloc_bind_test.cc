@@ -543,6 +543,24 @@ TEST_F(ApiTest, OperatorNewZeroAsksTheBackendForZeroBytes) {
   EXPECT_EQ(full().deallocate.load(), 1);
 }
 
+// With AllocateOr, operator new is that call and nothing else; its
+// failure handler is the new-handler loop (see the retry test below, which
+// runs through it).
+TEST_F(ApiTest, OperatorNewGoesThroughAllocateOrWhenTheBackendHasIt) {
+  static_assert(HasAllocateOr<FullBackend> && !HasAllocateOr<MinimalBackend>);
+  void* p = Full::OperatorNew(24);
+  void* q = Min::OperatorNew(24);
+  EXPECT_EQ(full().allocate_or.load(), 1);
+  EXPECT_EQ(full().allocate.load(), 1);
+  EXPECT_EQ(min().allocate_or.load(), 0);
+  EXPECT_EQ(min().allocate.load(), 1);
+  void* r = Full::OperatorNewNothrow(24);  // noexcept: not through it
+  EXPECT_EQ(full().allocate_or.load(), 1);
+  Full::OperatorDelete(p);
+  Full::OperatorDelete(r);
+  Min::OperatorDelete(q);
+}
+
 TEST_F(ApiTest, OperatorNewAlignedPicksAllocateOrAllocateAligned) {
   void* p = Full::OperatorNewAligned(10, std::align_val_t{8});
   void* q = Full::OperatorNewAligned(10, std::align_val_t{32});
@@ -567,6 +585,18 @@ TEST_F(ApiTest, OperatorNewRetriesOncePerHandlerCall) {
   std::set_new_handler(previous);
   EXPECT_EQ(calls, 3);
   EXPECT_EQ(full().allocate.load(), 4);
+  EXPECT_EQ(full().allocate_or.load(), 1);  // the first attempt
+
+  // The same without AllocateOr.
+  calls = 0;
+  MinimalBackend::FailNext(100);
+  previous = std::set_new_handler([] {
+    if (++calls == 3) std::set_new_handler(nullptr);
+  });
+  EXPECT_THROW(Min::OperatorNew(10), std::bad_alloc);
+  std::set_new_handler(previous);
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(min().allocate.load(), 4);
 }
 
 // The weak references of cxx_runtime.cc bind to this program's libstdc++:

@@ -105,6 +105,7 @@ using ElfBackend = elfmalloc::MallocBackend;
 // them after the calls they check, on the same thread, or after joining.
 struct Counters {
   std::atomic<std::int64_t> allocate{0};           // Allocate calls
+  std::atomic<std::int64_t> allocate_or{0};        // AllocateOr calls
   std::atomic<std::int64_t> allocate_aligned{0};   // AllocateAligned calls
   std::atomic<std::int64_t> allocate_zeroed{0};    // AllocateZeroed calls
   std::atomic<std::int64_t> reallocate{0};         // Reallocate calls
@@ -118,7 +119,8 @@ struct Counters {
   std::atomic<std::size_t> last_aligned_free{0};   // a of the last aligned one
 
   void Reset() {
-    for (auto* c : {&allocate, &allocate_aligned, &allocate_zeroed,
+    for (auto* c : {&allocate, &allocate_or, &allocate_aligned,
+                    &allocate_zeroed,
                     &reallocate, &deallocate, &deallocate_sized,
                     &deallocate_aligned_sized, &release, &failures, &live}) {
       c->store(0, std::memory_order_relaxed);
@@ -168,6 +170,14 @@ class RecordingBackend {
   }
 
   // Optional members.
+  // Allocate, counted as an AllocateOr call too, then on_failure.
+  static void* AllocateOr(std::size_t n, void* (*on_failure)(std::size_t))
+    requires kFull
+  {
+    counters().allocate_or.fetch_add(1, std::memory_order_relaxed);
+    void* p = Allocate(n);
+    return p != nullptr ? p : on_failure(n);
+  }
   static void* AllocateZeroed(std::size_t n) noexcept
     requires kFull
   {
