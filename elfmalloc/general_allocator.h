@@ -65,9 +65,10 @@ using AllocFailureHandler = void* (*)(std::size_t n);
 // Allocate(n), except that where that fails the result is on_failure(n),
 // reached by a tail call. For operator new: its entry point is then a
 // jump to this function with its handler loop as on_failure, where a call
-// of Allocate and a test of the result kept a stack frame (5 instructions
-// and a call and return more per new). Not noexcept: on_failure may throw
-// (std::bad_alloc) through it; no frame on the way needs a cleanup.
+// of Allocate and a test of the result kept a stack frame (4 instructions
+// more per new, callgrind, and a call and return). Not noexcept:
+// on_failure may throw (std::bad_alloc) through it; no frame on the way
+// needs a cleanup.
 void* AllocateOr(std::size_t n, AllocFailureHandler on_failure);
 // At least n bytes aligned to align (0 and 1 mean no requirement beyond the
 // default), or nullptr (EINVAL if align is not a power of two).
